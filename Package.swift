@@ -1,0 +1,77 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+/// A built-in plugin: a `.dynamic` product under Plugins/ that depends on the public SDK only.
+/// The host finds it beside the `shardwork` binary; nothing links it.
+func plugin(_ name: String) -> (product: Product, target: Target) {
+    (
+        .library(name: "Shardwork\(name)", type: .dynamic, targets: [name]),
+        .target(
+            name: name,
+            dependencies: [.product(name: "ShardworkSDK", package: "SDK")],
+            path: "Plugins/\(name)",
+            swiftSettings: strictSettings
+        )
+    )
+}
+
+let builtInPlugins = [
+    plugin("StandardSharding"),
+    plugin("StandardExecutors"),
+    plugin("StandardErrorHandlers"),
+]
+
+let package = Package(
+    name: "Shardwork",
+    products: [
+        .executable(name: "shardwork", targets: ["shardwork"]),
+        .library(name: "ShardworkCore", targets: ["ShardworkCore"]),
+    ] + builtInPlugins.map(\.product),
+    dependencies: [
+        .package(path: "SDK"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .target(
+            name: "ShardworkCore",
+            dependencies: [
+                .product(name: "ShardworkSDK", package: "SDK"),
+                .product(name: "CShardworkPlugin", package: "SDK"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "shardwork",
+            dependencies: [
+                "ShardworkCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Tests never depend on plugin targets (that would link them statically and duplicate the
+        // SDK); they dlopen the built .so files from the build directory instead.
+        .target(
+            name: "ShardworkTestSupport",
+            path: "Tests/TestSupport",
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "ShardworkCoreTests",
+            dependencies: ["ShardworkCore", "ShardworkTestSupport", .product(name: "ShardworkSDK", package: "SDK")],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "ShardworkCLITests",
+            dependencies: ["ShardworkTestSupport"],
+            swiftSettings: strictSettings
+        ),
+    ] + builtInPlugins.map(\.target),
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,174 @@
+import Foundation
+
+/// A test's precondition failed (a missing build product, a tool that did not run). The message
+/// says how to fix it.
+public struct TestSetupError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Where things are: the repository, the build directory the tests run from, the built products.
+public enum TestPaths {
+    /// The repository root, found from this file's own path.
+    public static let repositoryRoot: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }  // Tests/TestSupport/TestSupport.swift
+        return url.path
+    }()
+
+    /// The directory of the running test binary: SwiftPM's bin directory, where the `shardwork`
+    /// binary and the built-in plugins are built beside it.
+    public static let buildDirectory: String = {
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+        return URL(fileURLWithPath: executable).deletingLastPathComponent().path
+    }()
+
+    public static var sdkInclude: String { repositoryRoot + "/SDK/Sources/CShardworkPlugin/include" }
+
+    public static func fixture(_ relativePath: String) -> String {
+        repositoryRoot + "/Tests/Fixtures/" + relativePath
+    }
+
+    /// A product built beside the tests (`libShardworkStandardSharding.so`, `shardwork`).
+    public static func product(_ fileName: String) throws -> String {
+        let path = buildDirectory + "/" + fileName
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw TestSetupError(
+                "\(fileName) is not in \(buildDirectory); build every product first (`swift build --build-tests`, "
+                    + "or scripts/test, which does it)")
+        }
+        return path
+    }
+
+    public static var shardworkBinary: String {
+        get throws { try product("shardwork") }
+    }
+
+    public static func builtInPlugin(_ product: String) throws -> String {
+        try self.product("lib\(product).so")
+    }
+}
+
+/// A directory under the system's temporary directory, mode 0700, removed when released.
+public final class TemporaryDirectory: @unchecked Sendable {
+    // Immutable after init; the directory is removed once, in deinit.
+    public let path: String
+
+    public init(_ prefix: String = "shardwork-test") throws {
+        var template = Array((NSTemporaryDirectory() + "/\(prefix)-XXXXXX").utf8CString)
+        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw TestSetupError("cannot create a temporary directory: \(String(cString: strerror(errno)))")
+        }
+        // Canonical, so paths the tests build compare equal to the ones the loader reports.
+        path = URL(fileURLWithPath: String(cString: made)).resolvingSymlinksInPath().standardizedFileURL.path
+    }
+
+    public func file(_ name: String) -> String { path + "/" + name }
+
+    /// Creates a subdirectory (mode 0700) and returns its path.
+    public func subdirectory(_ name: String) throws -> String {
+        let directory = file(name)
+        try FileManager.default.createDirectory(
+            atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        return directory
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: path)
+    }
+}
+
+/// The outcome of a child process.
+public struct ProcessOutcome: Sendable {
+    public var status: Int32
+    /// True when the process was killed by a signal (`status` is then the signal number).
+    public var signalled: Bool
+    public var standardOutput: String
+    public var standardError: String
+
+    public var succeeded: Bool { !signalled && status == 0 }
+}
+
+public enum Subprocess {
+    /// Runs `executable` to completion and collects its output.
+    public static func run(
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+        currentDirectory: String? = nil
+    ) throws -> ProcessOutcome {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        if let environment {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
+        if let currentDirectory { process.currentDirectoryURL = URL(fileURLWithPath: currentDirectory) }
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let errorData = Drain(errors.fileHandleForReading)
+        let outputData = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return ProcessOutcome(
+            status: process.terminationStatus,
+            signalled: process.terminationReason == .uncaughtSignal,
+            standardOutput: String(decoding: outputData, as: UTF8.self),
+            standardError: String(decoding: errorData.wait(), as: UTF8.self))
+    }
+
+    /// Finds a program on the PATH.
+    public static func which(_ program: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        for directory in path.split(separator: ":") {
+            let candidate = "\(directory)/\(program)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+}
+
+private final class Drain: @unchecked Sendable {
+    // Written by the reading thread before `done` is signalled, read after.
+    private var data = Data()
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ handle: FileHandle) {
+        Thread.detachNewThread { [self] in
+            data = handle.readDataToEndOfFile()
+            done.signal()
+        }
+    }
+
+    func wait() -> Data {
+        done.wait()
+        return data
+    }
+}
+
+/// Builds the C plugins the tests need, with the system's C compiler.
+public enum CPluginBuilder {
+    /// Compiles `source` into a shared object at `output` with `-D` definitions.
+    public static func build(source: String, output: String, defines: [String] = [], extraFlags: [String] = []) throws {
+        guard let compiler = Subprocess.which("cc") ?? Subprocess.which("gcc") else {
+            throw TestSetupError("no C compiler (cc or gcc) on the PATH; scripts/test installs gcc")
+        }
+        let arguments = ["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-fvisibility=hidden", "-I", TestPaths.sdkInclude]
+            + defines.map { "-D" + $0 } + extraFlags + ["-o", output, source]
+        let outcome = try Subprocess.run(compiler, arguments)
+        guard outcome.succeeded else {
+            throw TestSetupError("cc \(arguments.joined(separator: " ")) failed:\n\(outcome.standardError)")
+        }
+    }
+
+    /// The test plugin (Tests/Fixtures/c-plugins/test_plugin.c) built with `defines` into `directory`.
+    @discardableResult
+    public static func testPlugin(
+        in directory: String, named fileName: String = "libc_test.so", defines: [String] = []
+    ) throws -> String {
+        let output = directory + "/" + fileName
+        try build(source: TestPaths.fixture("c-plugins/test_plugin.c"), output: output, defines: defines)
+        return output
+    }
+}
