@@ -1,0 +1,229 @@
+import Foundation
+import ShardworkTestSupport
+import Testing
+
+/// Runs the real `shardwork` binary from the build directory.
+func shardwork(_ arguments: String...) throws -> ProcessOutcome {
+    try shardwork(arguments)
+}
+
+func shardwork(_ arguments: [String]) throws -> ProcessOutcome {
+    try Subprocess.run(try TestPaths.shardworkBinary, arguments)
+}
+
+/// Bad input: exit status 2 and exactly one line on standard error, starting with "shardwork: ".
+func expectBadInput(_ outcome: ProcessOutcome, saying phrase: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(outcome.status == 2 && !outcome.signalled, "status \(outcome.status)", sourceLocation: sourceLocation)
+    let lines = outcome.standardError.split(separator: "\n", omittingEmptySubsequences: true)
+    #expect(lines.count == 1, "stderr: \(outcome.standardError)", sourceLocation: sourceLocation)
+    #expect(lines.first?.hasPrefix("shardwork: ") == true, sourceLocation: sourceLocation)
+    #expect(outcome.standardError.contains(phrase), "stderr: \(outcome.standardError)", sourceLocation: sourceLocation)
+    #expect(outcome.standardOutput.isEmpty, sourceLocation: sourceLocation)
+}
+
+@Suite("shardwork plugins")
+struct PluginsCommandTests {
+    @Test("plugins list shows every standard provider with its kind, aliases, plugin, version and file")
+    func listText() throws {
+        let outcome = try shardwork("plugins", "list")
+        #expect(outcome.succeeded, "\(outcome.standardError)")
+        let lines = outcome.standardOutput.split(separator: "\n").map(String.init)
+        #expect(lines.first?.split(separator: " ", omittingEmptySubsequences: true) == ["KIND", "NAME", "ALIASES", "PLUGIN", "VERSION", "FILE"])
+        let sharding = try TestPaths.builtInPlugin("ShardworkStandardSharding")
+        #expect(lines.contains { $0.hasPrefix("sharding strategy  average ") && $0.contains("AVG_ALLOCATION") && $0.contains("standard-sharding") && $0.hasSuffix(sharding) })
+        #expect(lines.count == 10)
+        #expect(outcome.standardError.isEmpty)
+    }
+
+    @Test("plugins list --json")
+    func listJSON() throws {
+        let outcome = try shardwork("plugins", "list", "--json")
+        #expect(outcome.succeeded)
+        let document = try OrderedJSON.parse(outcome.standardOutput)
+        let providers = try #require(document["providers"]?.array)
+        #expect(providers.compactMap { $0["name"]?.string } == ["average", "odd-even", "round-robin", "cpu", "fixed", "single-thread", "ignore", "log", "throw"])
+        let average = try #require(providers.first)
+        #expect(average["kind"]?.string == "sharding-strategy")
+        #expect(average["aliases"] == .array([.string("AVG_ALLOCATION")]))
+        #expect(average["plugin"]?.string == "standard-sharding")
+        #expect(average["version"]?.string == "0.1.0")
+        #expect(average["file"]?.string == (try TestPaths.builtInPlugin("ShardworkStandardSharding")))
+        #expect(document["refused"] == .array([]))
+    }
+
+    @Test("plugins list with a plugin directory: good plugins load, a crashing one is listed as refused")
+    func listWithBadPlugins() throws {
+        let directory = try TemporaryDirectory()
+        let plugins = try directory.subdirectory("plugins")
+        try CPluginBuilder.testPlugin(in: plugins, named: "libgood.so")
+        try CPluginBuilder.testPlugin(in: plugins, named: "libcrash.so", defines: ["VARIANT_CRASH", "NAME_PREFIX=\"x\""])
+        try CPluginBuilder.testPlugin(in: plugins, named: "libmajor.so", defines: ["VARIANT_ABI_MAJOR", "NAME_PREFIX=\"y\""])
+        let outcome = try shardwork("plugins", "list", "--json", "--plugin-dir", plugins)
+        #expect(outcome.succeeded, "\(outcome.standardError)")
+        let document = try OrderedJSON.parse(outcome.standardOutput)
+        let names = try #require(document["providers"]?.array).compactMap { $0["name"]?.string }
+        #expect(names.contains("c-modulo") && names.contains("average"))
+        let refused = try #require(document["refused"]?.array)
+        #expect(refused.compactMap { $0["file"]?.string } == [plugins + "/libcrash.so", plugins + "/libmajor.so"])
+        let crashReasons = refused[0]["reasons"]?.array?.compactMap(\.string) ?? []
+        #expect(crashReasons.contains { $0.contains("it crashed (Segmentation fault, signal 11) while a separate trial process loaded it") })
+        #expect(refused[1]["reasons"]?.array?.first?.string?.contains("built for ABI 2.0, but this host speaks ABI 1.0") == true)
+    }
+
+    @Test("plugins list with a plugin directory that does not exist is bad input")
+    func listMissingDirectory() throws {
+        expectBadInput(try shardwork("plugins", "list", "--plugin-dir", "/nonexistent/plugins"),
+                       saying: "--plugin-dir /nonexistent/plugins: no such directory")
+    }
+
+    @Test("plugins inspect of a sound plugin: descriptor, every check passed, exit 0")
+    func inspectGood() throws {
+        let file = try TestPaths.builtInPlugin("ShardworkStandardExecutors")
+        let outcome = try shardwork("plugins", "inspect", file, "--json")
+        #expect(outcome.status == 0, "\(outcome.standardError)")
+        let document = try OrderedJSON.parse(outcome.standardOutput)
+        #expect(document["accepted"] == .bool(true))
+        #expect(document["file"]?.string == file)
+        let checks = try #require(document["checks"]?.array)
+        #expect(checks.compactMap { $0["id"]?.string } == [
+            "file", "permissions", "elf", "entry-symbol", "load", "descriptor", "magic", "abi-version", "struct-sizes",
+            "toolchain", "providers",
+        ])
+        #expect(checks.allSatisfy { $0["status"]?.string == "passed" })
+        let descriptor = try #require(document["descriptor"])
+        #expect(descriptor["name"]?.string == "standard-executors")
+        #expect(descriptor["abiMajor"]?.int == 1)
+        #expect(descriptor["toolchain"]?.string?.hasPrefix("swift-") == true)
+        #expect(descriptor["providers"]?.array?.compactMap { $0["name"]?.string } == ["cpu", "single-thread", "fixed"])
+
+        let text = try shardwork("plugins", "inspect", file)
+        #expect(text.status == 0)
+        #expect(text.standardOutput.contains("  [ok  ] was built for an ABI version this host speaks"))
+        #expect(text.standardOutput.hasSuffix("verdict: loadable\n"))
+    }
+
+    @Test("plugins inspect of a refused plugin: the failed check explained, exit 1")
+    func inspectRefused() throws {
+        let directory = try TemporaryDirectory()
+        let file = try CPluginBuilder.testPlugin(in: directory.path, defines: ["VARIANT_DESCRIPTOR_SIZE"])
+        let outcome = try shardwork("plugins", "inspect", file)
+        #expect(outcome.status == 1 && !outcome.signalled)
+        #expect(outcome.standardOutput.contains("  [FAIL] its struct sizes match the host's\n         the descriptor is 56 bytes, but ABI 1.0 defines it as 64"))
+        #expect(outcome.standardOutput.contains("  [skip] was built by a toolchain this host can load"))
+        #expect(outcome.standardOutput.hasSuffix("verdict: refused\n"))
+    }
+
+    @Test("plugins inspect of a plugin that crashes: the command survives and reports it, exit 1")
+    func inspectCrash() throws {
+        let directory = try TemporaryDirectory()
+        let file = try CPluginBuilder.testPlugin(in: directory.path, defines: ["VARIANT_CRASH"])
+        let outcome = try shardwork("plugins", "inspect", file, "--json")
+        #expect(outcome.status == 1 && !outcome.signalled)
+        let document = try OrderedJSON.parse(outcome.standardOutput)
+        #expect(document["accepted"] == .bool(false))
+        let load = document["checks"]?.array?.first { $0["id"]?.string == "load" }
+        #expect(load?["status"]?.string == "failed")
+        #expect(load?["details"]?.array?.first?.string?.contains("crashed (Segmentation fault, signal 11)") == true)
+    }
+
+    @Test("plugins inspect of a non-plugin library and of a text file: exit 1 with the reason")
+    func inspectNonPlugins() throws {
+        let sdk = try shardwork("plugins", "inspect", try TestPaths.product("libShardworkSDK.so"))
+        #expect(sdk.status == 1)
+        #expect(sdk.standardOutput.contains("not a Shardwork plugin: it does not define shardwork_plugin_entry"))
+        let directory = try TemporaryDirectory()
+        try "hello".write(toFile: directory.file("libtext.so"), atomically: true, encoding: .utf8)
+        let text = try shardwork("plugins", "inspect", directory.file("libtext.so"))
+        #expect(text.status == 1)
+        #expect(text.standardOutput.contains("not an ELF file"))
+    }
+
+    @Test("plugins inspect of a file that does not exist is bad input")
+    func inspectMissing() throws {
+        expectBadInput(try shardwork("plugins", "inspect", "/nonexistent/libx.so"), saying: "/nonexistent/libx.so: no such file")
+    }
+}
+
+@Suite("shardwork shard")
+struct ShardCommandTests {
+    static let vectors: [OrderedJSON] = {
+        let text = (try? String(contentsOfFile: TestPaths.fixture("sharding-vectors.json"), encoding: .utf8)) ?? "[]"
+        return (try? OrderedJSON.parse(text).array) ?? []
+    }()
+
+    @Test("the vectors are there")
+    func vectorsPresent() {
+        #expect(Self.vectors.count == 305)
+    }
+
+    @Test("every sharding vector through shard --json, keys in the strategy's order", arguments: vectors)
+    func vector(_ vector: OrderedJSON) throws {
+        let instances = vector["instances"]?.array?.compactMap(\.string) ?? []
+        let outcome = try shardwork(
+            "shard", "--strategy", vector["strategy"]?.string ?? "", "--job", vector["jobName"]?.string ?? "",
+            "--instances", instances.joined(separator: ","), "--total", "\(vector["shardingTotalCount"]?.int ?? 0)",
+            "--json", "--no-preflight")
+        #expect(outcome.succeeded, "\(outcome.standardError)")
+        #expect(try OrderedJSON.parse(outcome.standardOutput) == vector["expected"], "\(vector["source"]?.string ?? "")")
+    }
+
+    @Test("text output: one line per instance in the strategy's order")
+    func text() throws {
+        let outcome = try shardwork("shard", "--strategy", "round-robin", "--job", "1", "--instances", "h0,h1,h2", "--total", "5")
+        #expect(outcome.succeeded)
+        #expect(outcome.standardOutput == "h1: 0, 3\nh2: 1, 4\nh0: 2\n")
+    }
+
+    @Test("no instances: an empty assignment")
+    func noInstances() throws {
+        let outcome = try shardwork("shard", "--strategy", "round-robin", "--job", "j", "--instances", "", "--total", "3", "--json")
+        #expect(outcome.succeeded)
+        #expect(outcome.standardOutput == "{}\n")
+    }
+
+    @Test("JSON output escapes instance ids")
+    func escaping() throws {
+        let outcome = try shardwork("shard", "--strategy", "average", "--job", "j", "--instances", "a\"b,c\\d", "--total", "2", "--json")
+        #expect(outcome.standardOutput == "{\"a\\\"b\":[0],\"c\\\\d\":[1]}\n")
+    }
+
+    @Test("bad input: exit 2 and one line naming the problem", arguments: [
+        (["--strategy", "avrage", "--job", "j", "--instances", "a", "--total", "1"],
+         "--strategy: unknown sharding strategy 'avrage'; did you mean 'average'?; registered sharding strategies: average (AVG_ALLOCATION), odd-even (ODEVITY), round-robin (ROUND_ROBIN)"),
+        (["--strategy", "average", "--job", "j", "--instances", "a", "--total", "0"], "--total must be at least 1"),
+        (["--strategy", "average", "--job", "j", "--instances", "a", "--total", "many"], "many"),
+        (["--strategy", "average", "--job", "j", "--instances", "a,b,a", "--total", "3"], "--instances: 'a' is listed twice"),
+        (["--strategy", "average", "--job", "j", "--instances", "a,,b", "--total", "3"], "--instances: instance 2 is empty"),
+        (["--strategy", "average", "--instances", "a", "--total", "3"], "--job"),
+        (["--strategy", "average", "--job", "j", "--instances", "a", "--total", "2000000"], "--total must be at most 1000000"),
+    ])
+    func badInput(arguments: [String], phrase: String) throws {
+        expectBadInput(try shardwork(["shard"] + arguments), saying: phrase)
+    }
+}
+
+@Suite("shardwork")
+struct TopLevelTests {
+    @Test("--version and --help exit 0")
+    func versionAndHelp() throws {
+        let version = try shardwork("--version")
+        #expect(version.succeeded)
+        #expect(version.standardOutput == "0.1.0\n")
+        let help = try shardwork("--help")
+        #expect(help.succeeded)
+        #expect(help.standardOutput.contains("plugins"))
+        #expect(help.standardOutput.contains("shard"))
+    }
+
+    @Test("an unknown command or option is bad input", arguments: [["frobnicate"], ["plugins", "list", "--colour"], ["--log-level", "loud", "plugins", "list"]])
+    func unknown(arguments: [String]) throws {
+        let outcome = try shardwork(arguments)
+        #expect(outcome.status == 2)
+        #expect(outcome.standardError.split(separator: "\n").count == 1, "\(outcome.standardError)")
+    }
+
+    @Test("an unknown log level is bad input")
+    func logLevel() throws {
+        expectBadInput(try shardwork("plugins", "list", "--log-level", "loud"), saying: "unknown log level 'loud'")
+    }
+}
