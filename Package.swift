@@ -1,6 +1,8 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+import class Foundation.ProcessInfo
+
 let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
 ]
@@ -24,6 +26,11 @@ let builtInPlugins = [
     plugin("StandardExecutors"),
     plugin("StandardErrorHandlers"),
 ]
+
+/// The benchmarks (Benchmarks/, ordo-one/benchmark) join the package only when
+/// SHARDWORK_BENCHMARKS is set, so that building and testing never fetch or compile the benchmark
+/// tooling. scripts/benchmark sets it; see docs/performance.md.
+let withBenchmarks = ProcessInfo.processInfo.environment["SHARDWORK_BENCHMARKS"] != nil
 
 let package = Package(
     name: "Shardwork",
@@ -75,3 +82,20 @@ let package = Package(
     ] + builtInPlugins.map(\.target),
     swiftLanguageModes: [.v6]
 )
+
+if withBenchmarks {
+    package.dependencies.append(
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]))
+    package.targets.append(
+        .executableTarget(
+            name: "PluginHostBenchmarks",
+            dependencies: [
+                "ShardworkCore",
+                .product(name: "ShardworkSDK", package: "SDK"),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/PluginHost",
+            swiftSettings: strictSettings,
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ))
+}
