@@ -121,11 +121,7 @@ enum Bridge {
 
     private static func set(_ errorOut: UnsafeMutablePointer<shardwork_error>?, code: Int32, field: String?, message: String) {
         guard let errorOut else { return }
-        if let field {
-            shardwork_error_set(errorOut, code, field, message)
-        } else {
-            shardwork_error_set(errorOut, code, nil, message)
-        }
+        shardwork_error_set(errorOut, code, field, message)
     }
 
     // MARK: Sharding

@@ -18,8 +18,9 @@
  *  - Strings and structs the host passes into a call are valid only during that call.
  *  - A function returns SHARDWORK_OK (0) on success. Any other value means failure; the plugin then
  *    describes the failure in the `shardwork_error` the host passed in.
- *  - The host calls providers from its own threads, possibly several at once for different
- *    instances, and never concurrently on one instance unless the kind says so.
+ *  - The host calls providers from its own threads, and may call one instance from several
+ *    threads at once (different items of one fire, different jobs' fires): instances must be
+ *    thread-safe. Most are stateless; guard any state an instance keeps.
  *
  * Swift authors use the ShardworkSDK module instead of this header; C authors include it directly.
  * See docs/plugin-guide.md.
