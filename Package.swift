@@ -66,6 +66,7 @@ let package = Package(
         // SDK); they dlopen the built .so files from the build directory instead.
         .target(
             name: "ShardworkTestSupport",
+            dependencies: ["ShardworkCore"],
             path: "Tests/TestSupport",
             swiftSettings: strictSettings
         ),

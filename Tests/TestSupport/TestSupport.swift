@@ -1,4 +1,5 @@
 import Foundation
+import ShardworkCore
 
 /// A test's precondition failed (a missing build product, a tool that did not run). The message
 /// says how to fix it.
@@ -78,7 +79,7 @@ public final class TemporaryDirectory: @unchecked Sendable {
     }
 }
 
-/// The outcome of a child process.
+/// The outcome of a child process, with its output as text.
 public struct ProcessOutcome: Sendable {
     public var status: Int32
     /// True when the process was killed by a signal (`status` is then the signal number).
@@ -95,27 +96,11 @@ public enum Subprocess {
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
         currentDirectory: String? = nil
     ) throws -> ProcessOutcome {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        if let environment {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        }
-        if let currentDirectory { process.currentDirectoryURL = URL(fileURLWithPath: currentDirectory) }
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let errorData = Drain(errors.fileHandleForReading)
-        let outputData = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
+        let outcome = try ChildProcess.run(executable, arguments, environment: environment, currentDirectory: currentDirectory)
         return ProcessOutcome(
-            status: process.terminationStatus,
-            signalled: process.terminationReason == .uncaughtSignal,
-            standardOutput: String(decoding: outputData, as: UTF8.self),
-            standardError: String(decoding: errorData.wait(), as: UTF8.self))
+            status: outcome.status, signalled: outcome.signalled,
+            standardOutput: String(decoding: outcome.standardOutput, as: UTF8.self),
+            standardError: String(decoding: outcome.standardError, as: UTF8.self))
     }
 
     /// Finds a program on the PATH.
@@ -126,24 +111,6 @@ public enum Subprocess {
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
         }
         return nil
-    }
-}
-
-private final class Drain: @unchecked Sendable {
-    // Written by the reading thread before `done` is signalled, read after.
-    private var data = Data()
-    private let done = DispatchSemaphore(value: 0)
-
-    init(_ handle: FileHandle) {
-        Thread.detachNewThread { [self] in
-            data = handle.readDataToEndOfFile()
-            done.signal()
-        }
-    }
-
-    func wait() -> Data {
-        done.wait()
-        return data
     }
 }
 
