@@ -1,7 +1,8 @@
 /// "Did you mean ...?" for names a user typed: provider names, configuration fields.
 public enum NameSuggestion {
     /// The closest of `names` within two edits, ignoring case and the difference between `-` and
-    /// `_`; `nil` when nothing is that close.
+    /// `_`, or else a name that the given one begins (`shardwork.item.timeout` for
+    /// `shardwork.item.timeout.seconds`); `nil` when nothing is that close.
     public static func nearest(_ name: String, among names: [String]) -> String? {
         func normalized(_ text: String) -> [Character] {
             Array(text.lowercased().map { $0 == "_" ? "-" : $0 })
@@ -9,7 +10,11 @@ public enum NameSuggestion {
         let target = normalized(name)
         var best: (name: String, distance: Int)?
         for candidate in names {
-            let distance = editDistance(target, normalized(candidate))
+            let normalizedCandidate = normalized(candidate)
+            var distance = editDistance(target, normalizedCandidate)
+            if distance > 2, target.count >= 4, normalizedCandidate.starts(with: target) {
+                distance = 2
+            }
             if distance <= 2, distance < (best?.distance ?? Int.max) {
                 best = (candidate, distance)
             }

@@ -1,0 +1,157 @@
+import ShardworkSDK
+import Yams
+
+/// The YAML that ElasticJob stores in a job's `config` node: its `JobConfigurationPOJO` dumped by
+/// SnakeYAML (`dumpAsMap`: block style, properties sorted by name, `null` values and empty lists and
+/// maps left out, strings quoted where a plain scalar would read as something else). Writing the
+/// same text lets ElasticJob's tools read a Shardwork namespace; reading accepts what they write,
+/// including the 3.0.4 spelling of the executor key.
+///
+/// `jobType` is not part of it: like ElasticJob's job class, it lives in the job's root node.
+public enum ElasticJobYAML {
+    public static func encode(_ job: JobConfiguration) -> String {
+        var fields: [(String, String)] = []
+        func scalar(_ key: String, _ value: String?) {
+            if let value { fields.append((key, " " + quoted(value))) }
+        }
+        scalar("cron", job.cron)
+        scalar("description", job.description)
+        fields.append(("disabled", " \(job.disabled)"))
+        fields.append(("failover", " \(job.failover)"))
+        scalar("jobErrorHandlerType", job.jobErrorHandlerType)
+        scalar("jobExecutorThreadPoolSizeProviderType", job.jobExecutorThreadPoolSizeProviderType)
+        if !job.jobListenerTypes.isEmpty {
+            fields.append(("jobListenerTypes", "\n" + job.jobListenerTypes.map { "- " + quoted($0) }.joined(separator: "\n")))
+        }
+        scalar("jobName", job.jobName)
+        scalar("jobParameter", job.jobParameter)
+        scalar("jobShardingStrategyType", job.jobShardingStrategyType)
+        scalar("label", job.label)
+        fields.append(("maxTimeDiffSeconds", " \(job.maxTimeDiffSeconds)"))
+        fields.append(("misfire", " \(job.misfire)"))
+        fields.append(("monitorExecution", " \(job.monitorExecution)"))
+        fields.append(("overwrite", " \(job.overwrite)"))
+        if !job.props.isEmpty {
+            fields.append(("props", "\n" + job.props.entries.map { "  " + quoted($0.key) + ": " + quoted($0.value) }.joined(separator: "\n")))
+        }
+        fields.append(("reconcileIntervalMinutes", " \(job.reconcileIntervalMinutes)"))
+        scalar("shardingItemParameters", job.shardingItemParameters)
+        fields.append(("shardingTotalCount", " \(job.shardingTotalCount)"))
+        fields.append(("staticSharding", " \(job.staticSharding)"))
+        scalar("timeZone", job.timeZone)
+        return fields.sorted { $0.0 < $1.0 }.map { "\($0.0):\($0.1)\n" }.joined()
+    }
+
+    /// The POJO's fields, plus the 3.0.4 executor key.
+    static let fields = [
+        "cron", "timeZone", "shardingTotalCount", "shardingItemParameters", "jobParameter", "monitorExecution",
+        "failover", "misfire", "maxTimeDiffSeconds", "reconcileIntervalMinutes", "jobShardingStrategyType",
+        "jobExecutorThreadPoolSizeProviderType", "jobExecutorServiceHandlerType", "jobErrorHandlerType",
+        "jobListenerTypes", "jobExtraConfigurations", "description", "props", "disabled", "overwrite", "label",
+        "staticSharding", "jobName",
+    ]
+
+    /// Reads a `config` node. `jobType` comes from the job's root node. Absent fields take
+    /// ElasticJob's YAML defaults.
+    public static func decode(_ text: String, jobType: String, node path: String) throws(HostConfigurationError) -> JobConfiguration {
+        let reader = Reader(file: path)
+        let root: Node
+        do {
+            guard let composed = try Yams.compose(yaml: text) else {
+                throw reader.error(nil, field: "", "the node is empty")
+            }
+            root = composed
+        } catch let error as HostConfigurationError {
+            throw error
+        } catch let error as YamlError {
+            throw reader.yamlError(error)
+        } catch {
+            throw reader.error(nil, field: "", "invalid YAML: \(error)")
+        }
+        // The local reader checks the same fields with the same rules; the registry's copy has no
+        // `jobType` field of its own, so it is added before reading.
+        guard case .mapping(var mapping) = root else {
+            throw reader.error(root, field: "", "expected a mapping, got \(reader.describe(root))")
+        }
+        mapping[Node("jobType")] = Node(jobType)
+        var locations: [String: FilePosition] = [:]
+        return try reader.job(.mapping(mapping), index: 0, locations: &locations)
+    }
+
+    /// `value` as SnakeYAML writes a string scalar in block style: plain when it reads back as the
+    /// same string, in single quotes otherwise, in double quotes with escapes when it holds
+    /// characters that cannot be written as they are.
+    static func quoted(_ value: String) -> String {
+        if value.unicodeScalars.contains(where: needsEscape) {
+            return doubleQuoted(value)
+        }
+        if allowsPlain(value) { return value }
+        return "'" + value.replacingOccurrences(of: "'", with: "''") + "'"
+    }
+
+    private static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x09: false  // tab is printable for SnakeYAML but not plain-safe; handled by allowsPlain
+        case 0x0A, 0x0D: true
+        case 0x20...0x7E: false
+        case 0x85, 0xA0...0xD7FF, 0xE000...0xFFFD, 0x10000...0x10FFFF: scalar.value == 0xFEFF
+        default: true
+        }
+    }
+
+    private static func doubleQuoted(_ value: String) -> String {
+        var out = "\""
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where needsEscape(scalar):
+                let hex = String(scalar.value, radix: 16, uppercase: true)
+                out += scalar.value <= 0xFF ? "\\x" + String(repeating: "0", count: 2 - hex.count) + hex
+                    : scalar.value <= 0xFFFF ? "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                    : "\\U" + String(repeating: "0", count: 8 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+
+    /// SnakeYAML's `analyzeScalar` for block context, and its resolver: a plain scalar must not start
+    /// with an indicator, must not contain `: ` or ` #`, must not start or end with a space, and must
+    /// not read back as a boolean, number, null, timestamp, merge or value.
+    static func allowsPlain(_ value: String) -> Bool {
+        guard let first = value.unicodeScalars.first, let last = value.unicodeScalars.last else { return false }
+        if first == " " || first == "\t" || last == " " || last == "\t" { return false }
+        let scalars = Array(value.unicodeScalars)
+        let alwaysIndicators: Set<Unicode.Scalar> = ["#", ",", "[", "]", "{", "}", "&", "*", "!", "|", ">", "'", "\"", "%", "@", "`"]
+        if alwaysIndicators.contains(first) { return false }
+        if first == "-" || first == "?" || first == ":" {
+            if scalars.count == 1 || scalars[1] == " " || scalars[1] == "\t" { return false }
+        }
+        for index in scalars.indices {
+            let scalar = scalars[index]
+            if scalar == "\t" { return false }
+            if scalar == ":" && (index + 1 == scalars.count || scalars[index + 1] == " ") { return false }
+            if scalar == "#" && index > 0 && scalars[index - 1] == " " { return false }
+        }
+        return !readsAsOtherType(value)
+    }
+
+    private static func readsAsOtherType(_ value: String) -> Bool {
+        let patterns = [
+            #"^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)$"#,
+            #"^(?:[-+]?0b_*[0-1]+[0-1_]*|[-+]?0_*[0-7]+[0-7_]*|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x_*[0-9a-fA-F]+[0-9a-fA-F_]*|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$"#,
+            #"^(?:[-+]?(?:\.[0-9]+|[0-9_]+(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"#,
+            #"^(?:~|null|Null|NULL| )$"#,
+            #"^(?:[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]|[0-9][0-9][0-9][0-9]-[0-9][0-9]?-[0-9][0-9]?(?:[Tt]|[ \t]+)[0-9][0-9]?:[0-9][0-9]:[0-9][0-9](?:\.[0-9]*)?(?:[ \t]*(?:Z|[-+][0-9][0-9]?(?::[0-9][0-9])?))?)$"#,
+            #"^(?:<<)$"#,
+            #"^(?:=)$"#,
+        ]
+        return patterns.contains { pattern in
+            (try? Regex(pattern).wholeMatch(in: value)) != nil
+        }
+    }
+}

@@ -1,0 +1,85 @@
+/// A host's configuration: its registry, its plugins, its own settings and its jobs. Read from YAML
+/// by ``HostConfigurationReader``; documented in docs/configuration.md.
+public struct HostConfiguration: Sendable, Equatable {
+    public var registry: RegistryConfiguration = .embedded
+    public var plugins = PluginSettings()
+    public var host = HostSettings()
+    public var jobs: [JobConfiguration] = []
+    /// Where each field was written (`jobs[0].cron` → line and column), for error messages.
+    public var locations: [String: FilePosition] = [:]
+    /// The file it was read from, if any.
+    public var file: String?
+
+    public init() {}
+}
+
+/// Which registry center the host uses.
+public enum RegistryConfiguration: Sendable, Equatable {
+    /// In-process, for a single host: nothing to install or start.
+    case embedded
+}
+
+public struct PluginSettings: Sendable, Equatable {
+    /// Directories searched after the built-in one, in order. Relative paths are resolved against
+    /// the configuration file's directory.
+    public var directories: [String] = []
+    /// Plugin files loaded explicitly.
+    public var files: [String] = []
+    /// Whether to load the plugins beside the `shardwork` binary.
+    public var builtIn = true
+    /// Whether to try each plugin in a separate process before loading it into the host.
+    public var preflight = true
+
+    public init() {}
+}
+
+public struct HostSettings: Sendable, Equatable {
+    /// On SIGINT or SIGTERM, how long to wait for running items before exiting anyway.
+    public var shutdownTimeoutSeconds: Double = 30
+    /// How many threads run job items, for all jobs together; `nil`: twice the processors, at least 4.
+    /// Each job's executor strategy limits how many of them one fire uses.
+    public var workerThreads: Int?
+
+    public init() {}
+}
+
+/// A line and column in a configuration file, both from 1.
+public struct FilePosition: Sendable, Equatable, CustomStringConvertible {
+    public var line: Int
+    public var column: Int
+
+    public init(line: Int, column: Int) {
+        self.line = line
+        self.column = column
+    }
+
+    public var description: String { "\(line):\(column)" }
+}
+
+/// A configuration is invalid. The message names the file, the place, the job and the field.
+public struct HostConfigurationError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var file: String?
+    public var location: FilePosition?
+    /// The job the problem is in, when it is in one.
+    public var job: String?
+    /// The field, as written in the file (`cron`, `shardingTotalCount`, `registry.zookeeper`).
+    public var field: String
+    public var message: String
+
+    public init(file: String?, location: FilePosition?, job: String?, field: String, message: String) {
+        self.file = file
+        self.location = location
+        self.job = job
+        self.field = field
+        self.message = message
+    }
+
+    public var description: String {
+        var text = file ?? "configuration"
+        if let location { text += ":\(location)" }
+        text += ": "
+        if let job { text += "job '\(job)': " }
+        if !field.isEmpty { text += "\(field): " }
+        return text + message
+    }
+}

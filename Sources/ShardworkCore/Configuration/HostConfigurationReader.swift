@@ -1,0 +1,403 @@
+import Foundation
+import ShardworkSDK
+import Yams
+
+/// Reads a host configuration from YAML, strictly: an unknown field is an error that names the
+/// nearest known one, a value of the wrong kind is an error, and every error carries the file, line
+/// and column, the job and the field. Nothing is half-read: either the whole file is valid or an
+/// error is thrown.
+///
+/// This checks the file on its own. ``JobCatalog`` then checks what needs the plugins (type names,
+/// provider properties) and the cron expressions.
+public enum HostConfigurationReader {
+    public static func read(file: String) throws(HostConfigurationError) -> HostConfiguration {
+        let text: String
+        do {
+            text = try String(contentsOfFile: file, encoding: .utf8)
+        } catch {
+            throw HostConfigurationError(
+                file: file, location: nil, job: nil, field: "", message: "cannot read the file: \(error.localizedDescription)")
+        }
+        let directory = URL(fileURLWithPath: file).deletingLastPathComponent().path
+        return try parse(text, file: file, baseDirectory: directory)
+    }
+
+    /// Parses configuration text. Relative plugin paths are resolved against `baseDirectory`.
+    public static func parse(_ text: String, file: String? = nil, baseDirectory: String? = nil) throws(HostConfigurationError) -> HostConfiguration {
+        let reader = Reader(file: file)
+        let root: Node
+        do {
+            guard let composed = try Yams.compose(yaml: text) else {
+                throw reader.error(nil, field: "", "the file is empty; it needs at least a `jobs:` list")
+            }
+            root = composed
+        } catch let error as HostConfigurationError {
+            throw error
+        } catch let error as YamlError {
+            throw reader.yamlError(error)
+        } catch {
+            throw reader.error(nil, field: "", "invalid YAML: \(error)")
+        }
+        var configuration = HostConfiguration()
+        configuration.file = file
+        let top = try reader.mapping(root, field: "", known: ["registry", "plugins", "host", "jobs"])
+        if let registry = top["registry"] {
+            configuration.registry = try reader.registry(registry)
+        }
+        if let plugins = top["plugins"] {
+            configuration.plugins = try reader.plugins(plugins, baseDirectory: baseDirectory)
+        }
+        if let host = top["host"] {
+            configuration.host = try reader.host(host)
+        }
+        if let jobs = top["jobs"] {
+            configuration.jobs = try reader.jobs(jobs, locations: &configuration.locations)
+        }
+        return configuration
+    }
+
+    /// The fields a job may have: ElasticJob's, the 3.0.4 spelling of the executor key, and `jobType`.
+    public static let jobFields = [
+        "jobName", "jobType", "cron", "timeZone", "shardingTotalCount", "shardingItemParameters", "jobParameter",
+        "monitorExecution", "failover", "misfire", "maxTimeDiffSeconds", "reconcileIntervalMinutes",
+        "jobShardingStrategyType", "jobExecutorThreadPoolSizeProviderType", "jobExecutorServiceHandlerType",
+        "jobErrorHandlerType", "jobListenerTypes", "jobExtraConfigurations", "description", "props", "disabled",
+        "overwrite", "label", "staticSharding",
+    ]
+}
+
+/// Walks Yams nodes and turns every problem into a located ``HostConfigurationError``.
+struct Reader {
+    let file: String?
+
+    func location(_ node: Node?) -> FilePosition? {
+        node?.mark.map { FilePosition(line: $0.line, column: $0.column) }
+    }
+
+    func error(_ node: Node?, job: String? = nil, field: String, _ message: String) -> HostConfigurationError {
+        HostConfigurationError(file: file, location: location(node), job: job, field: field, message: message)
+    }
+
+    func yamlError(_ error: YamlError) -> HostConfigurationError {
+        switch error {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+             .composer(let context, let problem, let mark, _):
+            let detail = context.map { "\(problem) (\($0.text) at \($0.mark))" } ?? problem
+            return HostConfigurationError(
+                file: file, location: FilePosition(line: mark.line, column: mark.column), job: nil, field: "",
+                message: "invalid YAML: \(detail)")
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            return HostConfigurationError(
+                file: file, location: FilePosition(line: context.mark.line, column: context.mark.column), job: nil,
+                field: duplicates.joined(separator: ", "), message: "given twice in one mapping")
+        default:
+            return HostConfigurationError(file: file, location: nil, job: nil, field: "", message: "invalid YAML: \(error)")
+        }
+    }
+
+    /// A mapping's entries by key, after checking that every key is known and appears once.
+    struct Mapping {
+        var values: [String: Node] = [:]
+        var keyNodes: [String: Node] = [:]
+        var order: [String] = []
+
+        subscript(key: String) -> Node? { values[key] }
+    }
+
+    func mapping(_ node: Node, job: String? = nil, field: String, known: [String]) throws(HostConfigurationError) -> Mapping {
+        guard case .mapping(let mapping) = node else {
+            throw error(node, job: job, field: field.isEmpty ? "(top level)" : field,
+                        "expected a mapping of `key: value` lines, got \(describe(node))")
+        }
+        var result = Mapping()
+        for (keyNode, value) in mapping {
+            guard case .scalar(let scalar) = keyNode else {
+                throw error(keyNode, job: job, field: field, "keys must be plain names, got \(describe(keyNode))")
+            }
+            let key = scalar.string
+            let path = field.isEmpty ? key : "\(field).\(key)"
+            guard known.contains(key) else {
+                var message = "unknown field"
+                if let suggestion = NameSuggestion.nearest(key, among: known) {
+                    message += "; did you mean `\(suggestion)`?"
+                } else {
+                    message += "; the fields here are " + known.map { "`\($0)`" }.joined(separator: ", ")
+                }
+                throw error(keyNode, job: job, field: path, message)
+            }
+            guard result.values[key] == nil else {
+                throw error(keyNode, job: job, field: path, "given twice")
+            }
+            result.values[key] = value
+            result.keyNodes[key] = keyNode
+            result.order.append(key)
+        }
+        return result
+    }
+
+    func describe(_ node: Node) -> String {
+        switch node {
+        case .scalar(let scalar): scalar.string.isEmpty ? "an empty value" : "'\(scalar.string)'"
+        case .mapping: "a mapping"
+        case .sequence: "a list"
+        case .alias: "an alias"
+        }
+    }
+
+    func isNull(_ node: Node) -> Bool {
+        if case .scalar(let scalar) = node, scalar.style == .plain || scalar.style == .any {
+            return ["", "~", "null", "Null", "NULL"].contains(scalar.string)
+        }
+        return false
+    }
+
+    /// A text value: any scalar, as written (`123` is the text "123"); `nil` for an empty value.
+    func string(_ node: Node, job: String? = nil, field: String) throws(HostConfigurationError) -> String? {
+        guard case .scalar(let scalar) = node else {
+            throw error(node, job: job, field: field, "expected a text value, got \(describe(node))")
+        }
+        return isNull(node) ? nil : scalar.string
+    }
+
+    func integer(_ node: Node, job: String? = nil, field: String) throws(HostConfigurationError) -> Int {
+        guard case .scalar = node, let value = node.int else {
+            throw error(node, job: job, field: field, "expected a whole number, got \(describe(node))")
+        }
+        return value
+    }
+
+    func number(_ node: Node, job: String? = nil, field: String) throws(HostConfigurationError) -> Double {
+        guard case .scalar = node, let value = node.float ?? node.int.map(Double.init) else {
+            throw error(node, job: job, field: field, "expected a number, got \(describe(node))")
+        }
+        return value
+    }
+
+    func boolean(_ node: Node, job: String? = nil, field: String) throws(HostConfigurationError) -> Bool {
+        guard case .scalar = node, let value = node.bool else {
+            throw error(node, job: job, field: field, "expected true or false, got \(describe(node))")
+        }
+        return value
+    }
+
+    func stringList(_ node: Node, job: String? = nil, field: String) throws(HostConfigurationError) -> [String] {
+        if isNull(node) { return [] }
+        guard case .sequence(let sequence) = node else {
+            throw error(node, job: job, field: field, "expected a list (`[a, b]` or lines starting with `- `), got \(describe(node))")
+        }
+        var values: [String] = []
+        for element in sequence {
+            guard let text = try string(element, job: job, field: field), !text.isEmpty else {
+                throw error(element, job: job, field: field, "list entries must not be empty")
+            }
+            values.append(text)
+        }
+        return values
+    }
+
+    // MARK: Sections
+
+    func registry(_ node: Node) throws(HostConfigurationError) -> RegistryConfiguration {
+        if isNull(node) { return .embedded }
+        let section = try mapping(node, field: "registry", known: ["embedded", "zookeeper"])
+        if let zookeeper = section["zookeeper"] {
+            throw error(
+                section.keyNodes["zookeeper"] ?? zookeeper, field: "registry.zookeeper",
+                "the ZooKeeper registry is not available in this version; remove the section to use the embedded registry")
+        }
+        if let embedded = section["embedded"], !isNull(embedded) {
+            _ = try mapping(embedded, field: "registry.embedded", known: [])
+        }
+        return .embedded
+    }
+
+    func plugins(_ node: Node, baseDirectory: String?) throws(HostConfigurationError) -> PluginSettings {
+        var settings = PluginSettings()
+        if isNull(node) { return settings }
+        let section = try mapping(node, field: "plugins", known: ["directories", "files", "builtIn", "preflight"])
+        func resolve(_ path: String) -> String {
+            guard !path.hasPrefix("/"), let baseDirectory else { return path }
+            return URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: baseDirectory, isDirectory: true)).standardizedFileURL.path
+        }
+        if let value = section["directories"] {
+            settings.directories = try stringList(value, field: "plugins.directories").map(resolve)
+        }
+        if let value = section["files"] {
+            settings.files = try stringList(value, field: "plugins.files").map(resolve)
+        }
+        if let value = section["builtIn"] { settings.builtIn = try boolean(value, field: "plugins.builtIn") }
+        if let value = section["preflight"] { settings.preflight = try boolean(value, field: "plugins.preflight") }
+        return settings
+    }
+
+    func host(_ node: Node) throws(HostConfigurationError) -> HostSettings {
+        var settings = HostSettings()
+        if isNull(node) { return settings }
+        let section = try mapping(node, field: "host", known: ["shutdownTimeoutSeconds", "workerThreads"])
+        if let value = section["shutdownTimeoutSeconds"] {
+            let seconds = try number(value, field: "host.shutdownTimeoutSeconds")
+            guard seconds >= 0, seconds.isFinite else {
+                throw error(value, field: "host.shutdownTimeoutSeconds", "must be zero or more seconds, got \(seconds)")
+            }
+            settings.shutdownTimeoutSeconds = seconds
+        }
+        if let value = section["workerThreads"] {
+            let threads = try integer(value, field: "host.workerThreads")
+            guard (1...4096).contains(threads) else {
+                throw error(value, field: "host.workerThreads", "must be between 1 and 4096, got \(threads)")
+            }
+            settings.workerThreads = threads
+        }
+        return settings
+    }
+
+    func jobs(_ node: Node, locations: inout [String: FilePosition]) throws(HostConfigurationError) -> [JobConfiguration] {
+        if isNull(node) { return [] }
+        guard case .sequence(let sequence) = node else {
+            throw error(node, field: "jobs", "expected a list of jobs (lines starting with `- jobName: ...`), got \(describe(node))")
+        }
+        var jobs: [JobConfiguration] = []
+        var firstByName: [String: Node] = [:]
+        for (index, jobNode) in sequence.enumerated() {
+            let job = try self.job(jobNode, index: index, locations: &locations)
+            if let first = firstByName[job.jobName] {
+                let line = location(first).map { " (first at line \($0.line))" } ?? ""
+                throw error(jobNode, job: job.jobName, field: "jobName", "two jobs have this name\(line); job names are unique")
+            }
+            firstByName[job.jobName] = jobNode
+            jobs.append(job)
+        }
+        return jobs
+    }
+
+    func job(_ node: Node, index: Int, locations: inout [String: FilePosition]) throws(HostConfigurationError) -> JobConfiguration {
+        let fieldPrefix = "jobs[\(index)]"
+        // The name first, so that every later error can name the job.
+        let section = try mapping(node, field: fieldPrefix, known: HostConfigurationReader.jobFields)
+        guard let nameNode = section["jobName"], let jobName = try string(nameNode, field: "jobName"), !jobName.isEmpty else {
+            throw error(section["jobName"] ?? node, field: "\(fieldPrefix).jobName", "required: every job needs a name")
+        }
+        if jobName.contains("/") {
+            throw error(nameNode, job: jobName, field: "jobName", "must not contain '/' (it is a registry path segment)")
+        }
+        if jobName.contains("@-@") {
+            throw error(nameNode, job: jobName, field: "jobName", "must not contain '@-@' (ElasticJob's task id separator)")
+        }
+        for key in section.order {
+            locations["\(fieldPrefix).\(key)"] = location(section[key])
+        }
+        func text(_ key: String) throws(HostConfigurationError) -> String? {
+            guard let value = section[key] else { return nil }
+            return try string(value, job: jobName, field: key)
+        }
+        func flag(_ key: String) throws(HostConfigurationError) -> Bool? {
+            guard let value = section[key] else { return nil }
+            return try boolean(value, job: jobName, field: key)
+        }
+        func whole(_ key: String) throws(HostConfigurationError) -> Int? {
+            guard let value = section[key] else { return nil }
+            return try integer(value, job: jobName, field: key)
+        }
+
+        guard let jobType = try text("jobType") else {
+            throw error(section.keyNodes["jobType"] ?? node, job: jobName, field: "jobType",
+                        "required: the name of a job type a plugin provides (`shardwork plugins list` shows them)")
+        }
+        guard let totalNode = section["shardingTotalCount"] else {
+            throw error(node, job: jobName, field: "shardingTotalCount", "required: the number of sharding items, at least 1")
+        }
+        let total = try integer(totalNode, job: jobName, field: "shardingTotalCount")
+        guard total >= 1 else {
+            throw error(totalNode, job: jobName, field: "shardingTotalCount",
+                        "must be at least 1 (shardingTotalCount should be larger than zero), got \(total)")
+        }
+        guard total <= ShardingStrategyInstance.maximumTotalCount else {
+            throw error(totalNode, job: jobName, field: "shardingTotalCount",
+                        "must be at most \(ShardingStrategyInstance.maximumTotalCount), got \(total)")
+        }
+
+        var job = JobConfiguration(jobName: jobName, jobType: jobType, cron: try text("cron"), shardingTotalCount: total)
+        job.timeZone = try text("timeZone")
+        if let parameters = try text("shardingItemParameters") {
+            do {
+                _ = try ShardingItemParameters.parse(parameters)
+            } catch {
+                throw self.error(section["shardingItemParameters"], job: jobName, field: "shardingItemParameters", error.description)
+            }
+            job.shardingItemParameters = parameters
+        }
+        job.jobParameter = try text("jobParameter") ?? ""
+        job.monitorExecution = try flag("monitorExecution") ?? false
+        job.failover = try flag("failover") ?? false
+        job.misfire = try flag("misfire") ?? false
+        job.maxTimeDiffSeconds = try whole("maxTimeDiffSeconds") ?? -1
+        job.reconcileIntervalMinutes = try whole("reconcileIntervalMinutes") ?? 0
+        job.jobShardingStrategyType = try text("jobShardingStrategyType")
+        let executor = try text("jobExecutorThreadPoolSizeProviderType")
+        let legacyExecutor = try text("jobExecutorServiceHandlerType")
+        if let executor, let legacyExecutor, executor != legacyExecutor {
+            throw error(section["jobExecutorServiceHandlerType"], job: jobName, field: "jobExecutorServiceHandlerType",
+                        "contradicts jobExecutorThreadPoolSizeProviderType ('\(legacyExecutor)' against '\(executor)'); "
+                            + "they are two spellings of one setting (ElasticJob 3.0.4 and 3.0.5), give one")
+        }
+        job.jobExecutorThreadPoolSizeProviderType = executor ?? legacyExecutor
+        job.jobErrorHandlerType = try text("jobErrorHandlerType")
+        if let listeners = section["jobListenerTypes"] {
+            job.jobListenerTypes = try stringList(listeners, job: jobName, field: "jobListenerTypes")
+        }
+        if let extra = section["jobExtraConfigurations"], !isNull(extra) {
+            throw error(extra, job: jobName, field: "jobExtraConfigurations",
+                        "ElasticJob's tracing configurations are not supported; remove the field")
+        }
+        job.description = try text("description") ?? ""
+        if let props = section["props"] {
+            job.props = try properties(props, job: jobName)
+        }
+        job.disabled = try flag("disabled") ?? false
+        job.overwrite = try flag("overwrite") ?? false
+        job.label = try text("label")
+        job.staticSharding = try flag("staticSharding") ?? false
+
+        if job.failover && !job.monitorExecution {
+            throw error(section["failover"], job: jobName, field: "failover",
+                        "failover needs monitorExecution: true (without running markers a crashed host's items cannot be found)")
+        }
+        return job
+    }
+
+    func properties(_ node: Node, job: String) throws(HostConfigurationError) -> JobProperties {
+        if isNull(node) { return JobProperties() }
+        guard case .mapping(let mapping) = node else {
+            throw error(node, job: job, field: "props", "expected a mapping of `key: value` lines, got \(describe(node))")
+        }
+        var entries: [(key: String, value: String)] = []
+        var seen = Set<String>()
+        for (keyNode, valueNode) in mapping {
+            guard case .scalar(let key) = keyNode else {
+                throw error(keyNode, job: job, field: "props", "keys must be plain names, got \(describe(keyNode))")
+            }
+            guard seen.insert(key.string).inserted else {
+                throw error(keyNode, job: job, field: "props.\(key.string)", "given twice")
+            }
+            guard case .scalar(let value) = valueNode else {
+                throw error(valueNode, job: job, field: "props.\(key.string)", "expected a text value, got \(describe(valueNode))")
+            }
+            entries.append((key.string, isNull(valueNode) ? "" : value.string))
+        }
+        let properties = JobProperties(entries)
+        if let timeout = properties[HostProperty.itemTimeoutSeconds] {
+            guard let seconds = Double(timeout), seconds > 0, seconds.isFinite else {
+                throw error(node, job: job, field: "props.\(HostProperty.itemTimeoutSeconds)",
+                            "must be a number of seconds above zero, got '\(timeout)'")
+            }
+        }
+        if let unknown = entries.first(where: { $0.key.hasPrefix("shardwork.") && !HostProperty.known.contains($0.key) }) {
+            var message = "unknown host property (the `shardwork.` prefix is reserved for the host)"
+            if let suggestion = NameSuggestion.nearest(unknown.key, among: HostProperty.known) {
+                message += "; did you mean `\(suggestion)`?"
+            }
+            throw error(node, job: job, field: "props.\(unknown.key)", message)
+        }
+        return properties
+    }
+}
