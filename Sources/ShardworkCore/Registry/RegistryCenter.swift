@@ -214,6 +214,17 @@ public struct RegistryError: Error, Sendable, Equatable, CustomStringConvertible
     }
 }
 
+extension RegistryError.Code {
+    /// A missing node, directly or as the reason a transaction failed.
+    public var isNoNode: Bool {
+        switch self {
+        case .noNode: true
+        case .transactionFailed(_, let underlying): underlying.isNoNode
+        default: false
+        }
+    }
+}
+
 extension RegistryCenter {
     /// A node's data as UTF-8 text, or `nil` when the node does not exist.
     public func string(_ path: String) async throws(RegistryError) -> String? {

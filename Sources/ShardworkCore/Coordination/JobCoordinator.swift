@@ -1,0 +1,227 @@
+import ShardworkSDK
+
+/// Errors of a job's registration that the host reports and refuses to start with.
+public struct JobRegistrationError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var job: String
+    public var message: String
+
+    public var description: String { "job '\(job)': \(message)" }
+}
+
+/// One job's side of the registry: registration, snapshots, sharding, and the markers of a fire.
+/// The same code runs over the embedded registry and over ZooKeeper.
+///
+/// Writes that belong together go in one `multi`: a resharding is one transaction, and so are the
+/// running markers of one fire (ElasticJob writes one node per item).
+public final class JobCoordinator: Sendable {
+    public let paths: JobNodePath
+    public let instance: JobInstance
+    let registry: any RegistryCenter
+
+    public init(registry: any RegistryCenter, job: String, instance: JobInstance) {
+        self.registry = registry
+        self.paths = JobNodePath(job: job)
+        self.instance = instance
+    }
+
+    // MARK: Registration
+
+    /// ElasticJob's `setUpJobConfiguration` and `registerStartUpInfo`: the job's root node holds its
+    /// type; the local configuration is written to `config` if there is none there yet (or with
+    /// `overwrite`), otherwise the registry's copy is the one that counts and is returned; then this
+    /// instance takes part in the election, marks its server, registers its instance node, and the
+    /// leader asks for a resharding.
+    public func register(_ local: JobConfiguration) async throws -> JobConfiguration {
+        let job = paths.job
+        if let existingType = try await registry.string(paths.root), !existingType.isEmpty, existingType != local.jobType {
+            throw JobRegistrationError(
+                job: job,
+                message: "the registry already has this job with job type '\(existingType)', "
+                    + "but this host configures job type '\(local.jobType)'; rename one of them or change the type")
+        }
+        try await registry.put(paths.root, local.jobType)
+
+        var effective = local
+        let hasStoredConfiguration = try await registry.exists(paths.config, watch: nil) != nil
+        if local.overwrite || !hasStoredConfiguration {
+            try await registry.put(paths.config, ElasticJobYAML.encode(local))
+        } else if let stored = try await registry.string(paths.config) {
+            do {
+                effective = try ElasticJobYAML.decode(stored, jobType: local.jobType, node: paths.config)
+            } catch {
+                throw JobRegistrationError(job: job, message: "the registry's configuration at \(paths.config) is invalid: \(error)")
+            }
+        }
+
+        for path in [paths.instances, paths.servers, paths.sharding, paths.leader, paths.leaderElection, paths.leaderSharding, paths.trigger] {
+            try await registry.ensurePath(path)
+        }
+        try await electLeader()
+        try await registry.put(paths.server(instance.serverIP), (effective.disabled ? ServerStatus.disabled : .enabled).rawValue)
+        try await registerInstance()
+        // A membership change: the leader flags a resharding, applied at the next fire. With
+        // static sharding an existing assignment is kept.
+        let hasAssignment = !(try await registry.children(paths.sharding, watch: nil)).isEmpty
+        if !(effective.staticSharding && hasAssignment) {
+            try await setReshardingFlag()
+        }
+        return effective
+    }
+
+    /// Becomes leader if there is none (ElasticJob's `electLeader`): the leader node is ephemeral and
+    /// the first to create it wins.
+    public func electLeader() async throws {
+        try await registry.createIfAbsent(paths.leaderInstance, data: [UInt8](utf8: instance.id), mode: .ephemeral)
+    }
+
+    func registerInstance() async throws {
+        let path = paths.instance(instance.id)
+        let value = [UInt8](utf8: instance.yaml)
+        if try await registry.createIfAbsent(path, data: value, mode: .ephemeral) { return }
+        // Left by an earlier session of this very instance id: replace it with one of ours.
+        if let stat = try await registry.exists(path, watch: nil), stat.ephemeralOwner != registry.sessionID {
+            try await registry.deleteIfPresent(path)
+            _ = try await registry.create(path, data: value, mode: .ephemeral)
+        }
+    }
+
+    /// Only the leader writes the flag.
+    public func setReshardingFlag() async throws {
+        guard try await registry.string(paths.leaderInstance) == instance.id else { return }
+        try await registry.createIfAbsent(paths.reshardingNecessary)
+    }
+
+    /// Leaves the job: the instance node goes, and the leader node if this instance leads.
+    public func unregister() async {
+        if (try? await registry.string(paths.leaderInstance)) == instance.id {
+            _ = try? await registry.deleteIfPresent(paths.leaderInstance)
+        }
+        _ = try? await registry.deleteIfPresent(paths.instance(instance.id))
+    }
+
+    // MARK: Reading
+
+    /// Everything a fire decides on, read from the registry now.
+    public func snapshot() async throws -> JobSnapshot {
+        var snapshot = JobSnapshot()
+        snapshot.leader = try await registry.string(paths.leaderInstance)
+        let leaderSharding = try await registry.childrenIfPresent(paths.leaderSharding)
+        snapshot.reshardingNecessary = leaderSharding.contains("necessary")
+        snapshot.shardingProcessing = leaderSharding.contains("processing")
+        for id in try await registry.childrenIfPresent(paths.instances) {
+            let value = try await registry.string(paths.instance(id)) ?? ""
+            snapshot.instances[id] = JobInstance.parse(value)
+                ?? JobInstance(id: id, serverIP: String(id.split(separator: "@").first ?? ""))
+        }
+        for ip in try await registry.childrenIfPresent(paths.servers) {
+            snapshot.servers[ip] = try await registry.string(paths.server(ip)) ?? ""
+        }
+        for child in try await registry.childrenIfPresent(paths.sharding) {
+            guard let item = Int(child) else { continue }
+            var record = JobSnapshot.Item()
+            let markers = Set(try await registry.childrenIfPresent(paths.item(item)))
+            if markers.contains("instance"), let node = try await registry.textIfPresent(paths.itemInstance(item)) {
+                record.owner = node.text
+                record.ownerEpoch = UInt64(bitPattern: node.stat.createdTransaction)
+            }
+            if markers.contains("running") { record.running = try await registry.string(paths.itemRunning(item)) }
+            record.misfire = markers.contains("misfire")
+            record.disabled = markers.contains("disabled")
+            if markers.contains("failover"), let node = try await registry.textIfPresent(paths.itemFailover(item)) {
+                record.failover = node.text
+                record.failoverEpoch = UInt64(bitPattern: node.stat.createdTransaction)
+            }
+            if markers.contains("failovering") { record.failovering = try await registry.string(paths.itemFailovering(item)) }
+            snapshot.items[item] = record
+        }
+        return snapshot
+    }
+
+    // MARK: Sharding
+
+    /// The leader's resharding (ElasticJob's `shardingIfNecessary`, reference §4.3): the strategy
+    /// assigns the items over the available instances, and the assignment, the removal of the old
+    /// one and the clearing of the flag are one transaction. Returns whether it sharded.
+    public func shardIfNecessary(
+        _ snapshot: JobSnapshot, total: Int, strategy: ShardingStrategyInstance
+    ) async throws -> Bool {
+        guard CoordinationRules.needsSharding(snapshot), CoordinationRules.isLeader(snapshot, instance.id) else {
+            return false
+        }
+        let instances = CoordinationRules.availableInstances(snapshot)
+        let assignment = try strategy.shard(jobName: paths.job, instances: instances, totalCount: total)
+        for item in 0..<total where snapshot.items[item] == nil {
+            try await registry.ensurePath(paths.item(item))
+        }
+        var operations: [RegistryOperation] = []
+        for item in 0..<total where snapshot.items[item]?.owner != nil {
+            operations.append(.delete(paths.itemInstance(item), version: nil))
+        }
+        for entry in assignment.entries {
+            for item in entry.items {
+                operations.append(.create(paths.itemInstance(item), data: [UInt8](utf8: entry.instanceID), mode: .persistent))
+            }
+        }
+        operations.append(.delete(paths.reshardingNecessary, version: nil))
+        try await registry.multi(operations)
+        // Items beyond a reduced total go (with their markers) after the new assignment is in place.
+        for item in snapshot.items.keys where item >= total {
+            try await registry.deleteRecursively(paths.item(item))
+        }
+        return true
+    }
+
+    // MARK: The markers of a fire
+
+    /// monitorExecution: one `running` marker per item, holding this instance's id, written in one
+    /// transaction. Persistent with failover (so a crash leaves them for the survivors), ephemeral
+    /// otherwise, as in ElasticJob 3.0.2+.
+    public func markRunning(_ items: [Int], persistent: Bool) async throws {
+        guard !items.isEmpty else { return }
+        let data = [UInt8](utf8: instance.id)
+        try await registry.multi(items.map { .create(paths.itemRunning($0), data: data, mode: persistent ? .persistent : .ephemeral) })
+    }
+
+    /// Removes the running markers of a fire's items in one transaction (or one by one, skipping
+    /// markers that are gone already, if the transaction finds one missing).
+    public func clearRunning(_ items: [Int]) async throws {
+        try await deleteAll(items.map(paths.itemRunning))
+    }
+
+    /// ElasticJob's `setMisfire`: a fire came while these items were still running. One transaction;
+    /// if some marker exists already, they are written one by one.
+    public func setMisfire(_ items: [Int]) async throws {
+        guard !items.isEmpty else { return }
+        let written: Bool
+        do {
+            try await registry.multi(items.map { .create(paths.itemMisfire($0), data: [], mode: .persistent) })
+            written = true
+        } catch {
+            written = false
+        }
+        if written { return }
+        for item in items {
+            try await registry.ensurePath(paths.itemMisfire(item))
+        }
+    }
+
+    public func clearMisfire(_ items: [Int]) async throws {
+        try await deleteAll(items.map(paths.itemMisfire))
+    }
+
+    private func deleteAll(_ nodes: [String]) async throws {
+        guard !nodes.isEmpty else { return }
+        let failure: RegistryError?
+        do {
+            try await registry.multi(nodes.map { .delete($0, version: nil) })
+            failure = nil
+        } catch {
+            failure = error
+        }
+        guard let failure else { return }
+        guard failure.code.isNoNode else { throw failure }
+        for node in nodes {
+            try await registry.deleteIfPresent(node)
+        }
+    }
+}

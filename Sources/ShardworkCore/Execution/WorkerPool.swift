@@ -1,0 +1,109 @@
+import DequeModule
+import Foundation
+
+/// The host's threads for job items.
+///
+/// Job code is called through C and may block (a Swift plugin's async code is waited for on the
+/// calling thread), so it never runs on Swift's cooperative pool. One pool serves every job; each
+/// job's executor strategy limits how many of its items run at once. The thread count does not
+/// depend on the number of jobs.
+///
+/// An item that outlives its timeout keeps its thread (a thread cannot be stopped), so the pool
+/// starts a replacement and the capacity for other work stays the same; when the stuck item
+/// finally returns, the surplus thread ends.
+public final class WorkerPool: @unchecked Sendable {
+    // Everything below is guarded by `condition`.
+    private let condition = NSCondition()
+    private var work = Deque<@Sendable () -> Void>()
+    private var threadCount = 0
+    private var idleCount = 0
+    private var stuckCount = 0
+    private var stopped = false
+    private var nextThreadNumber = 0
+
+    /// The number of threads available for work (not counting stuck ones).
+    public let size: Int
+
+    public init(size: Int) {
+        precondition(size > 0, "a worker pool needs at least one thread")
+        self.size = size
+    }
+
+    /// The default size: twice the processors, at least four.
+    public static var defaultSize: Int {
+        max(4, 2 * ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    /// Runs `body` on a pool thread, in submission order as threads become free.
+    public func submit(_ body: @escaping @Sendable () -> Void) {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !stopped else { return }
+        work.append(body)
+        if idleCount > 0 {
+            condition.signal()
+        } else if threadCount < size + stuckCount {
+            startThread()
+        }
+    }
+
+    /// A thread is stuck in work past its deadline: start another so capacity does not shrink.
+    /// Call ``releaseStuck()`` when that work returns.
+    public func markStuck() {
+        condition.lock()
+        defer { condition.unlock() }
+        stuckCount += 1
+        if !work.isEmpty && idleCount == 0 && !stopped { startThread() }
+    }
+
+    /// The work that ``markStuck()`` was called for has returned.
+    public func releaseStuck() {
+        condition.lock()
+        defer { condition.unlock() }
+        stuckCount = max(0, stuckCount - 1)
+    }
+
+    /// How many threads the pool has now, stuck ones included.
+    public var threads: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return threadCount
+    }
+
+    /// Stops taking work; threads end once the queued work is done.
+    public func shutdown() {
+        condition.lock()
+        stopped = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func startThread() {
+        threadCount += 1
+        nextThreadNumber += 1
+        let thread = Thread { [self] in loop() }
+        thread.name = "shardwork-worker-\(nextThreadNumber)"
+        thread.start()
+    }
+
+    private func loop() {
+        condition.lock()
+        while true {
+            // Surplus threads (started for stuck work that has since returned) end when idle.
+            if threadCount > size + stuckCount || (stopped && work.isEmpty) {
+                threadCount -= 1
+                condition.unlock()
+                return
+            }
+            guard let body = work.popFirst() else {
+                idleCount += 1
+                condition.wait()
+                idleCount -= 1
+                continue
+            }
+            condition.unlock()
+            body()
+            condition.lock()
+        }
+    }
+}

@@ -1,0 +1,175 @@
+import Foundation
+import Synchronization
+
+/// The wall clock the scheduler fires by: milliseconds since the Unix epoch.
+public protocol SchedulerClock: Sendable {
+    func now() -> Int64
+    /// A manual clock (tests) does not pass by itself: the timer waits until it is advanced.
+    var isManual: Bool { get }
+    /// Called by a ``TimerService`` so that a manual clock can wake it when it is advanced.
+    func register(_ wake: @escaping @Sendable () -> Void)
+}
+
+/// The system's real-time clock.
+public struct SystemClock: SchedulerClock {
+    public init() {}
+
+    public func now() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
+    }
+
+    public var isManual: Bool { false }
+    public func register(_ wake: @escaping @Sendable () -> Void) {}
+}
+
+/// A clock that moves only when told to, for tests.
+public final class ManualClock: SchedulerClock {
+    private let state: Mutex<(now: Int64, wakes: [@Sendable () -> Void])>
+
+    public init(now: Int64) {
+        state = Mutex((now, []))
+    }
+
+    public func now() -> Int64 { state.withLock { $0.now } }
+    public var isManual: Bool { true }
+
+    public func register(_ wake: @escaping @Sendable () -> Void) {
+        state.withLock { $0.wakes.append(wake) }
+    }
+
+    /// Moves the clock to `time` (never backwards) and wakes the timers that use it.
+    public func advance(to time: Int64) {
+        let wakes = state.withLock { state in
+            state.now = max(state.now, time)
+            return state.wakes
+        }
+        for wake in wakes { wake() }
+    }
+
+    public func advance(by milliseconds: Int64) {
+        advance(to: now() + milliseconds)
+    }
+}
+
+/// One timer for every job of the process.
+///
+/// A single thread sleeps until the earliest deadline of a ``TimerQueue`` and hands each due key to
+/// the handler, which returns the key's next deadline (or `nil` to stop). An idle job costs one heap
+/// entry: no thread, task or timer of its own. The handler runs on the timer's thread and must
+/// only hand work off (start a task, enqueue), never wait.
+public final class TimerService: @unchecked Sendable {
+    // `queue`, `handler` and `running` are guarded by `condition`, which also wakes the thread.
+    /// Called with the key, its deadline and the clock's time when the key came due; returns the
+    /// key's next deadline.
+    public typealias Handler = @Sendable (_ key: String, _ deadline: Int64, _ now: Int64) -> Int64?
+
+    private let condition = NSCondition()
+    private var queue = TimerQueue<String>()
+    private var handler: Handler?
+    private var running = false
+    private var thread: Thread?
+    /// Keys scheduled or cancelled while handlers ran: what was done to them wins over the
+    /// handlers' answers.
+    private var dispatching = false
+    private var touchedWhileDispatching = Set<String>()
+    public let clock: any SchedulerClock
+    /// The longest the thread sleeps before looking at the clock again, so that a wall-clock jump
+    /// (NTP, a suspended VM) delays no fire by more than this.
+    private let maximumSleepMilliseconds: Int64
+
+    public init(clock: any SchedulerClock = SystemClock(), maximumSleepMilliseconds: Int64 = 1000) {
+        self.clock = clock
+        self.maximumSleepMilliseconds = maximumSleepMilliseconds
+        clock.register { [weak self] in self?.wake() }
+    }
+
+    /// Starts the timer thread.
+    public func start(handler: @escaping Handler) {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !running else { return }
+        self.handler = handler
+        running = true
+        let thread = Thread { [self] in run() }
+        thread.name = "shardwork-timer"
+        thread.start()
+        self.thread = thread
+    }
+
+    /// Stops the thread; no handler call starts after this returns (one may be finishing).
+    public func stop() {
+        condition.lock()
+        running = false
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Schedules `key` at `deadline` (epoch ms), replacing its previous deadline.
+    public func schedule(_ key: String, at deadline: Int64) {
+        condition.lock()
+        if dispatching { touchedWhileDispatching.insert(key) }
+        let earliest = queue.nextDeadline()
+        queue.schedule(key, at: deadline)
+        if earliest.map({ deadline < $0 }) ?? true { condition.signal() }
+        condition.unlock()
+    }
+
+    public func cancel(_ key: String) {
+        condition.lock()
+        if dispatching { touchedWhileDispatching.insert(key) }
+        queue.cancel(key)
+        condition.unlock()
+    }
+
+    public func isScheduled(_ key: String) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return queue.isScheduled(key)
+    }
+
+    /// How many keys are scheduled.
+    public var count: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return queue.count
+    }
+
+    private func wake() {
+        condition.lock()
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func run() {
+        condition.lock()
+        while running {
+            let now = clock.now()
+            let due = queue.popDue(now: now)
+            if !due.isEmpty, let handler {
+                dispatching = true
+                condition.unlock()
+                var next: [(String, Int64)] = []
+                next.reserveCapacity(due.count)
+                for (key, deadline) in due {
+                    if let deadline = handler(key, deadline, now) { next.append((key, deadline)) }
+                }
+                condition.lock()
+                dispatching = false
+                for (key, deadline) in next where !touchedWhileDispatching.contains(key) {
+                    queue.schedule(key, at: deadline)
+                }
+                touchedWhileDispatching.removeAll(keepingCapacity: true)
+                continue
+            }
+            if let deadline = queue.nextDeadline(), !clock.isManual {
+                let wait = min(deadline - now, maximumSleepMilliseconds)
+                _ = condition.wait(until: Date(timeIntervalSinceNow: Double(max(wait, 0)) / 1000))
+            } else {
+                condition.wait()
+            }
+        }
+        condition.unlock()
+    }
+}
