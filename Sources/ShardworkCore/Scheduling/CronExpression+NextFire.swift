@@ -34,6 +34,10 @@ extension CronFields {
         calendar.millisecond = 0
         let byDayOfMonth = !daysOfMonth.contains(QuartzMarker.noSpecificValue)
 
+        // Each field Quartz sets is set here too, even to the value it already has: setting a
+        // field makes the calendar resolve its wall time again, and inside a repeated (fall-back)
+        // hour that moves it to the later, standard-time instant. That is why such an hour fires
+        // only once, at its second occurrence.
         for _ in 0..<Self.searchStepLimit {
             if calendar.year > Self.lastSearchedYear { return nil }
 
@@ -89,7 +93,7 @@ extension CronFields {
             }
 
             // Month.
-            var monthNow = calendar.month
+            let monthNow = calendar.month
             var year = calendar.year
             if year > yearHorizon { return nil }
             let nextMonth = months.ceiling(monthNow)
@@ -98,7 +102,6 @@ extension CronFields {
                 calendar.startOfMonth(month: nextMonth ?? months.first, year: year)
                 continue
             }
-            monthNow = calendar.month
             calendar.month = monthNow
 
             // Year.

@@ -72,7 +72,13 @@ enum CronFieldKind: Int, CaseIterable, Sendable {
 struct SortedValues: Sendable, Equatable {
     let values: [Int]
 
-    init(_ values: Set<Int>) { self.values = values.sorted() }
+    /// Sorts `values` and drops repeats.
+    init(_ values: [Int]) {
+        var unique: [Int] = []
+        unique.reserveCapacity(values.count)
+        for value in values.sorted() where value != unique.last { unique.append(value) }
+        self.values = unique
+    }
 
     var isEmpty: Bool { values.isEmpty }
     /// The smallest value; callers only ask fields the parser guarantees are not empty.
@@ -122,7 +128,8 @@ struct CronParser {
     private let text: [Unicode.Scalar]
     private let yearHorizon: Int
 
-    private var values: [Set<Int>] = Array(repeating: [], count: CronFieldKind.allCases.count)
+    // Appended in any order, with repeats; sorted once at the end (cheaper than a Set per field).
+    private var values: [[Int]] = Array(repeating: [], count: CronFieldKind.allCases.count)
     private var fieldStarts: [Int] = []
     private var fieldEnds: [Int] = []
     private var lastDayOfMonth = false
@@ -416,7 +423,7 @@ struct CronParser {
                 throw failure(kind, at: start, "value \(value) at position \(start + 1) is out of range 1-7")
             }
             lastWeekdayOfMonth = true
-            values[kind.rawValue].insert(value)
+            values[kind.rawValue].append(value)
         case "W":
             guard kind == .dayOfMonth else {
                 throw failure(
@@ -427,7 +434,7 @@ struct CronParser {
                 throw failure(kind, at: start, "value \(value) at position \(start + 1) is out of range 1-31")
             }
             nearestWeekday = true
-            values[kind.rawValue].insert(value)
+            values[kind.rawValue].append(value)
         case "#":
             guard kind == .dayOfWeek else {
                 throw failure(
@@ -435,7 +442,7 @@ struct CronParser {
                     "'#' at position \(index + 1) is only allowed in day-of-week (e.g. '6#3', the third Friday)")
             }
             nthWeekday = try occurrence(from: index + 1, to: end)
-            values[kind.rawValue].insert(value)
+            values[kind.rawValue].append(value)
         case "-":
             try parseRangeEnd(value, numberAt: start, dash: index, end: end, kind)
         case "/":
@@ -521,7 +528,7 @@ struct CronParser {
             }
         }
         if step == 0 || step == -1, start != QuartzMarker.allValues {
-            values[kind.rawValue].insert(start)
+            values[kind.rawValue].append(start)
             return
         }
         var from = start
@@ -529,7 +536,7 @@ struct CronParser {
         var step = step
         if start == QuartzMarker.allValues, step <= 0 {
             step = 1
-            values[kind.rawValue].insert(QuartzMarker.allValues)
+            values[kind.rawValue].append(QuartzMarker.allValues)
         }
         if through == -1 { through = kind == .year ? yearHorizon : kind.validRange.upperBound }
         if from == QuartzMarker.allValues { from = kind == .year ? 1970 : kind.validRange.lowerBound }
@@ -554,12 +561,12 @@ struct CronParser {
         guard from <= last else { return }
         for raw in stride(from: from, through: last, by: step) {
             guard let modulus else {
-                values[kind.rawValue].insert(raw)
+                values[kind.rawValue].append(raw)
                 continue
             }
             var wrapped = raw % modulus
             if wrapped == 0, kind == .month || kind == .dayOfWeek || kind == .dayOfMonth { wrapped = modulus }
-            values[kind.rawValue].insert(wrapped)
+            values[kind.rawValue].append(wrapped)
         }
     }
 
