@@ -227,3 +227,59 @@ struct TopLevelTests {
         expectBadInput(try shardwork("plugins", "list", "--log-level", "loud"), saying: "unknown log level 'loud'")
     }
 }
+
+@Suite("shardwork cron next")
+struct CronCommandTests {
+    static let cases: [OrderedJSON] = {
+        let text = (try? String(contentsOfFile: TestPaths.fixture("cron-quartz-sample.jsonl"), encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { try? OrderedJSON.parse(String($0)) }
+    }()
+
+    @Test("the Quartz sample is there")
+    func casesPresent() {
+        #expect(Self.cases.count == 240)
+    }
+
+    @Test("every case of the Quartz 2.3.2 sample through cron next --json; invalid ones exit 2", arguments: cases)
+    func quartzCase(_ sample: OrderedJSON) throws {
+        let cron = sample["cron"]?.string ?? ""
+        var arguments = ["cron", "next", cron, "--time-zone", sample["timeZone"]?.string ?? "UTC",
+                         "--after", String(sample["start"]?.int64 ?? 0)]
+        if sample["invalid"] == .bool(true) {
+            arguments.append("--json")
+            let outcome = try shardwork(arguments)
+            expectBadInput(outcome, saying: "invalid cron expression")
+            return
+        }
+        let expected = sample["next"]?.array ?? []
+        arguments += ["--count", "12", "--json"]  // the sample lists up to 12, fewer when the schedule ends
+        let outcome = try shardwork(arguments)
+        #expect(outcome.succeeded, "\(cron): \(outcome.standardError)")
+        #expect(try OrderedJSON.parse(outcome.standardOutput) == .array(expected), "\(cron) in \(sample["timeZone"]?.string ?? "")")
+    }
+
+    @Test("text output: local times in the zone and epoch milliseconds")
+    func text() throws {
+        let outcome = try shardwork("cron", "next", "0 15 10 ? * 6#3", "--time-zone", "America/New_York",
+                                    "--after", "1830297598243", "--count", "2")
+        #expect(outcome.succeeded)
+        #expect(outcome.standardOutput == "2028-01-21T10:15:00-05:00  1832080500000\n2028-02-18T10:15:00-05:00  1834499700000\n")
+    }
+
+    @Test("no fire time left is said, not an error")
+    func exhausted() throws {
+        let outcome = try shardwork("cron", "next", "0 0 0 1 1 ? 2020", "--after", "1830297598243")
+        #expect(outcome.succeeded)
+        #expect(outcome.standardOutput == "(no fire time after that instant)\n")
+    }
+
+    @Test("bad input: exit 2 with the reason", arguments: [
+        (["cron", "next", "60 * * * * ?"], "seconds: value 60 at position 1 is out of range 0-59"),
+        (["cron", "next", "0 0 0 * * ?", "--time-zone", "Mars/Base"], "invalid time zone 'Mars/Base'"),
+        (["cron", "next", "0 0 0 * * ?", "--count", "0"], "--count must be between 1 and 10000"),
+        (["cron", "next", "0 0 0 * * ?", "--after", "soon"], "soon"),
+    ])
+    func badInput(arguments: [String], phrase: String) throws {
+        expectBadInput(try shardwork(arguments), saying: phrase)
+    }
+}

@@ -28,6 +28,7 @@ public indirect enum OrderedJSON: Equatable, Sendable {
 
     public var string: String? { if case .string(let value) = self { value } else { nil } }
     public var int: Int? { if case .number(let value) = self { Int(exactly: value) } else { nil } }
+    public var int64: Int64? { if case .number(let value) = self { Int64(exactly: value) } else { nil } }
     public var array: [OrderedJSON]? { if case .array(let value) = self { value } else { nil } }
     public var members: [(key: String, value: OrderedJSON)]? { if case .object(let value) = self { value } else { nil } }
 

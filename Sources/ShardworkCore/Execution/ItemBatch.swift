@@ -1,0 +1,163 @@
+import Dispatch
+import Foundation
+import Synchronization
+
+/// How one item of a fire ended.
+public enum ItemOutcome: Sendable, Equatable {
+    case succeeded
+    /// The job's code reported a failure (or threw).
+    case failed(message: String, code: Int32)
+    /// The item ran past the job's item timeout; it was asked to stop and the fire went on.
+    case timedOut(seconds: Double)
+
+    public var succeeded: Bool { self == .succeeded }
+
+    public var failureMessage: String? {
+        switch self {
+        case .succeeded: nil
+        case .failed(let message, _): message
+        case .timedOut(let seconds): "the item did not finish within its timeout of \(seconds) seconds; it was asked to stop"
+        }
+    }
+
+    public var code: Int32 {
+        if case .failed(_, let code) = self { return code }
+        return 0
+    }
+}
+
+/// Runs the items of one fire on the worker pool, at most `concurrency` at once, and reports each
+/// item's outcome. One item's failure does not stop the others. An item that outlives `timeout` is
+/// counted as timed out and asked to stop (its `isCancelled` turns true); the pool replaces its
+/// thread and the fire finishes without it.
+public final class ItemBatch: Sendable {
+    /// Runs one item (blocking); `isCancelled` tells whether the item has been asked to stop.
+    public typealias Run = @Sendable (_ item: Int, _ isCancelled: @escaping @Sendable () -> Bool) -> ItemOutcome
+
+    private struct State {
+        var pending: ArraySlice<Int>
+        var running: Set<Int> = []
+        var outcomes: [Int: ItemOutcome] = [:]
+        var cancelled: Set<Int> = []
+        var cancelAll = false
+        var continuation: CheckedContinuation<[Int: ItemOutcome], Never>?
+    }
+
+    private let state: Mutex<State>
+    private let total: Int
+    private let pool: WorkerPool
+    private let timeout: Double?
+    private let run: Run
+
+    private init(items: [Int], pool: WorkerPool, timeout: Double?, run: @escaping Run) {
+        state = Mutex(State(pending: items[...]))
+        total = items.count
+        self.pool = pool
+        self.timeout = timeout
+        self.run = run
+    }
+
+    /// Runs `items` and returns when every one has an outcome. `cancellation` lets the caller ask
+    /// every running item to stop (the host's shutdown deadline).
+    public static func run(
+        _ items: [Int], concurrency: Int, pool: WorkerPool, timeout: Double?,
+        cancellation: ItemBatchCancellation? = nil, run: @escaping Run
+    ) async -> [Int: ItemOutcome] {
+        guard !items.isEmpty else { return [:] }
+        let batch = ItemBatch(items: items, pool: pool, timeout: timeout, run: run)
+        cancellation?.attach(batch)
+        defer { cancellation?.detach(batch) }
+        return await withCheckedContinuation { continuation in
+            batch.state.withLock { $0.continuation = continuation }
+            for _ in 0..<max(1, min(concurrency, items.count)) {
+                pool.submit { batch.runner() }
+            }
+        }
+    }
+
+    /// Asks every running and pending item to stop.
+    func cancelEverything() {
+        state.withLock { $0.cancelAll = true }
+    }
+
+    /// One of the batch's runners: takes items until none is left, or until its item timed out
+    /// (then a replacement runner has taken over).
+    private func runner() {
+        while let item = next() {
+            if let timeout {
+                DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { [self] in timeOut(item, after: timeout) }
+            }
+            let outcome = run(item) { [self] in isCancelled(item) }
+            if !finish(item, outcome) {
+                // This item timed out earlier; the pool counted this thread as stuck.
+                pool.releaseStuck()
+                return
+            }
+        }
+    }
+
+    private func next() -> Int? {
+        state.withLock { state in
+            guard let item = state.pending.popFirst() else { return nil }
+            state.running.insert(item)
+            return item
+        }
+    }
+
+    private func isCancelled(_ item: Int) -> Bool {
+        state.withLock { $0.cancelAll || $0.cancelled.contains(item) }
+    }
+
+    /// Records an outcome; returns false when the item had already been given up on.
+    private func finish(_ item: Int, _ outcome: ItemOutcome) -> Bool {
+        let (recorded, completion) = state.withLock { state -> (Bool, CheckedContinuation<[Int: ItemOutcome], Never>?) in
+            guard state.running.remove(item) != nil else { return (false, nil) }
+            state.outcomes[item] = outcome
+            return (true, takeCompletion(&state))
+        }
+        completion?.resume(returning: state.withLock { $0.outcomes })
+        return recorded
+    }
+
+    private func timeOut(_ item: Int, after seconds: Double) {
+        let (timedOut, completion, morePending) = state.withLock { state -> (Bool, CheckedContinuation<[Int: ItemOutcome], Never>?, Bool) in
+            guard state.running.remove(item) != nil else { return (false, nil, false) }
+            state.outcomes[item] = .timedOut(seconds: seconds)
+            state.cancelled.insert(item)
+            return (true, takeCompletion(&state), !state.pending.isEmpty)
+        }
+        guard timedOut else { return }
+        pool.markStuck()
+        if morePending { pool.submit { [self] in runner() } }
+        completion?.resume(returning: state.withLock { $0.outcomes })
+    }
+
+    private func takeCompletion(_ state: inout State) -> CheckedContinuation<[Int: ItemOutcome], Never>? {
+        guard state.outcomes.count == total, let continuation = state.continuation else { return nil }
+        state.continuation = nil
+        return continuation
+    }
+}
+
+/// Lets the host ask every item of the batches running now to stop.
+public final class ItemBatchCancellation: Sendable {
+    private let batches = Mutex<[ObjectIdentifier: ItemBatch]>([:])
+    private let cancelled = Mutex(false)
+
+    public init() {}
+
+    fileprivate func attach(_ batch: ItemBatch) {
+        batches.withLock { $0[ObjectIdentifier(batch)] = batch }
+        if cancelled.withLock({ $0 }) { batch.cancelEverything() }
+    }
+
+    fileprivate func detach(_ batch: ItemBatch) {
+        _ = batches.withLock { $0.removeValue(forKey: ObjectIdentifier(batch)) }
+    }
+
+    /// From now on every item of every batch sees `isCancelled == true`.
+    public func cancelAll() {
+        cancelled.withLock { $0 = true }
+        for batch in batches.withLock({ Array($0.values) }) { batch.cancelEverything() }
+    }
+}
