@@ -25,6 +25,8 @@ let builtInPlugins = [
     plugin("StandardSharding"),
     plugin("StandardExecutors"),
     plugin("StandardErrorHandlers"),
+    // The job types of the quick start (examples/quickstart.yaml).
+    plugin("ExampleJobs"),
 ]
 
 /// The benchmarks (Benchmarks/, ordo-one/benchmark) join the package only when
@@ -44,6 +46,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         .target(
@@ -54,6 +57,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSettings
         ),
@@ -62,6 +66,7 @@ let package = Package(
             dependencies: [
                 "ShardworkCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings

@@ -31,7 +31,7 @@ struct PluginsCommandTests {
         #expect(lines.first?.split(separator: " ", omittingEmptySubsequences: true) == ["KIND", "NAME", "ALIASES", "PLUGIN", "VERSION", "FILE"])
         let sharding = try TestPaths.builtInPlugin("ShardworkStandardSharding")
         #expect(lines.contains { $0.hasPrefix("sharding strategy  average ") && $0.contains("AVG_ALLOCATION") && $0.contains("standard-sharding") && $0.hasSuffix(sharding) })
-        #expect(lines.count == 10)
+        #expect(lines.count == 12)
         #expect(outcome.standardError.isEmpty)
     }
 
@@ -41,8 +41,10 @@ struct PluginsCommandTests {
         #expect(outcome.succeeded)
         let document = try OrderedJSON.parse(outcome.standardOutput)
         let providers = try #require(document["providers"]?.array)
-        #expect(providers.compactMap { $0["name"]?.string } == ["average", "odd-even", "round-robin", "cpu", "fixed", "single-thread", "ignore", "log", "throw"])
-        let average = try #require(providers.first)
+        #expect(providers.compactMap { $0["name"]?.string } == [
+            "countdown", "log-item", "average", "odd-even", "round-robin", "cpu", "fixed", "single-thread", "ignore", "log", "throw",
+        ])
+        let average = try #require(providers.first { $0["name"]?.string == "average" })
         #expect(average["kind"]?.string == "sharding-strategy")
         #expect(average["aliases"] == .array([.string("AVG_ALLOCATION")]))
         #expect(average["plugin"]?.string == "standard-sharding")

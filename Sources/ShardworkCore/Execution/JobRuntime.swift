@@ -1,0 +1,364 @@
+import Foundation
+import Logging
+import ShardworkSDK
+import Synchronization
+
+/// What every job of a host shares: the worker threads, the clock, who the host is, the log.
+public final class HostServices: Sendable {
+    public let pool: WorkerPool
+    public let cancellation = ItemBatchCancellation()
+    public let instance: JobInstance
+    public let hostName: String
+    public let clock: any SchedulerClock
+    public let logger: Logger
+
+    public init(pool: WorkerPool, instance: JobInstance, hostName: String = ProcessInfo.processInfo.hostName,
+                clock: any SchedulerClock, logger: Logger) {
+        self.pool = pool
+        self.instance = instance
+        self.hostName = hostName
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// Runs blocking work (a plugin call) on a worker thread and waits for it without holding a
+    /// thread of Swift's cooperative pool.
+    func onWorker<Value: Sendable>(_ body: @escaping @Sendable () -> Value) async -> Value {
+        await withCheckedContinuation { continuation in
+            pool.submit { continuation.resume(returning: body()) }
+        }
+    }
+}
+
+/// Why a fire happens.
+public enum FireSource: String, Sendable {
+    /// The cron schedule.
+    case schedule
+    /// A trigger: run once now (one-off jobs, operators).
+    case trigger
+    /// The re-run of a fire that came while the previous one was still running.
+    case misfire
+}
+
+/// One job's life on this host: its fires, one at a time, as ElasticJob runs them (reference
+/// §3.2): shard if needed (the leader does it), take this instance's items, run the listeners'
+/// before-hooks, mark the items running (one transaction), run them on the job's executor strategy,
+/// hand failures to the error handler, clear the markers, re-run once if a fire came meanwhile
+/// (misfire), and run the after-hooks.
+public final class JobRuntime: Sendable {
+    public let job: PreparedJob
+    public let coordinator: JobCoordinator
+    let services: HostServices
+    private let logger: Logger
+
+    private struct State {
+        var running = false
+        var stopped = false
+        /// A fire came while one was running (at most one extra run is kept).
+        var misfirePending = false
+        /// A trigger came while one was running (at most one is kept).
+        var triggerPending = false
+        var currentItems: [Int] = []
+    }
+
+    private let state = Mutex(State())
+    /// Set when the job needs resharding while a streaming dataflow item runs: it stops fetching.
+    let reshardingNeeded = Atomic<Bool>(false)
+
+    /// A scheduled fire later than this is counted as missed (the host was paused, the clock jumped).
+    static let lateFireMilliseconds: Int64 = 1_000
+
+    public init(job: PreparedJob, coordinator: JobCoordinator, services: HostServices) {
+        self.job = job
+        self.coordinator = coordinator
+        self.services = services
+        var logger = services.logger
+        logger[metadataKey: "job"] = "\(job.name)"
+        self.logger = logger
+    }
+
+    public var name: String { job.name }
+
+    // MARK: Fires
+
+    /// The timer's call (on the timer thread; it must not wait): start a fire, or record a misfire
+    /// when the previous fire is still running. Returns the next fire time.
+    public func timerFired(deadline: Int64, now: Int64) -> Int64? {
+        let late = now - deadline > Self.lateFireMilliseconds
+        let next = job.schedule?.nextFireTime(after: late ? now : deadline)
+        enum Action { case start, misfire([Int]), skipLate, none }
+        let action: Action = state.withLock { state in
+            if state.stopped { return .none }
+            if state.running {
+                guard job.configuration.misfire else { return .none }
+                state.misfirePending = true
+                return .misfire(state.currentItems)
+            }
+            if late && !job.configuration.misfire { return .skipLate }
+            state.running = true
+            return .start
+        }
+        switch action {
+        case .start:
+            let source: FireSource = late ? .misfire : .schedule
+            Task { await self.fire(scheduledAt: deadline, source: source) }
+        case .misfire(let items):
+            logger.info("job '\(name)': the fire of \(Self.format(deadline)) found the previous fire still running; it will run once after it")
+            Task { try? await self.coordinator.setMisfire(items) }
+        case .skipLate:
+            logger.warning("job '\(name)': the fire of \(Self.format(deadline)) was missed (\(now - deadline) ms late) and misfire is off; skipped")
+        case .none:
+            break
+        }
+        return next
+    }
+
+    /// Runs the job once now. If a fire is running, runs once after it (triggers do not pile up).
+    public func trigger() {
+        let start = state.withLock { state -> Bool in
+            if state.stopped { return false }
+            if state.running {
+                state.triggerPending = true
+                return false
+            }
+            state.running = true
+            return true
+        }
+        if start {
+            Task { await self.fire(scheduledAt: self.services.clock.now(), source: .trigger) }
+        }
+    }
+
+    /// No fire starts after this; a running one finishes (``isRunning`` turns false).
+    public func stop() {
+        state.withLock { $0.stopped = true }
+    }
+
+    public var isRunning: Bool { state.withLock { $0.running } }
+
+    private func fire(scheduledAt fireTime: Int64, source: FireSource) async {
+        var source = source
+        while true {
+            await runFire(fireTime: source == .trigger ? services.clock.now() : fireTime, source: source)
+            let again = state.withLock { state -> FireSource? in
+                state.currentItems = []
+                if !state.stopped, state.triggerPending {
+                    state.triggerPending = false
+                    return .trigger
+                }
+                state.running = false
+                return nil
+            }
+            guard let next = again else { break }
+            source = next
+        }
+    }
+
+    private func runFire(fireTime: Int64, source: FireSource) async {
+        let configuration = job.configuration
+        let started = services.clock.now()
+        var items: [Int] = []
+        var outcomes: [Int: ItemOutcome] = [:]
+        var runs = 0
+        do {
+            if configuration.maxTimeDiffSeconds >= 0, let difference = try await clockDifference(),
+               abs(difference) > Int64(configuration.maxTimeDiffSeconds) * 1000
+            {
+                let message = "Time different between job server and register center exceed '\(abs(difference) / 1000)' seconds, "
+                    + "max time different is '\(configuration.maxTimeDiffSeconds)' seconds."
+                if await handleFailure(origin: .environment, item: nil, fireTime: fireTime, taskID: "", message: message, code: 0) == .propagate {
+                    return
+                }
+            }
+
+            var snapshot = try await coordinator.snapshot()
+            if try await coordinator.shardIfNecessary(snapshot, total: configuration.shardingTotalCount, strategy: job.shardingStrategy) {
+                snapshot = try await coordinator.snapshot()
+                let assignment = CoordinationRules.availableInstances(snapshot).map { id in
+                    "\(id): \(CoordinationRules.assignedItems(snapshot, snapshot.instances[id] ?? services.instance, total: configuration.shardingTotalCount))"
+                }
+                logger.info("job '\(name)': sharded \(configuration.shardingTotalCount) items with \(job.shardingStrategy.provider.name): \(assignment.joined(separator: "; "))")
+            }
+            items = CoordinationRules.itemsToRun(
+                snapshot, services.instance, total: configuration.shardingTotalCount,
+                failover: configuration.failover, monitorExecution: configuration.monitorExecution)
+            state.withLock { $0.currentItems = items }
+            let epochs = Dictionary(uniqueKeysWithValues: items.map { ($0, snapshot.items[$0]?.ownerEpoch ?? 0) })
+            let taskID = "\(name)@-@\(items.map(String.init).joined(separator: ","))@-@READY@-@\(services.instance.id)"
+            var fire = FireInfo(
+                jobName: name, taskID: taskID, shardingTotalCount: configuration.shardingTotalCount,
+                jobParameter: configuration.jobParameter, fireTimeMilliseconds: fireTime, items: items,
+                itemParameters: job.itemParameters.filter { items.contains($0.key) })
+
+            if await !runListeners(fire, before: true) { return }
+            if items.isEmpty {
+                logger.debug("Sharding item for job '\(name)' is empty.")
+            } else {
+                while true {
+                    let (runOutcomes, aborted) = try await execute(items, epochs: epochs, fireTime: fireTime, taskID: taskID)
+                    outcomes = runOutcomes
+                    runs += 1
+                    if aborted { break }
+                    guard try await misfireRerunNeeded(items) else { break }
+                }
+            }
+            fire.itemStatuses = Dictionary(uniqueKeysWithValues: items.map { item in
+                (item, outcomes[item].map { $0.succeeded ? ItemStatus.succeeded : .failed } ?? .notRun)
+            })
+            _ = await runListeners(fire, before: false)
+            logFire(fireTime: fireTime, source: source, items: items, outcomes: outcomes, runs: runs, started: started)
+        } catch {
+            logger.error("job '\(name)': the fire of \(Self.format(fireTime)) failed in the registry: \(error)")
+        }
+    }
+
+    /// After a run: run again once when a fire came meanwhile (ElasticJob's misfire loop: misfire on,
+    /// no resharding pending, a misfire marker on the items). Clears the markers first.
+    private func misfireRerunNeeded(_ items: [Int]) async throws -> Bool {
+        let pending = state.withLock { state -> Bool in
+            defer { state.misfirePending = false }
+            return state.misfirePending && !state.stopped
+        }
+        guard pending, job.configuration.misfire else { return false }
+        let snapshot = try await coordinator.snapshot()
+        guard !snapshot.reshardingNecessary, items.contains(where: { snapshot.items[$0]?.misfire == true }) else { return false }
+        try await coordinator.clearMisfire(items)
+        logger.info("job '\(name)': running the misfired fire now")
+        return true
+    }
+
+    /// One run of the fire's items. Returns the outcomes and whether the error handler asked to
+    /// abort the rest of the fire.
+    private func execute(
+        _ items: [Int], epochs: [Int: UInt64], fireTime: Int64, taskID: String
+    ) async throws -> ([Int: ItemOutcome], Bool) {
+        let configuration = job.configuration
+        if configuration.monitorExecution {
+            try await coordinator.markRunning(items, persistent: configuration.failover)
+        }
+        let job = self.job
+        let instance = services.instance
+        let itemLogger = logger
+        let outcomes = await ItemBatch.run(
+            items, concurrency: job.threadCount, pool: services.pool, timeout: job.itemTimeoutSeconds,
+            cancellation: services.cancellation
+        ) { item, isCancelled in
+            let epoch = epochs[item] ?? 0
+            let context = ShardingContext(
+                jobName: job.name, taskID: taskID, shardingTotalCount: configuration.shardingTotalCount,
+                jobParameter: configuration.jobParameter, shardingItem: item, shardingParameter: job.itemParameters[item],
+                fireTimeMilliseconds: fireTime, fencingEpoch: epoch)
+            // One host owns every item of the embedded registry; a cluster host checks the registry.
+            let control = ItemControl(isCancelled: isCancelled, isEpochCurrent: { $0 == epoch })
+            var logger = itemLogger
+            logger[metadataKey: "item"] = "\(item)"
+            logger[metadataKey: "instance"] = "\(instance.id)"
+            return Self.runItem(job, ItemInvocation(context: context, control: control, logger: logger)) { [self] in
+                reshardingNeeded.load(ordering: .relaxed)
+            }
+        }
+        if configuration.monitorExecution {
+            try await coordinator.clearRunning(items)
+        }
+        var propagate = false
+        for item in items.sorted() {
+            guard let outcome = outcomes[item], let message = outcome.failureMessage else { continue }
+            if await handleFailure(origin: .item, item: item, fireTime: fireTime, taskID: taskID, message: message, code: outcome.code) == .propagate {
+                propagate = true
+            }
+        }
+        return (outcomes, propagate)
+    }
+
+    /// Runs one item on the current (worker) thread.
+    static func runItem(_ job: PreparedJob, _ invocation: ItemInvocation, reshardingNeeded: () -> Bool) -> ItemOutcome {
+        do {
+            switch job.jobType.shape {
+            case .simple:
+                try job.jobType.execute(invocation)
+            case .dataflow:
+                guard var batch = try job.jobType.fetch(invocation) else { return .succeeded }
+                while true {
+                    try job.jobType.process(invocation, batch)
+                    // ElasticJob's streaming loop: fetch again until nothing comes, unless the job
+                    // must reshard or the item is asked to stop.
+                    guard job.streamingProcess, !invocation.control.isCancelled, !reshardingNeeded(),
+                          let next = try job.jobType.fetch(invocation)
+                    else { break }
+                    batch = next
+                }
+            }
+            return .succeeded
+        } catch {
+            return .failed(message: error.message, code: error.code)
+        }
+    }
+
+    /// Hands a failure to the job's error handler (on a worker thread: handlers may wait on the
+    /// network) and logs what the handler itself could not do.
+    private func handleFailure(
+        origin: FailureOrigin, item: Int?, fireTime: Int64, taskID: String, message: String, code: Int32
+    ) async -> ErrorDisposition {
+        let failure = JobFailure(
+            origin: origin, jobName: name, taskID: taskID, instanceID: services.instance.id, hostName: services.hostName,
+            item: item, fireTimeMilliseconds: fireTime, message: message, code: code)
+        let handler = job.errorHandler
+        let result = await services.onWorker { Result { () throws(ProviderCallError) in try handler.handle(failure) } }
+        switch result {
+        case .success(let disposition):
+            return disposition
+        case .failure(let error):
+            logger.error("job '\(name)': the error handler failed while handling '\(message)': \(error)")
+            return .handled
+        }
+    }
+
+    /// Runs the listeners in order; a failing listener goes to the error handler. Returns false when
+    /// the handler asked to abort the fire.
+    private func runListeners(_ fire: FireInfo, before: Bool) async -> Bool {
+        for listener in job.listeners {
+            let result = await services.onWorker {
+                Result { () throws(ProviderCallError) in
+                    if before { try listener.beforeFire(fire) } else { try listener.afterFire(fire) }
+                }
+            }
+            if case .failure(let error) = result {
+                let disposition = await handleFailure(
+                    origin: .listener, item: nil, fireTime: fire.fireTimeMilliseconds, taskID: fire.taskID,
+                    message: "\(listener.provider.name) \(before ? "before" : "after") the fire: \(error.message)", code: error.code)
+                if disposition == .propagate { return false }
+            }
+        }
+        return true
+    }
+
+    /// ElasticJob's max-time-difference check: the registry's time (a node's modification time)
+    /// against this host's clock.
+    private func clockDifference() async throws -> Int64? {
+        let path = coordinator.paths.root + "/systemTime/current"
+        try await coordinator.registry.ensurePath(path)
+        let stat = try await coordinator.registry.setData(path, data: [], version: nil)
+        guard stat.modifiedTime > 0 else { return nil }
+        return services.clock.now() - stat.modifiedTime
+    }
+
+    private func logFire(fireTime: Int64, source: FireSource, items: [Int], outcomes: [Int: ItemOutcome], runs: Int, started: Int64) {
+        let failed = outcomes.filter { !$0.value.succeeded }.keys.sorted()
+        let duration = services.clock.now() - started
+        var text = "job '\(name)' fired for \(Self.format(fireTime)) (\(source.rawValue)): "
+        if items.isEmpty {
+            text += "no items on this host"
+        } else {
+            text += "items \(items.map(String.init).joined(separator: ",")): \(items.count - failed.count) succeeded"
+            if !failed.isEmpty { text += ", \(failed.count) failed (\(failed.map(String.init).joined(separator: ",")))" }
+            if runs > 1 { text += ", run \(runs) times (misfire)" }
+        }
+        logger.info("\(text) in \(duration) ms")
+    }
+
+    static func format(_ milliseconds: Int64) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1000))
+    }
+}
