@@ -98,13 +98,13 @@ if withBenchmarks {
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]))
     package.targets.append(
         .executableTarget(
-            name: "PluginHostBenchmarks",
+            name: "ShardworkBenchmarks",
             dependencies: [
                 "ShardworkCore",
                 .product(name: "ShardworkSDK", package: "SDK"),
                 .product(name: "Benchmark", package: "benchmark"),
             ],
-            path: "Benchmarks/PluginHost",
+            path: "Benchmarks/Shardwork",
             swiftSettings: strictSettings,
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ))

@@ -1101,34 +1101,3 @@ struct EmbeddedRegistrySessionTests {
         #expect(try await peer.exists("/e", watch: nil) == nil)
     }
 }
-
-// MARK: - Throughput
-
-/// Not a test of speed (timing never belongs in assertions): a measurement to run by hand, in a
-/// release build, with the command in its description.
-@Suite("EmbeddedRegistry: throughput")
-struct EmbeddedRegistryThroughput {
-    @Test(
-        "SHARDWORK_REGISTRY_THROUGHPUT=1 swift test -c release --filter EmbeddedRegistryThroughput",
-        .enabled(if: ProcessInfo.processInfo.environment["SHARDWORK_REGISTRY_THROUGHPUT"] != nil))
-    func measure() async throws {
-        let registry = EmbeddedRegistry.standalone()
-        try await registry.create("/jobs", data: [], mode: .persistent)
-        let iterations = 33_334
-        let payload = bytes("{\"shardingItem\":3,\"status\":\"running\"}")
-        let clock = ContinuousClock()
-        let elapsed = try await clock.measure {
-            for index in 0..<iterations {
-                let path = "/jobs/job-\(index)"
-                try await registry.create(path, data: payload, mode: .ephemeral)
-                try await registry.setData(path, data: payload, version: 0)
-                _ = try await registry.data(path, watch: nil)
-            }
-        }
-        let operations = iterations * 3
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        print("embedded registry: \(operations) create/setData/data operations in \(elapsed): "
-            + "\(Int(Double(operations) / seconds)) operations per second")
-        #expect(try await registry.exists("/jobs", watch: nil)?.childCount == Int32(iterations))
-    }
-}

@@ -81,7 +81,7 @@ public final class JobCoordinator: Sendable {
         // Left by an earlier session of this very instance id: replace it with one of ours.
         if let stat = try await registry.exists(path, watch: nil), stat.ephemeralOwner != registry.sessionID {
             try await registry.deleteIfPresent(path)
-            _ = try await registry.create(path, data: value, mode: .ephemeral)
+            try await registry.create(path, data: value, mode: .ephemeral)
         }
     }
 

@@ -9,7 +9,8 @@
 ///   `/`), with no empty, `.` or `..` segment. Parents must exist before a child is created.
 /// - Persistent nodes live until deleted; ephemeral nodes are deleted when the session that created
 ///   them ends (closed or expired) and cannot have children. Sequential modes append a ten-digit,
-///   zero-padded counter taken from the parent's child version (`job-0000000007`).
+///   zero-padded counter: the number of children the parent has had created so far (deletions do
+///   not lower it), as ZooKeeper keeps it (`job-0000000007`).
 /// - Every node has a data version that each `setData` increments; a `version` argument makes a
 ///   write conditional (`nil` means any version).
 /// - `multi` applies all of its operations atomically, or none of them.
@@ -19,6 +20,7 @@
 ///   After a session ends, its pending watches never fire: re-read and re-arm on a new session.
 public protocol RegistryCenter: AnyObject, Sendable {
     /// Creates a node and returns its path (which differs from `path` for sequential modes).
+    @discardableResult
     func create(_ path: String, data: [UInt8], mode: CreateMode) async throws(RegistryError) -> String
 
     /// Deletes a node that has no children; with a `version`, only if the node is at that version.

@@ -1,5 +1,4 @@
 // Benchmarks of the plugin host: loading and registering one plugin, and sharding a large job.
-// Run with scripts/benchmark; results are recorded in docs/performance.md.
 import Benchmark
 import Foundation
 import Logging
@@ -31,7 +30,7 @@ func copies(of file: String, count: Int) -> [String] {
 
 let loadIterations = 200
 
-let benchmarks: @Sendable () -> Void = {
+func pluginHostBenchmarks() {
     let plugins = [
         ("standard-sharding (Swift, 3 providers)", "libShardworkStandardSharding.so"),
         ("standard-executors (Swift, 3 providers)", "libShardworkStandardExecutors.so"),
