@@ -11,7 +11,7 @@ import Synchronization
 /// `ServiceGroup`) and then drains: no new fire starts, running items get up to
 /// `host.shutdownTimeoutSeconds` to finish, then they are asked to stop, and the host leaves the
 /// registry.
-public final class Host: Service, Sendable {
+public final class ShardworkHost: Service, Sendable {
     public let configuration: HostConfiguration
     public let runtimes: [String: JobRuntime]
     public let registry: any RegistryCenter

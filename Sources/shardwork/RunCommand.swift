@@ -1,0 +1,86 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import ShardworkCore
+
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a host in the foreground: load its plugins, register its jobs and fire them.",
+        discussion: """
+            The configuration is checked whole before anything starts: an invalid file, an unknown \
+            field, an unknown type name, an invalid cron expression or a property a plugin refuses \
+            exits 2 with the file, line, job and field. SIGINT or SIGTERM stops firing, waits for \
+            running items up to host.shutdownTimeoutSeconds, and exits 0. See docs/configuration.md.
+            """)
+
+    @Option(help: ArgumentHelp("The host configuration (YAML).", valueName: "file"))
+    var config: String
+
+    @Option(name: .customLong("trigger"), help: ArgumentHelp(
+        "Run this job once as soon as the host has started (repeatable); how one-off jobs run.", valueName: "job"))
+    var triggers: [String] = []
+
+    @Option(name: .customLong("plugin-dir"), help: ArgumentHelp(
+        "Another plugin directory, after those of the configuration (repeatable).", valueName: "dir"))
+    var pluginDirectories: [String] = []
+
+    @Flag(name: .customLong("no-preflight"), help: "Load plugins without trying each in a separate process first.")
+    var noPreflight = false
+
+    @Option(name: .customLong("log-level"), help: ArgumentHelp(
+        "trace, debug, info, notice, warning, error or critical (default: info, or SHARDWORK_LOG_LEVEL).", valueName: "level"))
+    var logLevel: String?
+
+    func run() async throws {
+        var options = PluginOptions()
+        options.logLevel = logLevel ?? ProcessInfo.processInfo.environment["SHARDWORK_LOG_LEVEL"] ?? "info"
+        let logger = try options.makeLogger()
+
+        let configuration: HostConfiguration
+        do {
+            configuration = try HostConfigurationReader.read(file: config)
+        } catch {
+            throw CLIFailure.badInput(error.description)
+        }
+        let jobNames = Set(configuration.jobs.map(\.jobName))
+        if let unknown = triggers.first(where: { !jobNames.contains($0) }) {
+            throw CLIFailure.badInput("--trigger \(unknown): no such job in \(config); its jobs are \(jobNames.sorted().joined(separator: ", "))")
+        }
+
+        options.pluginDirectories = configuration.plugins.directories + pluginDirectories
+        options.noBuiltInPlugins = !configuration.plugins.builtIn
+        options.noPreflight = noPreflight || !configuration.plugins.preflight
+        var searchPath = options.searchPath
+        searchPath.files = configuration.plugins.files
+        for directory in options.pluginDirectories {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw CLIFailure.badInput("\(config): plugins.directories: \(directory): no such directory")
+            }
+        }
+        let providers = ProviderRegistry()
+        let report = PluginLoader(logger: logger, preflight: options.preflight).loadAll(searchPath, into: providers)
+        logger.info("plugins: \(report.loaded.map { "\($0.name) \($0.version)" }.joined(separator: ", ")); \(report.refused.count) refused")
+
+        let host: ShardworkHost
+        do {
+            host = try ShardworkHost(configuration: configuration, providers: providers, registry: EmbeddedRegistry.standalone(), logger: logger)
+        } catch {
+            throw CLIFailure.badInput(error.description)
+        }
+        do {
+            try await host.start()
+        } catch {
+            await host.shutdown()
+            throw CLIFailure.failed("cannot start: \(error)")
+        }
+        for job in triggers {
+            try await host.trigger(job)
+        }
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: host)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
