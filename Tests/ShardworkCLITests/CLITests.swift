@@ -3,12 +3,12 @@ import ShardworkTestSupport
 import Testing
 
 /// Runs the real `shardwork` binary from the build directory.
-func shardwork(_ arguments: String...) throws -> ProcessOutcome {
-    try shardwork(arguments)
+func shardwork(_ arguments: String...) async throws -> ProcessOutcome {
+    try await shardwork(arguments)
 }
 
-func shardwork(_ arguments: [String]) throws -> ProcessOutcome {
-    try Subprocess.run(try TestPaths.shardworkBinary, arguments)
+func shardwork(_ arguments: [String]) async throws -> ProcessOutcome {
+    try await Subprocess.run(try TestPaths.shardworkBinary, arguments)
 }
 
 /// Bad input: exit status 2 and exactly one line on standard error, starting with "shardwork: ".
@@ -24,8 +24,8 @@ func expectBadInput(_ outcome: ProcessOutcome, saying phrase: String, sourceLoca
 @Suite("shardwork plugins")
 struct PluginsCommandTests {
     @Test("plugins list shows every standard provider with its kind, aliases, plugin, version and file")
-    func listText() throws {
-        let outcome = try shardwork("plugins", "list")
+    func listText() async throws {
+        let outcome = try await shardwork("plugins", "list")
         #expect(outcome.succeeded, "\(outcome.standardError)")
         let lines = outcome.standardOutput.split(separator: "\n").map(String.init)
         #expect(lines.first?.split(separator: " ", omittingEmptySubsequences: true) == ["KIND", "NAME", "ALIASES", "PLUGIN", "VERSION", "FILE"])
@@ -36,8 +36,8 @@ struct PluginsCommandTests {
     }
 
     @Test("plugins list --json")
-    func listJSON() throws {
-        let outcome = try shardwork("plugins", "list", "--json")
+    func listJSON() async throws {
+        let outcome = try await shardwork("plugins", "list", "--json")
         #expect(outcome.succeeded)
         let document = try OrderedJSON.parse(outcome.standardOutput)
         let providers = try #require(document["providers"]?.array)
@@ -54,13 +54,13 @@ struct PluginsCommandTests {
     }
 
     @Test("plugins list with a plugin directory: good plugins load, a crashing one is listed as refused")
-    func listWithBadPlugins() throws {
+    func listWithBadPlugins() async throws {
         let directory = try TemporaryDirectory()
         let plugins = try directory.subdirectory("plugins")
-        try CPluginBuilder.testPlugin(in: plugins, named: "libgood.so")
-        try CPluginBuilder.testPlugin(in: plugins, named: "libcrash.so", defines: ["VARIANT_CRASH", "NAME_PREFIX=\"x\""])
-        try CPluginBuilder.testPlugin(in: plugins, named: "libmajor.so", defines: ["VARIANT_ABI_MAJOR", "NAME_PREFIX=\"y\""])
-        let outcome = try shardwork("plugins", "list", "--json", "--plugin-dir", plugins)
+        try await CPluginBuilder.testPlugin(in: plugins, named: "libgood.so")
+        try await CPluginBuilder.testPlugin(in: plugins, named: "libcrash.so", defines: ["VARIANT_CRASH", "NAME_PREFIX=\"x\""])
+        try await CPluginBuilder.testPlugin(in: plugins, named: "libmajor.so", defines: ["VARIANT_ABI_MAJOR", "NAME_PREFIX=\"y\""])
+        let outcome = try await shardwork("plugins", "list", "--json", "--plugin-dir", plugins)
         #expect(outcome.succeeded, "\(outcome.standardError)")
         let document = try OrderedJSON.parse(outcome.standardOutput)
         let names = try #require(document["providers"]?.array).compactMap { $0["name"]?.string }
@@ -73,15 +73,15 @@ struct PluginsCommandTests {
     }
 
     @Test("plugins list with a plugin directory that does not exist is bad input")
-    func listMissingDirectory() throws {
-        expectBadInput(try shardwork("plugins", "list", "--plugin-dir", "/nonexistent/plugins"),
+    func listMissingDirectory() async throws {
+        expectBadInput(try await shardwork("plugins", "list", "--plugin-dir", "/nonexistent/plugins"),
                        saying: "--plugin-dir /nonexistent/plugins: no such directory")
     }
 
     @Test("plugins inspect of a sound plugin: descriptor, every check passed, exit 0")
-    func inspectGood() throws {
+    func inspectGood() async throws {
         let file = try TestPaths.builtInPlugin("ShardworkStandardExecutors")
-        let outcome = try shardwork("plugins", "inspect", file, "--json")
+        let outcome = try await shardwork("plugins", "inspect", file, "--json")
         #expect(outcome.status == 0, "\(outcome.standardError)")
         let document = try OrderedJSON.parse(outcome.standardOutput)
         #expect(document["accepted"] == .bool(true))
@@ -98,17 +98,17 @@ struct PluginsCommandTests {
         #expect(descriptor["toolchain"]?.string?.hasPrefix("swift-") == true)
         #expect(descriptor["providers"]?.array?.compactMap { $0["name"]?.string } == ["cpu", "single-thread", "fixed"])
 
-        let text = try shardwork("plugins", "inspect", file)
+        let text = try await shardwork("plugins", "inspect", file)
         #expect(text.status == 0)
         #expect(text.standardOutput.contains("  [ok  ] was built for an ABI version this host speaks"))
         #expect(text.standardOutput.hasSuffix("verdict: loadable\n"))
     }
 
     @Test("plugins inspect of a refused plugin: the failed check explained, exit 1")
-    func inspectRefused() throws {
+    func inspectRefused() async throws {
         let directory = try TemporaryDirectory()
-        let file = try CPluginBuilder.testPlugin(in: directory.path, defines: ["VARIANT_DESCRIPTOR_SIZE"])
-        let outcome = try shardwork("plugins", "inspect", file)
+        let file = try await CPluginBuilder.testPlugin(in: directory.path, defines: ["VARIANT_DESCRIPTOR_SIZE"])
+        let outcome = try await shardwork("plugins", "inspect", file)
         #expect(outcome.status == 1 && !outcome.signalled)
         #expect(outcome.standardOutput.contains("  [FAIL] its struct sizes match the host's\n         the descriptor is 56 bytes, but ABI 1.0 defines it as 64"))
         #expect(outcome.standardOutput.contains("  [skip] was built by a toolchain this host can load"))
@@ -116,10 +116,10 @@ struct PluginsCommandTests {
     }
 
     @Test("plugins inspect of a plugin that crashes: the command survives and reports it, exit 1")
-    func inspectCrash() throws {
+    func inspectCrash() async throws {
         let directory = try TemporaryDirectory()
-        let file = try CPluginBuilder.testPlugin(in: directory.path, defines: ["VARIANT_CRASH"])
-        let outcome = try shardwork("plugins", "inspect", file, "--json")
+        let file = try await CPluginBuilder.testPlugin(in: directory.path, defines: ["VARIANT_CRASH"])
+        let outcome = try await shardwork("plugins", "inspect", file, "--json")
         #expect(outcome.status == 1 && !outcome.signalled)
         let document = try OrderedJSON.parse(outcome.standardOutput)
         #expect(document["accepted"] == .bool(false))
@@ -129,20 +129,20 @@ struct PluginsCommandTests {
     }
 
     @Test("plugins inspect of a non-plugin library and of a text file: exit 1 with the reason")
-    func inspectNonPlugins() throws {
-        let sdk = try shardwork("plugins", "inspect", try TestPaths.product("libShardworkSDK.so"))
+    func inspectNonPlugins() async throws {
+        let sdk = try await shardwork("plugins", "inspect", try TestPaths.product("libShardworkSDK.so"))
         #expect(sdk.status == 1)
         #expect(sdk.standardOutput.contains("not a Shardwork plugin: it does not define shardwork_plugin_entry"))
         let directory = try TemporaryDirectory()
         try "hello".write(toFile: directory.file("libtext.so"), atomically: true, encoding: .utf8)
-        let text = try shardwork("plugins", "inspect", directory.file("libtext.so"))
+        let text = try await shardwork("plugins", "inspect", directory.file("libtext.so"))
         #expect(text.status == 1)
         #expect(text.standardOutput.contains("not an ELF file"))
     }
 
     @Test("plugins inspect of a file that does not exist is bad input")
-    func inspectMissing() throws {
-        expectBadInput(try shardwork("plugins", "inspect", "/nonexistent/libx.so"), saying: "/nonexistent/libx.so: no such file")
+    func inspectMissing() async throws {
+        expectBadInput(try await shardwork("plugins", "inspect", "/nonexistent/libx.so"), saying: "/nonexistent/libx.so: no such file")
     }
 }
 
@@ -159,9 +159,9 @@ struct ShardCommandTests {
     }
 
     @Test("every sharding vector through shard --json, keys in the strategy's order", arguments: vectors)
-    func vector(_ vector: OrderedJSON) throws {
+    func vector(_ vector: OrderedJSON) async throws {
         let instances = vector["instances"]?.array?.compactMap(\.string) ?? []
-        let outcome = try shardwork(
+        let outcome = try await shardwork(
             "shard", "--strategy", vector["strategy"]?.string ?? "", "--job", vector["jobName"]?.string ?? "",
             "--instances", instances.joined(separator: ","), "--total", "\(vector["shardingTotalCount"]?.int ?? 0)",
             "--json", "--no-preflight")
@@ -170,22 +170,22 @@ struct ShardCommandTests {
     }
 
     @Test("text output: one line per instance in the strategy's order")
-    func text() throws {
-        let outcome = try shardwork("shard", "--strategy", "round-robin", "--job", "1", "--instances", "h0,h1,h2", "--total", "5")
+    func text() async throws {
+        let outcome = try await shardwork("shard", "--strategy", "round-robin", "--job", "1", "--instances", "h0,h1,h2", "--total", "5")
         #expect(outcome.succeeded)
         #expect(outcome.standardOutput == "h1: 0, 3\nh2: 1, 4\nh0: 2\n")
     }
 
     @Test("no instances: an empty assignment")
-    func noInstances() throws {
-        let outcome = try shardwork("shard", "--strategy", "round-robin", "--job", "j", "--instances", "", "--total", "3", "--json")
+    func noInstances() async throws {
+        let outcome = try await shardwork("shard", "--strategy", "round-robin", "--job", "j", "--instances", "", "--total", "3", "--json")
         #expect(outcome.succeeded)
         #expect(outcome.standardOutput == "{}\n")
     }
 
     @Test("JSON output escapes instance ids")
-    func escaping() throws {
-        let outcome = try shardwork("shard", "--strategy", "average", "--job", "j", "--instances", "a\"b,c\\d", "--total", "2", "--json")
+    func escaping() async throws {
+        let outcome = try await shardwork("shard", "--strategy", "average", "--job", "j", "--instances", "a\"b,c\\d", "--total", "2", "--json")
         #expect(outcome.standardOutput == "{\"a\\\"b\":[0],\"c\\\\d\":[1]}\n")
     }
 
@@ -199,34 +199,34 @@ struct ShardCommandTests {
         (["--strategy", "average", "--instances", "a", "--total", "3"], "--job"),
         (["--strategy", "average", "--job", "j", "--instances", "a", "--total", "2000000"], "--total must be at most 1000000"),
     ])
-    func badInput(arguments: [String], phrase: String) throws {
-        expectBadInput(try shardwork(["shard"] + arguments), saying: phrase)
+    func badInput(arguments: [String], phrase: String) async throws {
+        expectBadInput(try await shardwork(["shard"] + arguments), saying: phrase)
     }
 }
 
 @Suite("shardwork")
 struct TopLevelTests {
     @Test("--version and --help exit 0")
-    func versionAndHelp() throws {
-        let version = try shardwork("--version")
+    func versionAndHelp() async throws {
+        let version = try await shardwork("--version")
         #expect(version.succeeded)
         #expect(version.standardOutput == "0.1.0\n")
-        let help = try shardwork("--help")
+        let help = try await shardwork("--help")
         #expect(help.succeeded)
         #expect(help.standardOutput.contains("plugins"))
         #expect(help.standardOutput.contains("shard"))
     }
 
     @Test("an unknown command or option is bad input", arguments: [["frobnicate"], ["plugins", "list", "--colour"], ["--log-level", "loud", "plugins", "list"]])
-    func unknown(arguments: [String]) throws {
-        let outcome = try shardwork(arguments)
+    func unknown(arguments: [String]) async throws {
+        let outcome = try await shardwork(arguments)
         #expect(outcome.status == 2)
         #expect(outcome.standardError.split(separator: "\n").count == 1, "\(outcome.standardError)")
     }
 
     @Test("an unknown log level is bad input")
-    func logLevel() throws {
-        expectBadInput(try shardwork("plugins", "list", "--log-level", "loud"), saying: "unknown log level 'loud'")
+    func logLevel() async throws {
+        expectBadInput(try await shardwork("plugins", "list", "--log-level", "loud"), saying: "unknown log level 'loud'")
     }
 }
 
@@ -243,34 +243,34 @@ struct CronCommandTests {
     }
 
     @Test("every case of the Quartz 2.3.2 sample through cron next --json; invalid ones exit 2", arguments: cases)
-    func quartzCase(_ sample: OrderedJSON) throws {
+    func quartzCase(_ sample: OrderedJSON) async throws {
         let cron = sample["cron"]?.string ?? ""
         var arguments = ["cron", "next", cron, "--time-zone", sample["timeZone"]?.string ?? "UTC",
                          "--after", String(sample["start"]?.int64 ?? 0)]
         if sample["invalid"] == .bool(true) {
             arguments.append("--json")
-            let outcome = try shardwork(arguments)
+            let outcome = try await shardwork(arguments)
             expectBadInput(outcome, saying: "invalid cron expression")
             return
         }
         let expected = sample["next"]?.array ?? []
         arguments += ["--count", "12", "--json"]  // the sample lists up to 12, fewer when the schedule ends
-        let outcome = try shardwork(arguments)
+        let outcome = try await shardwork(arguments)
         #expect(outcome.succeeded, "\(cron): \(outcome.standardError)")
         #expect(try OrderedJSON.parse(outcome.standardOutput) == .array(expected), "\(cron) in \(sample["timeZone"]?.string ?? "")")
     }
 
     @Test("text output: local times in the zone and epoch milliseconds")
-    func text() throws {
-        let outcome = try shardwork("cron", "next", "0 15 10 ? * 6#3", "--time-zone", "America/New_York",
+    func text() async throws {
+        let outcome = try await shardwork("cron", "next", "0 15 10 ? * 6#3", "--time-zone", "America/New_York",
                                     "--after", "1830297598243", "--count", "2")
         #expect(outcome.succeeded)
         #expect(outcome.standardOutput == "2028-01-21T10:15:00-05:00  1832080500000\n2028-02-18T10:15:00-05:00  1834499700000\n")
     }
 
     @Test("no fire time left is said, not an error")
-    func exhausted() throws {
-        let outcome = try shardwork("cron", "next", "0 0 0 1 1 ? 2020", "--after", "1830297598243")
+    func exhausted() async throws {
+        let outcome = try await shardwork("cron", "next", "0 0 0 1 1 ? 2020", "--after", "1830297598243")
         #expect(outcome.succeeded)
         #expect(outcome.standardOutput == "(no fire time after that instant)\n")
     }
@@ -281,7 +281,7 @@ struct CronCommandTests {
         (["cron", "next", "0 0 0 * * ?", "--count", "0"], "--count must be between 1 and 10000"),
         (["cron", "next", "0 0 0 * * ?", "--after", "soon"], "soon"),
     ])
-    func badInput(arguments: [String], phrase: String) throws {
-        expectBadInput(try shardwork(arguments), saying: phrase)
+    func badInput(arguments: [String], phrase: String) async throws {
+        expectBadInput(try await shardwork(arguments), saying: phrase)
     }
 }

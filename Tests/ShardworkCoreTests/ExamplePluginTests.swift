@@ -7,35 +7,32 @@ import Testing
 /// The examples are built the way their READMEs say, and loaded the way a user would load them.
 @Suite("Example plugins")
 struct ExamplePluginTests {
-    /// examples/third-party-plugin, built once per test run with `swift build`.
-    static let acmeBuild: Result<String, TestSetupError> = {
+    /// examples/third-party-plugin, built once per test run with `swift build`; every test awaits
+    /// the same build.
+    static let acmeBuild = Task<String, any Error> {
         let package = TestPaths.repositoryRoot + "/examples/third-party-plugin"
-        guard let swift = Subprocess.which("swift") else { return .failure(TestSetupError("swift is not on the PATH")) }
-        do {
-            let build = try Subprocess.run(swift, ["build", "--package-path", package, "--product", "AcmePlugins"])
-            guard build.succeeded else {
-                return .failure(TestSetupError("swift build of \(package) failed:\n\(build.standardOutput)\n\(build.standardError)"))
-            }
-            let binPath = try Subprocess.run(swift, ["build", "--package-path", package, "--show-bin-path"])
-            return .success(binPath.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) + "/libAcmePlugins.so")
-        } catch {
-            return .failure(TestSetupError("cannot run swift build: \(error)"))
+        guard let swift = Subprocess.which("swift") else { throw TestSetupError("swift is not on the PATH") }
+        let build = try await Subprocess.run(swift, ["build", "--package-path", package, "--product", "AcmePlugins"])
+        guard build.succeeded else {
+            throw TestSetupError("swift build of \(package) failed:\n\(build.standardOutput)\n\(build.standardError)")
         }
-    }()
+        let binPath = try await Subprocess.run(swift, ["build", "--package-path", package, "--show-bin-path"])
+        return binPath.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) + "/libAcmePlugins.so"
+    }
 
     /// The third-party plugin copied alone into a fresh plugin directory: no SDK beside it, so it
     /// must bind to the host's libShardworkSDK.so.
-    func acmePlugin(in directory: TemporaryDirectory) throws -> String {
-        let built = try Self.acmeBuild.get()
+    func acmePlugin(in directory: TemporaryDirectory) async throws -> String {
+        let built = try await Self.acmeBuild.value
         let plugins = try directory.subdirectory("plugins")
         try FileManager.default.copyItem(atPath: built, toPath: plugins + "/libAcmePlugins.so")
         return plugins + "/libAcmePlugins.so"
     }
 
     @Test("the third-party Swift plugin loads alone and offers a job type and a sharding strategy")
-    func thirdPartyLoads() throws {
+    func thirdPartyLoads() async throws {
         let directory = try TemporaryDirectory()
-        let file = try acmePlugin(in: directory)
+        let file = try await acmePlugin(in: directory)
         let registry = ProviderRegistry()
         let report = PluginLoader(logger: CapturedLog().logger())
             .loadAll(PluginSearchPath(directories: [URL(fileURLWithPath: file).deletingLastPathComponent().path], includeBuiltIn: false), into: registry)
@@ -48,10 +45,10 @@ struct ExamplePluginTests {
     }
 
     @Test("its rendezvous strategy assigns every item once and moves few items when an instance leaves")
-    func rendezvous() throws {
+    func rendezvous() async throws {
         let directory = try TemporaryDirectory()
         let registry = ProviderRegistry()
-        try TestPlugins.load(try acmePlugin(in: directory), into: registry)
+        try TestPlugins.load(try await acmePlugin(in: directory), into: registry)
         let strategy = try ShardingStrategyInstance(try registry.resolve(.shardingStrategy, "rendezvous"), setup: TestPlugins.setup("rendezvous"))
         let before = try strategy.shard(jobName: "reports", instances: ["a", "b", "c", "d"], totalCount: 100)
         #expect(before.entries.flatMap(\.items).sorted() == Array(0..<100))
@@ -64,7 +61,7 @@ struct ExamplePluginTests {
     func acmeJob() async throws {
         let directory = try TemporaryDirectory()
         let registry = ProviderRegistry()
-        try TestPlugins.load(try acmePlugin(in: directory), into: registry)
+        try TestPlugins.load(try await acmePlugin(in: directory), into: registry)
         let provider = try registry.resolve(.jobType, "acme-report")
         let job = try JobTypeInstance(provider, setup: TestPlugins.setup("acme-report", [("acme.greeting", "hi")], job: "reports"))
         let log = CapturedLog()
@@ -101,10 +98,10 @@ struct ExamplePluginTests {
     }
 
     @Test("its job checks its props when it is made for a job")
-    func acmeJobProps() throws {
+    func acmeJobProps() async throws {
         let directory = try TemporaryDirectory()
         let registry = ProviderRegistry()
-        try TestPlugins.load(try acmePlugin(in: directory), into: registry)
+        try TestPlugins.load(try await acmePlugin(in: directory), into: registry)
         let provider = try registry.resolve(.jobType, "acme-report")
         do {
             _ = try JobTypeInstance(provider, setup: TestPlugins.setup("acme-report", [("acme.repeats", "zero")]))
@@ -119,7 +116,7 @@ struct ExamplePluginTests {
     func cExample() async throws {
         let directory = try TemporaryDirectory()
         guard let make = Subprocess.which("make") else { throw TestSetupError("make is not on the PATH; scripts/test installs it") }
-        let build = try Subprocess.run(make, ["-C", TestPaths.repositoryRoot + "/examples/c-plugin", "OUT=\(directory.path)"])
+        let build = try await Subprocess.run(make, ["-C", TestPaths.repositoryRoot + "/examples/c-plugin", "OUT=\(directory.path)"])
         #expect(build.succeeded, "\(build.standardError)")
         let registry = ProviderRegistry()
         let info = try TestPlugins.load(directory.file("libhello_c.so"), into: registry)

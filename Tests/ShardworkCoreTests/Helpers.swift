@@ -107,3 +107,26 @@ struct ShardingVector: Sendable {
         }
     }
 }
+
+/// Polls `condition` until it holds, for at most `seconds`: for state that another thread sets
+/// right after the event a test waited for. It blocks the calling thread: only for synchronous
+/// tests. Async tests use `eventually`, which suspends, so that Swift's few cooperative threads stay
+/// free for the code under test.
+func eventuallyBlocking(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(1_000)
+    }
+    return condition()
+}
+
+/// `eventuallyBlocking` for async tests: it suspends between polls.
+func eventually(seconds: Double = 10, _ condition: () async -> Bool) async -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(1))
+    }
+    return await condition()
+}

@@ -30,9 +30,9 @@ struct PluginLoaderTests {
     }
 
     @Test("a sound C plugin passes every check and shows its descriptor")
-    func soundPlugin() throws {
+    func soundPlugin() async throws {
         let directory = try TemporaryDirectory()
-        let file = try CPluginBuilder.testPlugin(in: directory.path)
+        let file = try await CPluginBuilder.testPlugin(in: directory.path)
         let log = CapturedLog()
         let (inspection, plugin) = PluginLoader(logger: log.logger()).inspect(file)
         #expect(inspection.accepted, "\(inspection.reasons)")
@@ -44,7 +44,7 @@ struct PluginLoaderTests {
         let descriptor = try #require(inspection.descriptor)
         #expect(descriptor.magic == "0x5348415244574B21")
         #expect(descriptor.abiMajor == 1 && descriptor.abiMinor == 0)
-        #expect(descriptor.providers.map(\.name) == ["c-modulo", "c-threads", "c-recorder", "c-listener", "c-echo", "c-countdown"])
+        #expect(descriptor.providers.map(\.name) == ["c-modulo", "c-threads", "c-recorder", "c-listener", "c-echo", "c-countdown", "c-wait"])
         #expect(descriptor.providers.first?.aliases == ["C_MODULO"])
         // The host gave the entry its log function.
         #expect(log.contains("c-test plugin entry called"))
@@ -91,9 +91,9 @@ struct PluginLoaderTests {
     ]
 
     @Test("each refusal names the failed check and explains it", arguments: descriptorVariants)
-    func refusal(variant: Variant) throws {
+    func refusal(variant: Variant) async throws {
         let directory = try TemporaryDirectory()
-        let file = try CPluginBuilder.testPlugin(in: directory.path, defines: [variant.define])
+        let file = try await CPluginBuilder.testPlugin(in: directory.path, defines: [variant.define])
         let inspection = inspect(file)
         expectRefused(inspection, at: variant.check, saying: variant.phrase)
         let refusal = PluginLoader(logger: CapturedLog().logger()).load(file)
@@ -105,9 +105,9 @@ struct PluginLoaderTests {
     }
 
     @Test("a Swift plugin from another toolchain is also told its SDK differs")
-    func toolchainAndSDK() throws {
+    func toolchainAndSDK() async throws {
         let directory = try TemporaryDirectory()
-        let inspection = inspect(try CPluginBuilder.testPlugin(in: directory.path, defines: ["VARIANT_SWIFT_TOOLCHAIN"]))
+        let inspection = inspect(try await CPluginBuilder.testPlugin(in: directory.path, defines: ["VARIANT_SWIFT_TOOLCHAIN"]))
         #expect(inspection.reasons.contains { $0.contains("built against ShardworkSDK 0.0.9") })
     }
 
@@ -141,9 +141,9 @@ struct PluginLoaderTests {
     }
 
     @Test("a truncated plugin is refused before it is loaded", arguments: [0.5, 0.9, 0.999])
-    func truncated(fraction: Double) throws {
+    func truncated(fraction: Double) async throws {
         let directory = try TemporaryDirectory()
-        let good = try CPluginBuilder.testPlugin(in: directory.path)
+        let good = try await CPluginBuilder.testPlugin(in: directory.path)
         let bytes = try Data(contentsOf: URL(fileURLWithPath: good))
         let file = directory.file("libtruncated.so")
         try bytes.prefix(Int(Double(bytes.count) * fraction)).write(to: URL(fileURLWithPath: file))
@@ -151,17 +151,17 @@ struct PluginLoaderTests {
     }
 
     @Test("a file cut inside the ELF header")
-    func truncatedHeader() throws {
+    func truncatedHeader() async throws {
         let directory = try TemporaryDirectory()
-        let bytes = try Data(contentsOf: URL(fileURLWithPath: try CPluginBuilder.testPlugin(in: directory.path)))
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: try await CPluginBuilder.testPlugin(in: directory.path)))
         let file = directory.file("libhead.so")
         try bytes.prefix(40).write(to: URL(fileURLWithPath: file))
         expectRefused(inspect(file), at: "elf", saying: "shorter than an ELF header")
     }
 
     /// A copy of a sound plugin with one header byte changed.
-    func patched(_ offset: Int, _ values: [UInt8], in directory: TemporaryDirectory) throws -> String {
-        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: try CPluginBuilder.testPlugin(in: directory.path))))
+    func patched(_ offset: Int, _ values: [UInt8], in directory: TemporaryDirectory) async throws -> String {
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: try await CPluginBuilder.testPlugin(in: directory.path))))
         bytes.replaceSubrange(offset..<(offset + values.count), with: values)
         let file = directory.file("libpatched.so")
         try Data(bytes).write(to: URL(fileURLWithPath: file))
@@ -169,22 +169,22 @@ struct PluginLoaderTests {
     }
 
     @Test("a plugin built for another machine")
-    func wrongMachine() throws {
+    func wrongMachine() async throws {
         let directory = try TemporaryDirectory()
-        expectRefused(inspect(try patched(18, [183, 0], in: directory)), at: "elf", saying: "built for aarch64, but this host is x86_64")
+        expectRefused(inspect(try await patched(18, [183, 0], in: directory)), at: "elf", saying: "built for aarch64, but this host is x86_64")
     }
 
     @Test("a 32-bit ELF file")
-    func thirtyTwoBit() throws {
+    func thirtyTwoBit() async throws {
         let directory = try TemporaryDirectory()
-        expectRefused(inspect(try patched(4, [1], in: directory)), at: "elf", saying: "a 32-bit ELF file")
+        expectRefused(inspect(try await patched(4, [1], in: directory)), at: "elf", saying: "a 32-bit ELF file")
     }
 
     @Test("an object file is not a shared object")
-    func objectFile() throws {
+    func objectFile() async throws {
         let directory = try TemporaryDirectory()
         let file = directory.file("libobject.so")
-        let outcome = try Subprocess.run(
+        let outcome = try await Subprocess.run(
             Subprocess.which("cc") ?? "/usr/bin/cc",
             ["-c", "-fPIC", "-I", TestPaths.sdkInclude, "-o", file, TestPaths.fixture("c-plugins/test_plugin.c")])
         #expect(outcome.succeeded, "\(outcome.standardError)")
@@ -192,34 +192,34 @@ struct PluginLoaderTests {
     }
 
     @Test("a plugin writable by every user is a code-injection risk")
-    func worldWritableFile() throws {
+    func worldWritableFile() async throws {
         let directory = try TemporaryDirectory()
-        let file = try CPluginBuilder.testPlugin(in: directory.path)
+        let file = try await CPluginBuilder.testPlugin(in: directory.path)
         chmod(file, 0o757)
         expectRefused(inspect(file), at: "permissions", saying: "the file is writable by every user (mode 757)")
     }
 
     @Test("a plugin writable by its group")
-    func groupWritableFile() throws {
+    func groupWritableFile() async throws {
         let directory = try TemporaryDirectory()
-        let file = try CPluginBuilder.testPlugin(in: directory.path)
+        let file = try await CPluginBuilder.testPlugin(in: directory.path)
         chmod(file, 0o775)
         expectRefused(inspect(file), at: "permissions", saying: "the file is writable by its group")
     }
 
     @Test("a plugin in a directory that every user may write to")
-    func worldWritableDirectory() throws {
+    func worldWritableDirectory() async throws {
         let directory = try TemporaryDirectory()
         let plugins = try directory.subdirectory("plugins")
-        let file = try CPluginBuilder.testPlugin(in: plugins)
+        let file = try await CPluginBuilder.testPlugin(in: plugins)
         chmod(plugins, 0o777)
         expectRefused(inspect(file), at: "permissions", saying: "its directory \(plugins) is writable by every user")
     }
 
     @Test("a symbolic link to a plugin: the target and both directories are checked")
-    func symlink() throws {
+    func symlink() async throws {
         let directory = try TemporaryDirectory()
-        let real = try CPluginBuilder.testPlugin(in: try directory.subdirectory("real"))
+        let real = try await CPluginBuilder.testPlugin(in: try directory.subdirectory("real"))
         let links = try directory.subdirectory("links")
         try FileManager.default.createSymbolicLink(atPath: links + "/libc_test.so", withDestinationPath: real)
         #expect(inspect(links + "/libc_test.so").accepted)
@@ -230,13 +230,13 @@ struct PluginLoaderTests {
     // MARK: Many plugins
 
     @Test("refused plugins never stop the others: a directory of good, bad and non-plugin files")
-    func mixedDirectory() throws {
+    func mixedDirectory() async throws {
         let directory = try TemporaryDirectory()
         let plugins = try directory.subdirectory("plugins")
-        try CPluginBuilder.testPlugin(in: plugins, named: "libgood.so")
-        try CPluginBuilder.testPlugin(in: plugins, named: "libbadmagic.so", defines: ["VARIANT_BAD_MAGIC", "NAME_PREFIX=\"m\""])
-        try CPluginBuilder.testPlugin(in: plugins, named: "libunresolved.so", defines: ["VARIANT_UNDEFINED_SYMBOL", "NAME_PREFIX=\"u\""])
-        try CPluginBuilder.testPlugin(in: plugins, named: "libhelper.so", defines: ["VARIANT_NO_ENTRY"])
+        try await CPluginBuilder.testPlugin(in: plugins, named: "libgood.so")
+        try await CPluginBuilder.testPlugin(in: plugins, named: "libbadmagic.so", defines: ["VARIANT_BAD_MAGIC", "NAME_PREFIX=\"m\""])
+        try await CPluginBuilder.testPlugin(in: plugins, named: "libunresolved.so", defines: ["VARIANT_UNDEFINED_SYMBOL", "NAME_PREFIX=\"u\""])
+        try await CPluginBuilder.testPlugin(in: plugins, named: "libhelper.so", defines: ["VARIANT_NO_ENTRY"])
         try "not a plugin".write(toFile: plugins + "/libjunk.so", atomically: true, encoding: .utf8)
         try "ignored: not named *.so".write(toFile: plugins + "/README.txt", atomically: true, encoding: .utf8)
 
@@ -269,9 +269,9 @@ struct PluginLoaderTests {
     }
 
     @Test("an explicitly listed file without the entry is refused, not skipped")
-    func listedLibrary() throws {
+    func listedLibrary() async throws {
         let directory = try TemporaryDirectory()
-        let file = try CPluginBuilder.testPlugin(in: directory.path, defines: ["VARIANT_NO_ENTRY"])
+        let file = try await CPluginBuilder.testPlugin(in: directory.path, defines: ["VARIANT_NO_ENTRY"])
         let report = PluginLoader(logger: CapturedLog().logger())
             .loadAll(PluginSearchPath(files: [file], includeBuiltIn: false), into: ProviderRegistry())
         #expect(report.refused.map(\.file) == [file])
@@ -281,9 +281,9 @@ struct PluginLoaderTests {
     // MARK: Trial loading in a separate process
 
     @Test("a plugin that crashes while loading is refused by the trial process; the host lives")
-    func crashingPlugin() throws {
+    func crashingPlugin() async throws {
         let directory = try TemporaryDirectory()
-        let file = try CPluginBuilder.testPlugin(in: directory.path, defines: ["VARIANT_CRASH"])
+        let file = try await CPluginBuilder.testPlugin(in: directory.path, defines: ["VARIANT_CRASH"])
         let loader = PluginLoader(logger: CapturedLog().logger(), preflight: .shardwork(executable: try TestPaths.shardworkBinary))
         let (inspection, plugin) = loader.inspect(file)
         #expect(plugin == nil)
@@ -291,9 +291,9 @@ struct PluginLoaderTests {
     }
 
     @Test("a plugin that hangs while loading is killed after the trial timeout")
-    func hangingPlugin() throws {
+    func hangingPlugin() async throws {
         let directory = try TemporaryDirectory()
-        let file = try CPluginBuilder.testPlugin(in: directory.path, defines: ["VARIANT_HANG"])
+        let file = try await CPluginBuilder.testPlugin(in: directory.path, defines: ["VARIANT_HANG"])
         var preflight = PluginPreflight.shardwork(executable: try TestPaths.shardworkBinary)
         preflight.timeout = .seconds(1)
         let (inspection, _) = PluginLoader(logger: CapturedLog().logger(), preflight: preflight).inspect(file)
@@ -301,13 +301,13 @@ struct PluginLoaderTests {
     }
 
     @Test("with a trial process, a sound plugin loads and a refused one keeps the child's reasons")
-    func preflightVerdicts() throws {
+    func preflightVerdicts() async throws {
         let directory = try TemporaryDirectory()
         let loader = PluginLoader(logger: CapturedLog().logger(), preflight: .shardwork(executable: try TestPaths.shardworkBinary))
-        let (good, plugin) = loader.inspect(try CPluginBuilder.testPlugin(in: directory.path))
+        let (good, plugin) = loader.inspect(try await CPluginBuilder.testPlugin(in: directory.path))
         #expect(good.accepted)
         #expect(plugin?.info.name == "c-test")
-        let bad = try CPluginBuilder.testPlugin(in: directory.path, named: "libbad.so", defines: ["VARIANT_ABI_MAJOR"])
+        let bad = try await CPluginBuilder.testPlugin(in: directory.path, named: "libbad.so", defines: ["VARIANT_ABI_MAJOR"])
         let (refused, _) = loader.inspect(bad)
         expectRefused(refused, at: "abi-version", saying: "built for ABI 2.0")
         #expect(refused.file == bad)

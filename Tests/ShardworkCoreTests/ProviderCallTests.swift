@@ -69,16 +69,16 @@ struct ProviderCallTests {
 
     // MARK: A C plugin of every kind
 
-    func cRegistry(log: CapturedLog = CapturedLog(), defines: [String] = []) throws -> (ProviderRegistry, TemporaryDirectory) {
+    func cRegistry(log: CapturedLog = CapturedLog(), defines: [String] = []) async throws -> (ProviderRegistry, TemporaryDirectory) {
         let directory = try TemporaryDirectory()
         let registry = ProviderRegistry()
-        try TestPlugins.load(try CPluginBuilder.testPlugin(in: directory.path, defines: defines), into: registry, log: log)
+        try TestPlugins.load(try await CPluginBuilder.testPlugin(in: directory.path, defines: defines), into: registry, log: log)
         return (registry, directory)
     }
 
     @Test("a C sharding strategy's key order and owners come back as an assignment")
-    func cSharding() throws {
-        let (registry, _) = try cRegistry()
+    func cSharding() async throws {
+        let (registry, _) = try await cRegistry()
         let strategy = try ShardingStrategyInstance(try registry.resolve(.shardingStrategy, "c_modulo"), setup: TestPlugins.setup("c_modulo"))
         let result = try strategy.shard(jobName: "job", instances: ["a", "b", "c"], totalCount: 7)
         #expect(result.entries.map(\.instanceID) == ["c", "b", "a"])
@@ -88,8 +88,8 @@ struct ProviderCallTests {
     }
 
     @Test("a failing C strategy: its message and code come back")
-    func cShardingFails() throws {
-        let (registry, _) = try cRegistry()
+    func cShardingFails() async throws {
+        let (registry, _) = try await cRegistry()
         let strategy = try ShardingStrategyInstance(try registry.resolve(.shardingStrategy, "c-modulo"), setup: TestPlugins.setup("c-modulo"))
         let instances = ["a"]
         do {
@@ -103,8 +103,8 @@ struct ProviderCallTests {
     }
 
     @Test("a C strategy that returns an impossible owner is caught by the host")
-    func cShardingBadResult() throws {
-        let (registry, _) = try cRegistry(defines: ["VARIANT_BAD_SHARDING_RESULT"])
+    func cShardingBadResult() async throws {
+        let (registry, _) = try await cRegistry(defines: ["VARIANT_BAD_SHARDING_RESULT"])
         let strategy = try ShardingStrategyInstance(try registry.resolve(.shardingStrategy, "c-modulo"), setup: TestPlugins.setup("c-modulo"))
         #expect {
             try strategy.shard(jobName: "job", instances: ["a", "b", "c"], totalCount: 4)
@@ -114,8 +114,8 @@ struct ProviderCallTests {
     }
 
     @Test("create refuses a configuration and names the property")
-    func cCreateRefuses() throws {
-        let (registry, _) = try cRegistry()
+    func cCreateRefuses() async throws {
+        let (registry, _) = try await cRegistry()
         let modulo = try registry.resolve(.shardingStrategy, "c-modulo")
         do {
             _ = try ShardingStrategyInstance(modulo, setup: TestPlugins.setup("c-modulo", [("c.reject", "yes")]))
@@ -135,7 +135,7 @@ struct ProviderCallTests {
     @Test("a C error handler receives the whole failure and may propagate")
     func cErrorHandler() async throws {
         let log = CapturedLog()
-        let (registry, _) = try cRegistry(log: log)
+        let (registry, _) = try await cRegistry(log: log)
         let handler = try ErrorHandlerInstance(try registry.resolve(.errorHandler, "c-recorder"), setup: TestPlugins.setup("c-recorder"))
         let first = try await onDedicatedThread { try handler.handle(Self.failure("disk full")) }
         let second = try await onDedicatedThread { try handler.handle(Self.failure("please propagate", item: nil)) }
@@ -148,7 +148,7 @@ struct ProviderCallTests {
     @Test("a C listener: its order, and the fire before and after, with item statuses")
     func cListener() async throws {
         let log = CapturedLog()
-        let (registry, _) = try cRegistry(log: log)
+        let (registry, _) = try await cRegistry(log: log)
         let provider = try registry.resolve(.jobListener, "c-listener")
         #expect(try JobListenerInstance(provider, setup: TestPlugins.setup("c-listener")).order == 5)
         let listener = try JobListenerInstance(provider, setup: TestPlugins.setup("c-listener", [("c.order", "-3")]))
@@ -160,8 +160,8 @@ struct ProviderCallTests {
         fire.itemStatuses = [0: .succeeded, 2: .failed]
         let after = fire
         try await onDedicatedThread { try listener.afterFire(after) }
-        #expect(log.contains("before fire of orders: 0=pending 2=pending"))
-        #expect(log.contains("after fire of orders: 0=ok 2=failed"))
+        #expect(log.contains("c-listener: before fire of orders: 0=pending 2=pending"))
+        #expect(log.contains("c-listener: after fire of orders: 0=ok 2=failed"))
         fire.jobParameter = "listener-fails"
         let failing = fire
         await #expect(throws: ProviderCallError.self) { try await onDedicatedThread { try listener.beforeFire(failing) } }
@@ -176,7 +176,7 @@ struct ProviderCallTests {
     @Test("a C simple job sees the sharding context and the host's services; a failure keeps its code")
     func cSimpleJob() async throws {
         let log = CapturedLog()
-        let (registry, _) = try cRegistry()
+        let (registry, _) = try await cRegistry()
         let job = try JobTypeInstance(try registry.resolve(.jobType, "c-echo"), setup: TestPlugins.setup("c-echo", job: "orders"))
         #expect(job.shape == .simple)
         let control = ItemControl(isCancelled: { false }, isEpochCurrent: { $0 == 5 })
@@ -201,7 +201,7 @@ struct ProviderCallTests {
     @Test("a C dataflow job: fetch, process, and an empty fetch at the end")
     func cDataflowJob() async throws {
         let log = CapturedLog()
-        let (registry, _) = try cRegistry()
+        let (registry, _) = try await cRegistry()
         let job = try JobTypeInstance(try registry.resolve(.jobType, "c-countdown"), setup: TestPlugins.setup("c-countdown", job: "orders"))
         #expect(job.shape == .dataflow)
         let invocation = ItemInvocation(context: Self.item(0, parameter: nil), control: ItemControl(), logger: log.logger())

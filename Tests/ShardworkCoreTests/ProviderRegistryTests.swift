@@ -82,10 +82,10 @@ struct ProviderRegistryTests {
     }
 
     @Test("two plugins offering one name: the second is refused, naming both files")
-    func duplicateNames() throws {
+    func duplicateNames() async throws {
         let directory = try TemporaryDirectory()
-        let first = try CPluginBuilder.testPlugin(in: directory.path, named: "libfirst.so", defines: ["PLUGIN_NAME=\"first\""])
-        let second = try CPluginBuilder.testPlugin(in: directory.path, named: "libsecond.so", defines: ["PLUGIN_NAME=\"second\""])
+        let first = try await CPluginBuilder.testPlugin(in: directory.path, named: "libfirst.so", defines: ["PLUGIN_NAME=\"first\""])
+        let second = try await CPluginBuilder.testPlugin(in: directory.path, named: "libsecond.so", defines: ["PLUGIN_NAME=\"second\""])
         let registry = ProviderRegistry()
         try TestPlugins.load(first, into: registry)
         do {
@@ -102,11 +102,11 @@ struct ProviderRegistryTests {
     }
 
     @Test("a plugin is registered whole or not at all: one taken alias refuses all its providers")
-    func wholeOrNothing() throws {
+    func wholeOrNothing() async throws {
         let directory = try TemporaryDirectory()
-        let first = try CPluginBuilder.testPlugin(in: directory.path, named: "libfirst.so", defines: ["PLUGIN_NAME=\"first\""])
+        let first = try await CPluginBuilder.testPlugin(in: directory.path, named: "libfirst.so", defines: ["PLUGIN_NAME=\"first\""])
         // Prefix "d": every name differs from the first plugin's but the alias C_MODULO.
-        let second = try CPluginBuilder.testPlugin(
+        let second = try await CPluginBuilder.testPlugin(
             in: directory.path, named: "libsecond.so", defines: ["PLUGIN_NAME=\"second\"", "NAME_PREFIX=\"d\""])
         let registry = ProviderRegistry()
         try TestPlugins.load(first, into: registry)
@@ -116,10 +116,10 @@ struct ProviderRegistryTests {
     }
 
     @Test("the same plugin name from two files: the second is refused")
-    func duplicatePluginName() throws {
+    func duplicatePluginName() async throws {
         let directory = try TemporaryDirectory()
-        let first = try CPluginBuilder.testPlugin(in: directory.path, named: "liba.so")
-        let second = try CPluginBuilder.testPlugin(in: try directory.subdirectory("other"), named: "liba.so", defines: ["NAME_PREFIX=\"e\""])
+        let first = try await CPluginBuilder.testPlugin(in: directory.path, named: "liba.so")
+        let second = try await CPluginBuilder.testPlugin(in: try directory.subdirectory("other"), named: "liba.so", defines: ["NAME_PREFIX=\"e\""])
         let registry = ProviderRegistry()
         try TestPlugins.load(first, into: registry)
         do {

@@ -3,17 +3,6 @@ import ShardworkCore
 import Synchronization
 import Testing
 
-/// Polls `condition` until it holds, for at most `seconds`: for state that another thread sets
-/// right after the event a test waited for.
-func eventually(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        usleep(1_000)
-    }
-    return condition()
-}
-
 @Suite("Timer queue")
 struct TimerQueueTests {
     @Test("keys come due in deadline order, ties in scheduling order")
@@ -107,7 +96,7 @@ struct TimerServiceTests {
         #expect(fires.all.map(\.key) == ["every-100", "once", "every-100"])
         #expect(fires.all.map(\.deadline) == [1_100, 1_150, 1_200])
         // The handler's answer is applied after it returns.
-        #expect(eventually { timer.isScheduled("every-100") })
+        #expect(eventuallyBlocking { timer.isScheduled("every-100") })
         #expect(!timer.isScheduled("once"))
     }
 

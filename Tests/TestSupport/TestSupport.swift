@@ -91,12 +91,16 @@ public struct ProcessOutcome: Sendable {
 }
 
 public enum Subprocess {
-    /// Runs `executable` to completion and collects its output.
+    /// Runs `executable` to completion and collects its output. The waiting happens on a thread of
+    /// its own: blocking one of Swift's few cooperative threads would starve the code under test
+    /// that runs on them (hosts, registries) in tests running alongside.
     public static func run(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
         currentDirectory: String? = nil
-    ) throws -> ProcessOutcome {
-        let outcome = try ChildProcess.run(executable, arguments, environment: environment, currentDirectory: currentDirectory)
+    ) async throws -> ProcessOutcome {
+        let outcome = try await onOwnThread {
+            try ChildProcess.run(executable, arguments, environment: environment, currentDirectory: currentDirectory)
+        }
         return ProcessOutcome(
             status: outcome.status, signalled: outcome.signalled,
             standardOutput: String(decoding: outcome.standardOutput, as: UTF8.self),
@@ -117,13 +121,13 @@ public enum Subprocess {
 /// Builds the C plugins the tests need, with the system's C compiler.
 public enum CPluginBuilder {
     /// Compiles `source` into a shared object at `output` with `-D` definitions.
-    public static func build(source: String, output: String, defines: [String] = [], extraFlags: [String] = []) throws {
+    public static func build(source: String, output: String, defines: [String] = [], extraFlags: [String] = []) async throws {
         guard let compiler = Subprocess.which("cc") ?? Subprocess.which("gcc") else {
             throw TestSetupError("no C compiler (cc or gcc) on the PATH; scripts/test installs gcc")
         }
         let arguments = ["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-fvisibility=hidden", "-I", TestPaths.sdkInclude]
             + defines.map { "-D" + $0 } + extraFlags + ["-o", output, source]
-        let outcome = try Subprocess.run(compiler, arguments)
+        let outcome = try await Subprocess.run(compiler, arguments)
         guard outcome.succeeded else {
             throw TestSetupError("cc \(arguments.joined(separator: " ")) failed:\n\(outcome.standardError)")
         }
@@ -133,9 +137,18 @@ public enum CPluginBuilder {
     @discardableResult
     public static func testPlugin(
         in directory: String, named fileName: String = "libc_test.so", defines: [String] = []
-    ) throws -> String {
+    ) async throws -> String {
         let output = directory + "/" + fileName
-        try build(source: TestPaths.fixture("c-plugins/test_plugin.c"), output: output, defines: defines)
+        try await build(source: TestPaths.fixture("c-plugins/test_plugin.c"), output: output, defines: defines)
         return output
+    }
+}
+
+/// Runs blocking work on a new thread and waits for it without holding a cooperative thread.
+public func onOwnThread<Value: Sendable>(_ body: @escaping @Sendable () throws -> Value) async throws -> Value {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread {
+            continuation.resume(with: Result { try body() })
+        }
     }
 }

@@ -56,6 +56,8 @@ public final class JobRuntime: Sendable {
         var stopped = false
         /// A fire came while one was running (at most one extra run is kept).
         var misfirePending = false
+        /// The registry write of the misfire markers, which must land before they are cleared.
+        var misfireWrite: Task<Void, Never>?
         /// A trigger came while one was running (at most one is kept).
         var triggerPending = false
         var currentItems: [Int] = []
@@ -86,13 +88,32 @@ public final class JobRuntime: Sendable {
     public func timerFired(deadline: Int64, now: Int64) -> Int64? {
         let late = now - deadline > Self.lateFireMilliseconds
         let next = job.schedule?.nextFireTime(after: late ? now : deadline)
-        enum Action { case start, misfire([Int]), skipLate, none }
+        enum Action { case start, misfire, skipLate, none }
         let action: Action = state.withLock { state in
             if state.stopped { return .none }
             if state.running {
                 guard job.configuration.misfire else { return .none }
-                state.misfirePending = true
-                return .misfire(state.currentItems)
+                if !state.misfirePending {
+                    state.misfirePending = true
+                    let items = state.currentItems
+                    let previous = state.misfireWrite
+                    state.misfireWrite = Task {
+                        await previous?.value
+                        do {
+                            // Before the running fire knows its items, ElasticJob's rule applies:
+                            // the misfire marks the items assigned to this instance now.
+                            let marked = items.isEmpty
+                                ? CoordinationRules.assignedItems(
+                                    try await self.coordinator.snapshot(), self.services.instance,
+                                    total: self.job.configuration.shardingTotalCount)
+                                : items
+                            try await self.coordinator.setMisfire(marked)
+                        } catch {
+                            self.logger.error("job '\(self.name)': cannot record the misfire in the registry: \(error)")
+                        }
+                    }
+                }
+                return .misfire
             }
             if late && !job.configuration.misfire { return .skipLate }
             state.running = true
@@ -102,9 +123,8 @@ public final class JobRuntime: Sendable {
         case .start:
             let source: FireSource = late ? .misfire : .schedule
             Task { await self.fire(scheduledAt: deadline, source: source) }
-        case .misfire(let items):
+        case .misfire:
             logger.info("job '\(name)': the fire of \(Self.format(deadline)) found the previous fire still running; it will run once after it")
-            Task { try? await self.coordinator.setMisfire(items) }
         case .skipLate:
             logger.warning("job '\(name)': the fire of \(Self.format(deadline)) was missed (\(now - deadline) ms late) and misfire is off; skipped")
         case .none:
@@ -142,6 +162,11 @@ public final class JobRuntime: Sendable {
             await runFire(fireTime: source == .trigger ? services.clock.now() : fireTime, source: source)
             let again = state.withLock { state -> FireSource? in
                 state.currentItems = []
+                if !state.stopped, state.misfirePending {
+                    // A fire came after the misfire check of the run that just ended.
+                    state.misfirePending = false
+                    return .misfire
+                }
                 if !state.stopped, state.triggerPending {
                     state.triggerPending = false
                     return .trigger
@@ -213,16 +238,24 @@ public final class JobRuntime: Sendable {
     }
 
     /// After a run: run again once when a fire came meanwhile (ElasticJob's misfire loop: misfire on,
-    /// no resharding pending, a misfire marker on the items). Clears the markers first.
+    /// no resharding pending). The misfire markers in the registry record it for operators; the
+    /// write that made them is awaited before they are cleared, so none is left behind.
     private func misfireRerunNeeded(_ items: [Int]) async throws -> Bool {
-        let pending = state.withLock { state -> Bool in
-            defer { state.misfirePending = false }
-            return state.misfirePending && !state.stopped
+        let (pending, write) = state.withLock { state -> (Bool, Task<Void, Never>?) in
+            defer {
+                state.misfirePending = false
+                state.misfireWrite = nil
+            }
+            return (state.misfirePending && !state.stopped, state.misfireWrite)
         }
-        guard pending, job.configuration.misfire else { return false }
+        await write?.value
+        guard pending, job.configuration.misfire else {
+            if write != nil { try await coordinator.clearMisfire(items) }
+            return false
+        }
         let snapshot = try await coordinator.snapshot()
-        guard !snapshot.reshardingNecessary, items.contains(where: { snapshot.items[$0]?.misfire == true }) else { return false }
         try await coordinator.clearMisfire(items)
+        guard !snapshot.reshardingNecessary else { return false }
         logger.info("job '\(name)': running the misfired fire now")
         return true
     }

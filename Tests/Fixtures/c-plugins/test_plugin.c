@@ -6,7 +6,10 @@
  *  - sharding strategy "c-modulo": item i goes to instance (i % n); the key order is reversed.
  *  - executor strategy "c-threads": the `c.threads` property, or 3.
  *  - error handler "c-recorder": logs the failure; returns PROPAGATE when the message says "propagate".
- *  - job listener "c-listener": order from `c.order` (default 5); logs before/after with the items.
+ *  - job listener "c-listener": order from the `c.order` property (the prefix's, default 5); logs
+ *    before/after with the items; fails when the job parameter is "listener-fails".
+ *  - job type "c-wait" (simple): waits `c.wait.ms` milliseconds (default 200) in 5 ms steps, stopping
+ *    early with a failure when the host cancels the item, unless `c.wait.ignore-cancel` is set.
  *  - job type "c-echo" (simple): fails items whose parameter is "fail" (code 7); with job parameter
  *    "check-host" it logs what the host says about cancellation and the fencing epoch.
  *  - job type "c-countdown" (dataflow): each fetch returns one batch of 3 until 2 batches were fetched.
@@ -133,7 +136,7 @@ static shardwork_error_handler_vtable handler_vtable = {
 static int32_t listener_create(void *context, const shardwork_provider_setup *setup, void **instance,
                                shardwork_error *error) {
     (void)context; (void)error;
-    const char *text = shardwork_property_get(&setup->properties, "c.order");
+    const char *text = shardwork_property_get(&setup->properties, NAME_PREFIX ".order");
     *instance = (void *)(intptr_t)(text != NULL ? atoi(text) : 5);
     return SHARDWORK_OK;
 }
@@ -143,7 +146,7 @@ static int32_t listener_order(void *instance) { return (int32_t)(intptr_t)instan
 static int32_t listener_fire(void *instance, const shardwork_fire *fire, shardwork_error *error, const char *when) {
     (void)instance;
     char line[1024];
-    int used = snprintf(line, sizeof line, "%s fire of %s:", when, fire->job_name);
+    int used = snprintf(line, sizeof line, "%s: %s fire of %s:", NAME_PREFIX "-listener", when, fire->job_name);
     for (uint32_t i = 0; i < fire->item_count && used < (int)sizeof line - 32; i++) {
         used += snprintf(line + used, sizeof line - (size_t)used, " %u=%s", fire->items[i],
                          fire->item_statuses == NULL ? "pending"
@@ -250,9 +253,50 @@ static shardwork_job_type_vtable countdown_vtable = {
     countdown_fetch, countdown_process, countdown_release,
 };
 
+typedef struct waiter { long milliseconds; int ignore_cancel; } waiter;
+
+static int32_t wait_create(void *context, const shardwork_provider_setup *setup, void **instance,
+                           shardwork_error *error) {
+    (void)context; (void)error;
+    waiter *state = calloc(1, sizeof(waiter));
+    if (state == NULL) return SHARDWORK_FAILED;
+    const char *ms = shardwork_property_get(&setup->properties, NAME_PREFIX ".wait.ms");
+    state->milliseconds = ms != NULL ? atol(ms) : 200;
+    state->ignore_cancel = shardwork_property_get(&setup->properties, NAME_PREFIX ".wait.ignore-cancel") != NULL;
+    *instance = state;
+    return SHARDWORK_OK;
+}
+
+static void wait_destroy(void *instance) { free(instance); }
+
+static int32_t wait_execute(void *instance, const shardwork_item_context *item, shardwork_error *error) {
+    const waiter *state = instance;
+    char line[128];
+    for (long waited = 0; waited < state->milliseconds; waited += 5) {
+        if (!state->ignore_cancel && item->host->is_cancelled(item->host_context)) {
+            snprintf(line, sizeof line, "item %u stopped after %ld ms: cancelled", item->sharding_item, waited);
+            item->host->log(item->host_context, SHARDWORK_LOG_INFO, line);
+            shardwork_error_set(error, 0, NULL, "cancelled by the host");
+            return SHARDWORK_FAILED;
+        }
+        usleep(5000);
+    }
+    snprintf(line, sizeof line, "item %u waited %ld ms", item->sharding_item, state->milliseconds);
+    item->host->log(item->host_context, SHARDWORK_LOG_INFO, line);
+    return SHARDWORK_OK;
+}
+
+static shardwork_job_type_vtable wait_vtable = {
+    sizeof(shardwork_job_type_vtable), SHARDWORK_JOB_SHAPE_SIMPLE, wait_create, wait_destroy, wait_execute,
+    NULL, NULL, NULL,
+};
+
 /* ---- descriptor ---- */
 
-static const char *const modulo_aliases[] = {"C_MODULO"};
+#ifndef MODULO_ALIAS
+#define MODULO_ALIAS "C_MODULO"
+#endif
+static const char *const modulo_aliases[] = {MODULO_ALIAS};
 
 #ifdef VARIANT_BAD_NAME
 #define MODULO_NAME "bad name!"
@@ -267,6 +311,7 @@ static shardwork_provider providers[] = {
     {SHARDWORK_KIND_JOB_LISTENER, 0, NAME_PREFIX "-listener", NULL, &listener_vtable, NULL, NULL},
     {SHARDWORK_KIND_JOB_TYPE, 0, NAME_PREFIX "-echo", NULL, &echo_vtable, NULL, NULL},
     {SHARDWORK_KIND_JOB_TYPE, 0, NAME_PREFIX "-countdown", NULL, &countdown_vtable, NULL, NULL},
+    {SHARDWORK_KIND_JOB_TYPE, 0, NAME_PREFIX "-wait", NULL, &wait_vtable, NULL, NULL},
 };
 
 __attribute__((unused)) static shardwork_plugin_descriptor descriptor = {

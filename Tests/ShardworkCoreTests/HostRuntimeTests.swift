@@ -1,0 +1,370 @@
+import Foundation
+import Logging
+import ShardworkCore
+import ShardworkSDK
+import ShardworkTestSupport
+import Testing
+
+/// A host on the embedded registry, driven by a manual clock, with the built-in plugins and the C
+/// test plugins ("c-…", and "d-…" for a second set of names).
+final class HostHarness: Sendable {
+    static let start: Int64 = 1_800_000_000_500  // half a second before a whole second
+    static let instance = JobInstance(id: "10.0.0.1@-@7", serverIP: "10.0.0.1")
+
+    let clock = ManualClock(now: HostHarness.start)
+    let log = CapturedLog()
+    let registry: EmbeddedRegistry
+    let host: ShardworkHost
+    let plugins: TemporaryDirectory
+
+    init(_ yaml: String) async throws {
+        plugins = try TemporaryDirectory()
+        try await CPluginBuilder.testPlugin(in: plugins.path, named: "libc_test.so")
+        try await CPluginBuilder.testPlugin(
+            in: plugins.path, named: "libd_test.so", defines: ["PLUGIN_NAME=\"d-test\"", "NAME_PREFIX=\"d\"", "MODULO_ALIAS=\"D_MODULO\""])
+        let providers = ProviderRegistry()
+        let report = PluginLoader(logger: log.logger()).loadAll(PluginSearchPath(directories: [plugins.path]), into: providers)
+        guard report.refused.isEmpty else { throw TestSetupError("plugins refused: \(report.refused)") }
+        let clock = self.clock
+        registry = EmbeddedRegistryServer(clock: { clock.now() }).connect()
+        host = try ShardworkHost(
+            configuration: try HostConfigurationReader.parse(yaml), providers: providers, registry: registry,
+            clock: clock, instance: Self.instance, logger: log.logger(), processorCount: 2)
+    }
+
+    /// Advances the clock to `seconds` whole seconds after the start's second.
+    func advance(toSecond seconds: Int64) {
+        clock.advance(to: (Self.start / 1000 + seconds) * 1000)
+    }
+
+    func lines(containing text: String) -> [String] { log.messages.filter { $0.contains(text) } }
+
+    /// Waits until `count` log lines contain `text`.
+    func waitFor(_ text: String, count: Int = 1, sourceLocation: SourceLocation = #_sourceLocation) async {
+        let arrived = await eventually { lines(containing: text).count >= count }
+        #expect(arrived, "waited for \(count) lines with '\(text)'; log:\n\(log.messages.joined(separator: "\n"))", sourceLocation: sourceLocation)
+    }
+
+    func string(_ path: String) async throws -> String? { try await registry.string(path) }
+}
+
+@Suite("Single-host runtime")
+struct HostRuntimeTests {
+    @Test("jobs fire at their cron instants with ElasticJob's sharding context, and register ElasticJob's layout")
+    func firesWithContext() async throws {
+        let harness = try await HostHarness("""
+            jobs:
+              - jobName: orders
+                jobType: c-echo
+                cron: "* * * * * ?"
+                shardingTotalCount: 3
+                shardingItemParameters: 0=Beijing,1=Shanghai,2=Guangzhou
+                jobParameter: sync
+            """)
+        try await harness.host.start()
+        #expect(try await harness.string("/orders") == "c-echo")
+        #expect(try await harness.string("/orders/config")?.contains("shardingTotalCount: 3\n") == true)
+        #expect(try await harness.string("/orders/servers/10.0.0.1") == "ENABLED")
+        #expect(try await harness.string("/orders/instances/10.0.0.1@-@7") == "jobInstanceId: 10.0.0.1@-@7\nserverIp: 10.0.0.1\n")
+        #expect(try await harness.string("/orders/leader/election/instance") == "10.0.0.1@-@7")
+        #expect(try await harness.registry.exists("/orders/leader/sharding/necessary", watch: nil) != nil)
+        #expect(harness.lines(containing: "echo").isEmpty)
+
+        harness.advance(toSecond: 1)
+        await harness.waitFor("job 'orders' fired for")
+        let fireTime = (HostHarness.start / 1000 + 1) * 1000
+        for (item, city) in [(0, "Beijing"), (1, "Shanghai"), (2, "Guangzhou")] {
+            #expect(harness.lines(containing: "echo orders item \(item)/3 parameter \(city) task orders@-@0,1,2@-@READY@-@10.0.0.1@-@7 fired \(fireTime)").count == 1)
+        }
+        // The leader sharded at the first fire: every item is this host's, the flag is gone.
+        for item in 0..<3 {
+            #expect(try await harness.string("/orders/sharding/\(item)/instance") == "10.0.0.1@-@7")
+        }
+        #expect(try await harness.registry.exists("/orders/leader/sharding/necessary", watch: nil) == nil)
+
+        harness.advance(toSecond: 2)
+        await harness.waitFor("job 'orders' fired for", count: 2)
+        #expect(harness.lines(containing: "echo orders item 0/3").count == 2)
+        await harness.host.shutdown()
+        // Seen from another session, as another host would: the instance left, its config stays.
+        let peer = harness.registry.server.connect()
+        #expect(try await peer.exists("/orders/instances/10.0.0.1@-@7", watch: nil) == nil)
+        #expect(try await peer.exists("/orders/leader/election/instance", watch: nil) == nil)
+        #expect(try await peer.exists("/orders/config", watch: nil) != nil)
+    }
+
+    @Test("one item's failure does not stop the others; it goes to the error handler with its code")
+    func failureToErrorHandler() async throws {
+        let harness = try await HostHarness("""
+            jobs:
+              - jobName: orders
+                jobType: c-echo
+                cron: "* * * * * ?"
+                shardingTotalCount: 3
+                shardingItemParameters: 1=fail
+                jobErrorHandlerType: c-recorder
+            """)
+        try await harness.host.start()
+        harness.advance(toSecond: 1)
+        await harness.waitFor("job 'orders' fired for")
+        #expect(harness.lines(containing: "echo orders item 0/3").count == 1)
+        #expect(harness.lines(containing: "echo orders item 2/3").count == 1)
+        #expect(harness.lines(containing: "recorded failure: job=orders item=1 origin=1 code=7 message=item 1 failed on purpose").count == 1)
+        #expect(harness.lines(containing: "items 0,1,2: 2 succeeded, 1 failed (1)").count == 1)
+        await harness.host.shutdown()
+    }
+
+    @Test("listeners run before and after each fire, in ascending order, and see the items' outcome")
+    func listenerOrder() async throws {
+        let harness = try await HostHarness("""
+            jobs:
+              - jobName: orders
+                jobType: c-echo
+                cron: "* * * * * ?"
+                shardingTotalCount: 2
+                shardingItemParameters: 1=fail
+                jobListenerTypes: [c-listener, d-listener]
+                props:
+                  c.order: 20
+                  d.order: 10
+            """)
+        try await harness.host.start()
+        harness.advance(toSecond: 1)
+        await harness.waitFor("job 'orders' fired for")
+        let sequence = harness.log.messages.compactMap { line -> String? in
+            if line.contains("listener: before") { return line.contains("d-listener") ? "d-before" : "c-before" }
+            if line.contains("listener: after") { return line.contains("d-listener") ? "d-after" : "c-after" }
+            if line.contains("echo orders item") { return "item" }
+            return nil
+        }
+        #expect(sequence == ["d-before", "c-before", "item", "d-after", "c-after"])
+        #expect(harness.lines(containing: "d-listener: before fire of orders: 0=pending 1=pending").count == 1)
+        #expect(harness.lines(containing: "c-listener: after fire of orders: 0=ok 1=failed").count == 1)
+        await harness.host.shutdown()
+    }
+
+    @Test("misfire: fires that find the previous one running are recorded and run once after it, never more", arguments: [true, false])
+    func misfire(enabled: Bool) async throws {
+        let harness = try await HostHarness("""
+            jobs:
+              - jobName: slow
+                jobType: c-wait
+                cron: "* * * * * ?"
+                shardingTotalCount: 1
+                monitorExecution: true
+                misfire: \(enabled)
+                props:
+                  c.wait.ms: 1000
+            """)
+        try await harness.host.start()
+        let runtime = try #require(harness.host.runtimes["slow"])
+        harness.advance(toSecond: 1)
+        // The item is running (its marker is there) when the next two fires come.
+        #expect(await eventually { (try? await harness.registry.exists("/slow/sharding/0/running", watch: nil)) != nil })
+        harness.advance(toSecond: 2)
+        harness.advance(toSecond: 3)
+        if enabled {
+            await harness.waitFor("found the previous fire still running", count: 2)
+            #expect(await eventually { (try? await harness.registry.exists("/slow/sharding/0/misfire", watch: nil)) != nil })
+        }
+        await harness.waitFor("job 'slow' fired for")
+        #expect(await eventually { !runtime.isRunning })
+        #expect(harness.lines(containing: "item 0 waited 1000 ms").count == (enabled ? 2 : 1))
+        if enabled {
+            #expect(harness.lines(containing: "run 2 times (misfire)").count == 1)
+            #expect(try await harness.registry.exists("/slow/sharding/0/misfire", watch: nil) == nil)
+        }
+        await harness.host.shutdown()
+    }
+
+    @Test("dataflow: streaming fetches until nothing comes; without it, one batch per fire", arguments: [true, false])
+    func dataflow(streaming: Bool) async throws {
+        let harness = try await HostHarness("""
+            jobs:
+              - jobName: flow
+                jobType: c-countdown
+                cron: "* * * * * ?"
+                shardingTotalCount: 1
+                props:
+                  streaming.process: \(streaming)
+            """)
+        try await harness.host.start()
+        harness.advance(toSecond: 1)
+        await harness.waitFor("job 'flow' fired for")
+        #expect(harness.lines(containing: "processed 1+2+3").count == (streaming ? 2 : 1))
+        harness.advance(toSecond: 2)
+        await harness.waitFor("job 'flow' fired for", count: 2)
+        #expect(harness.lines(containing: "processed 1+2+3").count == 2)
+        await harness.host.shutdown()
+    }
+
+    @Test("an item that hangs past its timeout is given up on; its job and the others keep firing")
+    func itemTimeout() async throws {
+        let harness = try await HostHarness("""
+            host:
+              workerThreads: 2
+            jobs:
+              - jobName: hangs
+                jobType: c-wait
+                cron: "* * * * * ?"
+                shardingTotalCount: 1
+                jobErrorHandlerType: c-recorder
+                props:
+                  c.wait.ms: 3000
+                  c.wait.ignore-cancel: yes
+                  shardwork.item.timeout.seconds: 0.2
+              - jobName: healthy
+                jobType: c-echo
+                cron: "* * * * * ?"
+                shardingTotalCount: 2
+            """)
+        try await harness.host.start()
+        harness.advance(toSecond: 1)
+        await harness.waitFor("job 'hangs' fired for")
+        await harness.waitFor("job 'healthy' fired for")
+        #expect(harness.lines(containing: "recorded failure: job=hangs item=0 origin=1 code=0 message=the item did not finish within its timeout of 0.2 seconds").count == 1)
+        // The hanging item still holds a thread; the pool replaced it, so both jobs fire again.
+        harness.advance(toSecond: 2)
+        await harness.waitFor("job 'hangs' fired for", count: 2)
+        await harness.waitFor("job 'healthy' fired for", count: 2)
+        #expect(harness.lines(containing: "echo healthy item 1/2").count == 2)
+        await harness.host.shutdown()
+    }
+
+    @Test("shutdown waits for running items, then leaves the registry")
+    func shutdownDrains() async throws {
+        let harness = try await HostHarness("""
+            host:
+              shutdownTimeoutSeconds: 30
+            jobs:
+              - jobName: batch
+                jobType: c-wait
+                shardingTotalCount: 2
+                props:
+                  c.wait.ms: 300
+            """)
+        try await harness.host.start()
+        try await harness.host.trigger("batch")
+        let runtime = try #require(harness.host.runtimes["batch"])
+        #expect(await eventually { runtime.isRunning })
+        await harness.host.shutdown()
+        #expect(harness.lines(containing: "waited 300 ms").count == 2)
+        #expect(harness.lines(containing: "stopped after").isEmpty)
+        let stopped = harness.log.messages.firstIndex { $0.contains("host 10.0.0.1@-@7 stopped") }
+        let lastItem = harness.log.messages.lastIndex { $0.contains("waited 300 ms") }
+        #expect(stopped != nil && lastItem != nil && lastItem! < stopped!)
+    }
+
+    @Test("past the shutdown deadline, running items are asked to stop")
+    func shutdownDeadline() async throws {
+        let harness = try await HostHarness("""
+            host:
+              shutdownTimeoutSeconds: 0.2
+            jobs:
+              - jobName: batch
+                jobType: c-wait
+                shardingTotalCount: 1
+                props:
+                  c.wait.ms: 20000
+            """)
+        try await harness.host.start()
+        try await harness.host.trigger("batch")
+        let runtime = try #require(harness.host.runtimes["batch"])
+        #expect(await eventually { runtime.isRunning })
+        await harness.host.shutdown()
+        await harness.waitFor("item 0 stopped after")
+        #expect(harness.lines(containing: "the shutdown deadline passed with jobs still running (batch)").count == 1)
+    }
+
+    @Test("monitorExecution: running markers exist while the items run, written in one transaction, and go after")
+    func runningMarkers() async throws {
+        let harness = try await HostHarness("""
+            jobs:
+              - jobName: watched
+                jobType: c-wait
+                cron: "* * * * * ?"
+                shardingTotalCount: 3
+                monitorExecution: true
+                props:
+                  c.wait.ms: 400
+            """)
+        try await harness.host.start()
+        harness.advance(toSecond: 1)
+        let registry = harness.registry
+        #expect(await eventually { (try? await registry.exists("/watched/sharding/2/running", watch: nil)) != nil })
+        var transactions = Set<Int64>()
+        for item in 0..<3 {
+            let (data, stat) = try await registry.data("/watched/sharding/\(item)/running", watch: nil)
+            #expect(String(decoding: data, as: UTF8.self) == "10.0.0.1@-@7")
+            #expect(stat.ephemeralOwner != 0)  // failover is off: ephemeral
+            transactions.insert(stat.createdTransaction)
+        }
+        #expect(transactions.count == 1)
+        await harness.waitFor("job 'watched' fired for")
+        for item in 0..<3 {
+            #expect(try await registry.exists("/watched/sharding/\(item)/running", watch: nil) == nil)
+        }
+        await harness.host.shutdown()
+    }
+
+    @Test("trigger runs a one-off job once; triggers during a run add one run, not more")
+    func triggers() async throws {
+        let harness = try await HostHarness("""
+            jobs:
+              - jobName: once
+                jobType: c-wait
+                shardingTotalCount: 1
+                props:
+                  c.wait.ms: 300
+            """)
+        try await harness.host.start()
+        try await harness.host.trigger("once")
+        let runtime = try #require(harness.host.runtimes["once"])
+        #expect(await eventually { runtime.isRunning })
+        try await harness.host.trigger("once")
+        try await harness.host.trigger("once")
+        await harness.waitFor("job 'once' fired for", count: 2)
+        #expect(await eventually { !runtime.isRunning })
+        #expect(harness.lines(containing: "item 0 waited 300 ms").count == 2)
+        #expect(harness.lines(containing: "(trigger)").count == 2)
+        await harness.host.shutdown()
+    }
+
+    @Test("executor strategies decide a fire's concurrency", arguments: [
+        ("", 4), ("jobExecutorThreadPoolSizeProviderType: SINGLE_THREAD", 1),
+        ("jobExecutorThreadPoolSizeProviderType: fixed\n    props:\n      fixed.threads: 3", 3),
+    ])
+    func executorStrategies(line: String, threads: Int) async throws {
+        let harness = try await HostHarness("""
+            jobs:
+              - jobName: j
+                jobType: c-echo
+                shardingTotalCount: 1
+                \(line)
+            """)
+        #expect(harness.host.runtimes["j"]?.job.threadCount == threads)
+    }
+
+    @Test("a job the plugins refuse stops the host before anything starts, naming the job and the field", arguments: [
+        ("jobType: nope", "job 'bad': jobType: unknown job type 'nope'"),
+        ("jobType: c-echo\n    jobShardingStrategyType: AVERAGE_ALLOCATION", "job 'bad': jobShardingStrategyType: unknown sharding strategy 'AVERAGE_ALLOCATION'"),
+        ("jobType: c-echo\n    jobExecutorThreadPoolSizeProviderType: fixed", "job 'bad': props.fixed.threads: The property `fixed.threads` is required."),
+        ("jobType: c-echo\n    jobListenerTypes: [audit]", "job 'bad': jobListenerTypes: unknown job listener 'audit'"),
+        ("jobType: c-echo\n    cron: 0 0 0 * * *", "job 'bad': cron: invalid cron expression '0 0 0 * * *'"),
+        ("jobType: c-echo\n    timeZone: Mars/Base", "job 'bad': timeZone: invalid time zone 'Mars/Base'"),
+        ("jobType: c-echo\n    props:\n      c.reject: yes", "job 'bad': props.c.reject: the property `c.reject` is set"),
+    ])
+    func refusedJobs(lines: String, phrase: String) async throws {
+        do {
+            _ = try await HostHarness("""
+                jobs:
+                  - jobName: bad
+                    shardingTotalCount: 1
+                    \(lines)
+                """)
+            Issue.record("accepted")
+        } catch {
+            #expect("\(error)".contains(phrase), "\(error)")
+        }
+    }
+}
