@@ -62,7 +62,6 @@ struct RunCommand: AsyncParsableCommand {
         }
         let providers = ProviderRegistry()
         let report = PluginLoader(logger: logger, preflight: options.preflight).loadAll(searchPath, into: providers)
-        logger.info("plugins: \(report.loaded.map { "\($0.name) \($0.version)" }.joined(separator: ", ")); \(report.refused.count) refused")
 
         let host: ShardworkHost
         do {
@@ -70,6 +69,7 @@ struct RunCommand: AsyncParsableCommand {
         } catch {
             throw CLIFailure.badInput(error.description)
         }
+        logger.info("plugins: \(report.loaded.map { "\($0.name) \($0.version)" }.joined(separator: ", ")); \(report.refused.count) refused")
         do {
             try await host.start()
         } catch {

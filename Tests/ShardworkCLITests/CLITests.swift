@@ -285,3 +285,75 @@ struct CronCommandTests {
         expectBadInput(try await shardwork(arguments), saying: phrase)
     }
 }
+
+@Suite("shardwork run")
+struct RunCommandTests {
+    func write(_ yaml: String, in directory: TemporaryDirectory) throws -> String {
+        let file = directory.file("host.yaml")
+        try yaml.write(toFile: file, atomically: true, encoding: .utf8)
+        return file
+    }
+
+    @Test("bad configurations are refused before anything starts: exit 2, naming the job and the field", arguments: [
+        ("jobs:\n  - jobName: a\n    jobType: log-item\n    shardingTotalCount: 1\n   cron: x\n", "invalid YAML"),
+        ("jobs:\n  - jobName: a\n    jobType: log-item\n    shardingTotalCount: 1\n    cronn: 0 * * * * ?\n", "jobs[0].cronn: unknown field; did you mean `cron`?"),
+        ("jobs:\n  - jobName: a\n    jobType: log-itm\n    shardingTotalCount: 1\n", "job 'a': jobType: unknown job type 'log-itm'; did you mean 'log-item'?; registered job types: countdown, log-item"),
+        ("jobs:\n  - jobName: a\n    jobType: log-item\n    shardingTotalCount: 1\n    cron: 0 0 0 * * *\n", "job 'a': cron: invalid cron expression '0 0 0 * * *'"),
+        ("jobs:\n  - jobName: a\n    jobType: log-item\n    shardingTotalCount: 0\n", "job 'a': shardingTotalCount: must be at least 1"),
+        ("jobs:\n  - jobName: a\n    jobType: log-item\n    shardingTotalCount: 2\n    shardingItemParameters: 0-a\n", "job 'a': shardingItemParameters: Sharding item parameters '0-a' format error"),
+        ("jobs:\n  - jobName: a\n    jobType: log-item\n    shardingTotalCount: 1\n  - jobName: a\n    jobType: countdown\n    shardingTotalCount: 1\n", "job 'a': jobName: two jobs have this name"),
+        ("jobs:\n  - jobName: a\n    jobType: log-item\n    shardingTotalCount: 1\n    jobExecutorThreadPoolSizeProviderType: fixed\n", "job 'a': props.fixed.threads: The property `fixed.threads` is required."),
+        ("jobs:\n  - jobName: a\n    jobType: log-item\n    shardingTotalCount: 1\n    jobErrorHandlerType: EMAIL\n", "job 'a': jobErrorHandlerType: unknown error handler 'EMAIL'"),
+    ])
+    func badConfiguration(yaml: String, phrase: String) async throws {
+        let directory = try TemporaryDirectory()
+        let file = try write(yaml, in: directory)
+        let outcome = try await shardwork("run", "--config", file, "--no-preflight")
+        expectBadInput(outcome, saying: phrase)
+        #expect(outcome.standardError.hasPrefix("shardwork: \(file):"))
+    }
+
+    @Test("a missing file, an unknown --trigger and a missing plugin directory are bad input")
+    func badArguments() async throws {
+        expectBadInput(try await shardwork("run", "--config", "/nonexistent/host.yaml"), saying: "/nonexistent/host.yaml: cannot read the file")
+        let directory = try TemporaryDirectory()
+        let file = try write("jobs:\n  - jobName: a\n    jobType: log-item\n    shardingTotalCount: 1\n", in: directory)
+        expectBadInput(try await shardwork("run", "--config", file, "--trigger", "b"), saying: "--trigger b: no such job")
+        let withDirectory = try write("plugins:\n  directories: [missing]\njobs: []\n", in: directory)
+        expectBadInput(try await shardwork("run", "--config", withDirectory), saying: "plugins.directories: \(directory.path)/missing: no such directory")
+    }
+
+    /// Runs the real binary for a while, then sends `signal`; returns its exit status and output.
+    func runFor(seconds: Double, _ arguments: [String], signal: Int32) async throws -> (status: Int32, signalled: Bool, log: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try TestPaths.shardworkBinary)
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: TestPaths.repositoryRoot)
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        // Reading to the end blocks: on a thread of its own, never on a cooperative one.
+        let reader = output.fileHandleForReading
+        let collected = Task { try await onOwnThread { reader.readDataToEndOfFile() } }
+        try await Task.sleep(for: .seconds(seconds))
+        kill(process.processIdentifier, signal)
+        let data = try await collected.value
+        try await onOwnThread { process.waitUntilExit() }
+        return (process.terminationStatus, process.terminationReason == .uncaughtSignal, String(decoding: data, as: UTF8.self))
+    }
+
+    @Test("the quick start on the real binary: items fire within seconds, and SIGINT or SIGTERM stops it with exit 0",
+          arguments: [SIGINT, SIGTERM])
+    func quickStart(signal: Int32) async throws {
+        let (status, signalled, log) = try await runFor(
+            seconds: 5.5, ["run", "--config", "examples/quickstart.yaml", "--trigger", "nightly-report"], signal: signal)
+        #expect(status == 0 && !signalled, "\(log)")
+        #expect(log.contains("job 'nightly-report' fired for") && log.contains("(trigger): items 0,1,2,3: 4 succeeded"))
+        #expect(log.contains("greetings item 1/3: parameter Shanghai, job parameter 'hello'"))
+        #expect(log.contains("job 'greetings' fired for"))
+        #expect(log.contains("job 'inventory-sync' fired for"))
+        #expect(log.contains("inventory-sync item 0: processed 2, 1"))
+        #expect(log.contains("stopped"))
+    }
+}
