@@ -108,4 +108,13 @@ if withBenchmarks {
             swiftSettings: strictSettings,
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ))
+    // Trigger lag needs a host running for seconds, not iterations: a plain executable.
+    package.targets.append(
+        .executableTarget(
+            name: "TriggerLagBenchmark",
+            dependencies: ["ShardworkCore", .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/TriggerLag",
+            exclude: ["lag_probe.c"],
+            swiftSettings: strictSettings
+        ))
 }

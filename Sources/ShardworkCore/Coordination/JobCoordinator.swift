@@ -1,4 +1,5 @@
 import ShardworkSDK
+import Synchronization
 
 /// Errors of a job's registration that the host reports and refuses to start with.
 public struct JobRegistrationError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -17,6 +18,7 @@ public final class JobCoordinator: Sendable {
     public let paths: JobNodePath
     public let instance: JobInstance
     let registry: any RegistryCenter
+    private let cache = SnapshotCache()
 
     public init(registry: any RegistryCenter, job: String, instance: JobInstance) {
         self.registry = registry
@@ -33,6 +35,7 @@ public final class JobCoordinator: Sendable {
     /// leader asks for a resharding.
     public func register(_ local: JobConfiguration) async throws -> JobConfiguration {
         let job = paths.job
+        defer { cache.invalidate() }
         if let existingType = try await registry.string(paths.root), !existingType.isEmpty, existingType != local.jobType {
             throw JobRegistrationError(
                 job: job,
@@ -71,6 +74,7 @@ public final class JobCoordinator: Sendable {
     /// Becomes leader if there is none (ElasticJob's `electLeader`): the leader node is ephemeral and
     /// the first to create it wins.
     public func electLeader() async throws {
+        defer { cache.invalidate() }
         try await registry.createIfAbsent(paths.leaderInstance, data: [UInt8](utf8: instance.id), mode: .ephemeral)
     }
 
@@ -87,6 +91,7 @@ public final class JobCoordinator: Sendable {
 
     /// Only the leader writes the flag.
     public func setReshardingFlag() async throws {
+        defer { cache.invalidate() }
         guard try await registry.string(paths.leaderInstance) == instance.id else { return }
         try await registry.createIfAbsent(paths.reshardingNecessary)
     }
@@ -101,25 +106,50 @@ public final class JobCoordinator: Sendable {
 
     // MARK: Reading
 
-    /// Everything a fire decides on, read from the registry now.
+    /// Everything a fire decides on. Served from a cache while the registry reports no change to the
+    /// job's nodes (one-shot watches invalidate it, as ElasticJob's CuratorCache is kept current), so
+    /// a steady job fires without reading the registry.
     public func snapshot() async throws -> JobSnapshot {
+        if let cached = cache.current() { return cached }
+        let generation = cache.generation
+        do {
+            let snapshot = try await readSnapshot()
+            cache.store(snapshot, ifStill: generation)
+            return snapshot
+        } catch {
+            // Which watches the failed read left armed is unknown: start over on the next read.
+            cache.reset()
+            throw error
+        }
+    }
+
+    /// Forgets the cached snapshot, and with `watchesLost` also the record of armed watches (after a
+    /// new session, the old session's watches never fire).
+    public func invalidateCache(watchesLost: Bool = false) {
+        if watchesLost { cache.reset() } else { cache.invalidate() }
+    }
+
+    private func readSnapshot() async throws -> JobSnapshot {
         var snapshot = JobSnapshot()
-        snapshot.leader = try await registry.string(paths.leaderInstance)
-        let leaderSharding = try await registry.childrenIfPresent(paths.leaderSharding)
+        if try await registry.exists(paths.leaderInstance, watch: cache.watcher("exists " + paths.leaderInstance)) != nil {
+            snapshot.leader = try await registry.string(paths.leaderInstance)
+        }
+        let leaderSharding = try await watchedChildren(paths.leaderSharding)
         snapshot.reshardingNecessary = leaderSharding.contains("necessary")
         snapshot.shardingProcessing = leaderSharding.contains("processing")
-        for id in try await registry.childrenIfPresent(paths.instances) {
+        for id in try await watchedChildren(paths.instances) {
             let value = try await registry.string(paths.instance(id)) ?? ""
             snapshot.instances[id] = JobInstance.parse(value)
                 ?? JobInstance(id: id, serverIP: String(id.split(separator: "@").first ?? ""))
         }
-        for ip in try await registry.childrenIfPresent(paths.servers) {
-            snapshot.servers[ip] = try await registry.string(paths.server(ip)) ?? ""
+        for ip in try await watchedChildren(paths.servers) {
+            snapshot.servers[ip] = try await watchedText(paths.server(ip))?.text ?? ""
         }
-        for child in try await registry.childrenIfPresent(paths.sharding) {
+        for child in try await watchedChildren(paths.sharding) {
             guard let item = Int(child) else { continue }
             var record = JobSnapshot.Item()
-            let markers = Set(try await registry.childrenIfPresent(paths.item(item)))
+            // Markers are created and deleted, never rewritten: a child watch on the item sees them all.
+            let markers = Set(try await watchedChildren(paths.item(item)))
             if markers.contains("instance"), let node = try await registry.textIfPresent(paths.itemInstance(item)) {
                 record.owner = node.text
                 record.ownerEpoch = UInt64(bitPattern: node.stat.createdTransaction)
@@ -135,6 +165,29 @@ public final class JobCoordinator: Sendable {
             snapshot.items[item] = record
         }
         return snapshot
+    }
+
+    private func watchedChildren(_ path: String) async throws -> [String] {
+        let key = "children " + path
+        do {
+            return try await registry.children(path, watch: cache.watcher(key))
+        } catch {
+            guard error.code == .noNode else { throw error }
+            cache.disarm(key)  // no watch is set on a missing node
+            return []
+        }
+    }
+
+    private func watchedText(_ path: String) async throws -> (text: String, stat: NodeStat)? {
+        let key = "data " + path
+        do {
+            let (bytes, stat) = try await registry.data(path, watch: cache.watcher(key))
+            return (String(decoding: bytes, as: UTF8.self), stat)
+        } catch {
+            guard error.code == .noNode else { throw error }
+            cache.disarm(key)
+            return nil
+        }
     }
 
     // MARK: Sharding
@@ -164,6 +217,7 @@ public final class JobCoordinator: Sendable {
         }
         operations.append(.delete(paths.reshardingNecessary, version: nil))
         try await registry.multi(operations)
+        cache.invalidate()
         // Items beyond a reduced total go (with their markers) after the new assignment is in place.
         for item in snapshot.items.keys where item >= total {
             try await registry.deleteRecursively(paths.item(item))
@@ -179,6 +233,7 @@ public final class JobCoordinator: Sendable {
     public func markRunning(_ items: [Int], persistent: Bool) async throws {
         guard !items.isEmpty else { return }
         let data = [UInt8](utf8: instance.id)
+        defer { cache.invalidate() }
         try await registry.multi(items.map { .create(paths.itemRunning($0), data: data, mode: persistent ? .persistent : .ephemeral) })
     }
 
@@ -192,6 +247,7 @@ public final class JobCoordinator: Sendable {
     /// if some marker exists already, they are written one by one.
     public func setMisfire(_ items: [Int]) async throws {
         guard !items.isEmpty else { return }
+        defer { cache.invalidate() }
         let written: Bool
         do {
             try await registry.multi(items.map { .create(paths.itemMisfire($0), data: [], mode: .persistent) })
@@ -211,6 +267,7 @@ public final class JobCoordinator: Sendable {
 
     private func deleteAll(_ nodes: [String]) async throws {
         guard !nodes.isEmpty else { return }
+        defer { cache.invalidate() }
         let failure: RegistryError?
         do {
             try await registry.multi(nodes.map { .delete($0, version: nil) })
@@ -223,5 +280,61 @@ public final class JobCoordinator: Sendable {
         for node in nodes {
             try await registry.deleteIfPresent(node)
         }
+    }
+}
+
+/// The coordinator's cached snapshot and the watches that keep it honest. Every registry change to a
+/// node the snapshot was read from fires one of the watches, which drops the snapshot; a read that
+/// overlapped a change is not stored. Each node is watched once at a time.
+final class SnapshotCache: Sendable {
+    private struct State {
+        var snapshot: JobSnapshot?
+        var generation: UInt64 = 0
+        var armed: Set<String> = []
+    }
+
+    private let state = Mutex(State())
+
+    func current() -> JobSnapshot? { state.withLock { $0.snapshot } }
+
+    var generation: UInt64 { state.withLock { $0.generation } }
+
+    func store(_ snapshot: JobSnapshot, ifStill generation: UInt64) {
+        state.withLock { state in
+            if state.generation == generation { state.snapshot = snapshot }
+        }
+    }
+
+    func invalidate() {
+        state.withLock { state in
+            state.generation &+= 1
+            state.snapshot = nil
+        }
+    }
+
+    /// Forgets the snapshot and which watches are armed.
+    func reset() {
+        state.withLock { state in
+            state.generation &+= 1
+            state.snapshot = nil
+            state.armed = []
+        }
+    }
+
+    /// A watcher for `key`, or `nil` when one is armed already (a registry keeps every registration,
+    /// so arming again would pile them up).
+    func watcher(_ key: String) -> Watcher? {
+        guard state.withLock({ $0.armed.insert(key).inserted }) else { return nil }
+        return { [self] _ in
+            state.withLock { state in
+                state.armed.remove(key)
+                state.generation &+= 1
+                state.snapshot = nil
+            }
+        }
+    }
+
+    func disarm(_ key: String) {
+        _ = state.withLock { $0.armed.remove(key) }
     }
 }

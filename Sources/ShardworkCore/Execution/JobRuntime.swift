@@ -64,6 +64,9 @@ public final class JobRuntime: Sendable {
     }
 
     private let state = Mutex(State())
+    /// One logger per item, made once: setting log metadata is not free (swift-log's stream handler
+    /// renders it again on every change), and items repeat at every fire.
+    private let itemLoggers = Mutex<[Int: Logger]>([:])
     /// Set when the job needs resharding while a streaming dataflow item runs: it stops fetching.
     let reshardingNeeded = Atomic<Bool>(false)
 
@@ -76,6 +79,7 @@ public final class JobRuntime: Sendable {
         self.services = services
         var logger = services.logger
         logger[metadataKey: "job"] = "\(job.name)"
+        logger[metadataKey: "instance"] = "\(services.instance.id)"
         self.logger = logger
     }
 
@@ -260,6 +264,16 @@ public final class JobRuntime: Sendable {
         return true
     }
 
+    private func itemLogger(_ item: Int) -> Logger {
+        itemLoggers.withLock { loggers in
+            if let logger = loggers[item] { return logger }
+            var logger = self.logger
+            logger[metadataKey: "item"] = "\(item)"
+            loggers[item] = logger
+            return logger
+        }
+    }
+
     /// One run of the fire's items. Returns the outcomes and whether the error handler asked to
     /// abort the rest of the fire.
     private func execute(
@@ -270,8 +284,6 @@ public final class JobRuntime: Sendable {
             try await coordinator.markRunning(items, persistent: configuration.failover)
         }
         let job = self.job
-        let instance = services.instance
-        let itemLogger = logger
         let outcomes = await ItemBatch.run(
             items, concurrency: job.threadCount, pool: services.pool, timeout: job.itemTimeoutSeconds,
             cancellation: services.cancellation
@@ -283,10 +295,7 @@ public final class JobRuntime: Sendable {
                 fireTimeMilliseconds: fireTime, fencingEpoch: epoch)
             // One host owns every item of the embedded registry; a cluster host checks the registry.
             let control = ItemControl(isCancelled: isCancelled, isEpochCurrent: { $0 == epoch })
-            var logger = itemLogger
-            logger[metadataKey: "item"] = "\(item)"
-            logger[metadataKey: "instance"] = "\(instance.id)"
-            return Self.runItem(job, ItemInvocation(context: context, control: control, logger: logger)) { [self] in
+            return Self.runItem(job, ItemInvocation(context: context, control: control, logger: self.itemLogger(item))) { [self] in
                 reshardingNeeded.load(ordering: .relaxed)
             }
         }
@@ -376,9 +385,15 @@ public final class JobRuntime: Sendable {
     }
 
     private func logFire(fireTime: Int64, source: FireSource, items: [Int], outcomes: [Int: ItemOutcome], runs: Int, started: Int64) {
-        let failed = outcomes.filter { !$0.value.succeeded }.keys.sorted()
         let duration = services.clock.now() - started
-        var text = "job '\(name)' fired for \(Self.format(fireTime)) (\(source.rawValue)): "
+        // The message is built only when info is logged: with thousands of jobs a fire is cheap,
+        // and formatting it is not.
+        logger.info("\(Self.fireSummary(name: name, fireTime: fireTime, source: source, items: items, outcomes: outcomes, runs: runs)) in \(duration) ms")
+    }
+
+    static func fireSummary(name: String, fireTime: Int64, source: FireSource, items: [Int], outcomes: [Int: ItemOutcome], runs: Int) -> String {
+        let failed = outcomes.filter { !$0.value.succeeded }.keys.sorted()
+        var text = "job '\(name)' fired for \(format(fireTime)) (\(source.rawValue)): "
         if items.isEmpty {
             text += "no items on this host"
         } else {
@@ -386,12 +401,20 @@ public final class JobRuntime: Sendable {
             if !failed.isEmpty { text += ", \(failed.count) failed (\(failed.map(String.init).joined(separator: ",")))" }
             if runs > 1 { text += ", run \(runs) times (misfire)" }
         }
-        logger.info("\(text) in \(duration) ms")
+        return text
     }
 
+    /// An instant as ISO 8601 in UTC with milliseconds (`2026-11-22T06:36:02.000Z`).
     static func format(_ milliseconds: Int64) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1000))
+        var seconds = time_t(milliseconds >= 0 ? milliseconds / 1000 : (milliseconds - 999) / 1000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        let millis = Int32(((milliseconds % 1000) + 1000) % 1000)
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(millis, 3))Z"
     }
 }

@@ -54,6 +54,19 @@ public final class ShardworkHost: Service, Sendable {
             _ = try await runtime.coordinator.register(runtime.job.configuration)
         }
         let runtimes = self.runtimes
+        // One task for the whole host: when the session changes, the watches behind every job's
+        // cached snapshot may be gone.
+        let sessionStates = registry.sessionStates()
+        let logger = self.logger
+        Task {
+            var first = true
+            for await state in sessionStates {
+                defer { first = false }
+                if first, case .connected = state { continue }
+                logger.notice("registry session: \(state)")
+                for runtime in runtimes.values { runtime.coordinator.invalidateCache(watchesLost: true) }
+            }
+        }
         timer.start { key, deadline, now in
             runtimes[key]?.timerFired(deadline: deadline, now: now)
         }

@@ -4,20 +4,29 @@ import Synchronization
 /// The wall clock the scheduler fires by: milliseconds since the Unix epoch.
 public protocol SchedulerClock: Sendable {
     func now() -> Int64
+    /// The same clock in microseconds, so the timer can wake at a deadline rather than up to a
+    /// millisecond after it.
+    func nowMicroseconds() -> Int64
     /// A manual clock (tests) does not pass by itself: the timer waits until it is advanced.
     var isManual: Bool { get }
     /// Called by a ``TimerService`` so that a manual clock can wake it when it is advanced.
     func register(_ wake: @escaping @Sendable () -> Void)
 }
 
+extension SchedulerClock {
+    public func nowMicroseconds() -> Int64 { now() * 1000 }
+}
+
 /// The system's real-time clock.
 public struct SystemClock: SchedulerClock {
     public init() {}
 
-    public func now() -> Int64 {
+    public func now() -> Int64 { nowMicroseconds() / 1000 }
+
+    public func nowMicroseconds() -> Int64 {
         var spec = timespec()
         clock_gettime(CLOCK_REALTIME, &spec)
-        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
+        return Int64(spec.tv_sec) * 1_000_000 + Int64(spec.tv_nsec) / 1000
     }
 
     public var isManual: Bool { false }
@@ -145,7 +154,8 @@ public final class TimerService: @unchecked Sendable {
     private func run() {
         condition.lock()
         while running {
-            let now = clock.now()
+            let nowMicroseconds = clock.nowMicroseconds()
+            let now = nowMicroseconds / 1000
             let due = queue.popDue(now: now)
             if !due.isEmpty, let handler {
                 dispatching = true
@@ -164,8 +174,8 @@ public final class TimerService: @unchecked Sendable {
                 continue
             }
             if let deadline = queue.nextDeadline(), !clock.isManual {
-                let wait = min(deadline - now, maximumSleepMilliseconds)
-                _ = condition.wait(until: Date(timeIntervalSinceNow: Double(max(wait, 0)) / 1000))
+                let wait = min(deadline * 1000 - nowMicroseconds, maximumSleepMilliseconds * 1000)
+                _ = condition.wait(until: Date(timeIntervalSinceNow: Double(max(wait, 0)) / 1_000_000))
             } else {
                 condition.wait()
             }

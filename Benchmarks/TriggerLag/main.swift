@@ -1,0 +1,81 @@
+// Trigger lag: how late items start after their cron instant, with 1, 1,000 and 10,000 jobs that
+// each fire every second, on one host with the embedded registry; and the host's threads and
+// resident memory. Run with scripts/benchmark; results in docs/performance.md.
+//
+// Usage: TriggerLagBenchmark [job counts...]   (default: 1 1000 10000)
+import Foundation
+import Logging
+import ShardworkCore
+
+typealias Take = @convention(c) (UnsafeMutablePointer<Int64>?, UInt64) -> UInt64
+
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("TriggerLagBenchmark: \(message)\n".utf8))
+    exit(1)
+}
+
+/// Threads and resident memory of this process, from /proc.
+func processStatus() -> (threads: Int, residentMegabytes: Double) {
+    let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+    var threads = 0
+    var resident = 0.0
+    for line in status.split(separator: "\n") {
+        let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard parts.count == 2 else { continue }
+        if parts[0] == "Threads" { threads = Int(parts[1]) ?? 0 }
+        if parts[0] == "VmRSS" { resident = (Double(parts[1].split(separator: " ").first ?? "0") ?? 0) / 1024 }
+    }
+    return (threads, resident)
+}
+
+func percentile(_ sorted: [Int64], _ fraction: Double) -> Int64 {
+    guard !sorted.isEmpty else { return 0 }
+    return sorted[min(sorted.count - 1, Int(Double(sorted.count) * fraction))]
+}
+
+let binDirectory = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "")
+    .deletingLastPathComponent().path
+let probePath = binDirectory + "/liblag_probe.so"
+guard let probeHandle = dlopen(probePath, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE),
+      let takeSymbol = dlsym(probeHandle, "lag_probe_take")
+else { fail("\(probePath) is missing; scripts/benchmark builds it") }
+let take = unsafeBitCast(takeSymbol, to: Take.self)
+
+var logger = Logger(label: "benchmark")
+logger.logLevel = .warning
+let providers = ProviderRegistry()
+let report = PluginLoader(logger: logger).loadAll(PluginSearchPath(files: [probePath]), into: providers)
+guard report.refused.isEmpty else { fail("plugins refused: \(report.refused)") }
+
+let counts = CommandLine.arguments.dropFirst().compactMap { Int($0) }
+let warmUpSeconds = 3
+let measuredSeconds = 10
+print("| jobs | fires measured | p50 | p99 | max | threads | resident memory |")
+print("|---:|---:|---:|---:|---:|---:|---:|")
+for jobs in counts.isEmpty ? [1, 1_000, 10_000] : counts {
+    var yaml = "host:\n  shutdownTimeoutSeconds: 5\njobs:\n"
+    for index in 0..<jobs {
+        yaml += "  - jobName: probe-\(index)\n    jobType: lag-probe\n    cron: \"* * * * * ?\"\n    shardingTotalCount: 1\n"
+    }
+    let configuration: HostConfiguration
+    let host: ShardworkHost
+    do {
+        configuration = try HostConfigurationReader.parse(yaml)
+        host = try ShardworkHost(configuration: configuration, providers: providers, registry: EmbeddedRegistry.standalone(), logger: logger)
+        try await host.start()
+    } catch {
+        fail("\(error)")
+    }
+    try await Task.sleep(for: .seconds(warmUpSeconds))
+    var buffer = [Int64](repeating: 0, count: 8 * 1024 * 1024)
+    _ = buffer.withUnsafeMutableBufferPointer { take($0.baseAddress, UInt64($0.count)) }  // drop the warm-up
+    var status = processStatus()
+    try await Task.sleep(for: .seconds(measuredSeconds))
+    status = processStatus()
+    let count = buffer.withUnsafeMutableBufferPointer { take($0.baseAddress, UInt64($0.count)) }
+    await host.shutdown()
+    let lags = buffer.prefix(Int(count)).sorted()
+    func ms(_ microseconds: Int64) -> String { String(format: "%.2f ms", Double(microseconds) / 1000) }
+    print("| \(jobs) | \(count) (expected about \(jobs * measuredSeconds)) | \(ms(percentile(lags, 0.5))) | \(ms(percentile(lags, 0.99))) | "
+        + "\(ms(lags.last ?? 0)) | \(status.threads) | \(String(format: "%.0f MB", status.residentMegabytes)) |")
+}
