@@ -65,7 +65,9 @@ struct RunCommand: AsyncParsableCommand {
 
         let host: ShardworkHost
         do {
-            host = try ShardworkHost(configuration: configuration, providers: providers, registry: EmbeddedRegistry.standalone(), logger: logger)
+            host = try ShardworkHost(
+                configuration: configuration, providers: providers, registry: EmbeddedRegistry.standalone(), logger: logger,
+                workerExecutable: PluginOptions.executablePath)
         } catch {
             throw CLIFailure.badInput(error.description)
         }

@@ -29,7 +29,8 @@ final class HostHarness: Sendable {
         registry = EmbeddedRegistryServer(clock: { clock.now() }).connect()
         host = try ShardworkHost(
             configuration: try HostConfigurationReader.parse(yaml), providers: providers, registry: registry,
-            clock: clock, instance: Self.instance, logger: log.logger(), processorCount: 2)
+            clock: clock, instance: Self.instance, logger: log.logger(), processorCount: 2,
+            workerExecutable: try TestPaths.shardworkBinary)
     }
 
     /// Advances the clock to `seconds` whole seconds after the start's second.
@@ -366,5 +367,81 @@ struct HostRuntimeTests {
         } catch {
             #expect("\(error)".contains(phrase), "\(error)")
         }
+    }
+
+    @Test("process isolation: an item that crashes fails alone; other jobs fire, and the job runs again in a new worker")
+    func isolatedCrash() async throws {
+        let harness = try await HostHarness("""
+            jobs:
+              - jobName: fragile
+                jobType: c-crash
+                cron: "* * * * * ?"
+                shardingTotalCount: 2
+                shardingItemParameters: 0=crash,1=fine
+                jobErrorHandlerType: c-recorder
+                props:
+                  shardwork.isolation: process
+              - jobName: sturdy
+                jobType: c-echo
+                cron: "* * * * * ?"
+                shardingTotalCount: 1
+            """)
+        try await harness.host.start()
+        harness.advance(toSecond: 1)
+        await harness.waitFor("job 'fragile' fired for")
+        await harness.waitFor("job 'sturdy' fired for")
+        #expect(harness.lines(containing: "item 1 survived").count == 1)
+        #expect(harness.lines(containing: "recorded failure: job=fragile item=0 origin=1 code=0 message=the job's worker process").count == 1)
+        #expect(harness.lines(containing: "crashed: Segmentation fault (signal 11)").count >= 1)
+        harness.advance(toSecond: 2)
+        await harness.waitFor("job 'fragile' fired for", count: 2)
+        await harness.waitFor("job 'sturdy' fired for", count: 2)
+        #expect(harness.lines(containing: "item 1 survived").count == 2)
+        await harness.host.shutdown()
+    }
+
+    @Test("process isolation: log lines and failure codes come back from the worker")
+    func isolatedEcho() async throws {
+        let harness = try await HostHarness("""
+            jobs:
+              - jobName: far
+                jobType: c-echo
+                cron: "* * * * * ?"
+                shardingTotalCount: 2
+                shardingItemParameters: 1=fail
+                jobErrorHandlerType: c-recorder
+                props:
+                  shardwork.isolation: process
+            """)
+        try await harness.host.start()
+        harness.advance(toSecond: 1)
+        await harness.waitFor("job 'far' fired for")
+        #expect(harness.lines(containing: "echo far item 0/2 parameter (none) task far@-@0,1@-@READY@-@10.0.0.1@-@7").count == 1)
+        #expect(harness.lines(containing: "recorded failure: job=far item=1 origin=1 code=7 message=item 1 failed on purpose").count == 1)
+        await harness.host.shutdown()
+    }
+
+    @Test("process isolation: an item that hangs and ignores cancellation is ended by killing its worker")
+    func isolatedHang() async throws {
+        let harness = try await HostHarness("""
+            jobs:
+              - jobName: stuck
+                jobType: c-wait
+                cron: "*/5 * * * * ?"
+                shardingTotalCount: 1
+                jobErrorHandlerType: c-recorder
+                props:
+                  c.wait.ms: 60000
+                  c.wait.ignore-cancel: yes
+                  shardwork.item.timeout.seconds: 0.3
+                  shardwork.isolation: process
+            """)
+        try await harness.host.start()
+        harness.advance(toSecond: 5)
+        await harness.waitFor("did not stop a cancelled item within 2.0 s; killing it")
+        await harness.waitFor("recorded failure: job=stuck item=0 origin=1 code=0 message=the item did not finish within its timeout of 0.3 seconds")
+        harness.advance(toSecond: 10)
+        await harness.waitFor("job 'stuck' fired for", count: 2)
+        await harness.host.shutdown()
     }
 }

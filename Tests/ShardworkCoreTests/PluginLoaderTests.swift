@@ -44,7 +44,7 @@ struct PluginLoaderTests {
         let descriptor = try #require(inspection.descriptor)
         #expect(descriptor.magic == "0x5348415244574B21")
         #expect(descriptor.abiMajor == 1 && descriptor.abiMinor == 0)
-        #expect(descriptor.providers.map(\.name) == ["c-modulo", "c-threads", "c-recorder", "c-listener", "c-echo", "c-countdown", "c-wait"])
+        #expect(descriptor.providers.map(\.name) == ["c-modulo", "c-threads", "c-recorder", "c-listener", "c-echo", "c-countdown", "c-wait", "c-crash"])
         #expect(descriptor.providers.first?.aliases == ["C_MODULO"])
         // The host gave the entry its log function.
         #expect(log.contains("c-test plugin entry called"))

@@ -391,6 +391,10 @@ struct Reader {
                             "must be a number of seconds above zero, got '\(timeout)'")
             }
         }
+        if let isolation = properties[HostProperty.isolation], !["process", "in-process"].contains(isolation) {
+            throw error(node, job: job, field: "props.\(HostProperty.isolation)",
+                        "must be `process` (items run in a worker process) or `in-process` (the default), got '\(isolation)'")
+        }
         if let unknown = entries.first(where: { $0.key.hasPrefix("shardwork.") && !HostProperty.known.contains($0.key) }) {
             var message = "unknown host property (the `shardwork.` prefix is reserved for the host)"
             if let suggestion = NameSuggestion.nearest(unknown.key, among: HostProperty.known) {

@@ -51,10 +51,13 @@ public enum HostProperty {
     /// An item running longer than this many seconds is cancelled and counted as failed, and the job
     /// goes on without waiting for it. Absent: items may run as long as they like.
     public static let itemTimeoutSeconds = "shardwork.item.timeout.seconds"
+    /// `process`: the job's items run in a separate worker process, so code that crashes fails its
+    /// items instead of the host. `in-process` (the default): they run in the host.
+    public static let isolation = "shardwork.isolation"
     /// ElasticJob's dataflow setting: fetch and process until a fetch returns nothing.
     public static let streamingProcess = "streaming.process"
 
-    static let known = [itemTimeoutSeconds]
+    static let known = [itemTimeoutSeconds, isolation]
 }
 
 /// ElasticJob's `shardingItemParameters`: `0=Beijing,1=Shanghai`.

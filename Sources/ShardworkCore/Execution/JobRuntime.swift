@@ -8,14 +8,17 @@ public final class HostServices: Sendable {
     public let pool: WorkerPool
     public let cancellation = ItemBatchCancellation()
     public let instance: JobInstance
+    /// The `shardwork` binary, which runs isolated jobs' items as `shardwork worker`.
+    public let workerExecutable: String?
     public let hostName: String
     public let clock: any SchedulerClock
     public let logger: Logger
 
     public init(pool: WorkerPool, instance: JobInstance, hostName: String = ProcessInfo.processInfo.hostName,
-                clock: any SchedulerClock, logger: Logger) {
+                clock: any SchedulerClock, logger: Logger, workerExecutable: String? = nil) {
         self.pool = pool
         self.instance = instance
+        self.workerExecutable = workerExecutable
         self.hostName = hostName
         self.clock = clock
         self.logger = logger
@@ -67,6 +70,8 @@ public final class JobRuntime: Sendable {
     /// One logger per item, made once: setting log metadata is not free (swift-log's stream handler
     /// renders it again on every change), and items repeat at every fire.
     private let itemLoggers = Mutex<[Int: Logger]>([:])
+    /// The worker process of a job whose items run isolated.
+    let isolated: IsolatedJobType?
     /// Set when the job needs resharding while a streaming dataflow item runs: it stops fetching.
     let reshardingNeeded = Atomic<Bool>(false)
 
@@ -81,6 +86,11 @@ public final class JobRuntime: Sendable {
         logger[metadataKey: "job"] = "\(job.name)"
         logger[metadataKey: "instance"] = "\(services.instance.id)"
         self.logger = logger
+        if let setup = job.isolation, let executable = services.workerExecutable {
+            isolated = IsolatedJobType(executable: executable, setup: setup, logger: logger)
+        } else {
+            isolated = nil
+        }
     }
 
     public var name: String { job.name }
@@ -295,7 +305,9 @@ public final class JobRuntime: Sendable {
                 fireTimeMilliseconds: fireTime, fencingEpoch: epoch)
             // One host owns every item of the embedded registry; a cluster host checks the registry.
             let control = ItemControl(isCancelled: isCancelled, isEpochCurrent: { $0 == epoch })
-            return Self.runItem(job, ItemInvocation(context: context, control: control, logger: self.itemLogger(item))) { [self] in
+            let invocation = ItemInvocation(context: context, control: control, logger: self.itemLogger(item))
+            if let isolated = self.isolated { return isolated.run(invocation) }
+            return Self.runItem(job.jobType, streaming: job.streamingProcess, invocation) { [self] in
                 reshardingNeeded.load(ordering: .relaxed)
             }
         }
@@ -313,19 +325,21 @@ public final class JobRuntime: Sendable {
     }
 
     /// Runs one item on the current (worker) thread.
-    static func runItem(_ job: PreparedJob, _ invocation: ItemInvocation, reshardingNeeded: () -> Bool) -> ItemOutcome {
+    static func runItem(
+        _ jobType: JobTypeInstance, streaming: Bool, _ invocation: ItemInvocation, reshardingNeeded: () -> Bool
+    ) -> ItemOutcome {
         do {
-            switch job.jobType.shape {
+            switch jobType.shape {
             case .simple:
-                try job.jobType.execute(invocation)
+                try jobType.execute(invocation)
             case .dataflow:
-                guard var batch = try job.jobType.fetch(invocation) else { return .succeeded }
+                guard var batch = try jobType.fetch(invocation) else { return .succeeded }
                 while true {
-                    try job.jobType.process(invocation, batch)
+                    try jobType.process(invocation, batch)
                     // ElasticJob's streaming loop: fetch again until nothing comes, unless the job
                     // must reshard or the item is asked to stop.
-                    guard job.streamingProcess, !invocation.control.isCancelled, !reshardingNeeded(),
-                          let next = try job.jobType.fetch(invocation)
+                    guard streaming, !invocation.control.isCancelled, !reshardingNeeded(),
+                          let next = try jobType.fetch(invocation)
                     else { break }
                     batch = next
                 }

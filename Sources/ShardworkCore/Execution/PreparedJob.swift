@@ -17,12 +17,14 @@ public final class PreparedJob: Sendable {
     public let itemTimeoutSeconds: Double?
     /// Dataflow jobs: fetch and process until a fetch returns nothing.
     public let streamingProcess: Bool
+    /// Set when the items run in a worker process: that process's setup.
+    let isolation: WorkerMessage.Setup?
 
     init(
         configuration: JobConfiguration, schedule: CronExpression?, jobType: JobTypeInstance,
         shardingStrategy: ShardingStrategyInstance, threadCount: Int, errorHandler: ErrorHandlerInstance,
         listeners: [JobListenerInstance], itemParameters: [Int: String], itemTimeoutSeconds: Double?,
-        streamingProcess: Bool
+        streamingProcess: Bool, isolation: WorkerMessage.Setup?
     ) {
         self.configuration = configuration
         self.schedule = schedule
@@ -34,6 +36,7 @@ public final class PreparedJob: Sendable {
         self.itemParameters = itemParameters
         self.itemTimeoutSeconds = itemTimeoutSeconds
         self.streamingProcess = streamingProcess
+        self.isolation = isolation
     }
 
     public var name: String { configuration.jobName }
@@ -45,12 +48,12 @@ public final class PreparedJob: Sendable {
 public enum JobCatalog {
     public static func prepare(
         _ configuration: HostConfiguration, providers: ProviderRegistry,
-        processorCount: Int = ProcessInfo.processInfo.activeProcessorCount
+        processorCount: Int = ProcessInfo.processInfo.activeProcessorCount, workerExecutable: String? = nil
     ) throws(HostConfigurationError) -> [PreparedJob] {
         var prepared: [PreparedJob] = []
         for (index, job) in configuration.jobs.enumerated() {
             prepared.append(try prepare(
-                job, providers: providers, processorCount: processorCount,
+                job, providers: providers, processorCount: processorCount, workerExecutable: workerExecutable,
                 locate: { field in configuration.locations["jobs[\(index)].\(field)"] ?? configuration.locations["jobs[\(index)].jobName"] },
                 file: configuration.file))
         }
@@ -58,7 +61,7 @@ public enum JobCatalog {
     }
 
     public static func prepare(
-        _ job: JobConfiguration, providers: ProviderRegistry, processorCount: Int,
+        _ job: JobConfiguration, providers: ProviderRegistry, processorCount: Int, workerExecutable: String? = nil,
         locate: (String) -> FilePosition? = { _ in nil }, file: String? = nil
     ) throws(HostConfigurationError) -> PreparedJob {
         func failure(_ field: String, _ message: String) -> HostConfigurationError {
@@ -159,9 +162,18 @@ public enum JobCatalog {
         } catch {
             throw failure("props.\(HostProperty.streamingProcess)", error.message)
         }
+        var isolation: WorkerMessage.Setup?
+        if job.props[HostProperty.isolation] == "process" {
+            guard let workerExecutable else {
+                throw failure("props.\(HostProperty.isolation)", "process isolation needs the shardwork binary to start workers, and this host has none")
+            }
+            isolation = WorkerMessage.Setup(
+                plugin: typeProvider.plugin.path, provider: typeProvider.name, jobName: job.jobName,
+                properties: job.props.entries.map { [$0.key, $0.value] }, streaming: streaming)
+        }
         return PreparedJob(
             configuration: job, schedule: schedule, jobType: jobType, shardingStrategy: strategy,
             threadCount: threadCount, errorHandler: handler, listeners: listeners.map(\.listener),
-            itemParameters: itemParameters, itemTimeoutSeconds: timeout, streamingProcess: streaming)
+            itemParameters: itemParameters, itemTimeoutSeconds: timeout, streamingProcess: streaming, isolation: isolation)
     }
 }

@@ -25,14 +25,15 @@ public final class ShardworkHost: Service, Sendable {
     public init(
         configuration: HostConfiguration, providers: ProviderRegistry, registry: any RegistryCenter,
         clock: any SchedulerClock = SystemClock(), instance: JobInstance = .local(), logger: Logger,
-        processorCount: Int = ProcessInfo.processInfo.activeProcessorCount
+        processorCount: Int = ProcessInfo.processInfo.activeProcessorCount, workerExecutable: String? = nil
     ) throws(HostConfigurationError) {
         self.configuration = configuration
         self.registry = registry
         self.logger = logger
-        let jobs = try JobCatalog.prepare(configuration, providers: providers, processorCount: processorCount)
+        let jobs = try JobCatalog.prepare(
+            configuration, providers: providers, processorCount: processorCount, workerExecutable: workerExecutable)
         let pool = WorkerPool(size: configuration.host.workerThreads ?? WorkerPool.defaultSize)
-        services = HostServices(pool: pool, instance: instance, clock: clock, logger: logger)
+        services = HostServices(pool: pool, instance: instance, clock: clock, logger: logger, workerExecutable: workerExecutable)
         timer = TimerService(clock: clock)
         var runtimes: [String: JobRuntime] = [:]
         for job in jobs {
@@ -147,6 +148,7 @@ public final class ShardworkHost: Service, Sendable {
             services.cancellation.cancelAll()
         }
         for runtime in runtimes.values {
+            runtime.isolated?.shutdown()
             await runtime.coordinator.unregister()
         }
         await registry.close()

@@ -8,6 +8,8 @@
  *  - error handler "c-recorder": logs the failure; returns PROPAGATE when the message says "propagate".
  *  - job listener "c-listener": order from the `c.order` property (the prefix's, default 5); logs
  *    before/after with the items; fails when the job parameter is "listener-fails".
+ *  - job type "c-crash" (simple): an item whose parameter is "crash" dies of a segmentation fault
+ *    after 100 ms; the others log "survived".
  *  - job type "c-wait" (simple): waits `c.wait.ms` milliseconds (default 200) in 5 ms steps, stopping
  *    early with a failure when the host cancels the item, unless `c.wait.ignore-cancel` is set.
  *  - job type "c-echo" (simple): fails items whose parameter is "fail" (code 7); with job parameter
@@ -291,6 +293,24 @@ static shardwork_job_type_vtable wait_vtable = {
     NULL, NULL, NULL,
 };
 
+static int32_t crash_execute(void *instance, const shardwork_item_context *item, shardwork_error *error) {
+    (void)instance; (void)error;
+    if (item->sharding_parameter != NULL && strcmp(item->sharding_parameter, "crash") == 0) {
+        usleep(100000);
+        volatile int *nowhere = NULL;
+        *nowhere = 1;
+    }
+    char line[64];
+    snprintf(line, sizeof line, "item %u survived", item->sharding_item);
+    item->host->log(item->host_context, SHARDWORK_LOG_INFO, line);
+    return SHARDWORK_OK;
+}
+
+static shardwork_job_type_vtable crash_vtable = {
+    sizeof(shardwork_job_type_vtable), SHARDWORK_JOB_SHAPE_SIMPLE, create_plain, destroy_plain, crash_execute,
+    NULL, NULL, NULL,
+};
+
 /* ---- descriptor ---- */
 
 #ifndef MODULO_ALIAS
@@ -312,6 +332,7 @@ static shardwork_provider providers[] = {
     {SHARDWORK_KIND_JOB_TYPE, 0, NAME_PREFIX "-echo", NULL, &echo_vtable, NULL, NULL},
     {SHARDWORK_KIND_JOB_TYPE, 0, NAME_PREFIX "-countdown", NULL, &countdown_vtable, NULL, NULL},
     {SHARDWORK_KIND_JOB_TYPE, 0, NAME_PREFIX "-wait", NULL, &wait_vtable, NULL, NULL},
+    {SHARDWORK_KIND_JOB_TYPE, 0, NAME_PREFIX "-crash", NULL, &crash_vtable, NULL, NULL},
 };
 
 __attribute__((unused)) static shardwork_plugin_descriptor descriptor = {

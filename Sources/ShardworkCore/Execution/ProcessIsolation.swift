@@ -1,0 +1,321 @@
+import Dispatch
+import Foundation
+import Logging
+import ShardworkSDK
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs a job's items in a separate `shardwork worker` process (`props: shardwork.isolation:
+/// process`), so that job code that crashes (a trap, a segmentation fault) fails its items instead
+/// of taking the host down.
+///
+/// One worker process serves the job, running its items concurrently. It starts when the job's
+/// first item runs, and again after it dies: a crash fails the items it was running, with the
+/// signal, and the next item gets a fresh worker. The host forwards cancellation; a worker that does
+/// not finish a cancelled item within `killGraceSeconds` is killed, which ends a hang for good.
+final class IsolatedJobType: Sendable {
+    let executable: String
+    let setup: WorkerMessage.Setup
+    let logger: Logger
+    static let killGraceSeconds = 2.0
+
+    /// An item waiting for its outcome.
+    private final class Pending: Sendable {
+        let done = DispatchSemaphore(value: 0)
+        let outcome = Mutex<ItemOutcome?>(nil)
+        let logger: Logger
+
+        init(logger: Logger) { self.logger = logger }
+
+        func finish(_ result: ItemOutcome) {
+            let first = outcome.withLock { outcome -> Bool in
+                guard outcome == nil else { return false }
+                outcome = result
+                return true
+            }
+            if first { done.signal() }
+        }
+    }
+
+    /// A running worker process and the items it is running.
+    private final class Worker: @unchecked Sendable {
+        // `process` and `input` are set once; writes to `input` are serialised by `writeLock`.
+        let process: Process
+        let input: FileHandle
+        let ready = DispatchSemaphore(value: 0)
+        let setupFailure = Mutex<String?>(nil)
+        let pending = Mutex<[UInt64: Pending]>([:])
+        private let writeLock = Mutex(())
+
+        init(process: Process, input: FileHandle) {
+            self.process = process
+            self.input = input
+        }
+
+        func send(_ message: WorkerMessage.ToWorker) {
+            let line = WorkerMessage.line(message)
+            writeLock.withLock { _ in try? input.write(contentsOf: line) }
+        }
+    }
+
+    private struct State {
+        /// Set only once the worker is ready.
+        var worker: Worker?
+        var nextID: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
+    /// One start at a time: items that arrive while a worker starts wait for that one.
+    private let starting = Mutex(())
+
+    init(executable: String, setup: WorkerMessage.Setup, logger: Logger) {
+        self.executable = executable
+        self.setup = setup
+        self.logger = logger
+    }
+
+    /// Runs one item in the worker and waits for it (on a worker thread of the host).
+    func run(_ invocation: ItemInvocation) -> ItemOutcome {
+        let worker: Worker
+        do {
+            worker = try currentWorker()
+        } catch {
+            return .failed(message: "cannot start the job's worker process: \(error)", code: 0)
+        }
+        let pending = Pending(logger: invocation.logger)
+        let context = invocation.context
+        let id: UInt64 = state.withLock { state in
+            state.nextID += 1
+            return state.nextID
+        }
+        worker.pending.withLock { $0[id] = pending }
+        if !worker.process.isRunning {
+            // It died between the check and now: its reader may have failed its items already.
+            pending.finish(.failed(message: "the job's worker process \(worker.process.processIdentifier) ended before the item started", code: 0))
+        }
+        worker.send(.run(WorkerMessage.Run(
+            id: id, jobName: context.jobName, taskID: context.taskID, shardingTotalCount: context.shardingTotalCount,
+            jobParameter: context.jobParameter, shardingItem: context.shardingItem, shardingParameter: context.shardingParameter,
+            fireTimeMilliseconds: context.fireTimeMilliseconds, fencingEpoch: context.fencingEpoch)))
+
+        var cancelledAt: Date?
+        var killed = false
+        while pending.done.wait(timeout: .now() + .milliseconds(50)) == .timedOut {
+            guard invocation.control.isCancelled, !killed else { continue }
+            if let cancelledAt {
+                if Date().timeIntervalSince(cancelledAt) > Self.killGraceSeconds {
+                    logger.warning("the worker process \(worker.process.processIdentifier) did not stop a cancelled item within \(Self.killGraceSeconds) s; killing it")
+                    // Its end fails every item it was running, this one included.
+                    kill(worker.process.processIdentifier, SIGKILL)
+                    killed = true
+                }
+            } else {
+                cancelledAt = Date()
+                worker.send(.cancel(id: id))
+            }
+        }
+        worker.pending.withLock { _ = $0.removeValue(forKey: id) }
+        return pending.outcome.withLock { $0 } ?? .failed(message: "the worker process gave no outcome", code: 0)
+    }
+
+    /// Ends the worker process (the host is stopping).
+    func shutdown() {
+        let worker = state.withLock { state -> Worker? in
+            defer { state.worker = nil }
+            return state.worker
+        }
+        guard let worker else { return }
+        try? worker.input.close()
+        if worker.process.isRunning { kill(worker.process.processIdentifier, SIGTERM) }
+    }
+
+    private func currentWorker() throws -> Worker {
+        if let worker = state.withLock({ $0.worker }) { return worker }
+        return try starting.withLock { _ throws -> Worker in
+            if let worker = state.withLock({ $0.worker }) { return worker }
+            let worker = try startWorker()
+            worker.ready.wait()
+            if let failure = worker.setupFailure.withLock({ $0 }) {
+                throw JobError(failure)
+            }
+            state.withLock { $0.worker = worker }
+            return worker
+        }
+    }
+
+    private func startWorker() throws -> Worker {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = ["worker"]
+        let input = Pipe()
+        let output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = FileHandle.standardError
+        try process.run()
+        let worker = Worker(process: process, input: input.fileHandleForWriting)
+        worker.send(.setup(setup))
+        logger.debug("started worker process \(process.processIdentifier) for job type \(setup.provider)")
+        let reader = output.fileHandleForReading
+        Thread.detachNewThread { [self] in read(reader, from: worker) }
+        return worker
+    }
+
+    /// The worker's output, until it ends: outcomes and log lines, then the end of the process.
+    private func read(_ handle: FileHandle, from worker: Worker) {
+        var buffer = Data()
+        let decoder = JSONDecoder()
+        var announced = false
+        while true {
+            let chunk = handle.availableData
+            if chunk.isEmpty { break }
+            buffer.append(chunk)
+            while let newline = buffer.firstIndex(of: 0x0A) {
+                let line = buffer[buffer.startIndex..<newline]
+                buffer.removeSubrange(buffer.startIndex...newline)
+                guard let message = try? decoder.decode(WorkerMessage.FromWorker.self, from: line) else { continue }
+                switch message {
+                case .ready:
+                    announced = true
+                    worker.ready.signal()
+                case .setupFailed(let reason):
+                    worker.setupFailure.withLock { $0 = reason }
+                    announced = true
+                    worker.ready.signal()
+                case .log(let id, let level, let text):
+                    let target = id.flatMap { id in worker.pending.withLock { $0[id] } }?.logger ?? logger
+                    target.log(level: Logger.Level(pluginLevel: level), "\(text)")
+                case .succeeded(let id):
+                    worker.pending.withLock { $0[id] }?.finish(.succeeded)
+                case .failed(let id, let text, let code):
+                    worker.pending.withLock { $0[id] }?.finish(.failed(message: text, code: code))
+                }
+            }
+        }
+        worker.process.waitUntilExit()
+        let pid = worker.process.processIdentifier
+        let ending: String = worker.process.terminationReason == .uncaughtSignal
+            ? "crashed: \(strsignal(worker.process.terminationStatus).map { String(cString: $0) } ?? "signal") (signal \(worker.process.terminationStatus))"
+            : "exited with status \(worker.process.terminationStatus)"
+        if !announced {
+            worker.setupFailure.withLock { $0 = "the worker process \(pid) \(ending) before it was ready" }
+            worker.ready.signal()
+        }
+        state.withLock { state in if state.worker === worker { state.worker = nil } }
+        let orphans = worker.pending.withLock { Array($0.values) }
+        if !orphans.isEmpty {
+            logger.error("the job's worker process \(pid) \(ending); its \(orphans.count) running items failed")
+        }
+        for pending in orphans {
+            pending.finish(.failed(message: "the job's worker process \(pid) \(ending)", code: 0))
+        }
+    }
+}
+
+/// The worker side: `shardwork worker` reads a setup and item requests on standard input, runs the
+/// items with the job type from the plugin, and writes outcomes and log lines to standard output.
+public enum WorkerProcess {
+    public static func serve() -> Int32 {
+        let output = OutputLine()
+        var quiet = Logger(label: "shardwork.worker")
+        quiet.logLevel = .critical
+        guard let first = readLine(), let message = try? JSONDecoder().decode(WorkerMessage.ToWorker.self, from: Data(first.utf8)),
+              case .setup(let setup) = message
+        else {
+            output.write(.setupFailed("the first message was not a setup"))
+            return 2
+        }
+        let job: JobTypeInstance
+        do {
+            let providers = ProviderRegistry()
+            let plugin = try PluginLoader(logger: quiet).load(setup.plugin).get()
+            try providers.register(plugin)
+            let provider = try providers.resolve(.jobType, setup.provider)
+            job = try JobTypeInstance(provider, setup: ProviderSetup(
+                jobName: setup.jobName, providerName: setup.provider,
+                properties: JobProperties(setup.properties.compactMap { $0.count == 2 ? (key: $0[0], value: $0[1]) : nil })))
+        } catch {
+            output.write(.setupFailed("\(error)"))
+            return 1
+        }
+        output.write(.ready)
+
+        let pool = WorkerPool(size: WorkerPool.defaultSize)
+        let cancelled = CancelledItems()
+        while let line = readLine() {
+            guard let message = try? JSONDecoder().decode(WorkerMessage.ToWorker.self, from: Data(line.utf8)) else { continue }
+            switch message {
+            case .setup:
+                continue
+            case .cancel(let id):
+                cancelled.insert(id)
+            case .run(let run):
+                pool.submit {
+                    var logger = Logger(label: "shardwork.worker") { _ in ForwardingLogHandler(id: run.id, output: output) }
+                    logger.logLevel = .trace
+                    let context = ShardingContext(
+                        jobName: run.jobName, taskID: run.taskID, shardingTotalCount: run.shardingTotalCount,
+                        jobParameter: run.jobParameter, shardingItem: run.shardingItem, shardingParameter: run.shardingParameter,
+                        fireTimeMilliseconds: run.fireTimeMilliseconds, fencingEpoch: run.fencingEpoch)
+                    let control = ItemControl(isCancelled: { cancelled.contains(run.id) }, isEpochCurrent: { $0 == run.fencingEpoch })
+                    let outcome = JobRuntime.runItem(
+                        job, streaming: setup.streaming, ItemInvocation(context: context, control: control, logger: logger)
+                    ) { false }
+                    switch outcome {
+                    case .succeeded: output.write(.succeeded(id: run.id))
+                    default: output.write(.failed(id: run.id, message: outcome.failureMessage ?? "failed", code: outcome.code))
+                    }
+                    cancelled.remove(run.id)
+                }
+            }
+        }
+        // The host closed the pipe: it is stopping or gave up on this worker.
+        return 0
+    }
+
+    /// Writes whole lines to standard output, one writer at a time.
+    final class OutputLine: Sendable {
+        private let lock = Mutex(())
+
+        func write(_ message: WorkerMessage.FromWorker) {
+            let line = WorkerMessage.line(message)
+            lock.withLock { _ in FileHandle.standardOutput.write(line) }
+        }
+    }
+
+    final class CancelledItems: Sendable {
+        private let ids = Mutex<Set<UInt64>>([])
+        func insert(_ id: UInt64) { _ = ids.withLock { $0.insert(id) } }
+        func remove(_ id: UInt64) { _ = ids.withLock { $0.remove(id) } }
+        func contains(_ id: UInt64) -> Bool { ids.withLock { $0.contains(id) } }
+    }
+
+    /// Sends an item's log lines to the host.
+    struct ForwardingLogHandler: LogHandler {
+        let id: UInt64
+        let output: OutputLine
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            let level: Int32 = switch event.level {
+            case .trace: 0
+            case .debug: 1
+            case .info: 2
+            case .notice: 3
+            case .warning: 4
+            case .error: 5
+            case .critical: 6
+            }
+            output.write(.log(id: id, level: level, message: "\(event.message)"))
+        }
+    }
+}
