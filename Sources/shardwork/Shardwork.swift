@@ -17,6 +17,8 @@ struct Shardwork: AsyncParsableCommand {
     )
 
     static func main() async {
+        // Writes to a closed pipe (a worker or trial process that died) must fail, not kill us.
+        signal(SIGPIPE, SIG_IGN)
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? any AsyncParsableCommand {

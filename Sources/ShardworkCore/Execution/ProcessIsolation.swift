@@ -146,7 +146,13 @@ final class IsolatedJobType: Sendable {
         }
     }
 
+    /// A write to the pipe of a worker that has just died must fail, not kill the host with SIGPIPE.
+    private static let ignoreBrokenPipes: Void = {
+        signal(SIGPIPE, SIG_IGN)
+    }()
+
     private func startWorker() throws -> Worker {
+        Self.ignoreBrokenPipes
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = ["worker"]
