@@ -1,0 +1,28 @@
+/// The ZooKeeper registry's settings: ElasticJob's `ZookeeperConfiguration` fields, names and
+/// defaults (reference §1.2), plus `waitForServer`.
+public struct ZooKeeperConfiguration: Sendable, Equatable {
+    /// `host1:2181,host2:2181`.
+    public var serverLists: String
+    /// Every job's nodes live under `/{namespace}`.
+    public var namespace: String
+    /// ZooKeeper's session timeout. ElasticJob's 0 means Curator's default, 60,000 ms.
+    public var sessionTimeoutMilliseconds: Int = 60_000
+    /// How long to wait for the first connection. ElasticJob's 0 means Curator's default, 15,000 ms.
+    public var connectionTimeoutMilliseconds: Int = 15_000
+    /// Reconnection backoff: starts at the base and doubles up to the maximum.
+    public var baseSleepTimeMilliseconds: Int = 1_000
+    public var maxSleepTimeMilliseconds: Int = 3_000
+    /// Attempts to reach the ensemble at start-up before giving up (unless `waitForServer`).
+    public var maxRetries: Int = 3
+    /// `user:password`: digest authentication, and nodes created readable and writable by that
+    /// user only (ZooKeeper's CREATOR_ALL_ACL), as ElasticJob does.
+    public var digest: String?
+    /// Shardwork's own: keep trying to reach ZooKeeper at start-up instead of exiting after
+    /// `maxRetries`.
+    public var waitForServer = false
+
+    public init(serverLists: String, namespace: String) {
+        self.serverLists = serverLists
+        self.namespace = namespace
+    }
+}
