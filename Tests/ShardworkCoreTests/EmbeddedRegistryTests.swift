@@ -1101,3 +1101,29 @@ struct EmbeddedRegistrySessionTests {
         #expect(try await peer.exists("/e", watch: nil) == nil)
     }
 }
+
+@Suite("EmbeddedRegistry: session renewal")
+struct EmbeddedRegistryRenewalTests {
+    @Test("after an expiry, renewSession continues with a new session id on the same registry, as ZooKeeperRegistry does")
+    func renew() async throws {
+        let registry = EmbeddedRegistry.standalone()
+        let first = try #require(registry.sessionID)
+        try await registry.create("/e", data: [], mode: .ephemeral)
+        var states = registry.sessionStates().makeAsyncIterator()
+        #expect(await states.next() == .connected(sessionID: first))
+        registry.renewSession()  // alive: nothing happens
+        #expect(registry.sessionID == first)
+        registry.expire()
+        #expect(await states.next() == .expired)
+        await #expect(throws: RegistryError(.sessionExpired, path: "/x")) { try await registry.create("/x", data: [], mode: .persistent) }
+        registry.renewSession()
+        let second = try #require(registry.sessionID)
+        #expect(second != first)
+        #expect(await states.next() == .connected(sessionID: second))
+        #expect(try await registry.exists("/e", watch: nil) == nil)
+        try await registry.create("/e", data: [], mode: .ephemeral)
+        #expect(try await registry.exists("/e", watch: nil)?.ephemeralOwner == second)
+        await registry.close()
+        #expect(await states.next() == .closed)
+    }
+}

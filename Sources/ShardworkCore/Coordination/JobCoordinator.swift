@@ -20,6 +20,12 @@ public final class JobCoordinator: Sendable {
     let registry: any RegistryCenter
     private let cache = SnapshotCache()
 
+    /// Called with the path of every watched change to the job's nodes (on the registry's thread;
+    /// it must only hand off).
+    public func onChange(_ handler: @escaping @Sendable (String) -> Void) {
+        cache.setListener(handler)
+    }
+
     public init(registry: any RegistryCenter, job: String, instance: JobInstance) {
         self.registry = registry
         self.paths = JobNodePath(job: job)
@@ -56,11 +62,17 @@ public final class JobCoordinator: Sendable {
             }
         }
 
-        for path in [paths.instances, paths.servers, paths.sharding, paths.leader, paths.leaderElection, paths.leaderSharding, paths.trigger] {
+        for path in [paths.instances, paths.servers, paths.sharding, paths.leader, paths.leaderElection, paths.leaderSharding, paths.trigger, paths.shutdown] {
             try await registry.ensurePath(path)
         }
         try await electLeader()
-        try await registry.put(paths.server(instance.serverIP), (effective.disabled ? ServerStatus.disabled : .enabled).rawValue)
+        // The local `disabled` wins; otherwise an operator's DISABLED stays (ElasticJob rewrites
+        // ENABLED over it at every restart).
+        if effective.disabled {
+            try await registry.put(paths.server(instance.serverIP), ServerStatus.disabled.rawValue)
+        } else {
+            try await registry.createIfAbsent(paths.server(instance.serverIP), data: [UInt8](utf8: ServerStatus.enabled.rawValue))
+        }
         try await registerInstance()
         // A membership change: the leader flags a resharding, applied at the next fire. With
         // static sharding an existing assignment is kept.
@@ -78,7 +90,9 @@ public final class JobCoordinator: Sendable {
         try await registry.createIfAbsent(paths.leaderInstance, data: [UInt8](utf8: instance.id), mode: .ephemeral)
     }
 
-    func registerInstance() async throws {
+    /// Writes this instance's ephemeral node (again, after a new session or if it went missing).
+    public func registerInstance() async throws {
+        defer { cache.invalidate() }
         let path = paths.instance(instance.id)
         let value = [UInt8](utf8: instance.yaml)
         if try await registry.createIfAbsent(path, data: value, mode: .ephemeral) { return }
@@ -94,6 +108,37 @@ public final class JobCoordinator: Sendable {
         defer { cache.invalidate() }
         guard try await registry.string(paths.leaderInstance) == instance.id else { return }
         try await registry.createIfAbsent(paths.reshardingNecessary)
+    }
+
+    /// Gives up leadership: another instance elects itself when it sees the leader node go.
+    public func abdicate() async throws {
+        defer { cache.invalidate() }
+        if try await registry.string(paths.leaderInstance) == instance.id {
+            try await registry.deleteIfPresent(paths.leaderInstance)
+        }
+    }
+
+    /// Asks instance `id` to stop running the job (remote shutdown).
+    public func requestShutdown(of id: String) async throws {
+        try await registry.ensurePath(paths.shutdown)
+        try await registry.createIfAbsent(paths.shutdown(id))
+    }
+
+    /// Takes this instance's trigger request, if there is one: true when it was there.
+    public func takeTrigger() async throws -> Bool {
+        defer { cache.invalidate() }
+        return try await registry.deleteIfPresent(paths.trigger(instance.id))
+    }
+
+    /// Takes this instance's shutdown command.
+    public func takeShutdownCommand() async throws {
+        defer { cache.invalidate() }
+        try await registry.deleteIfPresent(paths.shutdown(instance.id))
+    }
+
+    /// The registry's copy of the job's configuration and its version, or `nil` when there is none.
+    public func storedConfiguration() async throws -> (text: String, version: Int32)? {
+        try await registry.textIfPresent(paths.config).map { ($0.text, $0.stat.version) }
     }
 
     /// Leaves the job: the instance node goes, and the leader node if this instance leads.
@@ -131,6 +176,11 @@ public final class JobCoordinator: Sendable {
 
     private func readSnapshot() async throws -> JobSnapshot {
         var snapshot = JobSnapshot()
+        snapshot.configVersion = try await registry.exists(paths.config, watch: cache.watcher("exists " + paths.config))?.version
+        snapshot.triggerRequested = try await registry.exists(
+            paths.trigger(instance.id), watch: cache.watcher("exists " + paths.trigger(instance.id))) != nil
+        snapshot.shutdownRequested = try await registry.exists(
+            paths.shutdown(instance.id), watch: cache.watcher("exists " + paths.shutdown(instance.id))) != nil
         if try await registry.exists(paths.leaderInstance, watch: cache.watcher("exists " + paths.leaderInstance)) != nil {
             snapshot.leader = try await registry.string(paths.leaderInstance)
         }
@@ -294,6 +344,11 @@ final class SnapshotCache: Sendable {
     }
 
     private let state = Mutex(State())
+    private let listener = Mutex<(@Sendable (String) -> Void)?>(nil)
+
+    func setListener(_ handler: @escaping @Sendable (String) -> Void) {
+        listener.withLock { $0 = handler }
+    }
 
     func current() -> JobSnapshot? { state.withLock { $0.snapshot } }
 
@@ -325,12 +380,13 @@ final class SnapshotCache: Sendable {
     /// so arming again would pile them up).
     func watcher(_ key: String) -> Watcher? {
         guard state.withLock({ $0.armed.insert(key).inserted }) else { return nil }
-        return { [self] _ in
+        return { [self] event in
             state.withLock { state in
                 state.armed.remove(key)
                 state.generation &+= 1
                 state.snapshot = nil
             }
+            listener.withLock { $0 }?(event.path)
         }
     }
 

@@ -33,6 +33,11 @@ public struct JobNodePath: Sendable, Equatable {
     public var reshardingNecessary: String { leaderSharding + "/necessary" }
     /// `/{job}/leader/sharding/processing`: ephemeral, the leader is sharding now.
     public var shardingProcessing: String { leaderSharding + "/processing" }
+    /// `/{job}/shutdown/{id}`: a command that instance `id` stop running the job. Shardwork's own
+    /// node (ElasticJob infers a shutdown from the deletion of the instance node, which a session
+    /// expiry also causes, and then stops the job by mistake).
+    public var shutdown: String { root + "/shutdown" }
+    public func shutdown(_ id: String) -> String { shutdown + "/" + id }
     public var trigger: String { root + "/trigger" }
     /// `/{job}/trigger/{id}`: a request that instance `id` run the job once now.
     public func trigger(_ id: String) -> String { trigger + "/" + id }

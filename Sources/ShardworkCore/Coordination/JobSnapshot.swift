@@ -28,6 +28,12 @@ public struct JobSnapshot: Sendable, Equatable {
     public var servers: [String: String] = [:]
     /// Items by number (children of `sharding/`).
     public var items: [Int: Item] = [:]
+    /// The data version of the `config` node, to notice a change.
+    public var configVersion: Int32?
+    /// A trigger request for the instance that read the snapshot is waiting (`trigger/{id}`).
+    public var triggerRequested = false
+    /// A shutdown command for the instance that read the snapshot is waiting (`shutdown/{id}`).
+    public var shutdownRequested = false
 
     public init() {}
 }
@@ -82,6 +88,16 @@ public enum CoordinationRules {
             if record.disabled { return false }
             if monitorExecution && record.running != nil { return false }
             return true
+        }
+    }
+
+    /// Whether another live instance is running any of `0..<total`. A marker of an instance that is
+    /// gone does not count: ElasticJob's leader waits for such stale markers forever, and the job
+    /// with it.
+    public static func hasLiveRunningItems(_ snapshot: JobSnapshot, total: Int, excluding instanceID: String) -> Bool {
+        (0..<total).contains { item in
+            guard let runner = snapshot.items[item]?.running, runner != instanceID else { return false }
+            return snapshot.instances[runner] != nil
         }
     }
 

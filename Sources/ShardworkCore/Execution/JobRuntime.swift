@@ -10,6 +10,8 @@ public final class HostServices: Sendable {
     public let instance: JobInstance
     /// The `shardwork` binary, which runs isolated jobs' items as `shardwork worker`.
     public let workerExecutable: String?
+    /// False while the registry connection is down: no new fire starts then.
+    public let registryConnected = Atomic<Bool>(true)
     public let hostName: String
     public let clock: any SchedulerClock
     public let logger: Logger
@@ -49,10 +51,16 @@ public enum FireSource: String, Sendable {
 /// hand failures to the error handler, clear the markers, re-run once if a fire came meanwhile
 /// (misfire), and run the after-hooks.
 public final class JobRuntime: Sendable {
-    public let job: PreparedJob
     public let coordinator: JobCoordinator
     let services: HostServices
-    private let logger: Logger
+    let logger: Logger
+
+    /// The job as prepared now, and its worker process if its items run isolated. A configuration
+    /// change in the registry replaces both; a fire uses the one it started with.
+    private let current: Mutex<(job: PreparedJob, isolated: IsolatedJobType?)>
+
+    public var job: PreparedJob { current.withLock { $0.job } }
+    var isolated: IsolatedJobType? { current.withLock { $0.isolated } }
 
     private struct State {
         var running = false
@@ -70,8 +78,6 @@ public final class JobRuntime: Sendable {
     /// One logger per item, made once: setting log metadata is not free (swift-log's stream handler
     /// renders it again on every change), and items repeat at every fire.
     private let itemLoggers = Mutex<[Int: Logger]>([:])
-    /// The worker process of a job whose items run isolated.
-    let isolated: IsolatedJobType?
     /// Set when the job needs resharding while a streaming dataflow item runs: it stops fetching.
     let reshardingNeeded = Atomic<Bool>(false)
 
@@ -79,21 +85,34 @@ public final class JobRuntime: Sendable {
     static let lateFireMilliseconds: Int64 = 1_000
 
     public init(job: PreparedJob, coordinator: JobCoordinator, services: HostServices) {
-        self.job = job
         self.coordinator = coordinator
         self.services = services
         var logger = services.logger
         logger[metadataKey: "job"] = "\(job.name)"
         logger[metadataKey: "instance"] = "\(services.instance.id)"
         self.logger = logger
-        if let setup = job.isolation, let executable = services.workerExecutable {
-            isolated = IsolatedJobType(executable: executable, setup: setup, logger: logger)
-        } else {
-            isolated = nil
-        }
+        current = Mutex((job, Self.isolation(for: job, services: services, logger: logger)))
     }
 
-    public var name: String { job.name }
+    private static func isolation(for job: PreparedJob, services: HostServices, logger: Logger) -> IsolatedJobType? {
+        guard let setup = job.isolation, let executable = services.workerExecutable else { return nil }
+        return IsolatedJobType(executable: executable, setup: setup, logger: logger)
+    }
+
+    /// Takes a new preparation of the job (its configuration changed in the registry). Fires that
+    /// start from now on use it; a running fire finishes with the one it started with.
+    func replace(with prepared: PreparedJob) {
+        let replaced = current.withLock { current -> IsolatedJobType? in
+            let old = current.isolated
+            let keepWorker = old != nil && current.job.isolation == prepared.isolation
+            current = (prepared, keepWorker ? old : Self.isolation(for: prepared, services: services, logger: logger))
+            return keepWorker ? nil : old
+        }
+        replaced?.shutdown()
+        itemLoggers.withLock { $0.removeAll() }
+    }
+
+    public var name: String { coordinator.paths.job }
 
     // MARK: Fires
 
@@ -194,8 +213,13 @@ public final class JobRuntime: Sendable {
     }
 
     private func runFire(fireTime: Int64, source: FireSource) async {
+        let job = self.job
         let configuration = job.configuration
         let started = services.clock.now()
+        guard services.registryConnected.load(ordering: .acquiring) else {
+            logger.warning("job '\(name)': the fire of \(Self.format(fireTime)) is skipped: the registry connection is down, and no new item starts without it")
+            return
+        }
         var items: [Int] = []
         var outcomes: [Int: ItemOutcome] = [:]
         var runs = 0
@@ -205,18 +229,18 @@ public final class JobRuntime: Sendable {
             {
                 let message = "Time different between job server and register center exceed '\(abs(difference) / 1000)' seconds, "
                     + "max time different is '\(configuration.maxTimeDiffSeconds)' seconds."
-                if await handleFailure(origin: .environment, item: nil, fireTime: fireTime, taskID: "", message: message, code: 0) == .propagate {
+                if await handleFailure(job, origin: .environment, item: nil, fireTime: fireTime, taskID: "", message: message, code: 0) == .propagate {
                     return
                 }
             }
 
             var snapshot = try await coordinator.snapshot()
-            if try await coordinator.shardIfNecessary(snapshot, total: configuration.shardingTotalCount, strategy: job.shardingStrategy) {
-                snapshot = try await coordinator.snapshot()
-                let assignment = CoordinationRules.availableInstances(snapshot).map { id in
-                    "\(id): \(CoordinationRules.assignedItems(snapshot, snapshot.instances[id] ?? services.instance, total: configuration.shardingTotalCount))"
+            if CoordinationRules.needsSharding(snapshot) {
+                guard let settled = try await awaitSharding(snapshot, job: job) else {
+                    logger.warning("job '\(name)': the fire of \(Self.format(fireTime)) is skipped: the new assignment did not settle within \(Self.shardingWait)")
+                    return
                 }
-                logger.info("job '\(name)': sharded \(configuration.shardingTotalCount) items with \(job.shardingStrategy.provider.name): \(assignment.joined(separator: "; "))")
+                snapshot = settled
             }
             items = CoordinationRules.itemsToRun(
                 snapshot, services.instance, total: configuration.shardingTotalCount,
@@ -229,12 +253,12 @@ public final class JobRuntime: Sendable {
                 jobParameter: configuration.jobParameter, fireTimeMilliseconds: fireTime, items: items,
                 itemParameters: job.itemParameters.filter { items.contains($0.key) })
 
-            if await !runListeners(fire, before: true) { return }
+            if await !runListeners(job, fire, before: true) { return }
             if items.isEmpty {
                 logger.debug("Sharding item for job '\(name)' is empty.")
             } else {
                 while true {
-                    let (runOutcomes, aborted) = try await execute(items, epochs: epochs, fireTime: fireTime, taskID: taskID)
+                    let (runOutcomes, aborted) = try await execute(job, items, epochs: epochs, fireTime: fireTime, taskID: taskID)
                     outcomes = runOutcomes
                     runs += 1
                     if aborted { break }
@@ -244,7 +268,7 @@ public final class JobRuntime: Sendable {
             fire.itemStatuses = Dictionary(uniqueKeysWithValues: items.map { item in
                 (item, outcomes[item].map { $0.succeeded ? ItemStatus.succeeded : .failed } ?? .notRun)
             })
-            _ = await runListeners(fire, before: false)
+            _ = await runListeners(job, fire, before: false)
             logFire(fireTime: fireTime, source: source, items: items, outcomes: outcomes, runs: runs, started: started)
         } catch {
             logger.error("job '\(name)': the fire of \(Self.format(fireTime)) failed in the registry: \(error)")
@@ -287,13 +311,13 @@ public final class JobRuntime: Sendable {
     /// One run of the fire's items. Returns the outcomes and whether the error handler asked to
     /// abort the rest of the fire.
     private func execute(
-        _ items: [Int], epochs: [Int: UInt64], fireTime: Int64, taskID: String
+        _ job: PreparedJob, _ items: [Int], epochs: [Int: UInt64], fireTime: Int64, taskID: String
     ) async throws -> ([Int: ItemOutcome], Bool) {
         let configuration = job.configuration
+        let isolated = self.isolated
         if configuration.monitorExecution {
             try await coordinator.markRunning(items, persistent: configuration.failover)
         }
-        let job = self.job
         let outcomes = await ItemBatch.run(
             items, concurrency: job.threadCount, pool: services.pool, timeout: job.itemTimeoutSeconds,
             cancellation: services.cancellation
@@ -306,7 +330,7 @@ public final class JobRuntime: Sendable {
             // One host owns every item of the embedded registry; a cluster host checks the registry.
             let control = ItemControl(isCancelled: isCancelled, isEpochCurrent: { $0 == epoch })
             let invocation = ItemInvocation(context: context, control: control, logger: self.itemLogger(item))
-            if let isolated = self.isolated { return isolated.run(invocation) }
+            if let isolated { return isolated.run(invocation) }
             return Self.runItem(job.jobType, streaming: job.streamingProcess, invocation) { [self] in
                 reshardingNeeded.load(ordering: .relaxed)
             }
@@ -317,7 +341,7 @@ public final class JobRuntime: Sendable {
         var propagate = false
         for item in items.sorted() {
             guard let outcome = outcomes[item], let message = outcome.failureMessage else { continue }
-            if await handleFailure(origin: .item, item: item, fireTime: fireTime, taskID: taskID, message: message, code: outcome.code) == .propagate {
+            if await handleFailure(job, origin: .item, item: item, fireTime: fireTime, taskID: taskID, message: message, code: outcome.code) == .propagate {
                 propagate = true
             }
         }
@@ -353,7 +377,7 @@ public final class JobRuntime: Sendable {
     /// Hands a failure to the job's error handler (on a worker thread: handlers may wait on the
     /// network) and logs what the handler itself could not do.
     private func handleFailure(
-        origin: FailureOrigin, item: Int?, fireTime: Int64, taskID: String, message: String, code: Int32
+        _ job: PreparedJob, origin: FailureOrigin, item: Int?, fireTime: Int64, taskID: String, message: String, code: Int32
     ) async -> ErrorDisposition {
         let failure = JobFailure(
             origin: origin, jobName: name, taskID: taskID, instanceID: services.instance.id, hostName: services.hostName,
@@ -371,7 +395,7 @@ public final class JobRuntime: Sendable {
 
     /// Runs the listeners in order; a failing listener goes to the error handler. Returns false when
     /// the handler asked to abort the fire.
-    private func runListeners(_ fire: FireInfo, before: Bool) async -> Bool {
+    private func runListeners(_ job: PreparedJob, _ fire: FireInfo, before: Bool) async -> Bool {
         for listener in job.listeners {
             let result = await services.onWorker {
                 Result { () throws(ProviderCallError) in
@@ -380,7 +404,7 @@ public final class JobRuntime: Sendable {
             }
             if case .failure(let error) = result {
                 let disposition = await handleFailure(
-                    origin: .listener, item: nil, fireTime: fire.fireTimeMilliseconds, taskID: fire.taskID,
+                    job, origin: .listener, item: nil, fireTime: fire.fireTimeMilliseconds, taskID: fire.taskID,
                     message: "\(listener.provider.name) \(before ? "before" : "after") the fire: \(error.message)", code: error.code)
                 if disposition == .propagate { return false }
             }

@@ -164,7 +164,7 @@ public enum JobCatalog {
         }
         var isolation: WorkerMessage.Setup?
         if job.props[HostProperty.isolation] == "process" {
-            guard let workerExecutable else {
+            guard workerExecutable != nil else {
                 throw failure("props.\(HostProperty.isolation)", "process isolation needs the shardwork binary to start workers, and this host has none")
             }
             isolation = WorkerMessage.Setup(

@@ -4,13 +4,19 @@ import ServiceLifecycle
 import ShardworkSDK
 import Synchronization
 
-/// A Shardwork host: its jobs, registered in the registry, fired by one timer.
+/// A Shardwork host: its jobs, registered in the registry, fired by one timer, kept in step with
+/// the other hosts of the cluster.
 ///
 /// `start()` registers every job (and throws if the registry refuses one) and starts firing.
 /// As a swift-service-lifecycle `Service`, `run()` waits for graceful shutdown (SIGTERM, SIGINT in a
 /// `ServiceGroup`) and then drains: no new fire starts, running items get up to
 /// `host.shutdownTimeoutSeconds` to finish, then they are asked to stop, and the host leaves the
 /// registry.
+///
+/// Cluster events are level-triggered: a watched change to a job's nodes (or the periodic check)
+/// makes the host re-read the job's state and act on what it finds (see ``sync(_:)``), so an event
+/// that was missed (a session that expired, a watch that fired while another was being handled)
+/// costs at most a delay, never a wrong state.
 public final class ShardworkHost: Service, Sendable {
     public let configuration: HostConfiguration
     public let runtimes: [String: JobRuntime]
@@ -18,7 +24,29 @@ public final class ShardworkHost: Service, Sendable {
     public let services: HostServices
     let timer: TimerService
     let logger: Logger
+    /// What re-preparing a job after a configuration change needs.
+    private let providers: ProviderRegistry
+    private let processorCount: Int
     private let lifecycle = Mutex((started: false, stopped: false))
+
+    /// The host's own bookkeeping of each job's cluster state.
+    private struct JobSync {
+        var running = false
+        var dirty = false
+        /// False once the job was shut down on this host by a command.
+        var active = true
+        /// The available instances when last looked at, to notice a membership change.
+        var membership: [String]?
+        /// The version of the registry's configuration this host applied last.
+        var configVersion: Int32?
+        var lastReconcile = ContinuousClock.now
+    }
+
+    private let syncs: Mutex<[String: JobSync]>
+
+    /// The timer key of the host's periodic check (job names cannot contain `/`).
+    static let maintenanceKey = "/maintenance"
+    static let maintenanceIntervalMilliseconds: Int64 = 5_000
 
     /// Prepares every job of `configuration` against `providers` (throws before anything starts
     /// when one is invalid).
@@ -30,6 +58,8 @@ public final class ShardworkHost: Service, Sendable {
         self.configuration = configuration
         self.registry = registry
         self.logger = logger
+        self.providers = providers
+        self.processorCount = processorCount
         let jobs = try JobCatalog.prepare(
             configuration, providers: providers, processorCount: processorCount, workerExecutable: workerExecutable)
         let pool = WorkerPool(size: configuration.host.workerThreads ?? WorkerPool.defaultSize)
@@ -41,6 +71,7 @@ public final class ShardworkHost: Service, Sendable {
                 job: job, coordinator: JobCoordinator(registry: registry, job: job.name, instance: instance), services: services)
         }
         self.runtimes = runtimes
+        syncs = Mutex(Dictionary(uniqueKeysWithValues: jobs.map { ($0.name, JobSync()) }))
     }
 
     /// Registers every job and starts firing. A job the registry refuses (another job type under the
@@ -52,42 +83,61 @@ public final class ShardworkHost: Service, Sendable {
         }
         guard first else { return }
         for runtime in runtimes.values.sorted(by: { $0.name < $1.name }) {
-            _ = try await runtime.coordinator.register(runtime.job.configuration)
-        }
-        let runtimes = self.runtimes
-        // One task for the whole host: when the session changes, the watches behind every job's
-        // cached snapshot may be gone.
-        let sessionStates = registry.sessionStates()
-        let logger = self.logger
-        Task {
-            var first = true
-            for await state in sessionStates {
-                defer { first = false }
-                if first, case .connected = state { continue }
-                logger.notice("registry session: \(state)")
-                for runtime in runtimes.values { runtime.coordinator.invalidateCache(watchesLost: true) }
+            let effective = try await runtime.coordinator.register(runtime.job.configuration)
+            if effective != runtime.job.configuration {
+                // The registry's copy wins (no `overwrite`): run the job as the cluster knows it.
+                do {
+                    runtime.replace(with: try prepare(effective))
+                } catch {
+                    throw JobRegistrationError(job: runtime.name, message: "the registry's configuration cannot run here: \(error)")
+                }
+            }
+            let version = try await runtime.coordinator.storedConfiguration()?.version
+            syncs.withLock { $0[runtime.name]?.configVersion = version }
+            runtime.coordinator.onChange { [weak self] path in
+                guard let self, Self.affectsSync(path, job: runtime.coordinator.paths) else { return }
+                self.scheduleSync(runtime)
             }
         }
-        timer.start { key, deadline, now in
-            runtimes[key]?.timerFired(deadline: deadline, now: now)
+        let runtimes = self.runtimes
+        let maintenanceInterval = Self.maintenanceIntervalMilliseconds
+        timer.start { [weak self] key, deadline, now in
+            if key == Self.maintenanceKey {
+                self?.maintain()
+                return now + maintenanceInterval
+            }
+            return runtimes[key]?.timerFired(deadline: deadline, now: now)
         }
         let now = services.clock.now()
         for runtime in runtimes.values {
-            if let first = runtime.job.schedule?.nextFireTime(after: now) {
-                timer.schedule(runtime.name, at: first)
-            }
-            await armTriggerWatch(runtime)
+            schedule(runtime, after: now)
+            scheduleSync(runtime)
         }
+        timer.schedule(Self.maintenanceKey, at: now + maintenanceInterval)
+        watchSession()
         let scheduled = runtimes.values.filter { $0.job.schedule != nil }.count
         logger.info(
             "host \(services.instance.id) started: \(runtimes.count) jobs (\(scheduled) scheduled, \(runtimes.count - scheduled) one-off), \(services.pool.size) worker threads")
     }
 
+    private func schedule(_ runtime: JobRuntime, after now: Int64) {
+        if let first = runtime.job.schedule?.nextFireTime(after: now) {
+            timer.schedule(runtime.name, at: first)
+        } else {
+            timer.cancel(runtime.name)
+        }
+    }
+
+    private func prepare(_ job: JobConfiguration) throws(HostConfigurationError) -> PreparedJob {
+        try JobCatalog.prepare(
+            job, providers: providers, processorCount: processorCount, workerExecutable: services.workerExecutable)
+    }
+
+    // MARK: Operations
+
     /// ElasticJob's `triggerAllInstances`: every instance of the job runs it once now (its own items).
     public func trigger(_ jobName: String) async throws {
-        guard let runtime = runtimes[jobName] else {
-            throw JobRegistrationError(job: jobName, message: "no such job on this host; its jobs are \(runtimes.keys.sorted().joined(separator: ", "))")
-        }
+        let runtime = try self.runtime(jobName)
         let paths = runtime.coordinator.paths
         try await registry.deleteRecursively(paths.trigger)
         try await registry.ensurePath(paths.trigger)
@@ -96,25 +146,246 @@ public final class ShardworkHost: Service, Sendable {
         }
     }
 
-    /// Watches this instance's trigger node. A watch is a callback held by the registry: an idle job
-    /// has no task waiting for it.
-    private func armTriggerWatch(_ runtime: JobRuntime) async {
-        let path = runtime.coordinator.paths.trigger(services.instance.id)
+    /// Asks `instanceID` to stop running the job (ElasticJob's `JobOperateAPI.shutdown`), through an
+    /// explicit command node rather than by deleting its instance node.
+    public func requestShutdown(_ jobName: String, instance instanceID: String) async throws {
+        try await self.runtime(jobName).coordinator.requestShutdown(of: instanceID)
+    }
+
+    private func runtime(_ jobName: String) throws -> JobRuntime {
+        guard let runtime = runtimes[jobName] else {
+            throw JobRegistrationError(job: jobName, message: "no such job on this host; its jobs are \(runtimes.keys.sorted().joined(separator: ", "))")
+        }
+        return runtime
+    }
+
+    /// Whether the job still runs on this host (false after a shutdown command).
+    public func isActive(_ jobName: String) -> Bool {
+        syncs.withLock { $0[jobName]?.active ?? false }
+    }
+
+    // MARK: Keeping in step with the cluster
+
+    /// Changes to these nodes can call for action; sharding markers are the fires' own business.
+    static func affectsSync(_ path: String, job paths: JobNodePath) -> Bool {
+        !path.hasPrefix(paths.sharding) && !path.hasPrefix(paths.leaderSharding)
+    }
+
+    /// Runs ``sync(_:)`` for the job soon; if one is running, once more after it.
+    func scheduleSync(_ runtime: JobRuntime) {
+        let start = syncs.withLock { syncs -> Bool in
+            guard var sync = syncs[runtime.name], sync.active else { return false }
+            defer { syncs[runtime.name] = sync }
+            if sync.running {
+                sync.dirty = true
+                return false
+            }
+            sync.running = true
+            return true
+        }
+        guard start else { return }
+        Task {
+            repeat {
+                await sync(runtime)
+            } while syncs.withLock { syncs -> Bool in
+                if syncs[runtime.name]?.dirty == true {
+                    syncs[runtime.name]?.dirty = false
+                    return true
+                }
+                syncs[runtime.name]?.running = false
+                return false
+            }
+        }
+    }
+
+    /// Looks at the job's state in the registry and does what it calls for (reference §4):
+    /// a shutdown command stops the job here; a trigger runs it once; a missing instance node is
+    /// written again (its deletion is never taken for a shutdown); with no leader, an election; a
+    /// leader whose server is disabled steps down; the leader flags a resharding when the available
+    /// instances changed; a new configuration in the registry is applied.
+    func sync(_ runtime: JobRuntime) async {
+        guard services.registryConnected.load(ordering: .acquiring), !lifecycle.withLock({ $0.stopped }),
+              syncs.withLock({ $0[runtime.name]?.active ?? false })
+        else { return }
+        let coordinator = runtime.coordinator
+        let me = services.instance
         do {
-            let stat = try await registry.exists(path, watch: { [weak self] _ in
-                guard let self else { return }
-                Task { await self.armTriggerWatch(runtime) }
-            })
-            guard stat != nil, !lifecycle.withLock({ $0.stopped }) else { return }
-            // A request for this instance: take it, run once.
-            if try await registry.deleteIfPresent(path) {
+            var snapshot = try await coordinator.snapshot()
+            if snapshot.shutdownRequested {
+                await shutDownJob(runtime)
+                return
+            }
+            if snapshot.triggerRequested, try await coordinator.takeTrigger() {
                 logger.info("job '\(runtime.name)': triggered")
                 runtime.trigger()
             }
+            if snapshot.instances[me.id] == nil {
+                logger.notice("job '\(runtime.name)': this instance's node was gone from the registry; registering it again")
+                try await coordinator.registerInstance()
+                snapshot = try await coordinator.snapshot()
+            }
+            let myServer = snapshot.servers[me.serverIP]
+            if snapshot.leader == nil, myServer == ServerStatus.enabled.rawValue {
+                try await coordinator.electLeader()
+                snapshot = try await coordinator.snapshot()
+                if snapshot.leader == me.id { logger.info("job '\(runtime.name)': this instance is the leader now") }
+            } else if snapshot.leader == me.id, myServer == ServerStatus.disabled.rawValue {
+                logger.info("job '\(runtime.name)': this instance's server is disabled; it steps down as leader")
+                try await coordinator.abdicate()
+                snapshot = try await coordinator.snapshot()
+            }
+            let membership = CoordinationRules.availableInstances(snapshot)
+            let previous = syncs.withLock { syncs -> [String]? in
+                defer { syncs[runtime.name]?.membership = membership }
+                return syncs[runtime.name]?.membership
+            }
+            if let previous, previous != membership, !(runtime.job.configuration.staticSharding && !snapshot.items.isEmpty) {
+                try await coordinator.setReshardingFlag()
+            }
+            if snapshot.configVersion != syncs.withLock({ $0[runtime.name]?.configVersion }) {
+                try await applyStoredConfiguration(runtime)
+            }
         } catch {
-            logger.error("job '\(runtime.name)': cannot watch \(path): \(error)")
+            logger.error("job '\(runtime.name)': cannot bring the job in step with the registry: \(error)")
         }
     }
+
+    /// ElasticJob's config listeners (reference §4.12): a changed cron reschedules, a changed total
+    /// (or strategy) flags a resharding, turning monitorExecution off clears running markers. A
+    /// configuration that does not read or that the plugins refuse is logged, naming the node, and
+    /// the job keeps its last good configuration.
+    private func applyStoredConfiguration(_ runtime: JobRuntime) async throws {
+        let coordinator = runtime.coordinator
+        guard let stored = try await coordinator.storedConfiguration() else { return }
+        syncs.withLock { $0[runtime.name]?.configVersion = stored.version }
+        let current = runtime.job.configuration
+        let changed: JobConfiguration
+        do {
+            changed = try ElasticJobYAML.decode(stored.text, jobType: current.jobType, node: coordinator.paths.config)
+        } catch {
+            logger.error("job '\(runtime.name)': the configuration in \(coordinator.paths.config) is invalid, so the job keeps its last good one: \(error)")
+            return
+        }
+        guard changed != current else { return }
+        let prepared: PreparedJob
+        do {
+            prepared = try prepare(changed)
+        } catch {
+            logger.error("job '\(runtime.name)': the configuration in \(coordinator.paths.config) cannot run here, so the job keeps its last good one: \(error)")
+            return
+        }
+        runtime.replace(with: prepared)
+        var what: [String] = []
+        if changed.cron != current.cron || changed.timeZone != current.timeZone {
+            schedule(runtime, after: services.clock.now())
+            what.append("cron '\(current.cron ?? "")' → '\(changed.cron ?? "")'")
+        }
+        if changed.shardingTotalCount != current.shardingTotalCount || changed.jobShardingStrategyType != current.jobShardingStrategyType {
+            try await coordinator.setReshardingFlag()
+            what.append("items \(current.shardingTotalCount) → \(changed.shardingTotalCount), strategy \(changed.jobShardingStrategyType ?? "average")")
+        }
+        if current.monitorExecution && !changed.monitorExecution {
+            try await coordinator.clearRunning(Array(0..<max(current.shardingTotalCount, changed.shardingTotalCount)))
+            what.append("monitorExecution off")
+        }
+        logger.info("job '\(runtime.name)': applied the registry's new configuration (version \(stored.version))\(what.isEmpty ? "" : ": " + what.joined(separator: "; "))")
+    }
+
+    /// A shutdown command for this instance: the job stops here (it finishes a running fire first)
+    /// and this instance leaves the job; the other instances reshard.
+    private func shutDownJob(_ runtime: JobRuntime) async {
+        syncs.withLock { $0[runtime.name]?.active = false }
+        timer.cancel(runtime.name)
+        runtime.stop()
+        logger.notice("job '\(runtime.name)': stopped on this host by a shutdown command")
+        while runtime.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
+        try? await runtime.coordinator.takeShutdownCommand()
+        runtime.isolated?.shutdown()
+        await runtime.coordinator.unregister()
+    }
+
+    /// The periodic check (on the timer's thread): every active job syncs, and ElasticJob's
+    /// reconcile runs where it is due.
+    private func maintain() {
+        for runtime in runtimes.values {
+            scheduleSync(runtime)
+            let minutes = runtime.job.configuration.reconcileIntervalMinutes
+            guard minutes > 0 else { continue }
+            let due = syncs.withLock { syncs -> Bool in
+                guard let last = syncs[runtime.name]?.lastReconcile, ContinuousClock.now - last >= .seconds(minutes * 60) else { return false }
+                syncs[runtime.name]?.lastReconcile = ContinuousClock.now
+                return true
+            }
+            if due { Task { await self.reconcile(runtime) } }
+        }
+    }
+
+    /// ElasticJob's reconcile (reference §4.7): an assignment that names instances that are gone
+    /// gets a resharding.
+    private func reconcile(_ runtime: JobRuntime) async {
+        do {
+            let snapshot = try await runtime.coordinator.snapshot()
+            let job = runtime.job.configuration
+            guard !snapshot.reshardingNecessary, CoordinationRules.isLeader(snapshot, services.instance.id),
+                  CoordinationRules.hasItemsOfOfflineInstances(snapshot, total: job.shardingTotalCount),
+                  !(job.staticSharding && !snapshot.items.isEmpty)
+            else { return }
+            logger.warning("job '\(runtime.name)': the assignment names instances that are gone; reconciling with a resharding")
+            try await runtime.coordinator.setReshardingFlag()
+        } catch {
+            logger.error("job '\(runtime.name)': reconcile failed: \(error)")
+        }
+    }
+
+    /// One task for the whole host follows the registry session: while the connection is down no
+    /// new fire starts; after an expiry the host registers every job again on the new session (its
+    /// ephemeral nodes and watches died with the old one) and goes on firing. An expiry is never a
+    /// shutdown.
+    private func watchSession() {
+        let states = registry.sessionStates()
+        let initial = registry.sessionID
+        Task { [weak self] in
+            var current = initial
+            for await state in states {
+                guard let self else { return }
+                switch state {
+                case .connected(let id):
+                    let renewed = current != nil && id != current
+                    current = id
+                    if renewed {
+                        logger.notice("registry: new session \(String(id, radix: 16)); registering every job again")
+                        await reregister()
+                    } else if !services.registryConnected.load(ordering: .acquiring) {
+                        logger.notice("registry: connection restored (session \(String(id, radix: 16)))")
+                    }
+                    services.registryConnected.store(true, ordering: .releasing)
+                    for runtime in runtimes.values { scheduleSync(runtime) }
+                case .disconnected:
+                    services.registryConnected.store(false, ordering: .releasing)
+                    logger.warning("registry: connection lost; no new item starts until it is back")
+                case .expired:
+                    services.registryConnected.store(false, ordering: .releasing)
+                    for runtime in runtimes.values { runtime.coordinator.invalidateCache(watchesLost: true) }
+                    logger.warning("registry: session expired; its ephemeral nodes are gone; waiting for a new session")
+                case .closed:
+                    return
+                }
+            }
+        }
+    }
+
+    private func reregister() async {
+        for runtime in runtimes.values where syncs.withLock({ $0[runtime.name]?.active ?? false }) {
+            runtime.coordinator.invalidateCache(watchesLost: true)
+            do {
+                _ = try await runtime.coordinator.register(runtime.job.configuration)
+            } catch {
+                logger.error("job '\(runtime.name)': cannot register again on the new session: \(error)")
+            }
+        }
+    }
+
+    // MARK: Stopping
 
     /// Waits for graceful shutdown, then drains (see ``shutdown()``).
     public func run() async throws {

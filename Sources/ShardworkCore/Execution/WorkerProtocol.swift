@@ -5,7 +5,7 @@ import Foundation
 /// the worker's standard input, the worker writes to its standard output.
 public enum WorkerMessage {
     /// Host → worker, first: which job type to make, for which job.
-    public struct Setup: Codable, Sendable {
+    public struct Setup: Codable, Sendable, Equatable {
         public var plugin: String
         public var provider: String
         public var jobName: String

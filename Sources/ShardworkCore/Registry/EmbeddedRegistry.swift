@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The registry center in process: one session of an `EmbeddedRegistryServer`, with ZooKeeper's
 /// semantics, for a single host (`standalone()`) or for tests that play several hosts on one
 /// server.
@@ -26,11 +28,13 @@ public final class EmbeddedRegistry: RegistryCenter {
     /// The server this session belongs to; `server.connect()` opens another session on the same
     /// tree.
     public let server: EmbeddedRegistryServer
-    private let session: Int64
+    /// The current session's id: it changes only when `renewSession()` follows an expiry.
+    private let sessionNumber: Atomic<Int64>
+    private var session: Int64 { sessionNumber.load(ordering: .acquiring) }
 
     init(server: EmbeddedRegistryServer, session: Int64) {
         self.server = server
-        self.session = session
+        self.sessionNumber = Atomic(session)
     }
 
     deinit {
@@ -203,6 +207,15 @@ public final class EmbeddedRegistry: RegistryCenter {
         // Released here, unlocked: a dropped watcher may hold the last reference to a registry.
         _ = released
         server.deliver(deliveries)
+    }
+
+    /// After the session expired, continues with a new one, as `ZooKeeperRegistry` does by itself:
+    /// the streams get `.connected` with the new id and calls work again. Nothing of the old session
+    /// carries over (its ephemeral nodes and watches are gone). Does nothing while the session lives.
+    public func renewSession() {
+        if let renewed = server.renew(session) {
+            sessionNumber.store(renewed, ordering: .releasing)
+        }
     }
 
     /// Loses the connection without losing the session: streams get `.disconnected`, calls throw

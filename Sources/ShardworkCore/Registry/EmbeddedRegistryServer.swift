@@ -89,9 +89,34 @@ public final class EmbeddedRegistryServer: Sendable {
     }
 
     func removeStream(_ token: UInt64, of session: Int64) {
-        // Returned so that the continuation is released after unlocking.
-        let removed = state.withLock { $0.sessions[session]?.streams.removeValue(forKey: token) }
+        // Returned so that the continuation is released after unlocking. A renewed session took
+        // its predecessor's streams, so the token is looked for in every session.
+        let removed = state.withLock { state -> AsyncStream<SessionState>.Continuation? in
+            if let stream = state.sessions[session]?.streams.removeValue(forKey: token) { return stream }
+            for id in state.sessions.keys {
+                if let stream = state.sessions[id]?.streams.removeValue(forKey: token) { return stream }
+            }
+            return nil
+        }
         _ = removed
+    }
+
+    /// Replaces an expired session with a new one that takes over its streams, and tells them.
+    /// Returns the new id, or `nil` when `old` has not expired.
+    func renew(_ old: Int64) -> Int64? {
+        state.withLock { state in
+            guard let record = state.sessions[old], record.status == .expired || record.status == .disconnected(alive: false) else {
+                return nil
+            }
+            state.sessions.removeValue(forKey: old)
+            state.lastSessionID += 1
+            let renewed = state.lastSessionID
+            var fresh = EmbeddedSession()
+            fresh.streams = record.streams
+            state.sessions[renewed] = fresh
+            state.announce(.connected(sessionID: renewed), to: renewed)
+            return renewed
+        }
     }
 
     /// Ends `session` for `close()` or a dropped client: deletes its ephemeral nodes if it is

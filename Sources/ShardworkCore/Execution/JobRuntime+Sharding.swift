@@ -1,0 +1,40 @@
+import Foundation
+
+extension JobRuntime {
+    /// How long a fire waits for a resharding to settle before it is skipped.
+    static let shardingWait: Duration = .seconds(10)
+
+    /// A resharding is flagged (reference §4.3). The leader shards, once no other live instance is
+    /// still running one of the job's items (with monitorExecution); followers wait for it. If there
+    /// is no leader, this instance takes part in an election. Returns the snapshot to fire with, or
+    /// `nil` when the assignment did not settle within ``shardingWait`` (ElasticJob waits forever
+    /// there, and a stuck item or a stale marker stops every instance of the job).
+    func awaitSharding(_ first: JobSnapshot, job: PreparedJob) async throws -> JobSnapshot? {
+        let total = job.configuration.shardingTotalCount
+        let me = services.instance
+        let started = ContinuousClock.now
+        var snapshot = first
+        while CoordinationRules.needsSharding(snapshot) {
+            if snapshot.leader == nil, CoordinationRules.isServerAvailable(snapshot, ip: me.serverIP) {
+                try await coordinator.electLeader()
+                snapshot = try await coordinator.snapshot()
+                continue
+            }
+            if CoordinationRules.isLeader(snapshot, me.id),
+               !(job.configuration.monitorExecution && CoordinationRules.hasLiveRunningItems(snapshot, total: total, excluding: me.id)),
+               try await coordinator.shardIfNecessary(snapshot, total: total, strategy: job.shardingStrategy)
+            {
+                snapshot = try await coordinator.snapshot()
+                let assignment = CoordinationRules.availableInstances(snapshot).map { id in
+                    "\(id): \(CoordinationRules.assignedItems(snapshot, snapshot.instances[id] ?? me, total: total))"
+                }
+                logger.info("job '\(name)': sharded \(total) items with \(job.shardingStrategy.provider.name): \(assignment.joined(separator: "; "))")
+                return snapshot
+            }
+            guard ContinuousClock.now - started < Self.shardingWait else { return nil }
+            try await Task.sleep(for: .milliseconds(50))
+            snapshot = try await coordinator.snapshot()
+        }
+        return snapshot
+    }
+}

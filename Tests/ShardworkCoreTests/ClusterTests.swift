@@ -1,0 +1,313 @@
+import Foundation
+import Logging
+import ShardworkCore
+import ShardworkSDK
+import ShardworkTestSupport
+import Testing
+
+/// Several hosts, each with its own session on one embedded registry server, sharing a manual
+/// clock: a cluster in one process, running the same coordination code as over ZooKeeper.
+final class ClusterHarness: Sendable {
+    static let start = HostHarness.start
+    let clock = ManualClock(now: ClusterHarness.start)
+    let server: EmbeddedRegistryServer
+    let providers = ProviderRegistry()
+    let plugins: TemporaryDirectory
+    let yaml: String
+    let hosts: [Member]
+
+    final class Member: Sendable {
+        let instance: JobInstance
+        let registry: EmbeddedRegistry
+        let host: ShardworkHost
+        let log: CapturedLog
+
+        init(instance: JobInstance, registry: EmbeddedRegistry, host: ShardworkHost, log: CapturedLog) {
+            self.instance = instance
+            self.registry = registry
+            self.host = host
+            self.log = log
+        }
+
+        func lines(containing text: String) -> [String] { log.messages.filter { $0.contains(text) } }
+    }
+
+    init(_ yaml: String, hosts count: Int) async throws {
+        self.yaml = yaml
+        plugins = try TemporaryDirectory()
+        try await CPluginBuilder.testPlugin(in: plugins.path, named: "libc_test.so")
+        let report = PluginLoader(logger: CapturedLog().logger()).loadAll(PluginSearchPath(directories: [plugins.path]), into: providers)
+        guard report.refused.isEmpty else { throw TestSetupError("plugins refused: \(report.refused)") }
+        let clock = self.clock
+        server = EmbeddedRegistryServer(clock: { clock.now() })
+        var hosts: [Member] = []
+        for number in 1...count {
+            hosts.append(try Self.member(number, yaml: yaml, server: server, providers: providers, clock: clock))
+        }
+        self.hosts = hosts
+    }
+
+    static func member(_ number: Int, yaml: String, server: EmbeddedRegistryServer, providers: ProviderRegistry, clock: ManualClock) throws -> Member {
+        let instance = JobInstance(id: "10.0.0.\(number)@-@\(number)", serverIP: "10.0.0.\(number)")
+        let registry = server.connect()
+        let log = CapturedLog()
+        let host = try ShardworkHost(
+            configuration: try HostConfigurationReader.parse(yaml), providers: providers, registry: registry,
+            clock: clock, instance: instance, logger: log.logger(), processorCount: 2)
+        return Member(instance: instance, registry: registry, host: host, log: log)
+    }
+
+    /// Another host with the same configuration (not started).
+    func newMember(_ number: Int) throws -> Member {
+        try Self.member(number, yaml: yaml, server: server, providers: providers, clock: clock)
+    }
+
+    func startAll() async throws {
+        for member in hosts { try await member.host.start() }
+    }
+
+    func advance(toSecond seconds: Int64) {
+        clock.advance(to: (Self.start / 1000 + seconds) * 1000)
+    }
+
+    /// The items each host ran for `job` at its `fire`-th fire (1-based), from the C echo job's lines.
+    func items(of member: Member, job: String, fire: Int) -> [Int] {
+        let fireTime = (Self.start / 1000 + Int64(fire)) * 1000
+        return member.lines(containing: "echo \(job) item ").filter { $0.hasSuffix("fired \(fireTime)") }.compactMap { line in
+            // "info: echo orders item 3/6 parameter ..."
+            let words = line.split(separator: " ")
+            guard let at = words.firstIndex(of: "item"), at + 1 < words.count else { return nil }
+            return Int(words[at + 1].split(separator: "/").first ?? "")
+        }.sorted()
+    }
+
+    func waitForFires(_ job: String, count: Int, on members: [Member]? = nil, sourceLocation: SourceLocation = #_sourceLocation) async {
+        for member in members ?? hosts {
+            let arrived = await eventually { member.lines(containing: "job '\(job)' fired for").count + member.lines(containing: "job '\(job)': the fire of").count >= count }
+            #expect(arrived, "\(member.instance.id) did not fire \(job) \(count) times:\n\(member.log.messages.joined(separator: "\n"))", sourceLocation: sourceLocation)
+        }
+    }
+
+    /// Waits until the resharding flag of `job` is set (membership changes are noticed through watches).
+    func waitForReshardingFlag(_ job: String, sourceLocation: SourceLocation = #_sourceLocation) async {
+        let peer = server.connect()
+        let flagged = await eventually { (try? await peer.exists("/\(job)/leader/sharding/necessary", watch: nil)) != nil }
+        #expect(flagged, "the resharding flag of \(job) was not set", sourceLocation: sourceLocation)
+        await peer.close()
+    }
+
+    func shutdownAll() async {
+        for member in hosts { await member.host.shutdown() }
+    }
+}
+
+@Suite("Cluster coordination")
+struct ClusterTests {
+    static let job = """
+        jobs:
+          - jobName: orders
+            jobType: c-echo
+            cron: "* * * * * ?"
+            shardingTotalCount: 6
+        """
+
+    @Test("three hosts split a job's items as the strategy says, in ElasticJob's descending instance order")
+    func split() async throws {
+        let cluster = try await ClusterHarness(Self.job, hosts: 3)
+        try await cluster.startAll()
+        cluster.advance(toSecond: 1)
+        await cluster.waitForFires("orders", count: 1)
+        #expect(cluster.items(of: cluster.hosts[2], job: "orders", fire: 1) == [0, 1])
+        #expect(cluster.items(of: cluster.hosts[1], job: "orders", fire: 1) == [2, 3])
+        #expect(cluster.items(of: cluster.hosts[0], job: "orders", fire: 1) == [4, 5])
+        await cluster.shutdownAll()
+    }
+
+    @Test("a host leaving and a host joining each cause a resharding at the next fire")
+    func membership() async throws {
+        let cluster = try await ClusterHarness(Self.job, hosts: 3)
+        try await cluster.startAll()
+        cluster.advance(toSecond: 1)
+        await cluster.waitForFires("orders", count: 1)
+        await cluster.hosts[2].host.shutdown()
+        let remaining = Array(cluster.hosts[0...1])
+        cluster.advance(toSecond: 2)
+        await cluster.waitForFires("orders", count: 2, on: remaining)
+        #expect(cluster.items(of: cluster.hosts[1], job: "orders", fire: 2) == [0, 1, 2])
+        #expect(cluster.items(of: cluster.hosts[0], job: "orders", fire: 2) == [3, 4, 5])
+
+        let newcomer = try cluster.newMember(4)
+        try await newcomer.host.start()
+        cluster.advance(toSecond: 3)
+        await cluster.waitForFires("orders", count: 3, on: remaining)
+        await cluster.waitForFires("orders", count: 1, on: [newcomer])
+        #expect(cluster.items(of: newcomer, job: "orders", fire: 3) == [0, 1])
+        #expect(cluster.items(of: cluster.hosts[1], job: "orders", fire: 3) == [2, 3])
+        #expect(cluster.items(of: cluster.hosts[0], job: "orders", fire: 3) == [4, 5])
+        await newcomer.host.shutdown()
+        for member in remaining { await member.host.shutdown() }
+    }
+
+    @Test("a disabled server gets no items at the next fire, and a disabled leader steps down")
+    func disabledServer() async throws {
+        let cluster = try await ClusterHarness(Self.job, hosts: 2)
+        try await cluster.startAll()
+        cluster.advance(toSecond: 1)
+        await cluster.waitForFires("orders", count: 1)
+        let operatorSession = cluster.server.connect()
+        let leader = try #require(try await operatorSession.string("/orders/leader/election/instance"))
+        let leaderIP = String(leader.split(separator: "@").first ?? "")
+        try await operatorSession.setData("/orders/servers/\(leaderIP)", data: [UInt8](utf8: "DISABLED"), version: nil)
+        let other = cluster.hosts.first { $0.instance.id != leader }!
+        let disabled = cluster.hosts.first { $0.instance.id == leader }!
+        #expect(await eventually { (try? await operatorSession.string("/orders/leader/election/instance")) == other.instance.id })
+        await cluster.waitForReshardingFlag("orders")
+        cluster.advance(toSecond: 2)
+        await cluster.waitForFires("orders", count: 2)
+        #expect(cluster.items(of: other, job: "orders", fire: 2) == [0, 1, 2, 3, 4, 5])
+        #expect(cluster.items(of: disabled, job: "orders", fire: 2).isEmpty)
+        #expect(disabled.lines(containing: "steps down as leader").count == 1)
+        await cluster.shutdownAll()
+    }
+
+    @Test("trigger runs the job once on every instance, each with its own items")
+    func triggerAll() async throws {
+        let cluster = try await ClusterHarness("""
+            jobs:
+              - jobName: report
+                jobType: c-echo
+                shardingTotalCount: 4
+            """, hosts: 2)
+        try await cluster.startAll()
+        try await cluster.hosts[0].host.trigger("report")
+        await cluster.waitForFires("report", count: 1)
+        let all = cluster.hosts.flatMap { $0.lines(containing: "echo report item ") }
+        #expect(all.count == 4)
+        #expect(cluster.hosts.allSatisfy { $0.lines(containing: "(trigger)").count == 1 })
+        await cluster.shutdownAll()
+    }
+
+    @Test("a shutdown command stops the job on that instance only; the others take its items")
+    func remoteShutdown() async throws {
+        let cluster = try await ClusterHarness(Self.job, hosts: 2)
+        try await cluster.startAll()
+        cluster.advance(toSecond: 1)
+        await cluster.waitForFires("orders", count: 1)
+        let target = cluster.hosts[1]
+        try await cluster.hosts[0].host.requestShutdown("orders", instance: target.instance.id)
+        #expect(await eventually { !target.host.isActive("orders") })
+        let peer = cluster.server.connect()
+        #expect(await eventually { (try? await peer.exists("/orders/instances/\(target.instance.id)", watch: nil)) == .some(nil) })
+        #expect(try await peer.exists("/orders/shutdown/\(target.instance.id)", watch: nil) == nil)
+        cluster.advance(toSecond: 2)
+        await cluster.waitForFires("orders", count: 2, on: [cluster.hosts[0]])
+        #expect(cluster.items(of: cluster.hosts[0], job: "orders", fire: 2) == [0, 1, 2, 3, 4, 5])
+        #expect(cluster.items(of: target, job: "orders", fire: 2).isEmpty)
+        #expect(target.lines(containing: "stopped on this host by a shutdown command").count == 1)
+        await cluster.shutdownAll()
+    }
+
+    @Test("an instance node deleted by someone else is written again, not taken for a shutdown")
+    func instanceNodeDeleted() async throws {
+        let cluster = try await ClusterHarness(Self.job, hosts: 1)
+        try await cluster.startAll()
+        let member = cluster.hosts[0]
+        let peer = cluster.server.connect()
+        try await peer.delete("/orders/instances/\(member.instance.id)", version: nil)
+        #expect(await eventually { (try? await peer.exists("/orders/instances/\(member.instance.id)", watch: nil)) != nil })
+        cluster.advance(toSecond: 1)
+        await cluster.waitForFires("orders", count: 1)
+        #expect(cluster.items(of: member, job: "orders", fire: 1) == [0, 1, 2, 3, 4, 5])
+        await cluster.shutdownAll()
+    }
+
+    @Test("session expiry is not a shutdown: no item starts without a session, and with a new one the host registers again and fires")
+    func sessionExpiry() async throws {
+        let cluster = try await ClusterHarness(Self.job, hosts: 2)
+        try await cluster.startAll()
+        cluster.advance(toSecond: 1)
+        await cluster.waitForFires("orders", count: 1)
+        let victim = cluster.hosts[1]
+        victim.registry.expire()
+        let peer = cluster.server.connect()
+        #expect(try await peer.exists("/orders/instances/\(victim.instance.id)", watch: nil) == nil)
+        await cluster.waitForReshardingFlag("orders")
+        cluster.advance(toSecond: 2)
+        await cluster.waitForFires("orders", count: 2)
+        #expect(victim.lines(containing: "is skipped: the registry connection is down").count == 1)
+        #expect(cluster.items(of: cluster.hosts[0], job: "orders", fire: 2) == [0, 1, 2, 3, 4, 5])
+
+        victim.registry.renewSession()
+        #expect(await eventually { (try? await peer.exists("/orders/instances/\(victim.instance.id)", watch: nil)) != nil })
+        await cluster.waitForReshardingFlag("orders")
+        cluster.advance(toSecond: 3)
+        await cluster.waitForFires("orders", count: 3)
+        #expect(cluster.items(of: victim, job: "orders", fire: 3) == [0, 1, 2])
+        #expect(cluster.items(of: cluster.hosts[0], job: "orders", fire: 3) == [3, 4, 5])
+        #expect(victim.lines(containing: "registering every job again").count == 1)
+        await cluster.shutdownAll()
+    }
+
+    @Test("a new configuration in the registry is applied by every host: more items reshard, a new cron reschedules")
+    func configurationChange() async throws {
+        let cluster = try await ClusterHarness(Self.job, hosts: 2)
+        try await cluster.startAll()
+        cluster.advance(toSecond: 1)
+        await cluster.waitForFires("orders", count: 1)
+        let peer = cluster.server.connect()
+        var changed = JobConfiguration(jobName: "orders", jobType: "c-echo", cron: "*/2 * * * * ?", shardingTotalCount: 4)
+        changed.reconcileIntervalMinutes = 0
+        try await peer.setData("/orders/config", data: [UInt8](utf8: ElasticJobYAML.encode(changed)), version: nil)
+        for member in cluster.hosts {
+            #expect(await eventually { member.lines(containing: "applied the registry's new configuration").count == 1 })
+        }
+        await cluster.waitForReshardingFlag("orders")
+        // Every 2 seconds now, with 4 items: a fire at second 2, none at 3, one at 4.
+        cluster.advance(toSecond: 2)
+        await cluster.waitForFires("orders", count: 2)
+        #expect(cluster.items(of: cluster.hosts[1], job: "orders", fire: 2) == [0, 1])
+        #expect(cluster.items(of: cluster.hosts[0], job: "orders", fire: 2) == [2, 3])
+        cluster.advance(toSecond: 3)
+        cluster.advance(toSecond: 4)
+        await cluster.waitForFires("orders", count: 3)
+        #expect(cluster.items(of: cluster.hosts[1], job: "orders", fire: 3).isEmpty)
+        #expect(cluster.items(of: cluster.hosts[1], job: "orders", fire: 4) == [0, 1])
+        await cluster.shutdownAll()
+    }
+
+    @Test("garbage in the config node is logged with its path, and the job keeps its last good configuration")
+    func garbageConfiguration() async throws {
+        let cluster = try await ClusterHarness(Self.job, hosts: 1)
+        try await cluster.startAll()
+        let peer = cluster.server.connect()
+        try await peer.setData("/orders/config", data: [UInt8](utf8: "jobName: orders\nshardingTotalCount: [oops\n"), version: nil)
+        let member = cluster.hosts[0]
+        #expect(await eventually { member.lines(containing: "the configuration in /orders/config is invalid, so the job keeps its last good one").count == 1 })
+        cluster.advance(toSecond: 1)
+        await cluster.waitForFires("orders", count: 1)
+        #expect(cluster.items(of: member, job: "orders", fire: 1) == [0, 1, 2, 3, 4, 5])
+        await cluster.shutdownAll()
+    }
+
+    @Test("the leader does not wait for a running marker of an instance that is gone")
+    func staleRunningMarker() async throws {
+        let cluster = try await ClusterHarness("""
+            jobs:
+              - jobName: watched
+                jobType: c-echo
+                cron: "* * * * * ?"
+                shardingTotalCount: 2
+                monitorExecution: true
+            """, hosts: 1)
+        let peer = cluster.server.connect()
+        try await peer.ensurePath("/watched/sharding/1")
+        try await peer.create("/watched/sharding/1/running", data: [UInt8](utf8: "10.9.9.9@-@99"), mode: .persistent)
+        try await cluster.startAll()
+        cluster.advance(toSecond: 1)
+        await cluster.waitForFires("watched", count: 1)
+        let member = cluster.hosts[0]
+        #expect(try await peer.string("/watched/sharding/0/instance") == member.instance.id)
+        #expect(cluster.items(of: member, job: "watched", fire: 1) == [0])
+        await cluster.shutdownAll()
+    }
+}
