@@ -63,10 +63,17 @@ struct RunCommand: AsyncParsableCommand {
         let providers = ProviderRegistry()
         let report = PluginLoader(logger: logger, preflight: options.preflight).loadAll(searchPath, into: providers)
 
+        let registry: any RegistryCenter
+        switch configuration.registry {
+        case .embedded:
+            registry = EmbeddedRegistry.standalone()
+        case .zookeeper:
+            throw CLIFailure.badInput("\(config): registry.zookeeper: the ZooKeeper registry is not built into this binary yet")
+        }
         let host: ShardworkHost
         do {
             host = try ShardworkHost(
-                configuration: configuration, providers: providers, registry: EmbeddedRegistry.standalone(), logger: logger,
+                configuration: configuration, providers: providers, registry: registry, logger: logger,
                 workerExecutable: PluginOptions.executablePath)
         } catch {
             throw CLIFailure.badInput(error.description)

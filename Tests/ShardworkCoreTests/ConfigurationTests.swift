@@ -95,6 +95,33 @@ struct ConfigurationTests {
         #expect(job.shardingItemParameters == "" && job.jobParameter == "" && job.description == "")
     }
 
+    @Test("a ZooKeeper registry with ElasticJob's names; 0 timeouts mean Curator's defaults")
+    func zookeeper() throws {
+        let configuration = try parse("""
+            registry:
+              zookeeper:
+                serverLists: 127.0.0.1:2181, 127.0.0.1:2182
+                namespace: shardwork
+                sessionTimeoutMilliseconds: 0
+                connectionTimeoutMilliseconds: 5000
+                maxRetries: 5
+                digest: app:secret
+            jobs: []
+            """)
+        guard case .zookeeper(let zookeeper) = configuration.registry else {
+            Issue.record("not ZooKeeper")
+            return
+        }
+        #expect(zookeeper.serverLists == "127.0.0.1:2181,127.0.0.1:2182")
+        #expect(zookeeper.namespace == "shardwork")
+        #expect(zookeeper.sessionTimeoutMilliseconds == 60_000)
+        #expect(zookeeper.connectionTimeoutMilliseconds == 5_000)
+        #expect(zookeeper.baseSleepTimeMilliseconds == 1_000 && zookeeper.maxSleepTimeMilliseconds == 3_000)
+        #expect(zookeeper.maxRetries == 5)
+        #expect(zookeeper.digest == "app:secret")
+        #expect(zookeeper.waitForServer == false)
+    }
+
     @Test("no registry section means the embedded registry; no plugins section means the defaults")
     func sectionDefaults() throws {
         let configuration = try parse("jobs: []")
@@ -134,8 +161,12 @@ struct ConfigurationTests {
          "host.yaml:6:36: job 'a': jobExecutorServiceHandlerType: contradicts jobExecutorThreadPoolSizeProviderType ('SINGLE_THREAD' against 'CPU'); they are two spellings of one setting (ElasticJob 3.0.4 and 3.0.5), give one"),
         ("jobs:\n  - jobName: a\n    jobType: t\n    shardingTotalCount: 1\n    jobListenerTypes: audit\n",
          "host.yaml:5:23: job 'a': jobListenerTypes: expected a list (`[a, b]` or lines starting with `- `), got 'audit'"),
-        ("registry:\n  zookeeper:\n    serverLists: 127.0.0.1:2181\n",
-         "host.yaml:2:3: registry.zookeeper: the ZooKeeper registry is not available in this version; remove the section to use the embedded registry"),
+        ("registry:\n  zookeeper:\n    namespace: x\n", "host.yaml:3:5: registry.zookeeper.serverLists: required: the ZooKeeper servers, as `host:port,host:port`"),
+        ("registry:\n  zookeeper:\n    serverLists: a:2181,b\n    namespace: x\n", "host.yaml:3:18: registry.zookeeper.serverLists: 'b' is not `host:port` with a port from 1 to 65535"),
+        ("registry:\n  zookeeper:\n    serverLists: a:2181\n", "host.yaml:3:5: registry.zookeeper.namespace: required: the top node under which every job lives, for example `shardwork`"),
+        ("registry:\n  zookeeper:\n    serverLists: a:2181\n    namespace: a/b\n", "host.yaml:4:16: registry.zookeeper.namespace: must be one node name: no '/', not '.' or '..'"),
+        ("registry:\n  zookeeper:\n    serverLists: a:2181\n    namespace: a\n    digest: nocolon\n", "host.yaml:5:13: registry.zookeeper.digest: must be `user:password`"),
+        ("registry:\n  zookeeper:\n    serverLists: a:2181\n    namespace: a\n    sessionTimeout: 5\n", "host.yaml:5:5: registry.zookeeper.sessionTimeout: unknown field; did you mean `sessionTimeoutMilliseconds`?"),
         ("jobz: []\n", "host.yaml:1:1: jobz: unknown field; did you mean `jobs`?"),
         ("host:\n  workerThreads: 0\n", "host.yaml:2:18: host.workerThreads: must be between 1 and 4096, got 0"),
         ("jobs:\n  - jobName: a\n    jobType: t\n   shardingTotalCount: 1\n", "host.yaml:4:4: invalid YAML: did not find expected '-' indicator (while parsing a block collection at 2:3)"),

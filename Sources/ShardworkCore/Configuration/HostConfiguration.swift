@@ -17,6 +17,8 @@ public struct HostConfiguration: Sendable, Equatable {
 public enum RegistryConfiguration: Sendable, Equatable {
     /// In-process, for a single host: nothing to install or start.
     case embedded
+    /// A ZooKeeper ensemble shared by the hosts of a cluster.
+    case zookeeper(ZooKeeperConfiguration)
 }
 
 public struct PluginSettings: Sendable, Equatable {

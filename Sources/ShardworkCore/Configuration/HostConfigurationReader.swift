@@ -200,15 +200,61 @@ struct Reader {
     func registry(_ node: Node) throws(HostConfigurationError) -> RegistryConfiguration {
         if isNull(node) { return .embedded }
         let section = try mapping(node, field: "registry", known: ["embedded", "zookeeper"])
-        if let zookeeper = section["zookeeper"] {
-            throw error(
-                section.keyNodes["zookeeper"] ?? zookeeper, field: "registry.zookeeper",
-                "the ZooKeeper registry is not available in this version; remove the section to use the embedded registry")
-        }
         if let embedded = section["embedded"], !isNull(embedded) {
             _ = try mapping(embedded, field: "registry.embedded", known: [])
         }
-        return .embedded
+        guard let zookeeper = section["zookeeper"] else { return .embedded }
+        if section["embedded"] != nil {
+            throw error(section.keyNodes["zookeeper"], field: "registry", "give `embedded` or `zookeeper`, not both")
+        }
+        return .zookeeper(try self.zookeeper(zookeeper))
+    }
+
+    static let zookeeperFields = [
+        "serverLists", "namespace", "sessionTimeoutMilliseconds", "connectionTimeoutMilliseconds",
+        "baseSleepTimeMilliseconds", "maxSleepTimeMilliseconds", "maxRetries", "digest", "waitForServer",
+    ]
+
+    /// ElasticJob's `ZookeeperConfiguration` (reference §1.2): a 0 timeout means Curator's default.
+    func zookeeper(_ node: Node) throws(HostConfigurationError) -> ZooKeeperConfiguration {
+        let prefix = "registry.zookeeper"
+        let section = try mapping(node, field: prefix, known: Self.zookeeperFields)
+        guard let serversNode = section["serverLists"], let servers = try string(serversNode, field: "\(prefix).serverLists"), !servers.isEmpty else {
+            throw error(section["serverLists"] ?? node, field: "\(prefix).serverLists", "required: the ZooKeeper servers, as `host:port,host:port`")
+        }
+        for server in servers.split(separator: ",", omittingEmptySubsequences: false) {
+            let parts = server.trimmed.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 2, !parts[0].isEmpty, let port = Int(parts[1]), (1...65535).contains(port) else {
+                throw error(serversNode, field: "\(prefix).serverLists", "'\(server)' is not `host:port` with a port from 1 to 65535")
+            }
+        }
+        guard let namespaceNode = section["namespace"], let namespace = try string(namespaceNode, field: "\(prefix).namespace"), !namespace.isEmpty else {
+            throw error(section["namespace"] ?? node, field: "\(prefix).namespace", "required: the top node under which every job lives, for example `shardwork`")
+        }
+        guard !namespace.contains("/"), namespace != ".", namespace != "..", !namespace.unicodeScalars.contains(where: { $0.value < 0x20 }) else {
+            throw error(namespaceNode, field: "\(prefix).namespace", "must be one node name: no '/', not '.' or '..'")
+        }
+        var configuration = ZooKeeperConfiguration(serverLists: servers.split(separator: ",").map { String($0.trimmed) }.joined(separator: ","), namespace: namespace)
+        func milliseconds(_ key: String, zeroMeans defaultValue: Int? = nil) throws(HostConfigurationError) -> Int? {
+            guard let value = section[key] else { return nil }
+            let number = try integer(value, field: "\(prefix).\(key)")
+            guard number >= 0 else { throw error(value, field: "\(prefix).\(key)", "must be zero or more, got \(number)") }
+            if number == 0, let defaultValue { return defaultValue }
+            return number
+        }
+        if let value = try milliseconds("sessionTimeoutMilliseconds", zeroMeans: 60_000) { configuration.sessionTimeoutMilliseconds = value }
+        if let value = try milliseconds("connectionTimeoutMilliseconds", zeroMeans: 15_000) { configuration.connectionTimeoutMilliseconds = value }
+        if let value = try milliseconds("baseSleepTimeMilliseconds") { configuration.baseSleepTimeMilliseconds = value }
+        if let value = try milliseconds("maxSleepTimeMilliseconds") { configuration.maxSleepTimeMilliseconds = value }
+        if let value = try milliseconds("maxRetries") { configuration.maxRetries = value }
+        if let value = section["digest"], let digest = try string(value, field: "\(prefix).digest"), !digest.isEmpty {
+            guard let colon = digest.firstIndex(of: ":"), colon != digest.startIndex else {
+                throw error(value, field: "\(prefix).digest", "must be `user:password`")
+            }
+            configuration.digest = digest
+        }
+        if let value = section["waitForServer"] { configuration.waitForServer = try boolean(value, field: "\(prefix).waitForServer") }
+        return configuration
     }
 
     func plugins(_ node: Node, baseDirectory: String?) throws(HostConfigurationError) -> PluginSettings {
