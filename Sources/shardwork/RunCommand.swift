@@ -73,7 +73,8 @@ struct RunCommand: AsyncParsableCommand {
         let host: ShardworkHost
         do {
             host = try ShardworkHost(
-                configuration: configuration, providers: providers, registry: registry, logger: logger,
+                configuration: configuration, providers: providers, registry: registry,
+                instance: .local(ip: configuration.host.ip), logger: logger,
                 workerExecutable: PluginOptions.executablePath)
         } catch {
             throw CLIFailure.badInput(error.description)

@@ -169,6 +169,7 @@ struct ConfigurationTests {
         ("registry:\n  zookeeper:\n    serverLists: a:2181\n    namespace: a\n    sessionTimeout: 5\n", "host.yaml:5:5: registry.zookeeper.sessionTimeout: unknown field; did you mean `sessionTimeoutMilliseconds`?"),
         ("jobz: []\n", "host.yaml:1:1: jobz: unknown field; did you mean `jobs`?"),
         ("host:\n  workerThreads: 0\n", "host.yaml:2:18: host.workerThreads: must be between 1 and 4096, got 0"),
+        ("host:\n  ip: 10.0.0\n", "host.yaml:2:7: host.ip: must be an IPv4 address such as 10.0.0.5 (ElasticJob's server nodes are IPv4), got '10.0.0'"),
         ("jobs:\n  - jobName: a\n    jobType: t\n   shardingTotalCount: 1\n", "host.yaml:4:4: invalid YAML: did not find expected '-' indicator (while parsing a block collection at 2:3)"),
         ("", "host.yaml: the file is empty; it needs at least a `jobs:` list"),
         ("- a\n- b\n", "host.yaml:1:1: (top level): expected a mapping of `key: value` lines, got a list"),

@@ -41,6 +41,10 @@ public struct HostSettings: Sendable, Equatable {
     /// How many threads run job items, for all jobs together; `nil`: twice the processors, at least 4.
     /// Each job's executor strategy limits how many of them one fire uses.
     public var workerThreads: Int?
+    /// The IPv4 address that names this host in the registry (its instance id is `{ip}@-@{pid}`,
+    /// its server node `servers/{ip}`); `nil`: the first address of an interface that is up and not
+    /// loopback, as ElasticJob picks it.
+    public var ip: String?
 
     public init() {}
 }

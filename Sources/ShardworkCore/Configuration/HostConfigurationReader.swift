@@ -279,7 +279,7 @@ struct Reader {
     func host(_ node: Node) throws(HostConfigurationError) -> HostSettings {
         var settings = HostSettings()
         if isNull(node) { return settings }
-        let section = try mapping(node, field: "host", known: ["shutdownTimeoutSeconds", "workerThreads"])
+        let section = try mapping(node, field: "host", known: ["shutdownTimeoutSeconds", "workerThreads", "ip"])
         if let value = section["shutdownTimeoutSeconds"] {
             let seconds = try number(value, field: "host.shutdownTimeoutSeconds")
             guard seconds >= 0, seconds.isFinite else {
@@ -293,6 +293,13 @@ struct Reader {
                 throw error(value, field: "host.workerThreads", "must be between 1 and 4096, got \(threads)")
             }
             settings.workerThreads = threads
+        }
+        if let value = section["ip"], let ip = try string(value, field: "host.ip") {
+            let octets = ip.split(separator: ".", omittingEmptySubsequences: false)
+            guard octets.count == 4, octets.allSatisfy({ UInt8($0) != nil && !$0.isEmpty }) else {
+                throw error(value, field: "host.ip", "must be an IPv4 address such as 10.0.0.5 (ElasticJob's server nodes are IPv4), got '\(ip)'")
+            }
+            settings.ip = ip
         }
         return settings
     }

@@ -16,8 +16,8 @@ public struct JobInstance: Sendable, Equatable, Hashable {
 
     /// This process: the first IPv4 address of an interface that is up and not loopback (as
     /// ElasticJob's `IpUtils` picks it; `127.0.0.1` when there is none), and the process id.
-    public static func local() -> JobInstance {
-        let ip = preferredIPv4() ?? "127.0.0.1"
+    public static func local(ip configured: String? = nil) -> JobInstance {
+        let ip = configured ?? preferredIPv4() ?? "127.0.0.1"
         return JobInstance(id: "\(ip)@-@\(getpid())", serverIP: ip)
     }
 
