@@ -39,6 +39,7 @@ let package = Package(
     products: [
         .executable(name: "shardwork", targets: ["shardwork"]),
         .library(name: "ShardworkCore", targets: ["ShardworkCore"]),
+        .library(name: "ZooKeeper", targets: ["ZooKeeper"]),
     ] + builtInPlugins.map(\.product),
     dependencies: [
         .package(path: "SDK"),
@@ -49,9 +50,18 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
+        // The ZooKeeper C client, Debian's libzookeeper-mt-dev (it ships no pkg-config file).
+        .systemLibrary(name: "CZooKeeper", providers: [.apt(["libzookeeper-mt-dev"])]),
+        // A Swift client over it: async operations, watches, session events, multi, digest auth.
+        .target(
+            name: "ZooKeeper",
+            dependencies: ["CZooKeeper", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "ShardworkCore",
             dependencies: [
+                "ZooKeeper",
                 .product(name: "ShardworkSDK", package: "SDK"),
                 .product(name: "CShardworkPlugin", package: "SDK"),
                 .product(name: "Logging", package: "swift-log"),
@@ -81,12 +91,12 @@ let package = Package(
         ),
         .testTarget(
             name: "ShardworkCoreTests",
-            dependencies: ["ShardworkCore", "ShardworkTestSupport", .product(name: "ShardworkSDK", package: "SDK")],
+            dependencies: ["ShardworkCore", "ShardworkTestSupport", "ZooKeeper", .product(name: "ShardworkSDK", package: "SDK")],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "ShardworkCLITests",
-            dependencies: ["ShardworkTestSupport"],
+            dependencies: ["ShardworkTestSupport", "ShardworkCore", "ZooKeeper"],
             swiftSettings: strictSettings
         ),
     ] + builtInPlugins.map(\.target),

@@ -8,15 +8,25 @@ import Glibc
 /// `log-item`: a simple job that logs its item, the item's parameter and the job parameter.
 /// `log-item.work.milliseconds` (default 0) makes each item take that long, to watch overlapping
 /// fires and misfires; an item whose parameter is `fail` fails, to watch the error handler.
+/// `log-item.ledger` names a file to which each item appends one JSON line (job, item, task id,
+/// fire time, fencing epoch, start and end in epoch milliseconds): a record of who ran what, when,
+/// that the cluster tests read.
 struct LogItem: SimpleJob {
     let workMilliseconds: Int
+    let ledger: String?
 
     init(_ setup: ProviderSetup) throws {
         workMilliseconds = try setup.properties["log-item.work.milliseconds"] == nil
             ? 0 : setup.properties.positiveInteger("log-item.work.milliseconds", default: 1)
+        ledger = setup.properties["log-item.ledger"]
+        if let ledger, ledger.isEmpty || !ledger.hasPrefix("/") {
+            throw JobError("log-item.ledger: '\(ledger)' is not an absolute file path; give the file the items append to")
+        }
     }
 
     func execute(_ context: ShardingContext) async throws {
+        let start = Self.now()
+        defer { if let ledger { Self.append(ledger, context, start: start, end: Self.now()) } }
         context.logger.info(
             "\(context.jobName) item \(context.shardingItem)/\(context.shardingTotalCount): "
                 + "parameter \(context.shardingParameter ?? "(none)"), job parameter '\(context.jobParameter)'")
@@ -26,6 +36,44 @@ struct LogItem: SimpleJob {
         if context.shardingParameter == "fail" {
             throw JobError("item \(context.shardingItem) is configured to fail (its parameter is 'fail')", code: 1)
         }
+    }
+}
+
+extension LogItem {
+    static func now() -> Int64 {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
+    }
+
+    /// A string as the inside of a JSON string literal.
+    static func escaped(_ text: String) -> String {
+        var result = ""
+        for character in text.unicodeScalars {
+            switch character {
+            case "\\": result += "\\\\"
+            case "\"": result += "\\\""
+            case _ where character.value < 0x20: result += "\\u00" + (character.value < 0x10 ? "0" : "") + String(character.value, radix: 16)
+            default: result.unicodeScalars.append(character)
+            }
+        }
+        return result
+    }
+
+    /// One line, written with a single `write` to a file opened with O_APPEND: lines of several
+    /// processes never interleave.
+    static func append(_ path: String, _ context: ShardingContext, start: Int64, end: Int64) {
+        let job = escaped(context.jobName)
+        let task = escaped(context.taskID)
+        let line = "{\"job\":\"\(job)\",\"item\":\(context.shardingItem),\"task\":\"\(task)\",\"fire\":\(context.fireTimeMilliseconds),"
+            + "\"epoch\":\(context.fencingEpoch),\"start\":\(start),\"end\":\(end)}\n"
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0o644)
+        guard fd >= 0 else {
+            context.logger.error("log-item.ledger: cannot open \(path): errno \(errno)")
+            return
+        }
+        defer { close(fd) }
+        _ = line.withCString { write(fd, $0, strlen($0)) }
     }
 }
 

@@ -67,8 +67,13 @@ struct RunCommand: AsyncParsableCommand {
         switch configuration.registry {
         case .embedded:
             registry = EmbeddedRegistry.standalone()
-        case .zookeeper:
-            throw CLIFailure.badInput("\(config): registry.zookeeper: the ZooKeeper registry is not built into this binary yet")
+        case .zookeeper(let zookeeper):
+            logger.info("registry: connecting to ZooKeeper at \(zookeeper.serverLists), namespace \(zookeeper.namespace)")
+            do {
+                registry = try await ZooKeeperRegistry.connect(zookeeper, logger: logger)
+            } catch {
+                throw CLIFailure.failed("\(config): registry.zookeeper: \(error.description)")
+            }
         }
         let host: ShardworkHost
         do {

@@ -1,4 +1,5 @@
 import Foundation
+import ShardworkCore
 import ShardworkTestSupport
 import Testing
 
@@ -335,7 +336,7 @@ struct RunCommandTests {
         try process.run()
         // Reading to the end blocks: on a thread of its own, never on a cooperative one.
         let reader = output.fileHandleForReading
-        let collected = Task { try await onOwnThread { reader.readDataToEndOfFile() } }
+        let collected = Task { try await onOwnThread { reader.readToEndRetryingInterrupts() } }
         try await Task.sleep(for: .seconds(seconds))
         kill(process.processIdentifier, signal)
         let data = try await collected.value

@@ -176,7 +176,7 @@ final class IsolatedJobType: Sendable {
         let decoder = JSONDecoder()
         var announced = false
         while true {
-            let chunk = handle.availableData
+            let chunk = handle.readChunkRetryingInterrupts()
             if chunk.isEmpty { break }
             buffer.append(chunk)
             while let newline = buffer.firstIndex(of: 0x0A) {

@@ -61,7 +61,7 @@ public enum ChildProcess {
         }
         // Drain both pipes to the end before waiting, so a chatty child cannot fill one and stall.
         let errorData = PipeDrain(errors.fileHandleForReading)
-        let outputData = output.fileHandleForReading.readDataToEndOfFile()
+        let outputData = output.fileHandleForReading.readToEndRetryingInterrupts()
         process.waitUntilExit()
         killer?.cancel()
         return Outcome(
@@ -87,7 +87,7 @@ private final class PipeDrain: @unchecked Sendable {
 
     init(_ handle: FileHandle) {
         Thread.detachNewThread { [self] in
-            data = handle.readDataToEndOfFile()
+            data = handle.readToEndRetryingInterrupts()
             done.signal()
         }
     }
@@ -95,5 +95,30 @@ private final class PipeDrain: @unchecked Sendable {
     func wait() -> Data {
         done.wait()
         return data
+    }
+}
+
+extension FileHandle {
+    /// Everything a pipe holds until its writers close it. Foundation's `readDataToEndOfFile`
+    /// traps when a signal interrupts its read (EINTR, seen when many children exit at once);
+    /// this retries.
+    public func readToEndRetryingInterrupts() -> Data {
+        var data = Data()
+        while true {
+            let chunk = readChunkRetryingInterrupts()
+            if chunk.isEmpty { return data }
+            data.append(chunk)
+        }
+    }
+
+    /// What the pipe holds now (waiting for at least one byte), or empty data at its end; the same
+    /// as `availableData`, without its trap on EINTR.
+    public func readChunkRetryingInterrupts() -> Data {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { Glibc.read(fileDescriptor, $0.baseAddress, $0.count) }
+            if count >= 0 { return Data(buffer[0..<count]) }
+            if errno != EINTR { return Data() }
+        }
     }
 }

@@ -1,0 +1,466 @@
+import Foundation
+import Logging
+import Synchronization
+import ZooKeeper
+
+/// The registry center over a ZooKeeper ensemble: ElasticJob's registry, shared by every host of a
+/// cluster.
+///
+/// One ZooKeeper session serves the whole process, whatever the number of jobs. Every path of the
+/// protocol lives under `/{namespace}`, as with Curator's namespace in ElasticJob, so ElasticJob's
+/// own tools read the same tree.
+///
+/// Sessions: while the connection is lost the C client tries the servers again on its own and the
+/// session lives on (`disconnected`, then `connected` with the same id). When the server expires
+/// the session, this registry reports `expired` and opens a new session, retrying with a backoff
+/// from `baseSleepTimeMilliseconds` doubling up to `maxSleepTimeMilliseconds`, forever; the new
+/// session arrives as `connected` with another id, and the host registers again. An expiry is
+/// never a shutdown.
+public final class ZooKeeperRegistry: RegistryCenter {
+    public let configuration: ZooKeeperConfiguration
+    /// Requests sent to ZooKeeper by this process, by kind.
+    public let statistics = ZooKeeperStatistics()
+    private let logger: Logger
+    /// `/{namespace}`: the prefix of every path sent to the server.
+    private let root: String
+    private let state = Mutex(State())
+
+    private struct State {
+        var client: ZooKeeperClient?
+        /// Raised with every new client, so that late events of a replaced one are ignored.
+        var generation = 0
+        var sessionID: Int64?
+        var current: SessionState = .disconnected
+        var subscribers: [Int: AsyncStream<SessionState>.Continuation] = [:]
+        var nextSubscriber = 0
+        var closed = false
+        var renewals = 0
+    }
+
+    /// A registry that failed to start.
+    public struct StartError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Connects to the ensemble, waits for the first session and creates the namespace node.
+    ///
+    /// Waits up to `connectionTimeoutMilliseconds` (the C client tries every server of
+    /// `serverLists` again and again meanwhile), or without end when `waitForServer` is set; a
+    /// warning names the servers each time the backoff interval passes.
+    public static func connect(_ configuration: ZooKeeperConfiguration, logger: Logger) async throws(StartError) -> ZooKeeperRegistry {
+        let registry = ZooKeeperRegistry(configuration: configuration, logger: logger)
+        do {
+            try registry.openClient()
+        } catch {
+            throw StartError(description: "registry.zookeeper.serverLists: '\(configuration.serverLists)' is not a list of host:port: \(error)")
+        }
+        let started = ContinuousClock.now
+        let timeout = Duration.milliseconds(configuration.connectionTimeoutMilliseconds)
+        var backoff = Backoff(configuration)
+        var checks = 0
+        var nextWarning = started + backoff.next()
+        while registry.sessionID == nil {
+            if registry.state.withLock({ $0.current == .closed }) {
+                throw StartError(description: "ZooKeeper at \(configuration.serverLists) refused the credentials of registry.zookeeper.digest; check the user and password")
+            }
+            let now = ContinuousClock.now
+            if !configuration.waitForServer, now - started >= timeout {
+                await registry.close()
+                throw StartError(description: """
+                    cannot connect to ZooKeeper at \(configuration.serverLists): no session after \(configuration.connectionTimeoutMilliseconds) ms \
+                    (registry.zookeeper.connectionTimeoutMilliseconds), with the client retrying every server of serverLists throughout \
+                    (\(checks) warnings logged). Check that ZooKeeper runs there and that serverLists is right; raise \
+                    connectionTimeoutMilliseconds, or set registry.zookeeper.waitForServer: true to keep waiting
+                    """)
+            }
+            if now >= nextWarning {
+                checks += 1
+                let elapsed = (now - started).components.seconds
+                logger.warning("registry: not connected to ZooKeeper at \(configuration.serverLists) after \(elapsed) s; still retrying (check \(checks))")
+                nextWarning = now + backoff.next()
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        do {
+            try await registry.ensureNamespace()
+        } catch {
+            await registry.close()
+            throw StartError(description: "cannot create the namespace node \(registry.root) on ZooKeeper at \(configuration.serverLists): \(error)")
+        }
+        return registry
+    }
+
+    private init(configuration: ZooKeeperConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        self.root = "/" + configuration.namespace
+    }
+
+    deinit {
+        let client = state.withLock { $0.client }
+        if let client { Task { await client.close() } }
+    }
+
+    // MARK: Sessions
+
+    /// Opens a new client and follows its session events. The first client is the current one at
+    /// once; a replacement becomes current when it connects.
+    private func openClient() throws(ZooKeeperError) {
+        let client = try ZooKeeperClient(
+            servers: configuration.serverLists,
+            sessionTimeout: .milliseconds(configuration.sessionTimeoutMilliseconds),
+            digest: configuration.digest, logger: logger)
+        let generation = state.withLock { state -> Int in
+            state.generation += 1
+            if state.client == nil { state.client = client }
+            return state.generation
+        }
+        Task { [weak self] in
+            for await event in client.sessionEvents {
+                guard let self else { return }
+                self.handle(event, of: client, generation: generation)
+            }
+        }
+    }
+
+    private func handle(_ event: ZooKeeperSessionEvent, of client: ZooKeeperClient, generation: Int) {
+        var publish: SessionState?
+        var replaced: ZooKeeperClient?
+        var renew = false
+        state.withLock { state in
+            guard generation == state.generation, !state.closed else { return }
+            switch event {
+            case .connected(let id, let timeout):
+                if state.client !== client {
+                    replaced = state.client
+                    state.client = client
+                }
+                state.sessionID = id
+                publish = .connected(sessionID: id)
+                logger.info("registry: ZooKeeper session \(String(id, radix: 16)) at \(configuration.serverLists), timeout \(timeout)")
+            case .connecting:
+                guard state.sessionID != nil else { return }
+                publish = .disconnected
+            case .expired, .authenticationFailed:
+                state.sessionID = nil
+                publish = .expired
+                renew = true
+                if case .authenticationFailed = event {
+                    logger.error("registry: ZooKeeper refused the credentials of registry.zookeeper.digest")
+                }
+            case .closed:
+                return
+            }
+            if let next = publish {
+                guard next != state.current else {
+                    publish = nil
+                    return
+                }
+                state.current = next
+                for subscriber in state.subscribers.values { subscriber.yield(next) }
+            }
+        }
+        if let replaced { Task { await replaced.close() } }
+        if renew { renewSession(after: client) }
+    }
+
+    /// A new session after an expiry: close the dead client and open another, with a capped backoff
+    /// between attempts that fail to produce a client; forever, until the registry is closed.
+    private func renewSession(after expired: ZooKeeperClient) {
+        Task { [weak self] in
+            await expired.close()
+            var backoff = Backoff(self?.configuration ?? ZooKeeperConfiguration(serverLists: "", namespace: ""))
+            while let self, !self.state.withLock({ $0.closed }) {
+                let attempt = self.state.withLock { state -> Int in
+                    state.renewals += 1
+                    return state.renewals
+                }
+                self.logger.warning("registry: ZooKeeper session expired; opening a new one (attempt \(attempt))")
+                do {
+                    try self.openClient()
+                    return
+                } catch {
+                    self.logger.error("registry: cannot open a ZooKeeper session: \(error)")
+                    try? await Task.sleep(for: backoff.next())
+                }
+            }
+        }
+    }
+
+    public var sessionID: Int64? { state.withLock { $0.sessionID } }
+
+    /// The current session's credentials (see `ZooKeeperClient.sessionCredentials`).
+    public var sessionCredentials: SessionCredentials? { state.withLock { $0.client }?.sessionCredentials }
+
+    public func sessionStates() -> AsyncStream<SessionState> {
+        let (stream, continuation) = AsyncStream.makeStream(of: SessionState.self, bufferingPolicy: .unbounded)
+        let key = state.withLock { state -> Int? in
+            continuation.yield(state.current)
+            guard !state.closed else { return nil }
+            let key = state.nextSubscriber
+            state.nextSubscriber += 1
+            state.subscribers[key] = continuation
+            return key
+        }
+        if let key {
+            continuation.onTermination = { [weak self] _ in
+                _ = self?.state.withLock { $0.subscribers.removeValue(forKey: key) }
+            }
+        } else {
+            continuation.finish()
+        }
+        return stream
+    }
+
+    public func close() async {
+        let (client, subscribers) = state.withLock { state -> (ZooKeeperClient?, [AsyncStream<SessionState>.Continuation]) in
+            guard !state.closed else { return (nil, []) }
+            state.closed = true
+            state.sessionID = nil
+            state.current = .closed
+            defer {
+                state.client = nil
+                state.subscribers = [:]
+            }
+            return (state.client, Array(state.subscribers.values))
+        }
+        for subscriber in subscribers {
+            subscriber.yield(.closed)
+            subscriber.finish()
+        }
+        await client?.close()
+    }
+
+    // MARK: Operations
+
+    private func currentClient() throws(RegistryError) -> ZooKeeperClient {
+        try state.withLock { state throws(RegistryError) in
+            if state.closed { throw RegistryError(.closed) }
+            guard let client = state.client else { throw RegistryError(.sessionExpired) }
+            return client
+        }
+    }
+
+    /// The server's path of a protocol path.
+    private func full(_ path: String) throws(RegistryError) -> String {
+        guard RegistryPath.isValid(path) else { throw RegistryError(.invalidPath, path: path) }
+        return path == "/" ? root : root + path
+    }
+
+    /// The protocol's path of a server path.
+    private func relative(_ path: String) -> String {
+        guard path.hasPrefix(root) else { return path }
+        let rest = path.dropFirst(root.count)
+        return rest.isEmpty ? "/" : String(rest)
+    }
+
+    private func map(_ error: ZooKeeperError, _ path: String) -> RegistryError {
+        RegistryError(Self.code(error.code), path: path)
+    }
+
+    private static func code(_ code: ZooKeeperError.Code) -> RegistryError.Code {
+        switch code {
+        case .noNode: .noNode
+        case .nodeExists: .nodeExists
+        case .badVersion: .badVersion
+        case .notEmpty: .notEmpty
+        case .noChildrenForEphemerals: .noChildrenForEphemerals
+        case .badArguments: .invalidPath
+        case .sessionExpired, .invalidState: .sessionExpired
+        case .connectionLoss, .operationTimeout: .connectionLoss
+        case .noAuth, .authFailed: .noAuth
+        case .closing: .closed
+        case .other(let rc): .other("ZooKeeper error \(rc)")
+        }
+    }
+
+    private static func mode(_ mode: CreateMode) -> ZooKeeperCreateMode {
+        switch mode {
+        case .persistent: .persistent
+        case .ephemeral: .ephemeral
+        case .persistentSequential: .persistentSequential
+        case .ephemeralSequential: .ephemeralSequential
+        }
+    }
+
+    private static func stat(_ stat: ZooKeeperStat) -> NodeStat {
+        NodeStat(
+            createdTransaction: stat.czxid, modifiedTransaction: stat.mzxid, createdTime: stat.ctime,
+            modifiedTime: stat.mtime, version: stat.version, childrenVersion: stat.cversion,
+            ephemeralOwner: stat.ephemeralOwner, dataLength: stat.dataLength, childCount: stat.numChildren)
+    }
+
+    /// A protocol watcher as the client's: the event names the protocol's path.
+    private static func watcher(_ watch: Watcher?, _ path: String) -> ZooKeeperWatcher? {
+        guard let watch else { return nil }
+        return { event in
+            let kind: WatchEvent.Kind = switch event.kind {
+            case .created: .created
+            case .deleted: .deleted
+            case .dataChanged: .dataChanged
+            case .childrenChanged: .childrenChanged
+            }
+            watch(WatchEvent(kind, path))
+        }
+    }
+
+    @discardableResult
+    public func create(_ path: String, data: [UInt8], mode: CreateMode) async throws(RegistryError) -> String {
+        let full = try full(path)
+        statistics.count(\.creates)
+        let client = try currentClient()
+        do {
+            return relative(try await client.create(full, data: data, mode: Self.mode(mode)))
+        } catch {
+            throw map(error, path)
+        }
+    }
+
+    public func delete(_ path: String, version: Int32?) async throws(RegistryError) {
+        guard path != "/" else { throw RegistryError(.invalidPath, path: path) }
+        let full = try full(path)
+        statistics.count(\.deletes)
+        let client = try currentClient()
+        do {
+            try await client.delete(full, version: version)
+        } catch {
+            throw map(error, path)
+        }
+    }
+
+    @discardableResult
+    public func setData(_ path: String, data: [UInt8], version: Int32?) async throws(RegistryError) -> NodeStat {
+        let full = try full(path)
+        statistics.count(\.sets)
+        let client = try currentClient()
+        do {
+            return Self.stat(try await client.setData(full, data: data, version: version))
+        } catch {
+            throw map(error, path)
+        }
+    }
+
+    public func data(_ path: String, watch: Watcher?) async throws(RegistryError) -> (data: [UInt8], stat: NodeStat) {
+        let full = try full(path)
+        statistics.count(\.reads)
+        let client = try currentClient()
+        do {
+            let (bytes, stat) = try await client.data(full, watch: Self.watcher(watch, path))
+            return (bytes, Self.stat(stat))
+        } catch {
+            throw map(error, path)
+        }
+    }
+
+    public func exists(_ path: String, watch: Watcher?) async throws(RegistryError) -> NodeStat? {
+        let full = try full(path)
+        statistics.count(\.reads)
+        let client = try currentClient()
+        do {
+            return try await client.exists(full, watch: Self.watcher(watch, path)).map(Self.stat)
+        } catch {
+            throw map(error, path)
+        }
+    }
+
+    public func children(_ path: String, watch: Watcher?) async throws(RegistryError) -> [String] {
+        let full = try full(path)
+        statistics.count(\.reads)
+        let client = try currentClient()
+        do {
+            return try await client.children(full, watch: Self.watcher(watch, path))
+        } catch {
+            throw map(error, path)
+        }
+    }
+
+    @discardableResult
+    public func multi(_ operations: [RegistryOperation]) async throws(RegistryError) -> [RegistryOperationResult] {
+        guard !operations.isEmpty else { return [] }
+        var translated: [ZooKeeperOperation] = []
+        translated.reserveCapacity(operations.count)
+        for (index, operation) in operations.enumerated() {
+            guard RegistryPath.isValid(operation.path) else {
+                throw RegistryError(.transactionFailed(index: index, underlying: .invalidPath), path: operation.path)
+            }
+            let full = try full(operation.path)
+            switch operation {
+            case .create(_, let data, let mode): translated.append(.create(full, data: data, mode: Self.mode(mode)))
+            case .delete(_, let version): translated.append(.delete(full, version: version))
+            case .setData(_, let data, let version): translated.append(.setData(full, data: data, version: version))
+            case .check(_, let version): translated.append(.check(full, version: version))
+            }
+        }
+        statistics.count(\.multis)
+        statistics.count(\.multiOperations, by: operations.count)
+        let client = try currentClient()
+        do {
+            return try await client.multi(translated).map { result in
+                switch result {
+                case .created(let path): .created(path: relative(path))
+                case .deleted: .deleted
+                case .set(let stat): .set(Self.stat(stat))
+                case .checked: .checked
+                }
+            }
+        } catch {
+            if let index = error.failedOperation {
+                throw RegistryError(.transactionFailed(index: index, underlying: Self.code(error.code)), path: operations[index].path)
+            }
+            throw RegistryError(Self.code(error.code))
+        }
+    }
+
+    /// Creates `/{namespace}` (and its parents) when missing, as Curator does for a namespace.
+    private func ensureNamespace() async throws(ZooKeeperError) {
+        var path = ""
+        for segment in root.split(separator: "/") {
+            path += "/" + segment
+            guard let client = state.withLock({ $0.client }) else { throw ZooKeeperError(returnCode: -112, path: path) }
+            do {
+                try await client.create(path, data: [], mode: .persistent)
+            } catch {
+                if error.code != .nodeExists { throw error }
+            }
+        }
+    }
+}
+
+/// The requests a `ZooKeeperRegistry` sent, counted on the client side. Each create, delete,
+/// setData and multi is one write transaction on the server; reads do not write.
+public final class ZooKeeperStatistics: Sendable {
+    public struct Counts: Sendable, Equatable {
+        public var reads = 0
+        public var creates = 0
+        public var deletes = 0
+        public var sets = 0
+        public var multis = 0
+        public var multiOperations = 0
+        /// Write requests: each is one transaction on the server (a multi is one, whatever its size).
+        public var writes: Int { creates + deletes + sets + multis }
+    }
+
+    private let counts = Mutex(Counts())
+
+    func count(_ field: WritableKeyPath<Counts, Int>, by amount: Int = 1) {
+        counts.withLock { $0[keyPath: field] += amount }
+    }
+
+    public var snapshot: Counts { counts.withLock { $0 } }
+}
+
+/// Capped exponential backoff: base, then doubled each time, up to the maximum.
+struct Backoff {
+    private var next_: Int
+    private let maximum: Int
+
+    init(_ configuration: ZooKeeperConfiguration) {
+        next_ = max(configuration.baseSleepTimeMilliseconds, 1)
+        maximum = max(configuration.maxSleepTimeMilliseconds, next_)
+    }
+
+    mutating func next() -> Duration {
+        defer { next_ = min(next_ * 2, maximum) }
+        return .milliseconds(next_)
+    }
+}

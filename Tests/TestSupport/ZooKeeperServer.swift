@@ -1,0 +1,316 @@
+import Foundation
+
+/// Real ZooKeeper servers from Debian's `zookeeper` package, for the tests: one standalone server or
+/// an ensemble, on 127.0.0.1, on free ports, each with its own data directory, stopped by PID.
+///
+/// When the package or a Java runtime is missing, `start` throws an error that says how to install
+/// them: tests that need ZooKeeper fail, they are never skipped.
+public final class ZooKeeperEnsemble: @unchecked Sendable {
+    public struct Member: Sendable {
+        public let id: Int
+        public let clientPort: Int
+        let quorumPort: Int
+        let electionPort: Int
+        let configFile: String
+        let logFile: String
+    }
+
+    public static let jar = "/usr/share/java/zookeeper.jar"
+    /// The server's tick, in ms. Sessions expire in buckets of ticks, and a session's timeout is
+    /// at least two ticks; a short tick keeps expiry tests short.
+    public static let tickMilliseconds = 250
+
+    public let members: [Member]
+    public let directory: TemporaryDirectory
+    private let lock = NSLock()
+    private var running: [Int: Server] = [:]
+
+    /// A running member: java, our own child, and a guard shell that kills it by PID when its
+    /// pipe from this process closes without a goodbye: a test process that dies (crash, kill)
+    /// leaves no server behind.
+    private struct Server {
+        let java: Process
+        let guardian: ChildGuard
+    }
+
+
+    /// `host:port,host:port,...` of every member.
+    public var connectString: String { members.map { "127.0.0.1:\($0.clientPort)" }.joined(separator: ",") }
+
+    /// Starts `size` servers (1: standalone) and waits until every one of them serves requests.
+    public static func start(size: Int = 1) async throws -> ZooKeeperEnsemble {
+        guard FileManager.default.fileExists(atPath: jar) else {
+            throw TestSetupError("""
+                ZooKeeper is not installed (no \(jar)): these tests need a real ZooKeeper server. \
+                Install it with `scripts/install-dependencies test` (Debian's zookeeper and default-jre-headless), \
+                or run the whole suite with scripts/test, which does.
+                """)
+        }
+        guard Subprocess.which("java") != nil else {
+            throw TestSetupError("no `java` on PATH: ZooKeeper needs a Java runtime; install it with `scripts/install-dependencies test`")
+        }
+        let directory = try TemporaryDirectory("shardwork-zk")
+        let ports = try FreePorts.take(3 * size)
+        var members: [Member] = []
+        for index in 0..<size {
+            let id = index + 1
+            members.append(Member(
+                id: id, clientPort: ports[3 * index], quorumPort: ports[3 * index + 1], electionPort: ports[3 * index + 2],
+                configFile: directory.file("zoo\(id).cfg"), logFile: directory.file("zookeeper\(id).log")))
+        }
+        for member in members {
+            let data = try directory.subdirectory("data\(member.id)")
+            var lines = [
+                "tickTime=\(tickMilliseconds)",
+                "initLimit=20",
+                "syncLimit=10",
+                "dataDir=\(data)",
+                "clientPort=\(member.clientPort)",
+                "clientPortAddress=127.0.0.1",
+                "admin.enableServer=false",
+                "minSessionTimeout=\(2 * tickMilliseconds)",
+                "maxSessionTimeout=60000",
+                "4lw.commands.whitelist=ruok,stat,srvr,mntr,cons,dump,wchs",
+                "maxClientCnxns=0",
+            ]
+            if size > 1 {
+                try "\(member.id)\n".write(toFile: data + "/myid", atomically: true, encoding: .utf8)
+                for other in members {
+                    lines.append("server.\(other.id)=127.0.0.1:\(other.quorumPort):\(other.electionPort)")
+                }
+            }
+            try (lines.joined(separator: "\n") + "\n").write(toFile: member.configFile, atomically: true, encoding: .utf8)
+        }
+        let ensemble = ZooKeeperEnsemble(members: members, directory: directory)
+        do {
+            for member in members {
+                let id = member.id
+                try await onOwnThread { try ensemble.launch(id) }
+            }
+            for member in members { try await ensemble.waitUntilServing(member.id) }
+        } catch {
+            ensemble.stopAll()
+            throw error
+        }
+        return ensemble
+    }
+
+    private init(members: [Member], directory: TemporaryDirectory) {
+        self.members = members
+        self.directory = directory
+    }
+
+    deinit { stopAll() }
+
+    public func member(_ id: Int) -> Member { members[id - 1] }
+
+    /// The java process of a running member.
+    public func pid(_ id: Int) -> Int32? {
+        lock.withLock { running[id]?.java.processIdentifier }
+    }
+
+    private func launch(_ id: Int) throws {
+        let member = member(id)
+        guard let javaPath = Subprocess.which("java") else { throw TestSetupError("no `java` on PATH") }
+        var classPath = Self.jar
+        if FileManager.default.fileExists(atPath: "/usr/share/java/slf4j-simple.jar") {
+            classPath += ":/usr/share/java/slf4j-simple.jar"
+        }
+        _ = FileManager.default.createFile(atPath: member.logFile, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: member.logFile))
+        log.seekToEndOfFile()
+        let java = Process()
+        java.executableURL = URL(fileURLWithPath: javaPath)
+        java.arguments = [
+            "-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.net.preferIPv4Stack=true",
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", classPath,
+            "org.apache.zookeeper.server.quorum.QuorumPeerMain", member.configFile,
+        ]
+        java.standardInput = FileHandle.nullDevice
+        java.standardOutput = log
+        java.standardError = log
+        try java.run()
+        try? log.close()
+
+        let guardian = try ChildGuard(java.processIdentifier)
+        lock.withLock { running[id] = Server(java: java, guardian: guardian) }
+    }
+
+    /// Sends a signal to a running member's java process (SIGSTOP and SIGCONT to freeze it).
+    public func signal(_ id: Int, _ signal: Int32) {
+        if let pid = pid(id) { kill(pid, signal) }
+    }
+
+    /// Waits until the member answers `srvr` with its mode (standalone, leader or follower): it
+    /// then serves clients.
+    public func waitUntilServing(_ id: Int, timeout: Duration = .seconds(60)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let answer = try? await command("srvr", member: id), answer.contains("Mode:") { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let log = (try? String(contentsOfFile: member(id).logFile, encoding: .utf8)) ?? ""
+        throw TestSetupError("ZooKeeper server \(id) on 127.0.0.1:\(member(id).clientPort) did not start serving within \(timeout); its log:\n\(log.suffix(3000))")
+    }
+
+    /// Stops a member with SIGTERM (or `signal`, SIGKILL for a crash) and waits for its exit.
+    public func stop(_ id: Int, signal: Int32 = SIGTERM) async {
+        _ = try? await onOwnThread { self.stopNow(id, signal: signal) }
+    }
+
+    private func stopNow(_ id: Int, signal: Int32) {
+        guard let server = lock.withLock({ running.removeValue(forKey: id) }) else { return }
+        kill(server.java.processIdentifier, signal)
+        kill(server.java.processIdentifier, SIGCONT)
+        server.java.waitUntilExit()
+        server.guardian.release()
+    }
+
+    /// Starts a stopped member again on the same ports and data, and waits until it serves.
+    public func restart(_ id: Int) async throws {
+        await stop(id)
+        try await onOwnThread { try self.launch(id) }
+        try await waitUntilServing(id)
+    }
+
+    public func stopAll() {
+        for member in members { stopNow(member.id, signal: SIGKILL) }
+    }
+
+    /// A four-letter-word command (`mntr`, `srvr`, `dump`, ...) and the server's answer.
+    public func command(_ word: String, member id: Int = 1) async throws -> String {
+        let port = member(id).clientPort
+        return try await onOwnThread { try FourLetterWord.ask(word, port: port) }
+    }
+
+    /// The server's last committed transaction id, from `srvr`: every write (one per request, one
+    /// per multi, and the opening and closing of sessions) raises it by one.
+    public func lastZxid(member id: Int = 1) async throws -> Int64 {
+        let answer = try await command("srvr", member: id)
+        guard let line = answer.split(separator: "\n").first(where: { $0.hasPrefix("Zxid:") }),
+              let value = Int64(line.dropFirst("Zxid: 0x".count), radix: 16)
+        else { throw TestSetupError("no Zxid in srvr's answer: \(answer)") }
+        return value
+    }
+
+    /// `mntr` as key → value.
+    public func monitor(member id: Int = 1) async throws -> [String: String] {
+        var values: [String: String] = [:]
+        for line in try await command("mntr", member: id).split(separator: "\n") {
+            let parts = line.split(separator: "\t", maxSplits: 1)
+            if parts.count == 2 { values[String(parts[0])] = String(parts[1]) }
+        }
+        return values
+    }
+}
+
+/// Kills a child process by PID if this process dies first (a crash, a kill, a test run cut
+/// short), so that no server or host outlives the tests that started it. A small shell reads a pipe
+/// from this process: when the pipe closes without a goodbye, it kills the child.
+public final class ChildGuard: @unchecked Sendable {
+    private let shell: Process
+    private let control: FileHandle
+    private let lock = NSLock()
+    private var released = false
+
+    static let script = #"""
+        while read -r line; do
+            if [ "$line" = EXIT ]; then exit 0; fi
+        done
+        kill -9 "$1" 2>/dev/null
+        """#
+
+    public init(_ pid: Int32) throws {
+        let pipe = Pipe()
+        // Our end must not leak into other children (the next server, say): the guard sees its
+        // pipe close only when every copy of the write end is gone.
+        _ = fcntl(pipe.fileHandleForWriting.fileDescriptor, F_SETFD, FD_CLOEXEC)
+        shell = Process()
+        shell.executableURL = URL(fileURLWithPath: "/bin/sh")
+        shell.arguments = ["-c", Self.script, "shardwork-test-guard", String(pid)]
+        shell.standardInput = pipe
+        shell.standardOutput = FileHandle.nullDevice
+        shell.standardError = FileHandle.nullDevice
+        try shell.run()
+        control = pipe.fileHandleForWriting
+    }
+
+    /// The child has ended (or is ending) on purpose: the guard leaves without killing anything.
+    public func release() {
+        let first = lock.withLock { () -> Bool in
+            defer { released = true }
+            return !released
+        }
+        guard first else { return }
+        try? control.write(contentsOf: Array("EXIT\n".utf8))
+        try? control.close()
+        shell.waitUntilExit()
+    }
+}
+
+/// One standalone server shared by the tests of a test process that only need a server (each
+/// uses its own namespace). Its guard stops it when the test process exits.
+public enum SharedZooKeeper {
+    private static let server = Task { try await ZooKeeperEnsemble.start() }
+
+    public static func ensemble() async throws -> ZooKeeperEnsemble { try await server.value }
+
+    /// A port on 127.0.0.1 that nothing listens on (for tests of an unreachable server).
+    public static func unusedPort() async throws -> Int { try FreePorts.take(1)[0] }
+}
+
+/// Free TCP ports on 127.0.0.1, found by binding port 0 and reading what the kernel chose.
+enum FreePorts {
+    static func take(_ count: Int) throws -> [Int] {
+        var sockets: [Int32] = []
+        defer { for socket in sockets { close(socket) } }
+        var ports: [Int] = []
+        for _ in 0..<count {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { throw TestSetupError("socket(): errno \(errno)") }
+            sockets.append(fd)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = 0
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let bound = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                    bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
+                }
+            }
+            guard bound else { throw TestSetupError("bind(127.0.0.1:0): errno \(errno)") }
+            ports.append(Int(UInt16(bigEndian: address.sin_port)))
+        }
+        return ports
+    }
+}
+
+/// ZooKeeper's four-letter-word commands over a plain TCP connection (blocking: call it on its own
+/// thread).
+public enum FourLetterWord {
+    public static func ask(_ word: String, port: Int) throws -> String {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestSetupError("socket(): errno \(errno)") }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+        guard connected else { throw TestSetupError("connect(127.0.0.1:\(port)): errno \(errno)") }
+        _ = word.withCString { write(fd, $0, strlen($0)) }
+        var answer: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = read(fd, &buffer, buffer.count)
+            if count <= 0 { break }
+            answer.append(contentsOf: buffer[0..<count])
+        }
+        return String(decoding: answer, as: UTF8.self)
+    }
+}
