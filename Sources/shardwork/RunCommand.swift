@@ -26,6 +26,10 @@ struct RunCommand: AsyncParsableCommand {
         "Another plugin directory, after those of the configuration (repeatable).", valueName: "dir"))
     var pluginDirectories: [String] = []
 
+    @Option(name: .customLong("ip"), help: ArgumentHelp(
+        "The IPv4 address that names this host in the registry (overrides host.ip).", valueName: "address"))
+    var ip: String?
+
     @Flag(name: .customLong("no-preflight"), help: "Load plugins without trying each in a separate process first.")
     var noPreflight = false
 
@@ -38,11 +42,18 @@ struct RunCommand: AsyncParsableCommand {
         options.logLevel = logLevel ?? ProcessInfo.processInfo.environment["SHARDWORK_LOG_LEVEL"] ?? "info"
         let logger = try options.makeLogger()
 
-        let configuration: HostConfiguration
+        var configuration: HostConfiguration
         do {
             configuration = try HostConfigurationReader.read(file: config)
         } catch {
             throw CLIFailure.badInput(error.description)
+        }
+        if let ip {
+            let octets = ip.split(separator: ".", omittingEmptySubsequences: false)
+            guard octets.count == 4, octets.allSatisfy({ UInt8($0) != nil }) else {
+                throw CLIFailure.badInput("--ip \(ip): not an IPv4 address such as 10.0.0.5 (ElasticJob's server nodes are IPv4)")
+            }
+            configuration.host.ip = ip
         }
         let jobNames = Set(configuration.jobs.map(\.jobName))
         if let unknown = triggers.first(where: { !jobNames.contains($0) }) {

@@ -334,6 +334,8 @@ struct RunCommandTests {
         process.standardOutput = output
         process.standardError = output
         try process.run()
+        let guardian = try ChildGuard(process.processIdentifier)
+        defer { guardian.release() }
         // Reading to the end blocks: on a thread of its own, never on a cooperative one.
         let reader = output.fileHandleForReading
         let collected = Task { try await onOwnThread { reader.readToEndRetryingInterrupts() } }

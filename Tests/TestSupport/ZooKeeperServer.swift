@@ -244,7 +244,6 @@ public final class ChildGuard: @unchecked Sendable {
         guard first else { return }
         try? control.write(contentsOf: Array("EXIT\n".utf8))
         try? control.close()
-        shell.waitUntilExit()
     }
 }
 

@@ -12,7 +12,8 @@ public struct ZooKeeperConfiguration: Sendable, Equatable {
     /// Reconnection backoff: starts at the base and doubles up to the maximum.
     public var baseSleepTimeMilliseconds: Int = 1_000
     public var maxSleepTimeMilliseconds: Int = 3_000
-    /// Attempts to reach the ensemble at start-up before giving up (unless `waitForServer`).
+    /// ElasticJob's retry count, read for compatibility. The C client retries connections on its
+    /// own, without a count: the start-up wait is bounded by `connectionTimeoutMilliseconds`.
     public var maxRetries: Int = 3
     /// `user:password`: digest authentication, and nodes created readable and writable by that
     /// user only (ZooKeeper's CREATOR_ALL_ACL), as ElasticJob does.

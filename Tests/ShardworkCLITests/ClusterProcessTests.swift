@@ -1,0 +1,394 @@
+import Foundation
+import Logging
+import ShardworkCore
+import ShardworkTestSupport
+import Testing
+
+/// Clusters of real `shardwork run` processes on a real ZooKeeper: each host on its own loopback
+/// address (127.0.0.11, .12, ...), each job item appending a line to a shared ledger file.
+
+/// One line of the ledger (written by the example `log-item` job).
+struct LedgerEntry: Decodable, Hashable {
+    var job: String
+    var item: Int
+    var task: String
+    var fire: Int64
+    var epoch: UInt64
+    var start: Int64
+    var end: Int64
+
+    /// The host's address, from the task id (`job@-@items@-@READY@-@ip@-@pid`).
+    var ip: String {
+        let parts = task.components(separatedBy: "@-@")
+        return parts.count >= 5 ? parts[3] : task
+    }
+}
+
+/// A `shardwork run` process.
+final class HostProcess: @unchecked Sendable {
+    let ip: String
+    let process: Process
+    let guardian: ChildGuard
+    let log: String
+
+    init(ip: String, config: String, log: String, arguments: [String] = []) throws {
+        self.ip = ip
+        self.log = log
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: try TestPaths.shardworkBinary)
+        process.arguments = ["run", "--config", config, "--log-level", "debug"] + arguments
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        try? output.close()
+        guardian = try ChildGuard(process.processIdentifier)
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var instanceID: String { "\(ip)@-@\(pid)" }
+
+    func signal(_ signal: Int32) { kill(pid, signal) }
+
+    /// Stops the host (SIGTERM by default, SIGKILL for a crash) and waits for its exit status.
+    @discardableResult
+    func stop(_ signal: Int32 = SIGTERM) async -> Int32 {
+        kill(pid, signal)
+        kill(pid, SIGCONT)
+        let process = process
+        _ = try? await onOwnThread { process.waitUntilExit() }
+        guardian.release()
+        return process.terminationStatus
+    }
+
+    var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+}
+
+/// The hosts, the ledger and an observer's view of the registry for one test.
+final class Cluster: @unchecked Sendable {
+    let ensemble: ZooKeeperEnsemble
+    let directory: TemporaryDirectory
+    let namespace = "cluster-\(UUID().uuidString.prefix(8))"
+    let ledger: String
+    let sessionTimeout: Int
+    private(set) var hosts: [String: HostProcess] = [:]
+    let observer: ZooKeeperRegistry
+
+    init(ensemble: ZooKeeperEnsemble, sessionTimeout: Int = 2000) async throws {
+        self.ensemble = ensemble
+        self.sessionTimeout = sessionTimeout
+        directory = try TemporaryDirectory("shardwork-cluster")
+        ledger = directory.file("ledger.jsonl")
+        var configuration = ZooKeeperConfiguration(serverLists: ensemble.connectString, namespace: namespace)
+        configuration.sessionTimeoutMilliseconds = 10_000
+        observer = try await ZooKeeperRegistry.connect(configuration, logger: Logger(label: "observer") { _ in SwiftLogNoOpLogHandler() })
+    }
+
+    /// A host configuration: ZooKeeper, this address, and `jobs` (YAML list items, indented by 2).
+    func configuration(ip: String, jobs: String) throws -> String {
+        let file = directory.file("host-\(ip).yaml")
+        let yaml = """
+            registry:
+              zookeeper:
+                serverLists: "\(ensemble.connectString)"
+                namespace: \(namespace)
+                sessionTimeoutMilliseconds: \(sessionTimeout)
+                connectionTimeoutMilliseconds: 10000
+                baseSleepTimeMilliseconds: 100
+                maxSleepTimeMilliseconds: 500
+            host:
+              ip: \(ip)
+              shutdownTimeoutSeconds: 5
+            plugins:
+              preflight: false
+            jobs:
+            \(jobs)
+            """
+        try yaml.write(toFile: file, atomically: true, encoding: .utf8)
+        return file
+    }
+
+    /// A job of `log-item` that fires every second and writes to the ledger.
+    func job(_ name: String, total: Int = 6, cron: String? = "* * * * * ?", extra: String = "") -> String {
+        """
+          - jobName: \(name)
+            jobType: log-item
+        \(cron.map { "    cron: \"\($0)\"\n" } ?? "")    shardingTotalCount: \(total)
+            monitorExecution: true
+            props:
+              log-item.ledger: \(ledger)
+        \(extra)
+        """
+    }
+
+    @discardableResult
+    func start(_ ip: String, jobs: String) throws -> HostProcess {
+        let host = try HostProcess(ip: ip, config: try configuration(ip: ip, jobs: jobs), log: directory.file("host-\(ip).log"))
+        hosts[ip] = host
+        return host
+    }
+
+    func stop(_ ip: String, signal: Int32 = SIGTERM) async {
+        await hosts.removeValue(forKey: ip)?.stop(signal)
+    }
+
+    func stopAll() async {
+        for ip in hosts.keys.sorted() { await stop(ip) }
+        await observer.close()
+    }
+
+    var entries: [LedgerEntry] {
+        guard let text = try? String(contentsOfFile: ledger, encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { try? JSONDecoder().decode(LedgerEntry.self, from: Data($0.utf8)) }
+    }
+
+    /// Each fire of `job` (by fire time), as ip → its items.
+    func fires(of job: String, after time: Int64 = 0) -> [(fire: Int64, items: [String: [Int]])] {
+        var byFire: [Int64: [String: [Int]]] = [:]
+        for entry in entries where entry.job == job && entry.fire > time {
+            byFire[entry.fire, default: [:]][entry.ip, default: []].append(entry.item)
+        }
+        return byFire.keys.sorted().map { fire in (fire, byFire[fire]!.mapValues { $0.sorted() }) }
+    }
+
+    /// Waits for a completed fire (one second old) of `job` whose assignment satisfies `condition`.
+    func waitForFire(
+        of job: String, after time: Int64 = 0, seconds: Double = 30, _ condition: ([String: [Int]]) -> Bool
+    ) async -> [String: [Int]]? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let settled = Int64(Date().timeIntervalSince1970 * 1000) - 1500
+            if let match = fires(of: job, after: time).last(where: { $0.fire < settled && condition($0.items) }) {
+                return match.items
+            }
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+        return nil
+    }
+
+    /// The registered instances of `job`.
+    func instances(_ job: String) async -> [String] {
+        (try? await observer.children("/\(job)/instances", watch: nil)) ?? []
+    }
+
+    func logs() -> String {
+        hosts.values.map { "--- \($0.ip) (pid \($0.pid)):\n\($0.output.suffix(4000))" }.joined(separator: "\n")
+    }
+}
+
+private func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+/// Every item of `total` exactly once.
+private func coversOnce(_ items: [String: [Int]], total: Int) -> Bool {
+    items.values.flatMap { $0 }.sorted() == Array(0..<total)
+}
+
+private func waitFor(seconds: Double = 30, _ condition: () async -> Bool) async -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(100))
+    }
+    return await condition()
+}
+
+@Suite("A cluster of shardwork processes on ZooKeeper", .timeLimit(.minutes(5)))
+struct ClusterProcessTests {
+    @Test("three hosts split the items as the average strategy says; a join and a leave reshard at the next fire")
+    func splitJoinLeave() async throws {
+        let cluster = try await Cluster(ensemble: try await SharedZooKeeper.ensemble())
+        let job = cluster.job("split")
+        try cluster.start("127.0.0.11", jobs: job)
+        try cluster.start("127.0.0.12", jobs: job)
+        let two = await cluster.waitForFire(of: "split") { $0.count == 2 && coversOnce($0, total: 6) }
+        #expect(two.map { Set($0.values) } == [[0, 1, 2], [3, 4, 5]], "\(cluster.logs())")
+
+        let joined = now()
+        try cluster.start("127.0.0.13", jobs: job)
+        let three = await cluster.waitForFire(of: "split", after: joined) { $0.count == 3 }
+        #expect(three.map { Set($0.values) } == [[0, 1], [2, 3], [4, 5]], "\(cluster.logs())")
+        // The registry's assignment is the one the hosts ran.
+        if let three {
+            for (ip, items) in three {
+                for item in items {
+                    let owner = try await cluster.observer.string("/split/sharding/\(item)/instance")
+                    #expect(owner?.hasPrefix(ip + "@-@") == true)
+                }
+            }
+        }
+
+        let left = now()
+        await cluster.stop("127.0.0.12")
+        let after = await cluster.waitForFire(of: "split", after: left + 1000) { $0.count == 2 && coversOnce($0, total: 6) }
+        #expect(after.map { Set($0.keys) } == ["127.0.0.11", "127.0.0.13"], "\(cluster.logs())")
+        // No fire ever ran an item twice.
+        for fire in cluster.fires(of: "split") {
+            let items = fire.items.values.flatMap { $0 }
+            #expect(items.count == Set(items).count, "fire \(fire.fire) ran an item twice: \(fire.items)")
+        }
+        await cluster.stopAll()
+    }
+
+    @Test("a disabled server gets no items; enabled again, it gets its share")
+    func disabledServer() async throws {
+        let cluster = try await Cluster(ensemble: try await SharedZooKeeper.ensemble())
+        let job = cluster.job("disable")
+        try cluster.start("127.0.0.11", jobs: job)
+        try cluster.start("127.0.0.12", jobs: job)
+        #expect(await cluster.waitForFire(of: "disable") { $0.count == 2 && coversOnce($0, total: 6) } != nil, "\(cluster.logs())")
+        let disabled = now()
+        try await cluster.observer.setData("/disable/servers/127.0.0.12", data: [UInt8](utf8: "DISABLED"), version: nil)
+        let alone = await cluster.waitForFire(of: "disable", after: disabled + 1000) { _ in true }
+        #expect(alone.map { Array($0.keys) } == ["127.0.0.11"], "\(cluster.logs())")
+        #expect(alone.map { coversOnce($0, total: 6) } == true)
+        let enabled = now()
+        try await cluster.observer.setData("/disable/servers/127.0.0.12", data: [UInt8](utf8: "ENABLED"), version: nil)
+        #expect(await cluster.waitForFire(of: "disable", after: enabled) { $0.count == 2 && coversOnce($0, total: 6) } != nil)
+        await cluster.stopAll()
+    }
+
+    @Test("trigger runs a job once on every instance")
+    func trigger() async throws {
+        let cluster = try await Cluster(ensemble: try await SharedZooKeeper.ensemble())
+        let job = cluster.job("once", total: 4, cron: nil)
+        try cluster.start("127.0.0.11", jobs: job)
+        try cluster.start("127.0.0.12", jobs: job)
+        #expect(await waitFor { await cluster.instances("once").count == 2 }, "\(cluster.logs())")
+        for instance in await cluster.instances("once") {
+            try await cluster.observer.ensurePath("/once/trigger")
+            try await cluster.observer.create("/once/trigger/\(instance)", data: [], mode: .persistent)
+        }
+        #expect(await waitFor { Set(cluster.entries.map(\.ip)) == ["127.0.0.11", "127.0.0.12"] }, "\(cluster.logs())")
+        try await Task.sleep(for: .seconds(2))
+        let items = cluster.entries.map(\.item).sorted()
+        #expect(items == [0, 1, 2, 3], "each item once: \(cluster.entries)")
+        #expect(await waitFor { ((try? await cluster.observer.children("/once/trigger", watch: nil)) ?? ["x"]).isEmpty })
+        await cluster.stopAll()
+    }
+
+    @Test("a host stopped past its session timeout is dropped, and after SIGCONT rejoins and fires again")
+    func stoppedHostRejoins() async throws {
+        let cluster = try await Cluster(ensemble: try await SharedZooKeeper.ensemble())
+        let job = cluster.job("pause")
+        try cluster.start("127.0.0.11", jobs: job)
+        let paused = try cluster.start("127.0.0.12", jobs: job)
+        #expect(await cluster.waitForFire(of: "pause") { $0.count == 2 } != nil, "\(cluster.logs())")
+        paused.signal(SIGSTOP)
+        let stopped = now()
+        #expect(await waitFor { await cluster.instances("pause").count == 1 }, "the stopped host's session never expired")
+        let alone = await cluster.waitForFire(of: "pause", after: stopped + Int64(cluster.sessionTimeout) + 1000) { coversOnce($0, total: 6) }
+        #expect(alone.map { Array($0.keys) } == ["127.0.0.11"], "\(cluster.logs())")
+        paused.signal(SIGCONT)
+        let resumed = now()
+        #expect(await waitFor { await cluster.instances("pause").count == 2 }, "the host did not register again: \(cluster.logs())")
+        let together = await cluster.waitForFire(of: "pause", after: resumed) { $0.count == 2 && coversOnce($0, total: 6) }
+        #expect(together != nil, "\(cluster.logs())")
+        #expect(paused.output.contains("new session"))
+        await cluster.stopAll()
+    }
+
+    @Test("a ZooKeeper restart is survived by every host")
+    func zookeeperRestart() async throws {
+        let ensemble = try await ZooKeeperEnsemble.start()
+        defer { ensemble.stopAll() }
+        let cluster = try await Cluster(ensemble: ensemble, sessionTimeout: 6000)
+        let job = cluster.job("restart")
+        try cluster.start("127.0.0.11", jobs: job)
+        try cluster.start("127.0.0.12", jobs: job)
+        #expect(await cluster.waitForFire(of: "restart") { $0.count == 2 } != nil, "\(cluster.logs())")
+        await ensemble.stop(1)
+        try await Task.sleep(for: .seconds(1))
+        try await ensemble.restart(1)
+        let back = now()
+        let after = await cluster.waitForFire(of: "restart", after: back + 1000) { $0.count == 2 && coversOnce($0, total: 6) }
+        #expect(after != nil, "\(cluster.logs())")
+        await cluster.stopAll()
+    }
+
+    @Test("with a three-server ensemble and one server killed, the jobs keep firing")
+    func ensembleLosesAServer() async throws {
+        let ensemble = try await ZooKeeperEnsemble.start(size: 3)
+        defer { ensemble.stopAll() }
+        let cluster = try await Cluster(ensemble: ensemble, sessionTimeout: 4000)
+        let job = cluster.job("quorum")
+        try cluster.start("127.0.0.11", jobs: job)
+        try cluster.start("127.0.0.12", jobs: job)
+        #expect(await cluster.waitForFire(of: "quorum") { $0.count == 2 } != nil, "\(cluster.logs())")
+        // Kill the server each host is most likely on, and then some: the first of the list.
+        await ensemble.stop(1, signal: SIGKILL)
+        let killed = now()
+        let after = await cluster.waitForFire(of: "quorum", after: killed + 2000, seconds: 40) { $0.count == 2 && coversOnce($0, total: 6) }
+        #expect(after != nil, "\(cluster.logs())")
+        await cluster.stopAll()
+    }
+
+    @Test("the layout, read back with ZooKeeper's own zkCli.sh, is ElasticJob's")
+    func layoutWithZkCli() async throws {
+        let ensemble = try await SharedZooKeeper.ensemble()
+        let cluster = try await Cluster(ensemble: ensemble)
+        let host = try cluster.start("127.0.0.11", jobs: cluster.job("layout", total: 2))
+        #expect(await cluster.waitForFire(of: "layout") { coversOnce($0, total: 2) } != nil, "\(cluster.logs())")
+        let root = "/\(cluster.namespace)/layout"
+        func zkCli(_ arguments: String...) async throws -> String {
+            let outcome = try await Subprocess.run(
+                "/usr/share/zookeeper/bin/zkCli.sh", ["-server", "127.0.0.1:\(ensemble.member(1).clientPort)"] + arguments)
+            return outcome.standardOutput
+        }
+        let children = try await zkCli("ls", root)
+        for node in ["config", "instances", "leader", "servers", "sharding"] {
+            #expect(children.contains(node), "ls \(root): \(children)")
+        }
+        #expect(try await zkCli("ls", root + "/instances").contains(host.instanceID))
+        #expect(try await zkCli("get", root + "/servers/127.0.0.11").contains("ENABLED"))
+        #expect(try await zkCli("get", root + "/leader/election/instance").contains(host.instanceID))
+        #expect(try await zkCli("get", root + "/sharding/1/instance").contains(host.instanceID))
+        let config = try await zkCli("get", root + "/config")
+        let stored = try #require(try await cluster.observer.string("/layout/config"))
+        #expect(config.contains(stored), "zkCli: \(config)\nours: \(stored)")
+        for line in ["cron: '* * * * * ?'", "jobName: layout", "shardingTotalCount: 2", "monitorExecution: true", "  log-item.ledger: "] {
+            #expect(stored.contains(line), "config lacks \(line): \(stored)")
+        }
+        #expect(try await zkCli("get", "/\(cluster.namespace)/layout").contains("log-item"))
+        await cluster.stopAll()
+    }
+
+    @Test("a job name already registered with another job type is refused, naming both types")
+    func otherJobType() async throws {
+        let cluster = try await Cluster(ensemble: try await SharedZooKeeper.ensemble())
+        try cluster.start("127.0.0.11", jobs: cluster.job("typed"))
+        #expect(await waitFor { await cluster.instances("typed").count == 1 }, "\(cluster.logs())")
+        let other = try cluster.configuration(ip: "127.0.0.12", jobs: """
+              - jobName: typed
+                jobType: countdown
+                cron: "* * * * * ?"
+                shardingTotalCount: 2
+            """)
+        let outcome = try await shardwork("run", "--config", other)
+        #expect(outcome.status != 0)
+        #expect(outcome.standardError.contains("log-item") && outcome.standardError.contains("countdown"), "\(outcome.standardError)")
+        await cluster.stopAll()
+    }
+
+    @Test("ZooKeeper unreachable at start: the address, the timeout, and a non-zero exit")
+    func unreachable() async throws {
+        let port = try await SharedZooKeeper.unusedPort()
+        let directory = try TemporaryDirectory()
+        let config = directory.file("host.yaml")
+        try """
+            registry:
+              zookeeper:
+                serverLists: 127.0.0.1:\(port)
+                namespace: nowhere
+                connectionTimeoutMilliseconds: 1000
+                baseSleepTimeMilliseconds: 200
+                maxSleepTimeMilliseconds: 400
+            jobs: []
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let outcome = try await shardwork("run", "--config", config)
+        #expect(outcome.status == 1)
+        #expect(outcome.standardError.contains("cannot connect to ZooKeeper at 127.0.0.1:\(port)"), "\(outcome.standardError)")
+        #expect(outcome.standardError.contains("1000 ms"))
+    }
+}
