@@ -127,4 +127,12 @@ if withBenchmarks {
             exclude: ["lag_probe.c"],
             swiftSettings: strictSettings
         ))
+    // ZooKeeper writes per fire and the time to a new assignment, on a real server.
+    package.targets.append(
+        .executableTarget(
+            name: "ZooKeeperBenchmark",
+            dependencies: ["ShardworkCore", "ShardworkTestSupport", .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/ZooKeeper",
+            swiftSettings: strictSettings
+        ))
 }
