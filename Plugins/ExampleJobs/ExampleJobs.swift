@@ -8,9 +8,10 @@ import Glibc
 /// `log-item`: a simple job that logs its item, the item's parameter and the job parameter.
 /// `log-item.work.milliseconds` (default 0) makes each item take that long, to watch overlapping
 /// fires and misfires; an item whose parameter is `fail` fails, to watch the error handler.
-/// `log-item.ledger` names a file to which each item appends one JSON line (job, item, task id,
-/// fire time, fencing epoch, start and end in epoch milliseconds): a record of who ran what, when,
-/// that the cluster tests read.
+/// `log-item.ledger` names a file to which each item appends two JSON lines, when it starts and
+/// when it ends (job, item, task id, fire time, fencing epoch, start and end in epoch milliseconds,
+/// whether the host asked it to stop and whether its epoch was still current at the end): a record
+/// of who ran what, when, that the cluster tests read.
 struct LogItem: SimpleJob {
     let workMilliseconds: Int
     let ledger: String?
@@ -26,12 +27,27 @@ struct LogItem: SimpleJob {
 
     func execute(_ context: ShardingContext) async throws {
         let start = Self.now()
-        defer { if let ledger { Self.append(ledger, context, start: start, end: Self.now()) } }
+        var cancelled = false
+        if let ledger { Self.append(ledger, context, event: "start", start: start) }
+        defer {
+            if let ledger {
+                Self.append(ledger, context, event: "end", start: start, end: Self.now(), cancelled: cancelled,
+                            current: context.isEpochCurrent() ?? true)
+            }
+        }
         context.logger.info(
             "\(context.jobName) item \(context.shardingItem)/\(context.shardingTotalCount): "
                 + "parameter \(context.shardingParameter ?? "(none)"), job parameter '\(context.jobParameter)'")
-        if workMilliseconds > 0 {
-            try await Task.sleep(for: .milliseconds(workMilliseconds))
+        // Work in small steps, stopping early when the host asks the item to stop; and look once
+        // more before reporting success, as a job that commits its work would.
+        let deadline = start + Int64(workMilliseconds)
+        while true {
+            if context.isCancelled {
+                cancelled = true
+                throw JobError("item \(context.shardingItem) stopped early: the host asked it to", code: 2)
+            }
+            guard Self.now() < deadline else { break }
+            try? await Task.sleep(for: .milliseconds(min(10, max(1, deadline - Self.now()))))
         }
         if context.shardingParameter == "fail" {
             throw JobError("item \(context.shardingItem) is configured to fail (its parameter is 'fail')", code: 1)
@@ -62,11 +78,16 @@ extension LogItem {
 
     /// One line, written with a single `write` to a file opened with O_APPEND: lines of several
     /// processes never interleave.
-    static func append(_ path: String, _ context: ShardingContext, start: Int64, end: Int64) {
+    static func append(
+        _ path: String, _ context: ShardingContext, event: String, start: Int64, end: Int64? = nil, cancelled: Bool = false,
+        current: Bool = true
+    ) {
         let job = escaped(context.jobName)
         let task = escaped(context.taskID)
-        let line = "{\"job\":\"\(job)\",\"item\":\(context.shardingItem),\"task\":\"\(task)\",\"fire\":\(context.fireTimeMilliseconds),"
-            + "\"epoch\":\(context.fencingEpoch),\"start\":\(start),\"end\":\(end)}\n"
+        var line = "{\"event\":\"\(event)\",\"job\":\"\(job)\",\"item\":\(context.shardingItem),\"task\":\"\(task)\","
+            + "\"fire\":\(context.fireTimeMilliseconds),\"epoch\":\(context.fencingEpoch),\"start\":\(start)"
+        if let end { line += ",\"end\":\(end),\"cancelled\":\(cancelled),\"current\":\(current)" }
+        line += "}\n"
         let fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0o644)
         guard fd >= 0 else {
             context.logger.error("log-item.ledger: cannot open \(path): errno \(errno)")

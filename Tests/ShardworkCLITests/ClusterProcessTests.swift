@@ -24,6 +24,34 @@ struct LedgerEntry: Decodable, Hashable {
     }
 }
 
+/// One line of the ledger: an item's start, or its end with how it ended.
+struct LedgerEvent: Decodable, Hashable {
+    var event: String
+    var job: String
+    var item: Int
+    var task: String
+    var fire: Int64
+    var epoch: UInt64
+    var start: Int64
+    var end: Int64?
+    var cancelled: Bool?
+    var current: Bool?
+
+    var ip: String {
+        let parts = task.components(separatedBy: "@-@")
+        return parts.count >= 5 ? parts[3] : task
+    }
+
+    /// The host process: `ip@-@pid`.
+    var instance: String {
+        let parts = task.components(separatedBy: "@-@")
+        return parts.count >= 5 ? parts[3] + "@-@" + parts[4] : task
+    }
+
+    var isStart: Bool { event == "start" }
+    var isEnd: Bool { event == "end" }
+}
+
 /// A `shardwork run` process.
 final class HostProcess: @unchecked Sendable {
     let ip: String
@@ -111,16 +139,35 @@ final class Cluster: @unchecked Sendable {
     }
 
     /// A job of `log-item` that fires every second and writes to the ledger.
-    func job(_ name: String, total: Int = 6, cron: String? = "* * * * * ?", extra: String = "") -> String {
+    func job(
+        _ name: String, total: Int = 6, cron: String? = "* * * * * ?", failover: Bool = false, workMilliseconds: Int? = nil
+    ) -> String {
         """
           - jobName: \(name)
             jobType: log-item
         \(cron.map { "    cron: \"\($0)\"\n" } ?? "")    shardingTotalCount: \(total)
             monitorExecution: true
+            failover: \(failover)
             props:
               log-item.ledger: \(ledger)
-        \(extra)
+        \(workMilliseconds.map { "      log-item.work.milliseconds: \($0)\n" } ?? "")
         """
+    }
+
+    /// Every start and end line of the ledger, in file order.
+    var events: [LedgerEvent] {
+        guard let text = try? String(contentsOfFile: ledger, encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { try? JSONDecoder().decode(LedgerEvent.self, from: Data($0.utf8)) }
+    }
+
+    /// Waits for a ledger event that satisfies `condition`.
+    func waitForEvent(seconds: Double = 30, _ condition: (LedgerEvent) -> Bool) async -> LedgerEvent? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let match = events.first(where: condition) { return match }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return nil
     }
 
     @discardableResult
@@ -173,8 +220,14 @@ final class Cluster: @unchecked Sendable {
         (try? await observer.children("/\(job)/instances", watch: nil)) ?? []
     }
 
+    /// Each host's notable log lines (not its per-fire and per-item chatter), for failure messages.
     func logs() -> String {
-        hosts.values.map { "--- \($0.ip) (pid \($0.pid)):\n\($0.output.suffix(4000))" }.joined(separator: "\n")
+        hosts.values.sorted { $0.ip < $1.ip }.map { host in
+            let lines = host.output.split(separator: "\n").filter { line in
+                !line.contains(" debug ") && !line.contains("' fired for ") && !line.contains(" item ")
+            }
+            return "--- \(host.ip) (pid \(host.pid)):\n" + lines.suffix(40).joined(separator: "\n")
+        }.joined(separator: "\n")
     }
 }
 
@@ -240,9 +293,14 @@ struct ClusterProcessTests {
         #expect(await cluster.waitForFire(of: "disable") { $0.count == 2 && coversOnce($0, total: 6) } != nil, "\(cluster.logs())")
         let disabled = now()
         try await cluster.observer.setData("/disable/servers/127.0.0.12", data: [UInt8](utf8: "DISABLED"), version: nil)
-        let alone = await cluster.waitForFire(of: "disable", after: disabled + 1000) { _ in true }
+        let alone = await cluster.waitForFire(of: "disable", after: disabled) { $0.count == 1 && coversOnce($0, total: 6) }
         #expect(alone.map { Array($0.keys) } == ["127.0.0.11"], "\(cluster.logs())")
-        #expect(alone.map { coversOnce($0, total: 6) } == true)
+        // From that fire on, the disabled server runs nothing.
+        if let first = cluster.fires(of: "disable", after: disabled).first(where: { $0.items.count == 1 && coversOnce($0.items, total: 6) }) {
+            try await Task.sleep(for: .seconds(2))
+            let later = cluster.fires(of: "disable", after: first.fire - 1)
+            #expect(later.allSatisfy { $0.items["127.0.0.12"] == nil }, "\(later)")
+        }
         let enabled = now()
         try await cluster.observer.setData("/disable/servers/127.0.0.12", data: [UInt8](utf8: "ENABLED"), version: nil)
         #expect(await cluster.waitForFire(of: "disable", after: enabled) { $0.count == 2 && coversOnce($0, total: 6) } != nil)

@@ -213,6 +213,7 @@ struct Reader {
     static let zookeeperFields = [
         "serverLists", "namespace", "sessionTimeoutMilliseconds", "connectionTimeoutMilliseconds",
         "baseSleepTimeMilliseconds", "maxSleepTimeMilliseconds", "maxRetries", "digest", "waitForServer",
+        "cancelItemsAtSessionFraction",
     ]
 
     /// ElasticJob's `ZookeeperConfiguration` (reference §1.2): a 0 timeout means Curator's default.
@@ -254,6 +255,14 @@ struct Reader {
             configuration.digest = digest
         }
         if let value = section["waitForServer"] { configuration.waitForServer = try boolean(value, field: "\(prefix).waitForServer") }
+        if let value = section["cancelItemsAtSessionFraction"] {
+            let fraction = try number(value, field: "\(prefix).cancelItemsAtSessionFraction")
+            guard fraction > 0, fraction < 1 else {
+                throw error(value, field: "\(prefix).cancelItemsAtSessionFraction",
+                            "must be between 0 and 1 (exclusive), so that a host stops its items before its session can expire; got \(fraction)")
+            }
+            configuration.cancelItemsAtSessionFraction = fraction
+        }
         return configuration
     }
 

@@ -21,6 +21,10 @@ public struct ZooKeeperConfiguration: Sendable, Equatable {
     /// Shardwork's own: keep trying to reach ZooKeeper at start-up instead of exiting after
     /// `maxRetries`.
     public var waitForServer = false
+    /// Shardwork's fencing: when ZooKeeper has not been heard from for this fraction of the session
+    /// timeout, the host asks its running items to stop and starts no new one, before the session
+    /// can expire and another host be handed its items. Between 0 and 1.
+    public var cancelItemsAtSessionFraction = 0.5
 
     public init(serverLists: String, namespace: String) {
         self.serverLists = serverLists

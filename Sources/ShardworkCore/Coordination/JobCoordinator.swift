@@ -18,7 +18,7 @@ public final class JobCoordinator: Sendable {
     public let paths: JobNodePath
     public let instance: JobInstance
     let registry: any RegistryCenter
-    private let cache = SnapshotCache()
+    let cache = SnapshotCache()
 
     /// Called with the path of every watched change to the job's nodes (on the registry's thread;
     /// it must only hand off).
@@ -65,6 +65,9 @@ public final class JobCoordinator: Sendable {
         for path in [paths.instances, paths.servers, paths.sharding, paths.leader, paths.leaderElection, paths.leaderSharding, paths.trigger, paths.shutdown] {
             try await registry.ensurePath(path)
         }
+        // The failover queue exists before anything is queued, so that its child watch sees the
+        // first crashed item at once.
+        if effective.failover { try await registry.ensurePath(paths.failoverItems) }
         try await electLeader()
         // The local `disabled` wins; otherwise an operator's DISABLED stays (ElasticJob rewrites
         // ENABLED over it at every restart).
@@ -211,9 +214,13 @@ public final class JobCoordinator: Sendable {
                 record.failover = node.text
                 record.failoverEpoch = UInt64(bitPattern: node.stat.createdTransaction)
             }
-            if markers.contains("failovering") { record.failovering = try await registry.string(paths.itemFailovering(item)) }
+            if markers.contains("failovering"), let node = try await registry.textIfPresent(paths.itemFailovering(item)) {
+                record.failovering = node.text
+                record.failoveringEpoch = UInt64(bitPattern: node.stat.createdTransaction)
+            }
             snapshot.items[item] = record
         }
+        snapshot.failoverQueue = Set(try await watchedChildren(paths.failoverItems).compactMap { Int($0) })
         return snapshot
     }
 
@@ -268,11 +275,29 @@ public final class JobCoordinator: Sendable {
         operations.append(.delete(paths.reshardingNecessary, version: nil))
         try await registry.multi(operations)
         cache.invalidate()
+        // The snapshot may predate a join or leave that came while sharding (the flag it would have
+        // set was already there, and went with this transaction): if the instances are not those
+        // the assignment was made over, flag again.
+        if try await freshAvailableInstances() != Set(instances) {
+            try await setReshardingFlag()
+        }
         // Items beyond a reduced total go (with their markers) after the new assignment is in place.
         for item in snapshot.items.keys where item >= total {
             try await registry.deleteRecursively(paths.item(item))
         }
         return true
+    }
+
+    /// The available instances, read now rather than from the cached snapshot.
+    private func freshAvailableInstances() async throws -> Set<String> {
+        var available = Set<String>()
+        var statuses: [String: String?] = [:]
+        for id in try await registry.childrenIfPresent(paths.instances) {
+            let ip = CoordinationRules.serverIP(of: id)
+            if statuses[ip] == nil { statuses[ip] = try await registry.string(paths.server(ip)) }
+            if statuses[ip] == ServerStatus.enabled.rawValue { available.insert(id) }
+        }
+        return available
     }
 
     // MARK: The markers of a fire

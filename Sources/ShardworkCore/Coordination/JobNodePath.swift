@@ -29,6 +29,9 @@ public struct JobNodePath: Sendable, Equatable {
     /// `/{job}/leader/election/instance`: ephemeral, the leader's instance id.
     public var leaderInstance: String { leaderElection + "/instance" }
     public var leaderSharding: String { leader + "/sharding" }
+    /// `/{job}/leader/failover/items/{i}`: item `i` of a crashed instance waits for a taker.
+    public var failoverItems: String { leader + "/failover/items" }
+    public func failoverItem(_ item: Int) -> String { failoverItems + "/\(item)" }
     /// `/{job}/leader/sharding/necessary`: the resharding flag.
     public var reshardingNecessary: String { leaderSharding + "/necessary" }
     /// `/{job}/leader/sharding/processing`: ephemeral, the leader is sharding now.

@@ -14,6 +14,12 @@ public struct JobSnapshot: Sendable, Equatable {
         public var failover: String?
         public var failoverEpoch: UInt64?
         public var failovering: String?
+        /// The fencing epoch of the failover claim: the transaction that created `failovering`.
+        public var failoveringEpoch: UInt64?
+
+        /// The item's current fencing epoch: the failover claim's when there is one, else the
+        /// assignment's. Every new assignment and every new claim has a larger one.
+        public var epoch: UInt64? { failoveringEpoch ?? ownerEpoch }
 
         public init() {}
     }
@@ -28,6 +34,8 @@ public struct JobSnapshot: Sendable, Equatable {
     public var servers: [String: String] = [:]
     /// Items by number (children of `sharding/`).
     public var items: [Int: Item] = [:]
+    /// Items of crashed instances waiting for a taker (children of `leader/failover/items`).
+    public var failoverQueue: Set<Int> = []
     /// The data version of the `config` node, to notice a change.
     public var configVersion: Int32?
     /// A trigger request for the instance that read the snapshot is waiting (`trigger/{id}`).
@@ -84,7 +92,10 @@ public enum CoordinationRules {
     ) -> [Int] {
         assignedItems(snapshot, instance, total: total).filter { item in
             let record = snapshot.items[item] ?? JobSnapshot.Item()
-            if failover && record.failover != nil { return false }
+            // An item being failed over, or waiting for a taker, runs there: never twice at once.
+            if failover && (record.failover != nil || record.failovering != nil || snapshot.failoverQueue.contains(item)) {
+                return false
+            }
             if record.disabled { return false }
             if monitorExecution && record.running != nil { return false }
             return true
@@ -112,5 +123,33 @@ public enum CoordinationRules {
             guard let owner = snapshot.items[item]?.owner else { return true }
             return snapshot.instances[owner] == nil
         }
+    }
+
+    /// The instance id's address (`ip@-@pid` → `ip`).
+    static func serverIP(of instanceID: String) -> String {
+        instanceID.components(separatedBy: "@-@").first ?? instanceID
+    }
+
+    /// ElasticJob 3.0.2+'s crash rule (reference §4.4), level-triggered: items whose `running`
+    /// marker names an instance that is gone (and whose server is `ENABLED`), or whose failover
+    /// claim names a taker that is gone, and that nobody is taking over now. Only items that were
+    /// running fail over; items a crashed instance merely owned wait for the next resharding.
+    public static func crashedItems(_ snapshot: JobSnapshot, total: Int) -> [Int] {
+        (0..<total).filter { item in
+            guard let record = snapshot.items[item], !snapshot.failoverQueue.contains(item) else { return false }
+            if let taker = record.failovering {
+                return snapshot.instances[taker] == nil && (record.failover == nil || snapshot.instances[record.failover!] == nil)
+            }
+            guard record.failover == nil, let runner = record.running, !runner.isEmpty, snapshot.instances[runner] == nil else {
+                return false
+            }
+            return snapshot.servers[serverIP(of: runner)] == ServerStatus.enabled.rawValue
+        }
+    }
+
+    /// The next item this instance may take from the failover queue: ElasticJob takes the first in
+    /// descending string order ("9" before "10").
+    public static func nextFailoverItem(_ snapshot: JobSnapshot, total: Int) -> Int? {
+        snapshot.failoverQueue.filter { $0 < total }.map(String.init).sorted(by: >).first.flatMap(Int.init)
     }
 }

@@ -155,6 +155,11 @@ public final class ItemBatchCancellation: Sendable {
         _ = batches.withLock { $0.removeValue(forKey: ObjectIdentifier(batch)) }
     }
 
+    /// Every item of the batches running now sees `isCancelled == true`; later batches do not.
+    public func cancelRunning() {
+        for batch in batches.withLock({ Array($0.values) }) { batch.cancelEverything() }
+    }
+
     /// From now on every item of every batch sees `isCancelled == true`.
     public func cancelAll() {
         cancelled.withLock { $0 = true }

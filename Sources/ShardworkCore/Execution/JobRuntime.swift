@@ -12,12 +12,37 @@ public final class HostServices: Sendable {
     public let workerExecutable: String?
     /// False while the registry connection is down: no new fire starts then.
     public let registryConnected = Atomic<Bool>(true)
+    /// Raised each time the host fences its running items (it asked them to stop because it could
+    /// not hear from the registry): an epoch is current only within the fencing generation in which
+    /// its item started.
+    public let fencingGeneration = Atomic<UInt64>(0)
+    /// True from the moment the host fenced until it hears from the registry again: no item starts.
+    public let fenced = Atomic<Bool>(false)
+
+    /// Whether the registry has been silent for longer than the fencing limit. Checked inline, from
+    /// the last answer on the monotonic clock, so that a host that was paused knows at once when it
+    /// runs again, before any watchdog or session event has caught up.
+    public func registrySilent(_ registry: any RegistryCenter) -> Bool {
+        guard let fraction = fencingFraction, let timeout = registry.sessionTimeout, let last = registry.lastContact else { return false }
+        return ContinuousClock.now - last > timeout * fraction
+    }
+
+    /// Whether a new item may start: the registry is reachable and the host is not fenced.
+    public var mayStartItems: Bool {
+        registryConnected.load(ordering: .acquiring) && !fenced.load(ordering: .acquiring)
+    }
     public let hostName: String
     public let clock: any SchedulerClock
     public let logger: Logger
 
+    /// The fraction of the session timeout of silence from the registry after which the host's
+    /// items are no longer its own (`registry.zookeeper.cancelItemsAtSessionFraction`); `nil`
+    /// for registries without sessions that time out.
+    public let fencingFraction: Double?
+
     public init(pool: WorkerPool, instance: JobInstance, hostName: String = ProcessInfo.processInfo.hostName,
-                clock: any SchedulerClock, logger: Logger, workerExecutable: String? = nil) {
+                clock: any SchedulerClock, logger: Logger, workerExecutable: String? = nil, fencingFraction: Double? = nil) {
+        self.fencingFraction = fencingFraction
         self.pool = pool
         self.instance = instance
         self.workerExecutable = workerExecutable
@@ -43,6 +68,8 @@ public enum FireSource: String, Sendable {
     case trigger
     /// The re-run of a fire that came while the previous one was still running.
     case misfire
+    /// Items of a crashed instance that this instance took over.
+    case failover
 }
 
 /// One job's life on this host: its fires, one at a time, as ElasticJob runs them (reference
@@ -72,7 +99,14 @@ public final class JobRuntime: Sendable {
         /// A trigger came while one was running (at most one is kept).
         var triggerPending = false
         var currentItems: [Int] = []
+        /// Items taken over from a crashed instance, with the epochs of their claims, waiting to
+        /// run (at once when idle, after the current fire otherwise).
+        var failoverPending: [Int: UInt64] = [:]
     }
+
+    /// Called after every fire (and failover run) ends: the host looks for failover work then
+    /// (ElasticJob's enquiry execution).
+    let onFireEnded = Mutex<(@Sendable () -> Void)?>(nil)
 
     private let state = Mutex(State())
     /// One logger per item, made once: setting log metadata is not free (swift-log's stream handler
@@ -182,6 +216,20 @@ public final class JobRuntime: Sendable {
         }
     }
 
+    /// Runs items taken over from a crashed instance: at once when the job is idle here
+    /// (notification execution), otherwise right after the current fire (enquiry execution).
+    public func runFailover(_ claims: [Int: UInt64]) {
+        let start = state.withLock { state -> Bool in
+            state.failoverPending.merge(claims) { _, new in new }
+            if state.stopped || state.running { return false }
+            state.running = true
+            return true
+        }
+        if start {
+            Task { await self.fire(scheduledAt: self.services.clock.now(), source: .failover) }
+        }
+    }
+
     /// No fire starts after this; a running one finishes (``isRunning`` turns false).
     public func stop() {
         state.withLock { $0.stopped = true }
@@ -192,9 +240,12 @@ public final class JobRuntime: Sendable {
     private func fire(scheduledAt fireTime: Int64, source: FireSource) async {
         var source = source
         while true {
-            await runFire(fireTime: source == .trigger ? services.clock.now() : fireTime, source: source)
+            await runFire(fireTime: source == .trigger || source == .failover ? services.clock.now() : fireTime, source: source)
             let again = state.withLock { state -> FireSource? in
                 state.currentItems = []
+                if !state.stopped, !state.failoverPending.isEmpty {
+                    return .failover
+                }
                 if !state.stopped, state.misfirePending {
                     // A fire came after the misfire check of the run that just ended.
                     state.misfirePending = false
@@ -210,14 +261,19 @@ public final class JobRuntime: Sendable {
             guard let next = again else { break }
             source = next
         }
+        onFireEnded.withLock { $0 }?()
     }
 
     private func runFire(fireTime: Int64, source: FireSource) async {
         let job = self.job
         let configuration = job.configuration
         let started = services.clock.now()
-        guard services.registryConnected.load(ordering: .acquiring) else {
+        guard services.mayStartItems, !services.registrySilent(coordinator.registry) else {
             logger.warning("job '\(name)': the fire of \(Self.format(fireTime)) is skipped: the registry connection is down, and no new item starts without it")
+            return
+        }
+        if source == .failover {
+            await runFailoverItems(job, fireTime: fireTime, started: started)
             return
         }
         var items: [Int] = []
@@ -258,7 +314,7 @@ public final class JobRuntime: Sendable {
                 logger.debug("Sharding item for job '\(name)' is empty.")
             } else {
                 while true {
-                    let (runOutcomes, aborted) = try await execute(job, items, epochs: epochs, fireTime: fireTime, taskID: taskID)
+                    let (runOutcomes, aborted) = try await execute(job, items, epochs: epochs, fireTime: fireTime, taskID: taskID, failover: false)
                     outcomes = runOutcomes
                     runs += 1
                     if aborted { break }
@@ -274,6 +330,43 @@ public final class JobRuntime: Sendable {
             logger.error("job '\(name)': the fire of \(Self.format(fireTime)) failed in the registry: \(error)")
         }
     }
+
+    /// A failover run: the claimed items of crashed instances, with their claims' epochs. The
+    /// markers are the claim's (`failover`, `failovering`) and the usual `running`; all go in one
+    /// transaction at the end. If a listener vetoes the run, the items go back to the queue.
+    private func runFailoverItems(_ job: PreparedJob, fireTime: Int64, started: Int64) async {
+        let claims = state.withLock { state -> [Int: UInt64] in
+            defer { state.failoverPending = [:] }
+            return state.failoverPending
+        }
+        let items = claims.keys.sorted()
+        guard !items.isEmpty else { return }
+        let configuration = job.configuration
+        state.withLock { $0.currentItems = items }
+        let taskID = "\(name)@-@\(items.map(String.init).joined(separator: ","))@-@READY@-@\(services.instance.id)"
+        var fire = FireInfo(
+            jobName: name, taskID: taskID, shardingTotalCount: configuration.shardingTotalCount,
+            jobParameter: configuration.jobParameter, fireTimeMilliseconds: fireTime, items: items,
+            itemParameters: job.itemParameters.filter { items.contains($0.key) })
+        logger.notice("job '\(name)': running items \(items.map(String.init).joined(separator: ",")) taken over from a crashed instance")
+        do {
+            guard await runListeners(job, fire, before: true) else {
+                try await coordinator.requeueFailover(items)
+                return
+            }
+            let (outcomes, _) = try await execute(job, items, epochs: claims, fireTime: fireTime, taskID: taskID, failover: true)
+            fire.itemStatuses = Dictionary(uniqueKeysWithValues: items.map { item in
+                (item, outcomes[item].map { $0.succeeded ? ItemStatus.succeeded : .failed } ?? .notRun)
+            })
+            _ = await runListeners(job, fire, before: false)
+            logFire(fireTime: fireTime, source: .failover, items: items, outcomes: outcomes, runs: 1, started: started)
+        } catch {
+            logger.error("job '\(name)': the failover run of items \(items.map(String.init).joined(separator: ",")) failed in the registry: \(error)")
+        }
+    }
+
+    /// Whether failover work is queued or running here.
+    var hasFailoverWork: Bool { state.withLock { !$0.failoverPending.isEmpty } }
 
     /// After a run: run again once when a fire came meanwhile (ElasticJob's misfire loop: misfire on,
     /// no resharding pending). The misfire markers in the registry record it for operators; the
@@ -310,11 +403,20 @@ public final class JobRuntime: Sendable {
 
     /// One run of the fire's items. Returns the outcomes and whether the error handler asked to
     /// abort the rest of the fire.
-    private func execute(
-        _ job: PreparedJob, _ items: [Int], epochs: [Int: UInt64], fireTime: Int64, taskID: String
+    func execute(
+        _ job: PreparedJob, _ items: [Int], epochs: [Int: UInt64], fireTime: Int64, taskID: String, failover: Bool
     ) async throws -> ([Int: ItemOutcome], Bool) {
         let configuration = job.configuration
         let isolated = self.isolated
+        // The items are this instance's while its session lasts and the host has not fenced them.
+        let registry = coordinator.registry
+        let session = registry.sessionID
+        let generation = services.fencingGeneration.load(ordering: .acquiring)
+        let services = self.services
+        let owned: @Sendable () -> Bool = {
+            registry.sessionID == session && services.fencingGeneration.load(ordering: .acquiring) == generation
+                && !services.registrySilent(registry)
+        }
         if configuration.monitorExecution {
             try await coordinator.markRunning(items, persistent: configuration.failover)
         }
@@ -328,14 +430,20 @@ public final class JobRuntime: Sendable {
                 jobParameter: configuration.jobParameter, shardingItem: item, shardingParameter: job.itemParameters[item],
                 fireTimeMilliseconds: fireTime, fencingEpoch: epoch)
             // One host owns every item of the embedded registry; a cluster host checks the registry.
-            let control = ItemControl(isCancelled: isCancelled, isEpochCurrent: { $0 == epoch })
+            let control = ItemControl(isCancelled: { isCancelled() || !owned() }, isEpochCurrent: { $0 == epoch && owned() })
             let invocation = ItemInvocation(context: context, control: control, logger: self.itemLogger(item))
             if let isolated { return isolated.run(invocation) }
             return Self.runItem(job.jobType, streaming: job.streamingProcess, invocation) { [self] in
                 reshardingNeeded.load(ordering: .relaxed)
             }
         }
-        if configuration.monitorExecution {
+        if !owned() {
+            // The session ended (or the host fenced) while the items ran: other instances may own
+            // them now, with newer epochs. Their markers are not ours to clear.
+            logger.warning("job '\(name)': items \(items.map(String.init).joined(separator: ",")) ran past this host's hold on them (the registry session ended or the host fenced); their markers are left to the instances that own them now")
+        } else if failover {
+            try await coordinator.completeFailover(items)
+        } else if configuration.monitorExecution {
             try await coordinator.clearRunning(items)
         }
         var propagate = false

@@ -63,7 +63,11 @@ public final class ShardworkHost: Service, Sendable {
         let jobs = try JobCatalog.prepare(
             configuration, providers: providers, processorCount: processorCount, workerExecutable: workerExecutable)
         let pool = WorkerPool(size: configuration.host.workerThreads ?? WorkerPool.defaultSize)
-        services = HostServices(pool: pool, instance: instance, clock: clock, logger: logger, workerExecutable: workerExecutable)
+        var fencingFraction: Double?
+        if case .zookeeper(let zookeeper) = configuration.registry { fencingFraction = zookeeper.cancelItemsAtSessionFraction }
+        services = HostServices(
+            pool: pool, instance: instance, clock: clock, logger: logger, workerExecutable: workerExecutable,
+            fencingFraction: fencingFraction)
         timer = TimerService(clock: clock)
         var runtimes: [String: JobRuntime] = [:]
         for job in jobs {
@@ -98,6 +102,11 @@ public final class ShardworkHost: Service, Sendable {
                 guard let self, Self.affectsSync(path, job: runtime.coordinator.paths) else { return }
                 self.scheduleSync(runtime)
             }
+            // After every fire the host looks for failover work (ElasticJob's enquiry execution).
+            runtime.onFireEnded.withLock { $0 = { [weak self, weak runtime] in
+                guard let self, let runtime else { return }
+                self.scheduleSync(runtime)
+            } }
         }
         let runtimes = self.runtimes
         let maintenanceInterval = Self.maintenanceIntervalMilliseconds
@@ -115,6 +124,7 @@ public final class ShardworkHost: Service, Sendable {
         }
         timer.schedule(Self.maintenanceKey, at: now + maintenanceInterval)
         watchSession()
+        watchForSilence()
         let scheduled = runtimes.values.filter { $0.job.schedule != nil }.count
         logger.info(
             "host \(services.instance.id) started: \(runtimes.count) jobs (\(scheduled) scheduled, \(runtimes.count - scheduled) one-off), \(services.pool.size) worker threads")
@@ -245,9 +255,84 @@ public final class ShardworkHost: Service, Sendable {
             if snapshot.configVersion != syncs.withLock({ $0[runtime.name]?.configVersion }) {
                 try await applyStoredConfiguration(runtime)
             }
+            let configuration = runtime.job.configuration
+            if configuration.failover && configuration.monitorExecution {
+                try await failOver(runtime)
+            }
         } catch {
             logger.error("job '\(runtime.name)': cannot bring the job in step with the registry: \(error)")
         }
+    }
+
+    /// Failover (reference §4.4), level-triggered: items that were running on instances that are
+    /// gone are queued; this instance's own claims that are not running here run again (after a
+    /// new session, say); and when the job is idle here, one queued item is taken and run at once.
+    private func failOver(_ runtime: JobRuntime) async throws {
+        let coordinator = runtime.coordinator
+        let me = services.instance
+        let total = runtime.job.configuration.shardingTotalCount
+        var snapshot = try await coordinator.snapshot()
+        let crashed = CoordinationRules.crashedItems(snapshot, total: total)
+        if !crashed.isEmpty {
+            let list = crashed.map(String.init).joined(separator: ",")
+            logger.warning("job '\(runtime.name)': items \(list) were running on instances that are gone; queued for another instance to run")
+            try await coordinator.flagCrashed(crashed, in: snapshot)
+            snapshot = try await coordinator.snapshot()
+        }
+        guard !runtime.isRunning, services.mayStartItems, snapshot.servers[me.serverIP] == ServerStatus.enabled.rawValue else { return }
+        var mine: [Int: UInt64] = [:]
+        for (item, record) in snapshot.items where item < total && record.failovering == me.id {
+            mine[item] = record.failoveringEpoch ?? 0
+        }
+        if !mine.isEmpty {
+            if snapshot.items.contains(where: { mine[$0.key] != nil && $0.value.failover != me.id }) {
+                // The ephemeral half of the claim died with an earlier session: write it again.
+                for item in mine.keys where snapshot.items[item]?.failover == nil {
+                    try await coordinator.registry.createIfAbsent(coordinator.paths.itemFailover(item), data: [UInt8](utf8: me.id), mode: .ephemeral)
+                }
+            }
+            runtime.runFailover(mine)
+            return
+        }
+        guard let item = CoordinationRules.nextFailoverItem(snapshot, total: total) else { return }
+        if let epoch = try await coordinator.claimFailover(item) {
+            logger.notice("job '\(runtime.name)': took item \(item) of a crashed instance (epoch \(epoch))")
+            runtime.runFailover([item: epoch])
+        }
+    }
+
+    /// Fencing: when the registry has not been heard from for the configured fraction of the
+    /// session timeout, running items are asked to stop and no new one starts, before the session
+    /// can expire and another host be handed them. Measured on the monotonic clock, from the last
+    /// answer the registry gave, so that a host that was paused (SIGSTOP) fences the moment it runs
+    /// again.
+    private func watchForSilence() {
+        guard case .zookeeper(let zookeeper) = configuration.registry, registry.sessionTimeout != nil else { return }
+        let fraction = zookeeper.cancelItemsAtSessionFraction
+        Task { [weak self] in
+            while let self, !self.lifecycle.withLock({ $0.stopped }) {
+                guard let timeout = self.registry.sessionTimeout else { return }
+                if let last = self.registry.lastContact {
+                    let silence = ContinuousClock.now - last
+                    if silence > timeout * fraction {
+                        self.fence("no answer from the registry for \(silence) (over \(fraction) of the \(timeout) session timeout)")
+                    } else if self.services.fenced.load(ordering: .acquiring) {
+                        self.services.fenced.store(false, ordering: .releasing)
+                        self.logger.notice("registry: heard from again; items may start")
+                    }
+                }
+                try? await Task.sleep(for: min(max(timeout / 50, .milliseconds(20)), .milliseconds(250)))
+            }
+        }
+    }
+
+    /// Asks every running item to stop (their epochs stop being current) and starts none until
+    /// the registry is heard from again.
+    func fence(_ reason: String) {
+        guard !services.fenced.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        services.fencingGeneration.add(1, ordering: .acquiringAndReleasing)
+        services.cancellation.cancelRunning()
+        logger.warning("registry: \(reason): running items are asked to stop and none starts, before another host can be handed them")
     }
 
     /// ElasticJob's config listeners (reference §4.12): a changed cron reschedules, a changed total
@@ -359,12 +444,14 @@ public final class ShardworkHost: Service, Sendable {
                         logger.notice("registry: connection restored (session \(String(id, radix: 16)))")
                     }
                     services.registryConnected.store(true, ordering: .releasing)
+                    services.fenced.store(false, ordering: .releasing)
                     for runtime in runtimes.values { scheduleSync(runtime) }
                 case .disconnected:
                     services.registryConnected.store(false, ordering: .releasing)
                     logger.warning("registry: connection lost; no new item starts until it is back")
                 case .expired:
                     services.registryConnected.store(false, ordering: .releasing)
+                    fence("the registry session expired")
                     for runtime in runtimes.values { runtime.coordinator.invalidateCache(watchesLost: true) }
                     logger.warning("registry: session expired; its ephemeral nodes are gone; waiting for a new session")
                 case .closed:

@@ -55,6 +55,18 @@ public protocol RegistryCenter: AnyObject, Sendable {
 
     /// Ends the session: its ephemeral nodes are deleted, and later calls throw `.closed`.
     func close() async
+
+    /// The session timeout granted, for registries whose sessions time out (`nil` otherwise).
+    var sessionTimeout: Duration? { get }
+
+    /// When the registry was last heard from (an answer or an event), on the monotonic clock;
+    /// `nil` when the registry cannot tell.
+    var lastContact: ContinuousClock.Instant? { get }
+}
+
+extension RegistryCenter {
+    public var sessionTimeout: Duration? { nil }
+    public var lastContact: ContinuousClock.Instant? { nil }
 }
 
 /// How a node is created.

@@ -24,6 +24,7 @@ public final class ZooKeeperRegistry: RegistryCenter {
     /// `/{namespace}`: the prefix of every path sent to the server.
     private let root: String
     private let state = Mutex(State())
+    private let contact = Mutex<ContinuousClock.Instant?>(nil)
 
     private struct State {
         var client: ZooKeeperClient?
@@ -87,6 +88,7 @@ public final class ZooKeeperRegistry: RegistryCenter {
             await registry.close()
             throw StartError(description: "cannot create the namespace node \(registry.root) on ZooKeeper at \(configuration.serverLists): \(error)")
         }
+        registry.startHeartbeat()
         return registry
     }
 
@@ -136,6 +138,7 @@ public final class ZooKeeperRegistry: RegistryCenter {
                     state.client = client
                 }
                 state.sessionID = id
+                contact.withLock { $0 = .now }
                 publish = .connected(sessionID: id)
                 logger.info("registry: ZooKeeper session \(String(id, radix: 16)) at \(configuration.serverLists), timeout \(timeout)")
             case .connecting:
@@ -188,6 +191,46 @@ public final class ZooKeeperRegistry: RegistryCenter {
     }
 
     public var sessionID: Int64? { state.withLock { $0.sessionID } }
+
+    /// The timeout the server granted to the current session (the requested one until connected).
+    public var sessionTimeout: Duration? {
+        state.withLock { $0.client }?.negotiatedTimeout ?? .milliseconds(configuration.sessionTimeoutMilliseconds)
+    }
+
+    /// The last answer or session event from ZooKeeper, on the monotonic clock. A heartbeat read
+    /// every quarter of the session timeout keeps it fresh while nothing else is asked, so that a
+    /// silent connection shows in it within that quarter.
+    public var lastContact: ContinuousClock.Instant? { contact.withLock { $0 } }
+
+    private func touch() {
+        contact.withLock { $0 = .now }
+    }
+
+    /// Whether the error is an answer from the server (so the server was heard from).
+    private func touch(ifAnswered error: ZooKeeperError) {
+        switch error.code {
+        case .connectionLoss, .operationTimeout, .sessionExpired, .closing, .invalidState: break
+        default: touch()
+        }
+    }
+
+    private func startHeartbeat() {
+        Task { [weak self] in
+            while let self, !self.state.withLock({ $0.closed }) {
+                let timeout = self.sessionTimeout ?? .seconds(10)
+                let client = self.state.withLock { $0.sessionID == nil ? nil : $0.client }
+                if let client {
+                    do throws(ZooKeeperError) {
+                        _ = try await client.exists("/", watch: nil)
+                        self.touch()
+                    } catch {
+                        self.touch(ifAnswered: error)
+                    }
+                }
+                try? await Task.sleep(for: timeout / 4)
+            }
+        }
+    }
 
     /// The current session's credentials (see `ZooKeeperClient.sessionCredentials`).
     public var sessionCredentials: SessionCredentials? { state.withLock { $0.client }?.sessionCredentials }
@@ -310,8 +353,11 @@ public final class ZooKeeperRegistry: RegistryCenter {
         statistics.count(\.creates)
         let client = try currentClient()
         do {
-            return relative(try await client.create(full, data: data, mode: Self.mode(mode)))
+            let created = try await client.create(full, data: data, mode: Self.mode(mode))
+            touch()
+            return relative(created)
         } catch {
+            touch(ifAnswered: error)
             throw map(error, path)
         }
     }
@@ -323,7 +369,9 @@ public final class ZooKeeperRegistry: RegistryCenter {
         let client = try currentClient()
         do {
             try await client.delete(full, version: version)
+            touch()
         } catch {
+            touch(ifAnswered: error)
             throw map(error, path)
         }
     }
@@ -334,8 +382,11 @@ public final class ZooKeeperRegistry: RegistryCenter {
         statistics.count(\.sets)
         let client = try currentClient()
         do {
-            return Self.stat(try await client.setData(full, data: data, version: version))
+            let result = Self.stat(try await client.setData(full, data: data, version: version))
+            touch()
+            return result
         } catch {
+            touch(ifAnswered: error)
             throw map(error, path)
         }
     }
@@ -346,8 +397,10 @@ public final class ZooKeeperRegistry: RegistryCenter {
         let client = try currentClient()
         do {
             let (bytes, stat) = try await client.data(full, watch: Self.watcher(watch, path))
+            touch()
             return (bytes, Self.stat(stat))
         } catch {
+            touch(ifAnswered: error)
             throw map(error, path)
         }
     }
@@ -357,8 +410,11 @@ public final class ZooKeeperRegistry: RegistryCenter {
         statistics.count(\.reads)
         let client = try currentClient()
         do {
-            return try await client.exists(full, watch: Self.watcher(watch, path)).map(Self.stat)
+            let result = try await client.exists(full, watch: Self.watcher(watch, path)).map(Self.stat)
+            touch()
+            return result
         } catch {
+            touch(ifAnswered: error)
             throw map(error, path)
         }
     }
@@ -368,8 +424,11 @@ public final class ZooKeeperRegistry: RegistryCenter {
         statistics.count(\.reads)
         let client = try currentClient()
         do {
-            return try await client.children(full, watch: Self.watcher(watch, path))
+            let result = try await client.children(full, watch: Self.watcher(watch, path))
+            touch()
+            return result
         } catch {
+            touch(ifAnswered: error)
             throw map(error, path)
         }
     }
@@ -395,7 +454,9 @@ public final class ZooKeeperRegistry: RegistryCenter {
         statistics.count(\.multiOperations, by: operations.count)
         let client = try currentClient()
         do {
-            return try await client.multi(translated).map { result in
+            let results = try await client.multi(translated)
+            touch()
+            return results.map { result in
                 switch result {
                 case .created(let path): .created(path: relative(path))
                 case .deleted: .deleted
@@ -404,6 +465,7 @@ public final class ZooKeeperRegistry: RegistryCenter {
                 }
             }
         } catch {
+            touch(ifAnswered: error)
             if let index = error.failedOperation {
                 throw RegistryError(.transactionFailed(index: index, underlying: Self.code(error.code)), path: operations[index].path)
             }
