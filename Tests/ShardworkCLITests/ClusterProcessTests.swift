@@ -115,12 +115,12 @@ final class Cluster: @unchecked Sendable {
     }
 
     /// A host configuration: ZooKeeper, this address, and `jobs` (YAML list items, indented by 2).
-    func configuration(ip: String, jobs: String) throws -> String {
+    func configuration(ip: String, jobs: String, servers: String? = nil) throws -> String {
         let file = directory.file("host-\(ip).yaml")
         let yaml = """
             registry:
               zookeeper:
-                serverLists: "\(ensemble.connectString)"
+                serverLists: "\(servers ?? ensemble.connectString)"
                 namespace: \(namespace)
                 sessionTimeoutMilliseconds: \(sessionTimeout)
                 connectionTimeoutMilliseconds: 10000
@@ -171,8 +171,8 @@ final class Cluster: @unchecked Sendable {
     }
 
     @discardableResult
-    func start(_ ip: String, jobs: String) throws -> HostProcess {
-        let host = try HostProcess(ip: ip, config: try configuration(ip: ip, jobs: jobs), log: directory.file("host-\(ip).log"))
+    func start(_ ip: String, jobs: String, servers: String? = nil) throws -> HostProcess {
+        let host = try HostProcess(ip: ip, config: try configuration(ip: ip, jobs: jobs, servers: servers), log: directory.file("host-\(ip).log"))
         hosts[ip] = host
         return host
     }

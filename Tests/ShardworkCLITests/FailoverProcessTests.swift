@@ -138,6 +138,28 @@ struct FailoverProcessTests {
         await cluster.stopAll()
     }
 
+    @Test("a host whose connection drops and comes back within the session is not taken for crashed")
+    func reconnectIsNotACrash() async throws {
+        let ensemble = try await SharedZooKeeper.ensemble()
+        let cluster = try await Cluster(ensemble: ensemble, sessionTimeout: 6000)
+        let proxy = try TCPProxy(upstreamPort: ensemble.member(1).clientPort)
+        defer { proxy.close() }
+        let job = cluster.job("blip", total: 2, cron: "0/5 * * * * ?", failover: true, workMilliseconds: 3000)
+        try cluster.start("127.0.0.11", jobs: job)
+        try cluster.start("127.0.0.12", jobs: job, servers: "127.0.0.1:\(proxy.port)")
+        #expect(await waitUntil { await cluster.instances("blip").count == 2 })
+        let running = try #require(await cluster.waitForEvent { $0.isStart && $0.ip == "127.0.0.12" }, "\(cluster.logs())")
+        proxy.cut()
+        try await Task.sleep(for: .seconds(1))
+        proxy.restore()
+        let ended = await cluster.waitForEvent { $0.isEnd && $0.item == running.item && $0.fire == running.fire }
+        #expect(ended?.instance == running.instance && ended?.cancelled == false && ended?.current == true, "\(String(describing: ended)) \(cluster.logs())")
+        try await Task.sleep(for: .seconds(2))
+        let failoverRuns = cluster.events.filter { isFailoverRun($0, every: 5) }
+        #expect(failoverRuns.isEmpty, "\(failoverRuns)")
+        await cluster.stopAll()
+    }
+
     @Test("a host killed while idle: no failover run, only the resharding at the next fire")
     func killedWhileIdle() async throws {
         let cluster = try await Cluster(ensemble: try await SharedZooKeeper.ensemble())

@@ -238,7 +238,15 @@ public final class ShardworkHost: Service, Sendable {
             if snapshot.leader == nil, myServer == ServerStatus.enabled.rawValue {
                 try await coordinator.electLeader()
                 snapshot = try await coordinator.snapshot()
-                if snapshot.leader == me.id { logger.info("job '\(runtime.name)': this instance is the leader now") }
+                if snapshot.leader == me.id {
+                    logger.info("job '\(runtime.name)': this instance is the leader now")
+                    // A membership change seen while another instance led (and stepped down, or
+                    // died) may never have been flagged: a new leader reshards once.
+                    if !(runtime.job.configuration.staticSharding && !snapshot.items.isEmpty) {
+                        try await coordinator.setReshardingFlag()
+                        snapshot = try await coordinator.snapshot()
+                    }
+                }
             } else if snapshot.leader == me.id, myServer == ServerStatus.disabled.rawValue {
                 logger.info("job '\(runtime.name)': this instance's server is disabled; it steps down as leader")
                 try await coordinator.abdicate()
