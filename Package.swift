@@ -127,6 +127,14 @@ if withBenchmarks {
             exclude: ["lag_probe.c"],
             swiftSettings: strictSettings
         ))
+    // Failover latency with real processes: kill -9 to the item's start elsewhere.
+    package.targets.append(
+        .executableTarget(
+            name: "FailoverBenchmark",
+            dependencies: ["ShardworkTestSupport"],
+            path: "Benchmarks/Failover",
+            swiftSettings: strictSettings
+        ))
     // ZooKeeper writes per fire and the time to a new assignment, on a real server.
     package.targets.append(
         .executableTarget(

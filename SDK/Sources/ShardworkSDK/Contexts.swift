@@ -82,8 +82,9 @@ public struct ShardingContext: Sendable {
     public var shardingParameter: String?
     /// The scheduled fire time in milliseconds since the Unix epoch.
     public var fireTimeMilliseconds: Int64
-    /// The epoch of this item's assignment. It only grows; a sink that records the highest epoch it
-    /// has seen per item can refuse writes from a stale owner.
+    /// The epoch of this item's assignment, or of the takeover that runs it after a crash. It only
+    /// grows; a sink that records the highest epoch it has seen per item can refuse writes from a
+    /// stale owner.
     public var fencingEpoch: UInt64
     public var logger: PluginLogger
     private let control: ItemControl
@@ -115,7 +116,9 @@ public struct ShardingContext: Sendable {
     }
 
     /// Whether `epoch` (by default this item's own) is still the current epoch of the item: `false`
-    /// once another assignment superseded it, `nil` when the host cannot tell (registry unreachable).
+    /// once this host lost its hold on the item (its registry session ended, or the registry has
+    /// been silent past the fencing limit, after which another host may be handed the item with a
+    /// newer epoch); `nil` when the host cannot tell.
     public func isEpochCurrent(_ epoch: UInt64? = nil) -> Bool? {
         control.epochCurrent(epoch ?? fencingEpoch)
     }

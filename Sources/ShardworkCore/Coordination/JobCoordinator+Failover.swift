@@ -49,15 +49,32 @@ extension JobCoordinator {
         try await deleteIfPresentAll(items.flatMap { [paths.itemRunning($0), paths.itemFailover($0), paths.itemFailovering($0)] })
     }
 
-    /// Gives claimed items back to the queue (a listener vetoed their run): the queue entry comes
-    /// back and this instance's claim markers go, one transaction per item.
-    public func requeueFailover(_ items: [Int]) async throws {
+    /// Gives claimed items back to the queue (a listener vetoed their run, or the host fenced it):
+    /// the queue entry comes back and this instance's claim markers (and with `running` its running
+    /// marker) go, one transaction per item.
+    public func requeueFailover(_ items: [Int], running: Bool = false) async throws {
         defer { cache.invalidate() }
         for item in items {
-            try await registry.multi([
+            var operations: [RegistryOperation] = [
                 .create(paths.failoverItem(item), data: [], mode: .persistent),
                 .delete(paths.itemFailover(item), version: nil),
                 .delete(paths.itemFailovering(item), version: nil),
+            ]
+            if running { operations.append(.delete(paths.itemRunning(item), version: nil)) }
+            try await registry.multi(operations)
+        }
+    }
+
+    /// Queues this instance's own items whose run did not finish (the host fenced them): the queue
+    /// entry comes and the running marker goes, one transaction per item.
+    public func requeueRunning(_ items: [Int]) async throws {
+        guard !items.isEmpty else { return }
+        defer { cache.invalidate() }
+        try await registry.ensurePath(paths.failoverItems)
+        for item in items {
+            try await registry.multi([
+                .create(paths.failoverItem(item), data: [], mode: .persistent),
+                .delete(paths.itemRunning(item), version: nil),
             ])
         }
     }

@@ -134,15 +134,19 @@ public enum CoordinationRules {
     /// marker names an instance that is gone (and whose server is `ENABLED`), or whose failover
     /// claim names a taker that is gone, and that nobody is taking over now. Only items that were
     /// running fail over; items a crashed instance merely owned wait for the next resharding.
-    public static func crashedItems(_ snapshot: JobSnapshot, total: Int) -> [Int] {
+    ///
+    /// `idleLocal` is the instance that looks, when the job is not running there: its own running
+    /// markers are then left over from a run that lost its session, and count as crashed too
+    /// (the instance id outlives a session, so nobody else could tell).
+    public static func crashedItems(_ snapshot: JobSnapshot, total: Int, idleLocal: String? = nil) -> [Int] {
         (0..<total).filter { item in
             guard let record = snapshot.items[item], !snapshot.failoverQueue.contains(item) else { return false }
             if let taker = record.failovering {
                 return snapshot.instances[taker] == nil && (record.failover == nil || snapshot.instances[record.failover!] == nil)
             }
-            guard record.failover == nil, let runner = record.running, !runner.isEmpty, snapshot.instances[runner] == nil else {
-                return false
-            }
+            guard record.failover == nil, let runner = record.running, !runner.isEmpty else { return false }
+            if runner == idleLocal { return true }
+            guard snapshot.instances[runner] == nil else { return false }
             return snapshot.servers[serverIP(of: runner)] == ServerStatus.enabled.rawValue
         }
     }

@@ -362,6 +362,9 @@ public final class JobRuntime: Sendable {
             logFire(fireTime: fireTime, source: .failover, items: items, outcomes: outcomes, runs: 1, started: started)
         } catch {
             logger.error("job '\(name)': the failover run of items \(items.map(String.init).joined(separator: ",")) failed in the registry: \(error)")
+            // The claim stays this instance's and is run again at a later look at the job; not in a
+            // tight loop while the registry misbehaves.
+            try? await Task.sleep(for: .seconds(1))
         }
     }
 
@@ -437,14 +440,27 @@ public final class JobRuntime: Sendable {
                 reshardingNeeded.load(ordering: .relaxed)
             }
         }
-        if !owned() {
-            // The session ended (or the host fenced) while the items ran: other instances may own
-            // them now, with newer epochs. Their markers are not ours to clear.
-            logger.warning("job '\(name)': items \(items.map(String.init).joined(separator: ",")) ran past this host's hold on them (the registry session ended or the host fenced); their markers are left to the instances that own them now")
-        } else if failover {
-            try await coordinator.completeFailover(items)
-        } else if configuration.monitorExecution {
-            try await coordinator.clearRunning(items)
+        if registry.sessionID != session {
+            // The session ended while the items ran: other instances may own them now, with newer
+            // epochs. Their markers are not ours to clear; markers still naming this instance are
+            // queued for failover by the next look at the job (``CoordinationRules/crashedItems``).
+            logger.warning("job '\(name)': items \(items.map(String.init).joined(separator: ",")) ran past this host's registry session; their markers are left to the instances that own them now")
+        } else {
+            // Still our session. Items the host fenced (asked to stop) before they finished are
+            // queued for another run when failover is on: their fire is not lost.
+            let fenced = owned() ? [] : items.filter { outcomes[$0]?.succeeded != true }
+            let done = items.filter { !fenced.contains($0) }
+            if !fenced.isEmpty {
+                let list = fenced.map(String.init).joined(separator: ",")
+                logger.warning("job '\(name)': items \(list) were stopped by fencing\(configuration.failover ? "; queued to run again" : "")")
+            }
+            if failover {
+                try await coordinator.completeFailover(done)
+                try await coordinator.requeueFailover(fenced, running: true)
+            } else if configuration.monitorExecution {
+                try await coordinator.clearRunning(configuration.failover ? done : items)
+                if configuration.failover { try await coordinator.requeueRunning(fenced) }
+            }
         }
         var propagate = false
         for item in items.sorted() {

@@ -280,7 +280,7 @@ public final class ShardworkHost: Service, Sendable {
         let me = services.instance
         let total = runtime.job.configuration.shardingTotalCount
         var snapshot = try await coordinator.snapshot()
-        let crashed = CoordinationRules.crashedItems(snapshot, total: total)
+        let crashed = CoordinationRules.crashedItems(snapshot, total: total, idleLocal: runtime.isRunning ? nil : me.id)
         if !crashed.isEmpty {
             let list = crashed.map(String.init).joined(separator: ",")
             logger.warning("job '\(runtime.name)': items \(list) were running on instances that are gone; queued for another instance to run")
@@ -293,12 +293,18 @@ public final class ShardworkHost: Service, Sendable {
             mine[item] = record.failoveringEpoch ?? 0
         }
         if !mine.isEmpty {
-            if snapshot.items.contains(where: { mine[$0.key] != nil && $0.value.failover != me.id }) {
+            for item in mine.keys {
                 // The ephemeral half of the claim died with an earlier session: write it again.
-                for item in mine.keys where snapshot.items[item]?.failover == nil {
+                if snapshot.items[item]?.failover == nil {
                     try await coordinator.registry.createIfAbsent(coordinator.paths.itemFailover(item), data: [UInt8](utf8: me.id), mode: .ephemeral)
                 }
+                // A running marker of ours, while the job is idle here, is left from a run that
+                // could not finish its bookkeeping (the registry was down): it goes before the rerun.
+                if snapshot.items[item]?.running == me.id {
+                    try await coordinator.registry.deleteIfPresent(coordinator.paths.itemRunning(item))
+                }
             }
+            coordinator.invalidateCache()
             runtime.runFailover(mine)
             return
         }
