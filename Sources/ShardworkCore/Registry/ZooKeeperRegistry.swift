@@ -214,22 +214,30 @@ public final class ZooKeeperRegistry: RegistryCenter {
         }
     }
 
+    /// A read every quarter of the session timeout, so that `lastContact` shows a silent connection
+    /// soon. The task holds the registry only while it reads: a registry dropped without `close()`
+    /// still goes away.
     private func startHeartbeat() {
         Task { [weak self] in
-            while let self, !self.state.withLock({ $0.closed }) {
-                let timeout = self.sessionTimeout ?? .seconds(10)
-                let client = self.state.withLock { $0.sessionID == nil ? nil : $0.client }
-                if let client {
-                    do throws(ZooKeeperError) {
-                        _ = try await client.exists("/", watch: nil)
-                        self.touch()
-                    } catch {
-                        self.touch(ifAnswered: error)
-                    }
-                }
+            while true {
+                guard let timeout = await self?.heartbeat() else { return }
                 try? await Task.sleep(for: timeout / 4)
             }
         }
+    }
+
+    /// One heartbeat read; `nil` once the registry is closed.
+    private func heartbeat() async -> Duration? {
+        if state.withLock({ $0.closed }) { return nil }
+        if let client = state.withLock({ $0.sessionID == nil ? nil : $0.client }) {
+            do throws(ZooKeeperError) {
+                _ = try await client.exists("/", watch: nil)
+                touch()
+            } catch {
+                touch(ifAnswered: error)
+            }
+        }
+        return sessionTimeout ?? .seconds(10)
     }
 
     /// The current session's credentials (see `ZooKeeperClient.sessionCredentials`).
