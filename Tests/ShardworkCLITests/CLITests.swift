@@ -32,7 +32,7 @@ struct PluginsCommandTests {
         #expect(lines.first?.split(separator: " ", omittingEmptySubsequences: true) == ["KIND", "NAME", "ALIASES", "PLUGIN", "VERSION", "FILE"])
         let sharding = try TestPaths.builtInPlugin("ShardworkStandardSharding")
         #expect(lines.contains { $0.hasPrefix("sharding strategy  average ") && $0.contains("AVG_ALLOCATION") && $0.contains("standard-sharding") && $0.hasSuffix(sharding) })
-        #expect(lines.count == 12)
+        #expect(lines.count == 1 + BuiltInPlugins.providerNames.count)
         #expect(outcome.standardError.isEmpty)
     }
 
@@ -42,9 +42,7 @@ struct PluginsCommandTests {
         #expect(outcome.succeeded)
         let document = try OrderedJSON.parse(outcome.standardOutput)
         let providers = try #require(document["providers"]?.array)
-        #expect(providers.compactMap { $0["name"]?.string } == [
-            "countdown", "log-item", "average", "odd-even", "round-robin", "cpu", "fixed", "single-thread", "ignore", "log", "throw",
-        ])
+        #expect(providers.compactMap { $0["name"]?.string } == BuiltInPlugins.providerNames)
         let average = try #require(providers.first { $0["name"]?.string == "average" })
         #expect(average["kind"]?.string == "sharding-strategy")
         #expect(average["aliases"] == .array([.string("AVG_ALLOCATION")]))

@@ -134,9 +134,7 @@ struct ProviderRegistryTests {
     func listing() throws {
         let registry = try TestPlugins.standardRegistry()
         let providers = registry.providers()
-        #expect(providers.map(\.name) == [
-            "countdown", "log-item", "average", "odd-even", "round-robin", "cpu", "fixed", "single-thread", "ignore", "log", "throw",
-        ])
+        #expect(providers.map(\.name) == BuiltInPlugins.providerNames)
         #expect(registry.providers(of: .executorStrategy).allSatisfy { $0.plugin.name == "standard-executors" })
         #expect(providers.first { $0.name == "average" }?.label == "average (AVG_ALLOCATION)")
     }

@@ -152,3 +152,22 @@ public func onOwnThread<Value: Sendable>(_ body: @escaping @Sendable () throws -
         }
     }
 }
+
+/// What the build directory's built-in plugins offer: the one list the tests that enumerate them
+/// compare with, kept in step with Package.swift's `builtInPlugins`.
+public enum BuiltInPlugins {
+    /// Products (`lib\(name).so`).
+    public static let products = [
+        "ShardworkStandardSharding", "ShardworkStandardExecutors", "ShardworkStandardErrorHandlers", "ShardworkExampleJobs",
+        "ShardworkScriptJob",
+    ]
+    /// Plugin names, sorted.
+    public static let pluginNames = ["example-jobs", "script-job", "standard-error-handlers", "standard-executors", "standard-sharding"]
+    /// Provider names as `plugins list` orders them: by kind, then name.
+    public static let providerNames = [
+        "countdown", "log-item", "script",
+        "average", "odd-even", "round-robin",
+        "cpu", "fixed", "single-thread",
+        "ignore", "log", "throw",
+    ]
+}
