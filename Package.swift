@@ -26,11 +26,22 @@ func plugin(_ name: String, _ dependencies: [Target.Dependency] = []) -> (produc
 /// helpers it uses (they hold no state that two copies could disagree on), and the C libraries are
 /// Debian's (scripts/install-dependencies).
 let pluginSupport: [Target] = [
+    // libcurl (HTTP job, webhook and email handlers), with wrappers for its variadic calls.
+    .systemLibrary(name: "CCurl", path: "Plugins/System/CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+    // OpenSSL's libcrypto, for the webhook's HMAC-SHA256 signatures.
+    .systemLibrary(name: "CCrypto", path: "Plugins/System/CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
     // Blocking work off Swift's cooperative threads, background delivery, ElasticJob's context JSON.
     .target(
         name: "PluginSupport",
         dependencies: [.product(name: "ShardworkSDK", package: "SDK")],
         path: "Plugins/Support/PluginSupport",
+        swiftSettings: strictSettings
+    ),
+    // HTTP and SMTP transfers over libcurl.
+    .target(
+        name: "CurlSupport",
+        dependencies: ["CCurl", "PluginSupport", .product(name: "ShardworkSDK", package: "SDK")],
+        path: "Plugins/Support/CurlSupport",
         swiftSettings: strictSettings
     ),
 ]
@@ -43,6 +54,7 @@ let builtInPlugins = [
     plugin("ExampleJobs"),
     // The ecosystem plugins (docs/ecosystem-plugins.md).
     plugin("ScriptJob", ["PluginSupport"]),
+    plugin("WebhookErrorHandler", ["PluginSupport", "CurlSupport", "CCrypto"]),
 ]
 
 /// The benchmarks (Benchmarks/, ordo-one/benchmark) join the package only when

@@ -159,15 +159,17 @@ public enum BuiltInPlugins {
     /// Products (`lib\(name).so`).
     public static let products = [
         "ShardworkStandardSharding", "ShardworkStandardExecutors", "ShardworkStandardErrorHandlers", "ShardworkExampleJobs",
-        "ShardworkScriptJob",
+        "ShardworkScriptJob", "ShardworkWebhookErrorHandler",
     ]
     /// Plugin names, sorted.
-    public static let pluginNames = ["example-jobs", "script-job", "standard-error-handlers", "standard-executors", "standard-sharding"]
+    public static let pluginNames = ["example-jobs", "script-job", "standard-error-handlers", "standard-executors", "standard-sharding",
+        "webhook-error-handlers",
+    ]
     /// Provider names as `plugins list` orders them: by kind, then name.
     public static let providerNames = [
         "countdown", "log-item", "script",
         "average", "odd-even", "round-robin",
         "cpu", "fixed", "single-thread",
-        "ignore", "log", "throw",
+        "dingtalk", "ignore", "log", "throw", "webhook", "wechat",
     ]
 }
