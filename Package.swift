@@ -55,6 +55,7 @@ let builtInPlugins = [
     // The ecosystem plugins (docs/ecosystem-plugins.md).
     plugin("ScriptJob", ["PluginSupport"]),
     plugin("WebhookErrorHandler", ["PluginSupport", "CurlSupport", "CCrypto"]),
+    plugin("HTTPJob", ["PluginSupport", "CurlSupport"]),
 ]
 
 /// The benchmarks (Benchmarks/, ordo-one/benchmark) join the package only when

@@ -36,7 +36,7 @@ struct WebhookErrorHandlerTests {
     @Test("webhook: the server receives the failure as JSON, signed with HMAC-SHA256 of the body under the secret")
     func signedDocument() async throws {
         let server = try await FixtureServer.start("http_server.py", ["--secret", Self.secret])
-        defer { Task { await server.stop() } }
+        defer { server.terminate() }
         let webhook = try handler("webhook", [("webhook.url", server.baseURL + "/hooks/shardwork"), ("webhook.secret", Self.secret)])
         #expect(try await handle(webhook) == .handled)
         let request = try #require(try await server.waitForReceived(1).first)
@@ -61,7 +61,7 @@ struct WebhookErrorHandlerTests {
     @Test("webhook: the handler returns before the server answers; the fire does not wait for the network")
     func returnsAtOnce() async throws {
         let server = try await FixtureServer.start("http_server.py")
-        defer { Task { await server.stop() } }
+        defer { server.terminate() }
         let webhook = try handler("webhook", [("webhook.url", server.baseURL + "/delay/4000"), ("webhook.readTimeoutMilliseconds", "20000")])
         #expect(try await handle(webhook) == .handled)
         #expect(!log.contains("sent to"), "the handler waited for the answer")
@@ -71,7 +71,7 @@ struct WebhookErrorHandlerTests {
     @Test("webhook: on HTTP 500 it retries with backoff and gives up after webhook.attempts")
     func retriesThenGivesUp() async throws {
         let server = try await FixtureServer.start("http_server.py")
-        defer { Task { await server.stop() } }
+        defer { server.terminate() }
         let webhook = try handler("webhook", [
             ("webhook.url", server.baseURL + "/status/500"), ("webhook.attempts", "3"), ("webhook.backoffMilliseconds", "50"),
         ])
@@ -84,7 +84,7 @@ struct WebhookErrorHandlerTests {
     @Test("webhook: a 4xx answer is not retried")
     func clientErrorNotRetried() async throws {
         let server = try await FixtureServer.start("http_server.py")
-        defer { Task { await server.stop() } }
+        defer { server.terminate() }
         let webhook = try handler("webhook", [("webhook.url", server.baseURL + "/status/404"), ("webhook.attempts", "3"), ("webhook.backoffMilliseconds", "10")])
         _ = try await handle(webhook)
         #expect(await waitForLog("was refused with HTTP 404; not retried"))
@@ -94,7 +94,7 @@ struct WebhookErrorHandlerTests {
     @Test("webhook: a read timeout and a refused connection are network errors, retried and given up on")
     func networkErrors() async throws {
         let server = try await FixtureServer.start("http_server.py")
-        defer { Task { await server.stop() } }
+        defer { server.terminate() }
         let slow = try handler("webhook", [
             ("webhook.url", server.baseURL + "/delay/5000"), ("webhook.readTimeoutMilliseconds", "300"),
             ("webhook.attempts", "2"), ("webhook.backoffMilliseconds", "10"),
@@ -115,7 +115,7 @@ struct WebhookErrorHandlerTests {
     @Test("WECHAT: ElasticJob's text message to the robot; an errcode other than 0 is logged with its errmsg")
     func wechat() async throws {
         let server = try await FixtureServer.start("http_server.py")
-        defer { Task { await server.stop() } }
+        defer { server.terminate() }
         let robot = try handler("WECHAT", [("wechat.webhook", server.baseURL + "/errcode/0?key=robot-key")])
         _ = try await handle(robot)
         let request = try #require(try await server.waitForReceived(1).first)
@@ -135,7 +135,7 @@ struct WebhookErrorHandlerTests {
     @Test("DINGTALK: keyword first, and with a secret the URL carries timestamp and DingTalk's signature")
     func dingtalk() async throws {
         let server = try await FixtureServer.start("http_server.py", ["--secret", Self.secret])
-        defer { Task { await server.stop() } }
+        defer { server.terminate() }
         let robot = try handler("DINGTALK", [
             ("dingtalk.webhook", server.baseURL + "/errcode/0?access_token=token-123"),
             ("dingtalk.keyword", "[shardwork]"), ("dingtalk.secret", Self.secret),
@@ -160,7 +160,7 @@ struct WebhookErrorHandlerTests {
     @Test("through the host: a failing item of a fire reaches the webhook with the job, host, item and code")
     func throughTheHost() async throws {
         let server = try await FixtureServer.start("http_server.py", ["--secret", Self.secret])
-        defer { Task { await server.stop() } }
+        defer { server.terminate() }
         let harness = try await HostHarness("""
             jobs:
               - jobName: orders

@@ -15,12 +15,24 @@ public final class FixtureServer: @unchecked Sendable {
     /// The file the server appends a JSON line to per request or message.
     public var logFile: String { directory.file("received.jsonl") }
 
-    /// Starts `Tests/Fixtures/servers/{script}` with `arguments` (plus `--port-file` and `--log`)
-    /// and waits until it listens.
-    public static func start(_ script: String, _ arguments: [String] = []) async throws -> FixtureServer {
+    /// The Python interpreter itself, found once: `python3` on the PATH may be a wrapper (pyenv's
+    /// shim runs several programs per start), which is slow on a busy machine.
+    static let interpreter = Task<String, any Error> {
         guard let python = Subprocess.which("python3") else {
             throw TestSetupError("python3 is not on the PATH: the test servers are Python scripts. Install it with `scripts/install-dependencies test`.")
         }
+        let outcome = try await Subprocess.run(python, ["-c", "import sys; print(sys.executable)"])
+        let path = outcome.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard outcome.succeeded, !path.isEmpty else {
+            throw TestSetupError("\(python) did not run: \(outcome.standardError)")
+        }
+        return path
+    }
+
+    /// Starts `Tests/Fixtures/servers/{script}` with `arguments` (plus `--port-file` and `--log`)
+    /// and waits until it listens.
+    public static func start(_ script: String, _ arguments: [String] = []) async throws -> FixtureServer {
+        let python = try await interpreter.value
         let directory = try TemporaryDirectory("shardwork-server")
         let portFile = directory.file("port")
         let errors = directory.file("stderr")
@@ -33,7 +45,7 @@ public final class FixtureServer: @unchecked Sendable {
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errors))
         try process.run()
         let guardian = try ChildGuard(process.processIdentifier)
-        let deadline = ContinuousClock.now + .seconds(30)
+        let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
             if let text = try? String(contentsOfFile: portFile, encoding: .utf8), let port = Int(text) {
                 return FixtureServer(port: port, directory: directory, process: process, guardian: guardian)
@@ -45,9 +57,9 @@ public final class FixtureServer: @unchecked Sendable {
             }
             try await Task.sleep(for: .milliseconds(20))
         }
-        process.terminate()
+        kill(process.processIdentifier, SIGKILL)
         guardian.release()
-        throw TestSetupError("the test server \(script) did not report its port within 30 s")
+        throw TestSetupError("the test server \(script) did not report its port within 60 s")
     }
 
     private init(port: Int, directory: TemporaryDirectory, process: Process, guardian: ChildGuard) {
@@ -75,6 +87,14 @@ public final class FixtureServer: @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(20))
         }
         return try received()
+    }
+
+    /// Stops the server without waiting: SIGKILL to its PID (it keeps nothing worth a clean exit).
+    /// For `defer`, where nothing can be awaited.
+    public func terminate() {
+        guard lock.withLock({ () -> Bool in defer { stopped = true }; return !stopped }) else { return }
+        kill(process.processIdentifier, SIGKILL)
+        guardian.release()
     }
 
     /// Stops the server (SIGTERM to its PID) and waits for it to exit.

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -26,6 +27,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 def main():
+    # A child of a Swift process may inherit a mask that blocks SIGTERM (threads of libdispatch block
+    # signals, and a spawned program keeps its parent thread's mask): unblock, so stopping works.
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     parser = argparse.ArgumentParser()
     parser.add_argument("--port-file", required=True)
     parser.add_argument("--log", required=True)
