@@ -37,6 +37,8 @@ let pluginSupport: [Target] = [
         path: "Plugins/Support/PluginSupport",
         swiftSettings: strictSettings
     ),
+    // libffi, through which the native job calls C functions.
+    .systemLibrary(name: "CFFI", path: "Plugins/System/CFFI", pkgConfig: "libffi", providers: [.apt(["libffi-dev"])]),
     // HTTP and SMTP transfers over libcurl.
     .target(
         name: "CurlSupport",
@@ -56,6 +58,7 @@ let builtInPlugins = [
     plugin("ScriptJob", ["PluginSupport"]),
     plugin("WebhookErrorHandler", ["PluginSupport", "CurlSupport", "CCrypto"]),
     plugin("HTTPJob", ["PluginSupport", "CurlSupport"]),
+    plugin("NativeJob", ["PluginSupport", "CFFI"]),
 ]
 
 /// The benchmarks (Benchmarks/, ordo-one/benchmark) join the package only when

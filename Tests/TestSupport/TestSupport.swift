@@ -159,15 +159,15 @@ public enum BuiltInPlugins {
     /// Products (`lib\(name).so`).
     public static let products = [
         "ShardworkStandardSharding", "ShardworkStandardExecutors", "ShardworkStandardErrorHandlers", "ShardworkExampleJobs",
-        "ShardworkScriptJob", "ShardworkWebhookErrorHandler", "ShardworkHTTPJob",
+        "ShardworkScriptJob", "ShardworkWebhookErrorHandler", "ShardworkHTTPJob", "ShardworkNativeJob",
     ]
     /// Plugin names, sorted.
-    public static let pluginNames = ["example-jobs", "http-job", "script-job", "standard-error-handlers", "standard-executors", "standard-sharding",
+    public static let pluginNames = ["example-jobs", "http-job", "native-job", "script-job", "standard-error-handlers", "standard-executors", "standard-sharding",
         "webhook-error-handlers",
     ]
     /// Provider names as `plugins list` orders them: by kind, then name.
     public static let providerNames = [
-        "countdown", "http", "log-item", "script",
+        "countdown", "http", "log-item", "native", "script",
         "average", "odd-even", "round-robin",
         "cpu", "fixed", "single-thread",
         "dingtalk", "ignore", "log", "throw", "webhook", "wechat",
