@@ -59,6 +59,7 @@ let builtInPlugins = [
     plugin("WebhookErrorHandler", ["PluginSupport", "CurlSupport", "CCrypto"]),
     plugin("HTTPJob", ["PluginSupport", "CurlSupport"]),
     plugin("NativeJob", ["PluginSupport", "CFFI"]),
+    plugin("EmailErrorHandler", ["PluginSupport", "CurlSupport"]),
 ]
 
 /// The benchmarks (Benchmarks/, ordo-one/benchmark) join the package only when

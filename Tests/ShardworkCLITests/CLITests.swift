@@ -302,7 +302,8 @@ struct RunCommandTests {
         ("jobs:\n  - jobName: a\n    jobType: log-item\n    shardingTotalCount: 2\n    shardingItemParameters: 0-a\n", "job 'a': shardingItemParameters: Sharding item parameters '0-a' format error"),
         ("jobs:\n  - jobName: a\n    jobType: log-item\n    shardingTotalCount: 1\n  - jobName: a\n    jobType: countdown\n    shardingTotalCount: 1\n", "job 'a': jobName: two jobs have this name"),
         ("jobs:\n  - jobName: a\n    jobType: log-item\n    shardingTotalCount: 1\n    jobExecutorThreadPoolSizeProviderType: fixed\n", "job 'a': props.fixed.threads: The property `fixed.threads` is required."),
-        ("jobs:\n  - jobName: a\n    jobType: log-item\n    shardingTotalCount: 1\n    jobErrorHandlerType: EMAIL\n", "job 'a': jobErrorHandlerType: unknown error handler 'EMAIL'"),
+        ("jobs:\n  - jobName: a\n    jobType: log-item\n    shardingTotalCount: 1\n    jobErrorHandlerType: PAGERDUTY\n", "job 'a': jobErrorHandlerType: unknown error handler 'PAGERDUTY'"),
+        ("jobs:\n  - jobName: a\n    jobType: log-item\n    shardingTotalCount: 1\n    jobErrorHandlerType: EMAIL\n", "job 'a': props.email.host: The property `email.host` is required."),
     ])
     func badConfiguration(yaml: String, phrase: String) async throws {
         let directory = try TemporaryDirectory()

@@ -159,10 +159,10 @@ public enum BuiltInPlugins {
     /// Products (`lib\(name).so`).
     public static let products = [
         "ShardworkStandardSharding", "ShardworkStandardExecutors", "ShardworkStandardErrorHandlers", "ShardworkExampleJobs",
-        "ShardworkScriptJob", "ShardworkWebhookErrorHandler", "ShardworkHTTPJob", "ShardworkNativeJob",
+        "ShardworkScriptJob", "ShardworkWebhookErrorHandler", "ShardworkHTTPJob", "ShardworkNativeJob", "ShardworkEmailErrorHandler",
     ]
     /// Plugin names, sorted.
-    public static let pluginNames = ["example-jobs", "http-job", "native-job", "script-job", "standard-error-handlers", "standard-executors", "standard-sharding",
+    public static let pluginNames = ["email-error-handler", "example-jobs", "http-job", "native-job", "script-job", "standard-error-handlers", "standard-executors", "standard-sharding",
         "webhook-error-handlers",
     ]
     /// Provider names as `plugins list` orders them: by kind, then name.
@@ -170,6 +170,6 @@ public enum BuiltInPlugins {
         "countdown", "http", "log-item", "native", "script",
         "average", "odd-even", "round-robin",
         "cpu", "fixed", "single-thread",
-        "dingtalk", "ignore", "log", "throw", "webhook", "wechat",
+        "dingtalk", "email", "ignore", "log", "throw", "webhook", "wechat",
     ]
 }
