@@ -76,6 +76,20 @@ struct ScriptJobTests {
         #expect(try String(contentsOfFile: out, encoding: .utf8) == #"{"jobName":"exports","taskId":"exports@-@0,1@-@READY@-@10.0.0.3@-@77","shardingTotalCount":3,"jobParameter":"","shardingItem":1}"# + "\n")
     }
 
+    @Test("the script gets empty standard input and none of the host's other open files")
+    func onlyStandardFiles() async throws {
+        // A descriptor of the host's without O_CLOEXEC, as a library might leave one.
+        let leaked = open("/etc/hostname", O_RDONLY)
+        #expect(leaked > 2)
+        defer { close(leaked) }
+        let out = directory.file("fds")
+        let path = try script("fds.sh", "ls /proc/$$/fd > '\(out)'\nread line && echo \"stdin was not empty\" >&2 && exit 1\nexit 0\n")
+        try await run(try job([("script.command.line", "/bin/sh \(path)")]))
+        let listed = Set(try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").compactMap { Int32($0) })
+        #expect(!listed.contains(leaked), "the script inherited descriptor \(leaked): \(listed.sorted())")
+        #expect(listed.isSuperset(of: [0, 1, 2]))
+    }
+
     @Test("a non-zero exit fails the item with the status as its code and the end of standard error")
     func exitStatus() async throws {
         let path = try script("fail.sh", """
@@ -119,6 +133,33 @@ struct ScriptJobTests {
         let path = try script("long.sh", "sleep 300\n")
         let error = try #require(await failure(try job([("script.command.line", path)]), control: ItemControl(isCancelled: { true })))
         #expect(error.message.contains("the host asked the item to stop"), "\(error.message)")
+    }
+
+    @Test("through the host: every item of a fire runs the script; a failing one reaches the error handler with its exit status")
+    func throughTheHost() async throws {
+        let path = try script("item.sh", """
+            item=$(printf '%s' "$1" | sed 's/.*"shardingItem":\\([0-9]*\\).*/\\1/')
+            echo "script ran item $item"
+            if [ "$item" = 1 ]; then echo "item one is broken" >&2; exit 3; fi
+            """)
+        let harness = try await HostHarness("""
+            jobs:
+              - jobName: exports
+                jobType: SCRIPT
+                cron: "* * * * * ?"
+                shardingTotalCount: 3
+                jobErrorHandlerType: c-recorder
+                props:
+                  script.command.line: \(path)
+            """)
+        try await harness.host.start()
+        harness.advance(toSecond: 1)
+        await harness.waitFor("job 'exports' fired for")
+        for item in 0..<3 { #expect(harness.lines(containing: "script ran item \(item)").count == 1) }
+        #expect(harness.lines(containing: "recorded failure: job=exports item=1 origin=1 code=3 message=script \(path) exited with status 3; "
+            + "the end of its standard error: item one is broken").count == 1, "\(harness.log.messages)")
+        #expect(harness.lines(containing: "items 0,1,2: 2 succeeded, 1 failed (1)").count == 1)
+        await harness.host.shutdown()
     }
 
     @Test("its props are checked when the job is registered, naming the key")
