@@ -187,6 +187,42 @@ struct WebhookErrorHandlerTests {
         await harness.host.shutdown()
     }
 
+    @Test("through the host: while the webhook waits on a slow server, the failing job and other jobs keep firing")
+    func slowServerDoesNotHoldFires() async throws {
+        let server = try await FixtureServer.start("http_server.py")
+        defer { server.terminate() }
+        let harness = try await HostHarness("""
+            jobs:
+              - jobName: orders
+                jobType: c-echo
+                cron: "* * * * * ?"
+                shardingTotalCount: 2
+                shardingItemParameters: 1=fail
+                jobErrorHandlerType: webhook
+                props:
+                  webhook.url: \(server.baseURL)/delay/30000
+                  webhook.readTimeoutMilliseconds: 60000
+                  webhook.attempts: 1
+              - jobName: ticks
+                jobType: c-echo
+                cron: "* * * * * ?"
+                shardingTotalCount: 2
+            """)
+        try await harness.host.start()
+        for second in 1...3 {
+            harness.advance(toSecond: Int64(second))
+            await harness.waitFor("job 'orders' fired for", count: second)
+            await harness.waitFor("job 'ticks' fired for", count: second)
+        }
+        // Three fires of each job ran, every one on schedule, while the first notification was
+        // still waiting for the server's answer.
+        #expect(harness.lines(containing: "(misfire)").isEmpty && harness.lines(containing: "still running").isEmpty)
+        #expect(harness.lines(containing: "job 'orders' fired for").allSatisfy { $0.contains("(schedule): items 0,1: 1 succeeded, 1 failed (1)") })
+        #expect(try await server.waitForReceived(1).count >= 1)
+        #expect(harness.lines(containing: "sent to").isEmpty, "a notification was answered already: the test proves nothing")
+        await harness.host.shutdown()
+    }
+
     @Test("props are checked when the job is registered, naming the key")
     func validation() throws {
         for (name, properties, key, text) in [
