@@ -79,7 +79,7 @@ struct ScriptJobTests {
     @Test("the script gets empty standard input and none of the host's other open files")
     func onlyStandardFiles() async throws {
         // A descriptor of the host's without O_CLOEXEC, as a library might leave one.
-        let leaked = open("/etc/hostname", O_RDONLY)
+        let leaked = open(directory.file("held-open"), O_WRONLY | O_CREAT, 0o600)
         #expect(leaked > 2)
         defer { close(leaked) }
         let out = directory.file("fds")

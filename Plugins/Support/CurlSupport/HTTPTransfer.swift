@@ -218,7 +218,11 @@ private final class Cancellation {
 /// WeChat webhook carries its access token in the query).
 public func redactedURL(_ url: String) -> String {
     var text = Substring(url)
-    if let query = text.firstIndex(where: { $0 == "?" || $0 == "#" }) { text = text[..<query] }
+    var cut = false
+    if let query = text.firstIndex(where: { $0 == "?" || $0 == "#" }) {
+        text = text[..<query]
+        cut = true
+    }
     if let scheme = text.range(of: "://") {
         let rest = text[scheme.upperBound...]
         let authorityEnd = rest.firstIndex(of: "/") ?? rest.endIndex
@@ -226,5 +230,5 @@ public func redactedURL(_ url: String) -> String {
             text = text[..<scheme.upperBound] + rest[rest.index(after: at)...]
         }
     }
-    return String(text) + (text.count < url.count ? "?…" : "")
+    return String(text) + (cut ? "?…" : "")
 }
