@@ -27,9 +27,9 @@ func plugin(_ name: String, _ dependencies: [Target.Dependency] = []) -> (produc
 /// Debian's (scripts/install-dependencies).
 let pluginSupport: [Target] = [
     // libcurl (HTTP job, webhook and email handlers), with wrappers for its variadic calls.
-    .systemLibrary(name: "CCurl", path: "Plugins/System/CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+    .systemLibrary(name: "CCurl", path: "Plugins/System/CCurl", providers: [.apt(["libcurl4-openssl-dev"])]),
     // OpenSSL's libcrypto, for the webhook's HMAC-SHA256 signatures.
-    .systemLibrary(name: "CCrypto", path: "Plugins/System/CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+    .systemLibrary(name: "CCrypto", path: "Plugins/System/CCrypto", providers: [.apt(["libssl-dev"])]),
     // Blocking work off Swift's cooperative threads, background delivery, ElasticJob's context JSON.
     .target(
         name: "PluginSupport",
@@ -38,7 +38,7 @@ let pluginSupport: [Target] = [
         swiftSettings: strictSettings
     ),
     // libffi, through which the native job calls C functions.
-    .systemLibrary(name: "CFFI", path: "Plugins/System/CFFI", pkgConfig: "libffi", providers: [.apt(["libffi-dev"])]),
+    .systemLibrary(name: "CFFI", path: "Plugins/System/CFFI", providers: [.apt(["libffi-dev"])]),
     // HTTP and SMTP transfers over libcurl.
     .target(
         name: "CurlSupport",

@@ -240,9 +240,13 @@ struct ClusterProcessTests {
         #expect(await cluster.waitForFire(of: "disable") { $0.count == 2 && coversOnce($0, total: 6) } != nil, "\(cluster.logs())")
         let disabled = now()
         try await cluster.observer.setData("/disable/servers/127.0.0.12", data: [UInt8](utf8: "DISABLED"), version: nil)
-        let alone = await cluster.waitForFire(of: "disable", after: disabled + 1000) { _ in true }
-        #expect(alone.map { Array($0.keys) } == ["127.0.0.11"], "\(cluster.logs())")
-        #expect(alone.map { coversOnce($0, total: 6) } == true)
+        // The leader reshards at a fire after it learns of the change (through a watch, and after an
+        // election when the disabled server was the leader): on a busy machine that can be a second
+        // or two later, and the fires between run the old assignment without the disabled server.
+        let alone = await cluster.waitForFire(of: "disable", after: disabled + 1000) {
+            Array($0.keys) == ["127.0.0.11"] && coversOnce($0, total: 6)
+        }
+        #expect(alone != nil, "no fire ran every item on 127.0.0.11 alone: \(cluster.fires(of: "disable", after: disabled))\n\(cluster.logs())")
         let enabled = now()
         try await cluster.observer.setData("/disable/servers/127.0.0.12", data: [UInt8](utf8: "ENABLED"), version: nil)
         #expect(await cluster.waitForFire(of: "disable", after: enabled) { $0.count == 2 && coversOnce($0, total: 6) } != nil)
