@@ -58,6 +58,29 @@ struct WebhookErrorHandlerTests {
         #expect(!log.messages.contains { $0.contains(Self.secret) }, "the secret was logged")
     }
 
+    @Test("webhook and WECHAT: a failure that is no item's (the clock check) has no items, and says why")
+    func environmentFailure() async throws {
+        let server = try await FixtureServer.start("http_server.py")
+        defer { server.terminate() }
+        let failure = JobFailure(
+            origin: .environment, jobName: "orders", taskID: "", instanceID: "10.0.0.1@-@7", hostName: "web-1", item: nil,
+            fireTimeMilliseconds: 1_800_000_001_000, message: "Time different between job server and register center exceed '70' seconds")
+        let webhook = try handler("webhook", [("webhook.url", server.baseURL + "/hook")])
+        let robot = try handler("wechat", [("wechat.webhook", server.baseURL + "/errcode/0")])
+        for instance in [webhook, robot] {
+            _ = try await onDedicatedThread { try instance.handle(failure) }
+        }
+        let requests = try await server.waitForReceived(2)
+        let document = try OrderedJSON.parse(try #require(requests.first { $0["path"]?.string == "/hook" }?["body"]?.string))
+        #expect(document["items"] == .array([]))
+        #expect(document["origin"]?.string == "environment")
+        #expect(document["taskId"]?.string == "")
+        let message = try OrderedJSON.parse(try #require(requests.first { $0["path"]?.string == "/errcode/0" }?["body"]?.string))
+        let content = try #require(message["text"]?["content"]?.string)
+        #expect(content.contains("items: none (the host's environment check failed)"), "\(content)")
+        #expect(!content.contains("task:") && !content.contains("code:"))
+    }
+
     @Test("webhook: the handler returns before the server answers; the fire does not wait for the network")
     func returnsAtOnce() async throws {
         let server = try await FixtureServer.start("http_server.py")

@@ -14,7 +14,7 @@ public enum FailureReport {
         let items = items(failure)
         var lines = ["Job '\(failure.jobName)' exception occur in job processing, caused by \(failure.message)"]
         lines.append("host: \(failure.hostName) (instance \(failure.instanceID))")
-        lines.append("items: " + (items.isEmpty ? "none (a \(origin(failure)) failure)" : items.map(String.init).joined(separator: ",")))
+        lines.append("items: " + (items.isEmpty ? "none (\(originText(failure)))" : items.map(String.init).joined(separator: ",")))
         lines.append("fire time: \(iso8601(milliseconds: failure.fireTimeMilliseconds))")
         if !failure.taskID.isEmpty { lines.append("task: \(failure.taskID)") }
         if failure.code != 0 { lines.append("code: \(failure.code)") }
@@ -35,6 +35,15 @@ public enum FailureReport {
             ("origin", JSONText.string(origin(failure))),
             ("error", JSONText.object([("message", JSONText.string(failure.message)), ("code", String(failure.code))])),
         ])
+    }
+
+    /// Why a failure concerns no item, for people.
+    static func originText(_ failure: JobFailure) -> String {
+        switch failure.origin {
+        case .item: "an item failed"
+        case .listener: "a job listener failed"
+        case .environment: "the host's environment check failed"
+        }
     }
 
     static func origin(_ failure: JobFailure) -> String {
