@@ -1,9 +1,5 @@
 import ShardworkSDK
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// JSON written by hand, in a fixed member order: what ElasticJob's Gson writes for a sharding
 /// context, and the documents the error handlers send.
 public enum JSONText {
@@ -56,30 +52,4 @@ public enum JSONText {
         }
         return object(members)
     }
-}
-
-/// Helpers for reading props beyond the SDK's.
-extension JobProperties {
-    /// The value of `key`, required and not blank.
-    public func requiredNonEmpty(_ key: String, _ what: String) throws(ConfigurationError) -> String {
-        let value = try required(key)
-        guard !value.allSatisfy({ $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }) else {
-            throw ConfigurationError(field: key, message: "The property `\(key)` is empty; give \(what).")
-        }
-        return value
-    }
-}
-
-/// An instant as ISO 8601 in UTC with milliseconds (`2026-11-22T06:36:02.000Z`).
-public func iso8601(milliseconds: Int64) -> String {
-    var seconds = time_t(milliseconds >= 0 ? milliseconds / 1000 : (milliseconds - 999) / 1000)
-    var parts = tm()
-    gmtime_r(&seconds, &parts)
-    func pad(_ value: Int32, _ width: Int) -> String {
-        let text = String(value)
-        return String(repeating: "0", count: max(0, width - text.count)) + text
-    }
-    let millis = Int32(((milliseconds % 1000) + 1000) % 1000)
-    return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-        + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(millis, 3))Z"
 }
