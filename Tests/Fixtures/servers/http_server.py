@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A small HTTP server on 127.0.0.1 for the ecosystem plugins' tests (Shardwork's own fixture).
 
-It binds a free port, writes the port to --port-file, and appends one JSON line per request to
+It binds a free port, writes the port to --port-file, exits when the process --parent-pid names is
+gone, and appends one JSON line per request to
 --log: method, path, query, headers (lower-case names), body, and, when --secret is given, the
 HMAC-SHA256 of the body under it ("hmac") and DingTalk's sign for the request's timestamp
 ("dingtalkSign"). The line is written before the answer is sent.
@@ -26,6 +27,19 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def watch_parent(parent):
+    """Exits when the test process that started the server is gone (the server is then re-parented)."""
+    if parent is None:
+        return
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main():
     # A child of a Swift process may inherit a mask that blocks SIGTERM (threads of libdispatch block
     # signals, and a spawned program keeps its parent thread's mask): unblock, so stopping works.
@@ -33,8 +47,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port-file", required=True)
     parser.add_argument("--log", required=True)
+    parser.add_argument("--parent-pid", type=int)
     parser.add_argument("--secret")
     options = parser.parse_args()
+    watch_parent(options.parent_pid)
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):

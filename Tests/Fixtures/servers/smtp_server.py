@@ -2,7 +2,8 @@
 """A real SMTP server on 127.0.0.1 for the email handler's tests (Shardwork's own fixture), built on
 aiosmtpd (PyPI; scripts/install-dependencies test installs it).
 
-It binds a free port, writes the port to --port-file, requires AUTH with --username and --password,
+It binds a free port, writes the port to --port-file, exits when the process --parent-pid names is
+gone, requires AUTH with --username and --password,
 and appends one JSON line per accepted message to --log: envelope sender and recipients, the login
 used, and the parsed headers and text body. --tls chooses the transport: "none", "starttls"
 (STARTTLS required before AUTH) or "implicit" (TLS from the first byte, like port 465); both TLS
@@ -17,6 +18,8 @@ import os
 import signal
 import ssl
 import sys
+import threading
+import time
 
 try:
     from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
@@ -26,18 +29,33 @@ except ImportError:
     sys.exit(3)
 
 
+def watch_parent(parent):
+    """Exits when the test process that started the server is gone (the server is then re-parented)."""
+    if parent is None:
+        return
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main():
     # A child of a Swift process may inherit a mask that blocks SIGTERM: unblock, so stopping works.
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     parser = argparse.ArgumentParser()
     parser.add_argument("--port-file", required=True)
     parser.add_argument("--log", required=True)
+    parser.add_argument("--parent-pid", type=int)
     parser.add_argument("--username", required=True)
     parser.add_argument("--password", required=True)
     parser.add_argument("--tls", choices=["none", "starttls", "implicit"], default="none")
     parser.add_argument("--cert")
     parser.add_argument("--key")
     options = parser.parse_args()
+    watch_parent(options.parent_pid)
 
     context = None
     if options.tls != "none":
