@@ -225,10 +225,14 @@ public final class ShardworkHost: Service, Sendable {
                 snapshot = try await coordinator.snapshot()
             }
             let myServer = snapshot.servers[me.serverIP]
+            var becameLeader = false
             if snapshot.leader == nil, myServer == ServerStatus.enabled.rawValue {
                 try await coordinator.electLeader()
                 snapshot = try await coordinator.snapshot()
-                if snapshot.leader == me.id { logger.info("job '\(runtime.name)': this instance is the leader now") }
+                if snapshot.leader == me.id {
+                    logger.info("job '\(runtime.name)': this instance is the leader now")
+                    becameLeader = true
+                }
             } else if snapshot.leader == me.id, myServer == ServerStatus.disabled.rawValue {
                 logger.info("job '\(runtime.name)': this instance's server is disabled; it steps down as leader")
                 try await coordinator.abdicate()
@@ -239,7 +243,11 @@ public final class ShardworkHost: Service, Sendable {
                 defer { syncs[runtime.name]?.membership = membership }
                 return syncs[runtime.name]?.membership
             }
-            if let previous, previous != membership, !(runtime.job.configuration.staticSharding && !snapshot.items.isEmpty) {
+            // Only the leader writes the flag. A change seen while another instance still led (its
+            // server being disabled, say) was not flagged by anyone: a new leader flags a resharding,
+            // as ElasticJob's listeners do once they have waited for the election.
+            if let previous, previous != membership || becameLeader,
+               !(runtime.job.configuration.staticSharding && !snapshot.items.isEmpty) {
                 try await coordinator.setReshardingFlag()
             }
             if snapshot.configVersion != syncs.withLock({ $0[runtime.name]?.configVersion }) {
