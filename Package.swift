@@ -7,19 +7,46 @@ let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
 ]
 
-/// A built-in plugin: a `.dynamic` product under Plugins/ that depends on the public SDK only.
+/// A built-in plugin: a `.dynamic` product under Plugins/ that depends on the public SDK only (plus,
+/// for the ecosystem plugins, the helpers and C libraries of `pluginSupport`, linked into it).
 /// The host finds it beside the `shardwork` binary; nothing links it.
-func plugin(_ name: String) -> (product: Product, target: Target) {
+func plugin(_ name: String, _ dependencies: [Target.Dependency] = []) -> (product: Product, target: Target) {
     (
         .library(name: "Shardwork\(name)", type: .dynamic, targets: [name]),
         .target(
             name: name,
-            dependencies: [.product(name: "ShardworkSDK", package: "SDK")],
+            dependencies: [.product(name: "ShardworkSDK", package: "SDK")] + dependencies,
             path: "Plugins/\(name)",
             swiftSettings: strictSettings
         )
     )
 }
+
+/// What the ecosystem plugins share. None is a product: each plugin links its own copy of the
+/// helpers it uses (they hold no state that two copies could disagree on), and the C libraries are
+/// Debian's (scripts/install-dependencies).
+let pluginSupport: [Target] = [
+    // libcurl (HTTP job, webhook and email handlers), with wrappers for its variadic calls.
+    .systemLibrary(name: "CCurl", path: "Plugins/System/CCurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+    // OpenSSL's libcrypto, for the webhook's HMAC-SHA256 signatures.
+    .systemLibrary(name: "CCrypto", path: "Plugins/System/CCrypto", providers: [.apt(["libssl-dev"])]),
+    // Blocking work off Swift's cooperative threads, background delivery, ElasticJob's context JSON.
+    .target(
+        name: "PluginSupport",
+        dependencies: [.product(name: "ShardworkSDK", package: "SDK")],
+        path: "Plugins/Support/PluginSupport",
+        swiftSettings: strictSettings
+    ),
+    // libffi, through which the native job calls C functions.
+    .systemLibrary(name: "CFFI", path: "Plugins/System/CFFI", providers: [.apt(["libffi-dev"])]),
+    // HTTP and SMTP transfers over libcurl.
+    .target(
+        name: "CurlSupport",
+        dependencies: ["CCurl", "PluginSupport", .product(name: "ShardworkSDK", package: "SDK")],
+        path: "Plugins/Support/CurlSupport",
+        swiftSettings: strictSettings
+    ),
+]
 
 let builtInPlugins = [
     plugin("StandardSharding"),
@@ -27,6 +54,12 @@ let builtInPlugins = [
     plugin("StandardErrorHandlers"),
     // The job types of the quick start (examples/quickstart.yaml).
     plugin("ExampleJobs"),
+    // The ecosystem plugins (docs/ecosystem-plugins.md).
+    plugin("ScriptJob", ["PluginSupport"]),
+    plugin("WebhookErrorHandler", ["PluginSupport", "CurlSupport", "CCrypto"]),
+    plugin("HTTPJob", ["PluginSupport", "CurlSupport"]),
+    plugin("NativeJob", ["PluginSupport", "CFFI"]),
+    plugin("EmailErrorHandler", ["PluginSupport", "CurlSupport"]),
 ]
 
 /// The benchmarks (Benchmarks/, ordo-one/benchmark) join the package only when
@@ -99,7 +132,7 @@ let package = Package(
             dependencies: ["ShardworkTestSupport", "ShardworkCore", "ZooKeeper"],
             swiftSettings: strictSettings
         ),
-    ] + builtInPlugins.map(\.target),
+    ] + builtInPlugins.map(\.target) + pluginSupport,
     swiftLanguageModes: [.v6]
 )
 

@@ -43,7 +43,7 @@ enum TestPlugins {
     static func standardRegistry(log: CapturedLog = CapturedLog()) throws -> ProviderRegistry {
         let registry = ProviderRegistry()
         let report = PluginLoader(logger: log.logger()).loadAll(PluginSearchPath(), into: registry)
-        for product in ["ShardworkStandardSharding", "ShardworkStandardExecutors", "ShardworkStandardErrorHandlers", "ShardworkExampleJobs"] {
+        for product in BuiltInPlugins.products {
             let path = try TestPaths.builtInPlugin(product)
             guard report.loaded.contains(where: { $0.path == canonicalPath(path) }) else {
                 throw TestSetupError("\(path) did not load: \(report.refused)")

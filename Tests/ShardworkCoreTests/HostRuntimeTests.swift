@@ -354,6 +354,8 @@ struct HostRuntimeTests {
         ("jobType: c-echo\n    cron: 0 0 0 * * *", "job 'bad': cron: invalid cron expression '0 0 0 * * *'"),
         ("jobType: c-echo\n    timeZone: Mars/Base", "job 'bad': timeZone: invalid time zone 'Mars/Base'"),
         ("jobType: c-echo\n    props:\n      c.reject: yes", "job 'bad': props.c.reject: the property `c.reject` is set"),
+        ("jobType: SCRIPT", "job 'bad': props.script.command.line: The property `script.command.line` is required."),
+        ("jobType: c-echo\n    jobErrorHandlerType: webhook", "job 'bad': props.webhook.url: The property `webhook.url` is required."),
     ])
     func refusedJobs(lines: String, phrase: String) async throws {
         do {

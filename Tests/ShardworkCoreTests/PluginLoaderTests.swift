@@ -257,7 +257,7 @@ struct PluginLoaderTests {
     func builtInDirectory() throws {
         #expect(PluginSearchPath.builtInDirectory == canonicalPath(TestPaths.buildDirectory))
         let registry = try TestPlugins.standardRegistry()
-        #expect(registry.plugins.map(\.name).sorted() == ["example-jobs", "standard-error-handlers", "standard-executors", "standard-sharding"])
+        #expect(registry.plugins.map(\.name).sorted() == BuiltInPlugins.pluginNames)
     }
 
     @Test("a configured directory that does not exist is reported")

@@ -152,3 +152,24 @@ public func onOwnThread<Value: Sendable>(_ body: @escaping @Sendable () throws -
         }
     }
 }
+
+/// What the build directory's built-in plugins offer: the one list the tests that enumerate them
+/// compare with, kept in step with Package.swift's `builtInPlugins`.
+public enum BuiltInPlugins {
+    /// Products (`lib\(name).so`).
+    public static let products = [
+        "ShardworkStandardSharding", "ShardworkStandardExecutors", "ShardworkStandardErrorHandlers", "ShardworkExampleJobs",
+        "ShardworkScriptJob", "ShardworkWebhookErrorHandler", "ShardworkHTTPJob", "ShardworkNativeJob", "ShardworkEmailErrorHandler",
+    ]
+    /// Plugin names, sorted.
+    public static let pluginNames = ["email-error-handler", "example-jobs", "http-job", "native-job", "script-job", "standard-error-handlers", "standard-executors", "standard-sharding",
+        "webhook-error-handlers",
+    ]
+    /// Provider names as `plugins list` orders them: by kind, then name.
+    public static let providerNames = [
+        "countdown", "http", "log-item", "native", "script",
+        "average", "odd-even", "round-robin",
+        "cpu", "fixed", "single-thread",
+        "dingtalk", "email", "ignore", "log", "throw", "webhook", "wechat",
+    ]
+}

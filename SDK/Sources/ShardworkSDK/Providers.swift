@@ -15,8 +15,11 @@ public protocol ExecutorStrategy: Sendable {
 
 /// Deals with the failures of a job: logs them, sends them somewhere, or makes them abort the fire.
 ///
-/// The host calls `handle` off the firing path, so a handler may wait on the network without
-/// delaying other jobs. Throwing means the handler itself failed; the host logs that.
+/// The host awaits `handle` within the fire, after its items ran, on a worker thread that every job
+/// shares, and the SDK runs this async code on Swift's cooperative pool. So a handler must not block
+/// inside it, and one that waits on the network holds up its job's fire and a worker thread: queue
+/// the message and send it in the background instead. Throwing means the handler itself failed;
+/// the host logs that.
 public protocol ErrorHandler: Sendable {
     func handle(_ failure: JobFailure) async throws -> ErrorDisposition
 }

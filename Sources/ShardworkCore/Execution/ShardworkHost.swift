@@ -235,17 +235,13 @@ public final class ShardworkHost: Service, Sendable {
                 snapshot = try await coordinator.snapshot()
             }
             let myServer = snapshot.servers[me.serverIP]
+            var becameLeader = false
             if snapshot.leader == nil, myServer == ServerStatus.enabled.rawValue {
                 try await coordinator.electLeader()
                 snapshot = try await coordinator.snapshot()
                 if snapshot.leader == me.id {
                     logger.info("job '\(runtime.name)': this instance is the leader now")
-                    // A membership change seen while another instance led (and stepped down, or
-                    // died) may never have been flagged: a new leader reshards once.
-                    if !(runtime.job.configuration.staticSharding && !snapshot.items.isEmpty) {
-                        try await coordinator.setReshardingFlag()
-                        snapshot = try await coordinator.snapshot()
-                    }
+                    becameLeader = true
                 }
             } else if snapshot.leader == me.id, myServer == ServerStatus.disabled.rawValue {
                 logger.info("job '\(runtime.name)': this instance's server is disabled; it steps down as leader")
@@ -257,7 +253,11 @@ public final class ShardworkHost: Service, Sendable {
                 defer { syncs[runtime.name]?.membership = membership }
                 return syncs[runtime.name]?.membership
             }
-            if let previous, previous != membership, !(runtime.job.configuration.staticSharding && !snapshot.items.isEmpty) {
+            // Only the leader writes the flag. A change seen while another instance still led (its
+            // server being disabled, say) was not flagged by anyone: a new leader flags a resharding,
+            // as ElasticJob's listeners do once they have waited for the election.
+            if let previous, previous != membership || becameLeader,
+               !(runtime.job.configuration.staticSharding && !snapshot.items.isEmpty) {
                 try await coordinator.setReshardingFlag()
             }
             if snapshot.configVersion != syncs.withLock({ $0[runtime.name]?.configVersion }) {
