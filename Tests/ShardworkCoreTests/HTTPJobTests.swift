@@ -104,6 +104,44 @@ struct HTTPJobTests {
         #expect(closed.message.contains("failed: Couldn't connect to server"), "\(closed.message)")
     }
 
+    @Test("a server that never completes the TCP handshake fails the item after http.connect.timeout.milliseconds")
+    func connectTimeout() async throws {
+        // A listener on 127.0.0.1 whose accept queue is full and which never accepts: the kernel
+        // drops further connection requests, so a new connect waits until its timeout.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let listening = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                bind(listener, pointer, length) == 0 && getsockname(listener, pointer, &length) == 0 && listen(listener, 0) == 0
+            }
+        }
+        try #require(listening)
+        var fillers: [Int32] = []
+        defer {
+            for socket in fillers { close(socket) }
+            close(listener)
+        }
+        for _ in 0..<4 {
+            let filler = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            _ = fcntl(filler, F_SETFL, O_NONBLOCK)
+            _ = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(filler, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            fillers.append(filler)
+        }
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let stalled = try #require(await failure(try job([
+            ("http.uri", "http://127.0.0.1:\(port)/sync"), ("http.method", "GET"),
+            ("http.connect.timeout.milliseconds", "300"), ("http.read.timeout.milliseconds", "20000"),
+        ])))
+        #expect(stalled.message.contains("timed out (http.connect.timeout.milliseconds 300, http.read.timeout.milliseconds 20000)"),
+                "\(stalled.message)")
+        #expect(stalled.message.lowercased().contains("connect"), "\(stalled.message)")
+    }
+
     @Test("an item the host asks to stop stops waiting for the answer")
     func cancellation() async throws {
         let server = try await FixtureServer.start("http_server.py")
