@@ -16,8 +16,6 @@ struct SplitMix64: RandomNumberGenerator {
     }
 }
 
-private func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
-
 /// What the ledger says after a chaos run.
 struct ChaosSummary: CustomStringConvertible {
     var starts = 0

@@ -231,14 +231,11 @@ final class Cluster: @unchecked Sendable {
     }
 }
 
-private func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+/// Now, in epoch milliseconds (the ledger's clock).
+func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
-/// Every item of `total` exactly once.
-private func coversOnce(_ items: [String: [Int]], total: Int) -> Bool {
-    items.values.flatMap { $0 }.sorted() == Array(0..<total)
-}
-
-private func waitFor(seconds: Double = 30, _ condition: () async -> Bool) async -> Bool {
+/// Polls `condition` until it holds or `seconds` pass.
+func waitUntil(seconds: Double = 30, _ condition: () async -> Bool) async -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
         if await condition() { return true }
@@ -246,6 +243,12 @@ private func waitFor(seconds: Double = 30, _ condition: () async -> Bool) async 
     }
     return await condition()
 }
+
+/// Every item of `total` exactly once.
+private func coversOnce(_ items: [String: [Int]], total: Int) -> Bool {
+    items.values.flatMap { $0 }.sorted() == Array(0..<total)
+}
+
 
 @Suite("A cluster of shardwork processes on ZooKeeper", .timeLimit(.minutes(5)))
 struct ClusterProcessTests {
@@ -313,16 +316,16 @@ struct ClusterProcessTests {
         let job = cluster.job("once", total: 4, cron: nil)
         try cluster.start("127.0.0.11", jobs: job)
         try cluster.start("127.0.0.12", jobs: job)
-        #expect(await waitFor { await cluster.instances("once").count == 2 }, "\(cluster.logs())")
+        #expect(await waitUntil { await cluster.instances("once").count == 2 }, "\(cluster.logs())")
         for instance in await cluster.instances("once") {
             try await cluster.observer.ensurePath("/once/trigger")
             try await cluster.observer.create("/once/trigger/\(instance)", data: [], mode: .persistent)
         }
-        #expect(await waitFor { Set(cluster.entries.map(\.ip)) == ["127.0.0.11", "127.0.0.12"] }, "\(cluster.logs())")
+        #expect(await waitUntil { Set(cluster.entries.map(\.ip)) == ["127.0.0.11", "127.0.0.12"] }, "\(cluster.logs())")
         try await Task.sleep(for: .seconds(2))
         let items = cluster.entries.map(\.item).sorted()
         #expect(items == [0, 1, 2, 3], "each item once: \(cluster.entries)")
-        #expect(await waitFor { ((try? await cluster.observer.children("/once/trigger", watch: nil)) ?? ["x"]).isEmpty })
+        #expect(await waitUntil { ((try? await cluster.observer.children("/once/trigger", watch: nil)) ?? ["x"]).isEmpty })
         await cluster.stopAll()
     }
 
@@ -335,12 +338,12 @@ struct ClusterProcessTests {
         #expect(await cluster.waitForFire(of: "pause") { $0.count == 2 } != nil, "\(cluster.logs())")
         paused.signal(SIGSTOP)
         let stopped = now()
-        #expect(await waitFor { await cluster.instances("pause").count == 1 }, "the stopped host's session never expired")
+        #expect(await waitUntil { await cluster.instances("pause").count == 1 }, "the stopped host's session never expired")
         let alone = await cluster.waitForFire(of: "pause", after: stopped + Int64(cluster.sessionTimeout) + 1000) { coversOnce($0, total: 6) }
         #expect(alone.map { Array($0.keys) } == ["127.0.0.11"], "\(cluster.logs())")
         paused.signal(SIGCONT)
         let resumed = now()
-        #expect(await waitFor { await cluster.instances("pause").count == 2 }, "the host did not register again: \(cluster.logs())")
+        #expect(await waitUntil { await cluster.instances("pause").count == 2 }, "the host did not register again: \(cluster.logs())")
         let together = await cluster.waitForFire(of: "pause", after: resumed) { $0.count == 2 && coversOnce($0, total: 6) }
         #expect(together != nil, "\(cluster.logs())")
         #expect(paused.output.contains("new session"))
@@ -416,7 +419,7 @@ struct ClusterProcessTests {
     func otherJobType() async throws {
         let cluster = try await Cluster(ensemble: try await SharedZooKeeper.ensemble())
         try cluster.start("127.0.0.11", jobs: cluster.job("typed"))
-        #expect(await waitFor { await cluster.instances("typed").count == 1 }, "\(cluster.logs())")
+        #expect(await waitUntil { await cluster.instances("typed").count == 1 }, "\(cluster.logs())")
         let other = try cluster.configuration(ip: "127.0.0.12", jobs: """
               - jobName: typed
                 jobType: countdown

@@ -7,8 +7,6 @@ import Testing
 /// stopped with SIGSTOP, restarted; the ledger (each item's start and end, with its fencing epoch)
 /// says what ran where.
 
-private func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
-
 /// Executions of one item that overlap in time must have strictly growing epochs: a later start
 /// with the same or an older epoch while another execution runs is a double run that no sink
 /// could tell from a legitimate one.
@@ -178,13 +176,4 @@ struct FailoverProcessTests {
         #expect(failoverRuns.isEmpty, "\(failoverRuns)")
         await cluster.stopAll()
     }
-}
-
-func waitUntil(seconds: Double = 30, _ condition: () async -> Bool) async -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(100))
-    }
-    return await condition()
 }
