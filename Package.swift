@@ -53,7 +53,7 @@ let builtInPlugins = [
     plugin("StandardExecutors"),
     plugin("StandardErrorHandlers"),
     // The job types of the quick start (examples/quickstart.yaml).
-    plugin("ExampleJobs"),
+    plugin("ExampleJobs", ["PluginSupport"]),
     // The ecosystem plugins (docs/ecosystem-plugins.md).
     plugin("ScriptJob", ["PluginSupport"]),
     plugin("WebhookErrorHandler", ["PluginSupport", "CurlSupport", "CCrypto"]),

@@ -1,3 +1,4 @@
+import PluginSupport
 import ShardworkSDK
 import Synchronization
 
@@ -62,29 +63,14 @@ extension LogItem {
         return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
     }
 
-    /// A string as the inside of a JSON string literal.
-    static func escaped(_ text: String) -> String {
-        var result = ""
-        for character in text.unicodeScalars {
-            switch character {
-            case "\\": result += "\\\\"
-            case "\"": result += "\\\""
-            case _ where character.value < 0x20: result += "\\u00" + (character.value < 0x10 ? "0" : "") + String(character.value, radix: 16)
-            default: result.unicodeScalars.append(character)
-            }
-        }
-        return result
-    }
-
     /// One line, written with a single `write` to a file opened with O_APPEND: lines of several
     /// processes never interleave.
     static func append(
         _ path: String, _ context: ShardingContext, event: String, start: Int64, end: Int64? = nil, cancelled: Bool = false,
         current: Bool = true
     ) {
-        let job = escaped(context.jobName)
-        let task = escaped(context.taskID)
-        var line = "{\"event\":\"\(event)\",\"job\":\"\(job)\",\"item\":\(context.shardingItem),\"task\":\"\(task)\","
+        var line = "{\"event\":\"\(event)\",\"job\":\(JSONText.string(context.jobName)),\"item\":\(context.shardingItem),"
+            + "\"task\":\(JSONText.string(context.taskID)),"
             + "\"fire\":\(context.fireTimeMilliseconds),\"epoch\":\(context.fencingEpoch),\"start\":\(start)"
         if let end { line += ",\"end\":\(end),\"cancelled\":\(cancelled),\"current\":\(current)" }
         line += "}\n"

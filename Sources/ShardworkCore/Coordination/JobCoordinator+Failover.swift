@@ -42,6 +42,21 @@ extension JobCoordinator {
         return UInt64(bitPattern: stat.createdTransaction)
     }
 
+    /// Before this instance runs its own claims again (they are not running here): the ephemeral
+    /// `failover` marker that died with an earlier session is written again, and a `running` marker
+    /// of ours, left by a run that could not finish its bookkeeping (the registry was down), goes.
+    public func prepareRerun(of items: [Int], in snapshot: JobSnapshot) async throws {
+        defer { cache.invalidate() }
+        for item in items {
+            if snapshot.items[item]?.failover == nil {
+                try await registry.createIfAbsent(paths.itemFailover(item), data: [UInt8](utf8: instance.id), mode: .ephemeral)
+            }
+            if snapshot.items[item]?.running == instance.id {
+                try await registry.deleteIfPresent(paths.itemRunning(item))
+            }
+        }
+    }
+
     /// The end of a failover run: its `running`, `failover` and `failovering` markers go in one
     /// transaction (those already gone are skipped).
     public func completeFailover(_ items: [Int]) async throws {

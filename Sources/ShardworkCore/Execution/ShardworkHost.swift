@@ -293,18 +293,7 @@ public final class ShardworkHost: Service, Sendable {
             mine[item] = record.failoveringEpoch ?? 0
         }
         if !mine.isEmpty {
-            for item in mine.keys {
-                // The ephemeral half of the claim died with an earlier session: write it again.
-                if snapshot.items[item]?.failover == nil {
-                    try await coordinator.registry.createIfAbsent(coordinator.paths.itemFailover(item), data: [UInt8](utf8: me.id), mode: .ephemeral)
-                }
-                // A running marker of ours, while the job is idle here, is left from a run that
-                // could not finish its bookkeeping (the registry was down): it goes before the rerun.
-                if snapshot.items[item]?.running == me.id {
-                    try await coordinator.registry.deleteIfPresent(coordinator.paths.itemRunning(item))
-                }
-            }
-            coordinator.invalidateCache()
+            try await coordinator.prepareRerun(of: Array(mine.keys), in: snapshot)
             runtime.runFailover(mine)
             return
         }
