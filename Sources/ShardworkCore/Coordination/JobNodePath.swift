@@ -41,6 +41,14 @@ public struct JobNodePath: Sendable, Equatable {
     /// expiry also causes, and then stops the job by mistake).
     public var shutdown: String { root + "/shutdown" }
     public func shutdown(_ id: String) -> String { shutdown + "/" + id }
+    /// `/{job}/incapable/{id}`: ephemeral, instance `id` cannot run the job (a plugin it names is
+    /// not loaded there); the value says what is missing. Shardwork's own node: such an instance
+    /// registers no instance node for the job, so it is handed no items.
+    public var incapable: String { root + "/incapable" }
+    public func incapable(_ id: String) -> String { incapable + "/" + id }
+    /// `/{job}/dynamic`: the job was added to the running cluster (`shardwork job add`), so every
+    /// host that can run it does. Shardwork's own node; its value says who added it and when.
+    public var dynamic: String { root + "/dynamic" }
     public var trigger: String { root + "/trigger" }
     /// `/{job}/trigger/{id}`: a request that instance `id` run the job once now.
     public func trigger(_ id: String) -> String { trigger + "/" + id }

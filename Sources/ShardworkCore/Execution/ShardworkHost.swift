@@ -19,7 +19,10 @@ import Synchronization
 /// costs at most a delay, never a wrong state.
 public final class ShardworkHost: Service, Sendable {
     public let configuration: HostConfiguration
-    public let runtimes: [String: JobRuntime]
+    /// The jobs that run on this host now, by name: those of the configuration, and jobs added to the
+    /// cluster while it runs.
+    public var runtimes: [String: JobRuntime] { table.withLock { $0 } }
+    private let table: Mutex<[String: JobRuntime]>
     public let registry: any RegistryCenter
     public let services: HostServices
     let timer: TimerService
@@ -74,7 +77,7 @@ public final class ShardworkHost: Service, Sendable {
             runtimes[job.name] = JobRuntime(
                 job: job, coordinator: JobCoordinator(registry: registry, job: job.name, instance: instance), services: services)
         }
-        self.runtimes = runtimes
+        table = Mutex(runtimes)
         syncs = Mutex(Dictionary(uniqueKeysWithValues: jobs.map { ($0.name, JobSync()) }))
     }
 
@@ -111,11 +114,12 @@ public final class ShardworkHost: Service, Sendable {
         let runtimes = self.runtimes
         let maintenanceInterval = Self.maintenanceIntervalMilliseconds
         timer.start { [weak self] key, deadline, now in
+            guard let self else { return nil }
             if key == Self.maintenanceKey {
-                self?.maintain()
+                self.maintain()
                 return now + maintenanceInterval
             }
-            return runtimes[key]?.timerFired(deadline: deadline, now: now)
+            return self.table.withLock { $0[key] }?.timerFired(deadline: deadline, now: now)
         }
         let now = services.clock.now()
         for runtime in runtimes.values {
