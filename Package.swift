@@ -81,6 +81,8 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        // The control API's HTTP server (without its swift-configuration and full-Foundation traits).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
     ],
     targets: [
         // The ZooKeeper C client, Debian's libzookeeper-mt-dev (it ships no pkg-config file).
@@ -104,10 +106,21 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The control API: JSON over HTTP, served by a running host (docs/operations.md).
+        .target(
+            name: "ShardworkControl",
+            dependencies: [
+                "ShardworkCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "shardwork",
             dependencies: [
                 "ShardworkCore",
+                "ShardworkControl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

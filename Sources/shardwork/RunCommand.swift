@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
+import ShardworkControl
 import ShardworkCore
 
 struct RunCommand: AsyncParsableCommand {
@@ -105,8 +106,13 @@ struct RunCommand: AsyncParsableCommand {
         for job in triggers {
             try await host.trigger(job)
         }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: host)]
+        if let api = configuration.api, api.enabled {
+            // The API ending (its address taken, say) ends the host too: an operator relies on it.
+            services.append(.init(service: ControlServer(host: host, settings: api, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
+        }
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: host)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

@@ -13,7 +13,10 @@ struct Shardwork: AsyncParsableCommand {
         commandName: "shardwork",
         abstract: "Distributed, sharded cron jobs for Swift services, with plugins.",
         version: ShardworkVersion.current,
-        subcommands: [RunCommand.self, PluginsCommand.self, ShardCommand.self, CronCommand.self, WorkerCommand.self]
+        subcommands: [
+            RunCommand.self, JobCommand.self, ServerCommand.self, PluginsCommand.self, ShardCommand.self, CronCommand.self,
+            WorkerCommand.self,
+        ]
     )
 
     static func main() async {

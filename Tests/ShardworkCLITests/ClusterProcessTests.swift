@@ -115,7 +115,7 @@ final class Cluster: @unchecked Sendable {
     }
 
     /// A host configuration: ZooKeeper, this address, and `jobs` (YAML list items, indented by 2).
-    func configuration(ip: String, jobs: String, servers: String? = nil) throws -> String {
+    func configuration(ip: String, jobs: String, servers: String? = nil, extra: String = "") throws -> String {
         let file = directory.file("host-\(ip).yaml")
         let yaml = """
             registry:
@@ -129,8 +129,8 @@ final class Cluster: @unchecked Sendable {
             host:
               ip: \(ip)
               shutdownTimeoutSeconds: 5
-            plugins:
-              preflight: false
+            \(extra.contains("plugins:") ? "" : "plugins:\n  preflight: false")
+            \(extra)
             jobs:
             \(jobs)
             """
@@ -171,8 +171,9 @@ final class Cluster: @unchecked Sendable {
     }
 
     @discardableResult
-    func start(_ ip: String, jobs: String, servers: String? = nil) throws -> HostProcess {
-        let host = try HostProcess(ip: ip, config: try configuration(ip: ip, jobs: jobs, servers: servers), log: directory.file("host-\(ip).log"))
+    func start(_ ip: String, jobs: String, servers: String? = nil, extra: String = "") throws -> HostProcess {
+        let config = try configuration(ip: ip, jobs: jobs, servers: servers, extra: extra)
+        let host = try HostProcess(ip: ip, config: config, log: directory.file("host-\(ip).log"))
         hosts[ip] = host
         return host
     }

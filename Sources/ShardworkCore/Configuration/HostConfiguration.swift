@@ -4,6 +4,8 @@ public struct HostConfiguration: Sendable, Equatable {
     public var registry: RegistryConfiguration = .embedded
     public var plugins = PluginSettings()
     public var host = HostSettings()
+    /// The control API; off when the configuration has no `api:` section.
+    public var api: APISettings?
     public var jobs: [JobConfiguration] = []
     /// Where each field was written (`jobs[0].cron` → line and column), for error messages.
     public var locations: [String: FilePosition] = [:]
@@ -47,6 +49,29 @@ public struct HostSettings: Sendable, Equatable {
     public var ip: String?
 
     public init() {}
+}
+
+/// The control API (docs/operations.md): JSON over HTTP, every request with the bearer token.
+public struct APISettings: Sendable, Equatable {
+    public var enabled = true
+    /// Loopback unless configured otherwise.
+    public var host = "127.0.0.1"
+    /// 0: a free port, which the host logs.
+    public var port = 8470
+    public var token: String?
+
+    public init() {}
+
+    /// `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (loopback).
+    public static func parseAddress(_ text: String) -> (host: String, port: Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+            return nil
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if host.isEmpty { host = "127.0.0.1" }
+        return (host, port)
+    }
 }
 
 /// A line and column in a configuration file, both from 1.

@@ -40,7 +40,7 @@ public enum HostConfigurationReader {
         }
         var configuration = HostConfiguration()
         configuration.file = file
-        let top = try reader.mapping(root, field: "", known: ["registry", "plugins", "host", "jobs"])
+        let top = try reader.mapping(root, field: "", known: ["registry", "plugins", "host", "api", "jobs"])
         if let registry = top["registry"] {
             configuration.registry = try reader.registry(registry)
         }
@@ -50,10 +50,34 @@ public enum HostConfigurationReader {
         if let host = top["host"] {
             configuration.host = try reader.host(host)
         }
+        if let api = top["api"] {
+            configuration.api = try reader.api(api, baseDirectory: baseDirectory)
+        }
         if let jobs = top["jobs"] {
             configuration.jobs = try reader.jobs(jobs, locations: &configuration.locations)
         }
         return configuration
+    }
+
+    /// One job, as a job of the `jobs:` list is written (YAML, or JSON, which is YAML too), with the
+    /// same checks and messages: what the control API and `shardwork job add` accept.
+    public static func parseJob(_ text: String, source: String? = nil) throws(HostConfigurationError) -> JobConfiguration {
+        let reader = Reader(file: source)
+        let root: Node
+        do {
+            guard let composed = try Yams.compose(yaml: text) else {
+                throw reader.error(nil, field: "", "the job is empty; it needs at least jobName, jobType and shardingTotalCount")
+            }
+            root = composed
+        } catch let error as HostConfigurationError {
+            throw error
+        } catch let error as YamlError {
+            throw reader.yamlError(error)
+        } catch {
+            throw reader.error(nil, field: "", "invalid YAML: \(error)")
+        }
+        var locations: [String: FilePosition] = [:]
+        return try reader.job(root, index: 0, locations: &locations, fieldPrefix: "")
     }
 
     /// The fields a job may have: ElasticJob's, the 3.0.4 spelling of the executor key, and `jobType`.
@@ -313,6 +337,44 @@ struct Reader {
         return settings
     }
 
+    func api(_ node: Node, baseDirectory: String?) throws(HostConfigurationError) -> APISettings {
+        var settings = APISettings()
+        if isNull(node) { return settings }
+        let section = try mapping(node, field: "api", known: ["enabled", "address", "token", "tokenFile"])
+        if let value = section["enabled"] {
+            settings.enabled = try boolean(value, field: "api.enabled")
+        }
+        if let value = section["address"], let text = try string(value, field: "api.address") {
+            guard let parsed = APISettings.parseAddress(text) else {
+                throw error(value, field: "api.address", "must be HOST:PORT such as 127.0.0.1:8470 (port 0 picks a free one), got '\(text)'")
+            }
+            settings.host = parsed.host
+            settings.port = parsed.port
+        }
+        if let value = section["token"], let token = try string(value, field: "api.token") {
+            settings.token = token
+        }
+        if let value = section["tokenFile"], let path = try string(value, field: "api.tokenFile") {
+            guard settings.token == nil else {
+                throw error(value, field: "api.tokenFile", "give api.token or api.tokenFile, not both")
+            }
+            let resolved = path.hasPrefix("/") || baseDirectory == nil ? path : baseDirectory! + "/" + path
+            guard let text = try? String(contentsOfFile: resolved, encoding: .utf8) else {
+                throw error(value, field: "api.tokenFile", "cannot read \(resolved)")
+            }
+            settings.token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        if settings.enabled {
+            guard let token = settings.token, !token.isEmpty else {
+                throw error(node, field: "api.token", "required: every request to the control API must carry this bearer token; set api.token or api.tokenFile (or api.enabled: false)")
+            }
+            guard token.count >= 16 else {
+                throw error(section["token"] ?? section["tokenFile"], field: "api.token", "too short: use at least 16 characters (for example `openssl rand -hex 24`)")
+            }
+        }
+        return settings
+    }
+
     func jobs(_ node: Node, locations: inout [String: FilePosition]) throws(HostConfigurationError) -> [JobConfiguration] {
         if isNull(node) { return [] }
         guard case .sequence(let sequence) = node else {
@@ -332,12 +394,14 @@ struct Reader {
         return jobs
     }
 
-    func job(_ node: Node, index: Int, locations: inout [String: FilePosition]) throws(HostConfigurationError) -> JobConfiguration {
-        let fieldPrefix = "jobs[\(index)]"
+    func job(
+        _ node: Node, index: Int, locations: inout [String: FilePosition], fieldPrefix given: String? = nil
+    ) throws(HostConfigurationError) -> JobConfiguration {
+        let fieldPrefix = given ?? "jobs[\(index)]"
         // The name first, so that every later error can name the job.
         let section = try mapping(node, field: fieldPrefix, known: HostConfigurationReader.jobFields)
         guard let nameNode = section["jobName"], let jobName = try string(nameNode, field: "jobName"), !jobName.isEmpty else {
-            throw error(section["jobName"] ?? node, field: "\(fieldPrefix).jobName", "required: every job needs a name")
+            throw error(section["jobName"] ?? node, field: fieldPrefix.isEmpty ? "jobName" : "\(fieldPrefix).jobName", "required: every job needs a name")
         }
         if jobName.contains("/") {
             throw error(nameNode, job: jobName, field: "jobName", "must not contain '/' (it is a registry path segment)")

@@ -22,18 +22,18 @@ public final class ShardworkHost: Service, Sendable {
     /// The jobs that run on this host now, by name: those of the configuration, and jobs added to the
     /// cluster while it runs.
     public var runtimes: [String: JobRuntime] { table.withLock { $0 } }
-    private let table: Mutex<[String: JobRuntime]>
+    let table: Mutex<[String: JobRuntime]>
     public let registry: any RegistryCenter
     public let services: HostServices
     let timer: TimerService
     let logger: Logger
     /// What re-preparing a job after a configuration change needs.
-    private let providers: ProviderRegistry
+    let providers: ProviderRegistry
     private let processorCount: Int
-    private let lifecycle = Mutex((started: false, stopped: false))
+    let lifecycle = Mutex((started: false, stopped: false))
 
     /// The host's own bookkeeping of each job's cluster state.
-    private struct JobSync {
+    struct JobSync {
         var running = false
         var dirty = false
         /// False once the job was shut down on this host by a command.
@@ -45,7 +45,10 @@ public final class ShardworkHost: Service, Sendable {
         var lastReconcile = ContinuousClock.now
     }
 
-    private let syncs: Mutex<[String: JobSync]>
+    let syncs: Mutex<[String: JobSync]>
+    /// The jobs of the registry this host cannot run (see ``adoptJobs()``).
+    let incapable = Mutex<[String: IncapableJob]>([:])
+    let adoption = AdoptionState()
 
     /// The timer key of the host's periodic check (job names cannot contain `/`).
     static let maintenanceKey = "/maintenance"
@@ -90,26 +93,7 @@ public final class ShardworkHost: Service, Sendable {
         }
         guard first else { return }
         for runtime in runtimes.values.sorted(by: { $0.name < $1.name }) {
-            let effective = try await runtime.coordinator.register(runtime.job.configuration)
-            if effective != runtime.job.configuration {
-                // The registry's copy wins (no `overwrite`): run the job as the cluster knows it.
-                do {
-                    runtime.replace(with: try prepare(effective))
-                } catch {
-                    throw JobRegistrationError(job: runtime.name, message: "the registry's configuration cannot run here: \(error)")
-                }
-            }
-            let version = try await runtime.coordinator.storedConfiguration()?.version
-            syncs.withLock { $0[runtime.name]?.configVersion = version }
-            runtime.coordinator.onChange { [weak self] path in
-                guard let self, Self.affectsSync(path, job: runtime.coordinator.paths) else { return }
-                self.scheduleSync(runtime)
-            }
-            // After every fire the host looks for failover work (ElasticJob's enquiry execution).
-            runtime.onFireEnded.withLock { $0 = { [weak self, weak runtime] in
-                guard let self, let runtime else { return }
-                self.scheduleSync(runtime)
-            } }
+            try await register(runtime)
         }
         let runtimes = self.runtimes
         let maintenanceInterval = Self.maintenanceIntervalMilliseconds
@@ -129,12 +113,37 @@ public final class ShardworkHost: Service, Sendable {
         timer.schedule(Self.maintenanceKey, at: now + maintenanceInterval)
         watchSession()
         watchForSilence()
+        await adoptJobs()
         let scheduled = runtimes.values.filter { $0.job.schedule != nil }.count
         logger.info(
             "host \(services.instance.id) started: \(runtimes.count) jobs (\(scheduled) scheduled, \(runtimes.count - scheduled) one-off), \(services.pool.size) worker threads")
     }
 
-    private func schedule(_ runtime: JobRuntime, after now: Int64) {
+    /// Registers one job in the registry and follows its nodes from then on.
+    func register(_ runtime: JobRuntime) async throws {
+        let effective = try await runtime.coordinator.register(runtime.job.configuration)
+        if effective != runtime.job.configuration {
+            // The registry's copy wins (no `overwrite`): run the job as the cluster knows it.
+            do {
+                runtime.replace(with: try prepare(effective))
+            } catch {
+                throw JobRegistrationError(job: runtime.name, message: "the registry's configuration cannot run here: \(error)")
+            }
+        }
+        let version = try await runtime.coordinator.storedConfiguration()?.version
+        syncs.withLock { $0[runtime.name]?.configVersion = version }
+        runtime.coordinator.onChange { [weak self] path in
+            guard let self, Self.affectsSync(path, job: runtime.coordinator.paths) else { return }
+            self.scheduleSync(runtime)
+        }
+        // After every fire the host looks for failover work (ElasticJob's enquiry execution).
+        runtime.onFireEnded.withLock { $0 = { [weak self, weak runtime] in
+            guard let self, let runtime else { return }
+            self.scheduleSync(runtime)
+        } }
+    }
+
+    func schedule(_ runtime: JobRuntime, after now: Int64) {
         if let first = runtime.job.schedule?.nextFireTime(after: now) {
             timer.schedule(runtime.name, at: first)
         } else {
@@ -142,7 +151,7 @@ public final class ShardworkHost: Service, Sendable {
         }
     }
 
-    private func prepare(_ job: JobConfiguration) throws(HostConfigurationError) -> PreparedJob {
+    func prepare(_ job: JobConfiguration) throws(HostConfigurationError) -> PreparedJob {
         try JobCatalog.prepare(
             job, providers: providers, processorCount: processorCount, workerExecutable: services.workerExecutable)
     }
@@ -225,6 +234,12 @@ public final class ShardworkHost: Service, Sendable {
         let me = services.instance
         do {
             var snapshot = try await coordinator.snapshot()
+            if snapshot.configVersion == nil {
+                // ElasticJob's removeJobConfiguration deletes the job's whole subtree: the job
+                // stops everywhere.
+                await retire(runtime, reason: "removed from the cluster (its configuration is gone from the registry)")
+                return
+            }
             if snapshot.shutdownRequested {
                 await shutDownJob(runtime)
                 return
@@ -359,6 +374,13 @@ public final class ShardworkHost: Service, Sendable {
             return
         }
         guard changed != current else { return }
+        if let missing = missingProviders(changed) {
+            // Capability-aware: an instance that cannot run the new configuration leaves the job,
+            // so that it is handed no items, and says why in the registry.
+            await retire(runtime, reason: "its new configuration (version \(stored.version)) cannot run here: \(missing)")
+            await markIncapable(changed.jobName, reason: missing, version: stored.version)
+            return
+        }
         let prepared: PreparedJob
         do {
             prepared = try prepare(changed)
@@ -399,6 +421,7 @@ public final class ShardworkHost: Service, Sendable {
     /// The periodic check (on the timer's thread): every active job syncs, and ElasticJob's
     /// reconcile runs where it is due.
     private func maintain() {
+        Task { await self.adoptJobs() }
         for runtime in runtimes.values {
             scheduleSync(runtime)
             let minutes = runtime.job.configuration.reconcileIntervalMinutes
@@ -447,6 +470,8 @@ public final class ShardworkHost: Service, Sendable {
                     if renewed {
                         logger.notice("registry: new session \(String(id, radix: 16)); registering every job again")
                         await reregister()
+                        await rewriteIncapable()
+                        await adoptJobs()
                     } else if !services.registryConnected.load(ordering: .acquiring) {
                         logger.notice("registry: connection restored (session \(String(id, radix: 16)))")
                     }

@@ -1,0 +1,261 @@
+import Foundation
+import ShardworkSDK
+import Synchronization
+
+/// A job of the registry that this host cannot run, and why.
+struct IncapableJob: Sendable, Equatable {
+    var reason: String
+    /// The version of the job's configuration that was looked at: a new one is looked at again.
+    var version: Int32?
+}
+
+/// Jobs that come and go while the host runs: jobs added to the cluster (`shardwork job add`), jobs
+/// removed from it, and jobs this host cannot run.
+///
+/// Every host follows the children of the namespace root. A job marked `dynamic` (added through the
+/// control API), or one of the host's own configured jobs that came back after a removal, is adopted
+/// when its configuration prepares against the host's plugins: the host registers an instance and
+/// fires it like a configured job. When it does not (a job type or strategy this host lacks, props
+/// its plugin refuses), the host writes `/{job}/incapable/{id}` (ephemeral) with the reason and no
+/// instance node, so the leader hands it no items; it looks again when the configuration changes or
+/// a plugin is loaded.
+extension ShardworkHost {
+    /// One scan at a time; a request during a scan runs one more afterwards.
+    final class AdoptionState: Sendable {
+        struct State {
+            var scanning = false
+            var again = false
+            /// Children of the root known not to be dynamic jobs (cleared when the children change).
+            var foreign: Set<String> = []
+            var watchArmed = false
+        }
+
+        let state = Mutex(State())
+    }
+
+    /// Looks for jobs to adopt (see the type's documentation). Level-triggered: it runs at start,
+    /// when the namespace's children change, at every maintenance tick and after a new session.
+    func adoptJobs() async {
+        let start = adoption.state.withLock { state -> Bool in
+            if state.scanning {
+                state.again = true
+                return false
+            }
+            state.scanning = true
+            return true
+        }
+        guard start else { return }
+        repeat {
+            await scanForJobs()
+        } while adoption.state.withLock { state -> Bool in
+            if state.again {
+                state.again = false
+                return true
+            }
+            state.scanning = false
+            return false
+        }
+    }
+
+    private func scanForJobs() async {
+        guard services.registryConnected.load(ordering: .acquiring), !lifecycle.withLock({ $0.stopped }) else { return }
+        let names: [String]
+        let arm = adoption.state.withLock { state -> Bool in
+            defer { state.watchArmed = true }
+            return !state.watchArmed
+        }
+        do {
+            names = try await registry.children("/", watch: arm ? rootWatcher() : nil)
+        } catch {
+            if arm { adoption.state.withLock { $0.watchArmed = false } }
+            logger.error("cannot look for jobs added to the cluster: \(error)")
+            return
+        }
+        let configured = Set(configuration.jobs.map(\.jobName))
+        let present = Set(names)
+        // Jobs gone from the registry are no longer incapable here.
+        incapable.withLock { entries in entries = entries.filter { present.contains($0.key) } }
+        let known = Set(table.withLock { Array($0.keys) })
+        let foreign = adoption.state.withLock { $0.foreign }
+        for name in names.sorted() where !known.contains(name) && !foreign.contains(name) {
+            do {
+                try await consider(name, configuredHere: configured.contains(name))
+            } catch {
+                logger.error("job '\(name)': cannot look at it in the registry: \(error)")
+            }
+        }
+    }
+
+    /// Fires when a job is added to or removed from the namespace: look again.
+    private func rootWatcher() -> Watcher {
+        { [weak self] _ in
+            guard let self else { return }
+            self.adoption.state.withLock { state in
+                state.watchArmed = false
+                state.foreign = []
+            }
+            Task { await self.adoptJobs() }
+        }
+    }
+
+    /// Adopts `name` if it is a job for this host and its configuration prepares here; otherwise
+    /// records why not.
+    private func consider(_ name: String, configuredHere: Bool) async throws {
+        let paths = JobNodePath(job: name)
+        if !configuredHere, try await registry.exists(paths.dynamic, watch: nil) == nil {
+            adoption.state.withLock { _ = $0.foreign.insert(name) }
+            return
+        }
+        guard let stored = try await registry.textIfPresent(paths.config),
+              let jobType = try await registry.string(paths.root), !jobType.isEmpty
+        else { return }  // being added or removed right now; the next change looks again
+        if let known = incapable.withLock({ $0[name] }), known.version == stored.stat.version { return }
+        let job: JobConfiguration
+        do {
+            job = try ElasticJobYAML.decode(stored.text, jobType: jobType, node: paths.config)
+        } catch {
+            await markIncapable(name, reason: "its configuration at \(paths.config) is invalid: \(error)", version: stored.stat.version)
+            return
+        }
+        if let missing = missingProviders(job) {
+            await markIncapable(name, reason: missing, version: stored.stat.version)
+            return
+        }
+        let prepared: PreparedJob
+        do {
+            prepared = try prepare(job)
+        } catch {
+            await markIncapable(name, reason: "\(error.field): \(error.message)", version: stored.stat.version)
+            return
+        }
+        let runtime = JobRuntime(
+            job: prepared, coordinator: JobCoordinator(registry: registry, job: name, instance: services.instance), services: services)
+        let inserted = table.withLock { table -> Bool in
+            guard table[name] == nil else { return false }
+            table[name] = runtime
+            return true
+        }
+        guard inserted else { return }
+        syncs.withLock { $0[name] = JobSync() }
+        do {
+            try await register(runtime)
+        } catch {
+            logger.error("job '\(name)': cannot register it to run here: \(error)")
+            syncs.withLock { _ = $0.removeValue(forKey: name) }
+            table.withLock { _ = $0.removeValue(forKey: name) }
+            await runtime.coordinator.unregister()
+            return
+        }
+        if incapable.withLock({ $0.removeValue(forKey: name) }) != nil {
+            _ = try? await registry.deleteIfPresent(paths.incapable(services.instance.id))
+        }
+        schedule(runtime, after: services.clock.now())
+        scheduleSync(runtime)
+        logger.notice("job '\(name)': runs on this host now (\(configuredHere ? "configured here and back in the registry" : "added to the cluster"), job type \(jobType), configuration version \(stored.stat.version))")
+    }
+
+    /// The providers `job` names that this host has not loaded, described; `nil` when it has them all.
+    func missingProviders(_ job: JobConfiguration) -> String? {
+        var missing: [String] = []
+        let named: [(ProviderKind, String?, String)] = [
+            (.jobType, job.jobType, "jobType"),
+            (.shardingStrategy, job.jobShardingStrategyType, "jobShardingStrategyType"),
+            (.executorStrategy, job.jobExecutorThreadPoolSizeProviderType, "jobExecutorThreadPoolSizeProviderType"),
+            (.errorHandler, job.jobErrorHandlerType, "jobErrorHandlerType"),
+        ] + job.jobListenerTypes.map { (.jobListener, $0, "jobListenerTypes") }
+        for (kind, name, field) in named {
+            do {
+                _ = try providers.resolve(kind, name)
+            } catch {
+                missing.append("\(field): \(kind) '\(name ?? "")' is not loaded on this host")
+            }
+        }
+        return missing.isEmpty ? nil : missing.joined(separator: "; ")
+    }
+
+    /// Records that this host cannot run `job`, in the registry too (`incapable/{id}`, ephemeral).
+    func markIncapable(_ job: String, reason: String, version: Int32?) async {
+        let previous = incapable.withLock { entries -> IncapableJob? in
+            defer { entries[job] = IncapableJob(reason: reason, version: version) }
+            return entries[job]
+        }
+        if previous?.reason != reason {
+            logger.warning("job '\(job)': this host cannot run it, so it takes no items of it: \(reason)")
+        }
+        await writeIncapable(job, reason: reason)
+    }
+
+    private func writeIncapable(_ job: String, reason: String) async {
+        let paths = JobNodePath(job: job)
+        let path = paths.incapable(services.instance.id)
+        do {
+            // Only under a job that still exists: never bring a removed job's nodes back.
+            guard try await registry.exists(paths.config, watch: nil) != nil else { return }
+            try await registry.createIfAbsent(paths.incapable)
+            if try await !registry.createIfAbsent(path, data: [UInt8](utf8: reason), mode: .ephemeral) {
+                _ = try await registry.setData(path, data: [UInt8](utf8: reason), version: nil)
+            }
+        } catch {
+            logger.error("job '\(job)': cannot record in the registry that this host cannot run it: \(error)")
+        }
+    }
+
+    /// After a new session: the ephemeral `incapable` nodes died with the old one.
+    func rewriteIncapable() async {
+        for (job, entry) in incapable.withLock({ $0 }) {
+            await writeIncapable(job, reason: entry.reason)
+        }
+    }
+
+    /// Plugins changed: every job this host could not run is looked at again.
+    public func reconsiderIncapableJobs() async {
+        incapable.withLock { entries in
+            for key in entries.keys { entries[key]?.version = nil }
+        }
+        await adoptJobs()
+    }
+
+    /// The jobs of the registry this host cannot run, with the reasons.
+    public var incapableJobs: [String: String] {
+        incapable.withLock { $0.mapValues(\.reason) }
+    }
+
+    /// Stops the job on this host and forgets it: it was removed from the cluster, or it cannot run
+    /// here any more. Running items finish first; the instance leaves the job.
+    func retire(_ runtime: JobRuntime, reason: String) async {
+        let first = syncs.withLock { syncs -> Bool in
+            guard syncs[runtime.name]?.active == true else { return false }
+            syncs[runtime.name]?.active = false
+            return true
+        }
+        guard first else { return }
+        timer.cancel(runtime.name)
+        runtime.stop()
+        logger.notice("job '\(runtime.name)': stopped on this host: \(reason)")
+        while runtime.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
+        runtime.isolated?.shutdown()
+        await runtime.coordinator.unregister()
+        syncs.withLock { _ = $0.removeValue(forKey: runtime.name) }
+        table.withLock { table in
+            if table[runtime.name] === runtime { table.removeValue(forKey: runtime.name) }
+        }
+    }
+
+    /// Checks a job the way start-up does, against this host's plugins. With `allowMissingPlugins`,
+    /// a job type or strategy this host lacks is accepted (other hosts may have it; this one will
+    /// be incapable of it) once everything else is valid; the answer then says what is missing.
+    public func validate(_ job: JobConfiguration, allowMissingPlugins: Bool) throws(HostConfigurationError) -> String? {
+        if allowMissingPlugins, let missing = missingProviders(job) {
+            // Everything that needs no plugin is still checked: cron, time zone, item parameters.
+            do {
+                _ = try prepare(job)
+            } catch {
+                let providerFields = ["jobType", "jobShardingStrategyType", "jobExecutorThreadPoolSizeProviderType", "jobErrorHandlerType", "jobListenerTypes"]
+                guard providerFields.contains(error.field) else { throw error }
+            }
+            return missing
+        }
+        _ = try prepare(job)
+        return nil
+    }
+}
