@@ -178,73 +178,7 @@ public final class JobCoordinator: Sendable {
     }
 
     private func readSnapshot() async throws -> JobSnapshot {
-        var snapshot = JobSnapshot()
-        snapshot.configVersion = try await registry.exists(paths.config, watch: cache.watcher("exists " + paths.config))?.version
-        snapshot.triggerRequested = try await registry.exists(
-            paths.trigger(instance.id), watch: cache.watcher("exists " + paths.trigger(instance.id))) != nil
-        snapshot.shutdownRequested = try await registry.exists(
-            paths.shutdown(instance.id), watch: cache.watcher("exists " + paths.shutdown(instance.id))) != nil
-        if try await registry.exists(paths.leaderInstance, watch: cache.watcher("exists " + paths.leaderInstance)) != nil {
-            snapshot.leader = try await registry.string(paths.leaderInstance)
-        }
-        let leaderSharding = try await watchedChildren(paths.leaderSharding)
-        snapshot.reshardingNecessary = leaderSharding.contains("necessary")
-        snapshot.shardingProcessing = leaderSharding.contains("processing")
-        for id in try await watchedChildren(paths.instances) {
-            let value = try await registry.string(paths.instance(id)) ?? ""
-            snapshot.instances[id] = JobInstance.parse(value)
-                ?? JobInstance(id: id, serverIP: String(id.split(separator: "@").first ?? ""))
-        }
-        for ip in try await watchedChildren(paths.servers) {
-            snapshot.servers[ip] = try await watchedText(paths.server(ip))?.text ?? ""
-        }
-        for child in try await watchedChildren(paths.sharding) {
-            guard let item = Int(child) else { continue }
-            var record = JobSnapshot.Item()
-            // Markers are created and deleted, never rewritten: a child watch on the item sees them all.
-            let markers = Set(try await watchedChildren(paths.item(item)))
-            if markers.contains("instance"), let node = try await registry.textIfPresent(paths.itemInstance(item)) {
-                record.owner = node.text
-                record.ownerEpoch = UInt64(bitPattern: node.stat.createdTransaction)
-            }
-            if markers.contains("running") { record.running = try await registry.string(paths.itemRunning(item)) }
-            record.misfire = markers.contains("misfire")
-            record.disabled = markers.contains("disabled")
-            if markers.contains("failover"), let node = try await registry.textIfPresent(paths.itemFailover(item)) {
-                record.failover = node.text
-                record.failoverEpoch = UInt64(bitPattern: node.stat.createdTransaction)
-            }
-            if markers.contains("failovering"), let node = try await registry.textIfPresent(paths.itemFailovering(item)) {
-                record.failovering = node.text
-                record.failoveringEpoch = UInt64(bitPattern: node.stat.createdTransaction)
-            }
-            snapshot.items[item] = record
-        }
-        snapshot.failoverQueue = Set(try await watchedChildren(paths.failoverItems).compactMap { Int($0) })
-        return snapshot
-    }
-
-    private func watchedChildren(_ path: String) async throws -> [String] {
-        let key = "children " + path
-        do {
-            return try await registry.children(path, watch: cache.watcher(key))
-        } catch {
-            guard error.code == .noNode else { throw error }
-            cache.disarm(key)  // no watch is set on a missing node
-            return []
-        }
-    }
-
-    private func watchedText(_ path: String) async throws -> (text: String, stat: NodeStat)? {
-        let key = "data " + path
-        do {
-            let (bytes, stat) = try await registry.data(path, watch: cache.watcher(key))
-            return (String(decoding: bytes, as: UTF8.self), stat)
-        } catch {
-            guard error.code == .noNode else { throw error }
-            cache.disarm(key)
-            return nil
-        }
+        try await JobSnapshot.read(from: registry, paths: paths, instanceID: instance.id, watches: cache)
     }
 
     // MARK: Sharding

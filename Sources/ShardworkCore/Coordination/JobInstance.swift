@@ -21,6 +21,12 @@ public struct JobInstance: Sendable, Equatable, Hashable {
         return JobInstance(id: "\(ip)@-@\(getpid())", serverIP: ip)
     }
 
+    /// The process id in the instance id (`ip@-@pid`), or `nil` when the id has none.
+    public var pid: Int32? {
+        guard let range = id.range(of: "@-@") else { return nil }
+        return Int32(id[range.upperBound...])
+    }
+
     /// The instance node's value, as ElasticJob marshals `JobInstance` (labels are null, so left out).
     public var yaml: String {
         "jobInstanceId: \(id)\nserverIp: \(serverIP)\n"

@@ -1,0 +1,92 @@
+extension JobSnapshot {
+    /// Reads everything a snapshot holds about one job from the registry.
+    ///
+    /// - Parameters:
+    ///   - instanceID: the instance whose trigger request and shutdown command the snapshot reports;
+    ///     `nil` for a reader that is no instance (an operator), for which both stay false.
+    ///   - watches: arms a one-shot watch on every node read, so that the cache it belongs to is
+    ///     dropped at the next change; `nil` reads without watching (a one-off read, which must not
+    ///     leave watches behind that nobody re-arms).
+    static func read(
+        from registry: any RegistryCenter, paths: JobNodePath, instanceID: String?, watches: SnapshotCache?
+    ) async throws -> JobSnapshot {
+        let reader = SnapshotReader(registry: registry, watches: watches)
+        var snapshot = JobSnapshot()
+        snapshot.configVersion = try await reader.exists(paths.config)?.version
+        if let instanceID {
+            snapshot.triggerRequested = try await reader.exists(paths.trigger(instanceID)) != nil
+            snapshot.shutdownRequested = try await reader.exists(paths.shutdown(instanceID)) != nil
+        }
+        if try await reader.exists(paths.leaderInstance) != nil {
+            snapshot.leader = try await registry.string(paths.leaderInstance)
+        }
+        let leaderSharding = try await reader.children(paths.leaderSharding)
+        snapshot.reshardingNecessary = leaderSharding.contains("necessary")
+        snapshot.shardingProcessing = leaderSharding.contains("processing")
+        for id in try await reader.children(paths.instances) {
+            let value = try await registry.string(paths.instance(id)) ?? ""
+            snapshot.instances[id] = JobInstance.parse(value)
+                ?? JobInstance(id: id, serverIP: String(id.split(separator: "@").first ?? ""))
+        }
+        for ip in try await reader.children(paths.servers) {
+            snapshot.servers[ip] = try await reader.text(paths.server(ip))?.text ?? ""
+        }
+        for child in try await reader.children(paths.sharding) {
+            guard let item = Int(child) else { continue }
+            var record = JobSnapshot.Item()
+            // Markers are created and deleted, never rewritten: a child watch on the item sees them all.
+            let markers = Set(try await reader.children(paths.item(item)))
+            if markers.contains("instance"), let node = try await registry.textIfPresent(paths.itemInstance(item)) {
+                record.owner = node.text
+                record.ownerEpoch = UInt64(bitPattern: node.stat.createdTransaction)
+            }
+            if markers.contains("running") { record.running = try await registry.string(paths.itemRunning(item)) }
+            record.misfire = markers.contains("misfire")
+            record.disabled = markers.contains("disabled")
+            if markers.contains("failover"), let node = try await registry.textIfPresent(paths.itemFailover(item)) {
+                record.failover = node.text
+                record.failoverEpoch = UInt64(bitPattern: node.stat.createdTransaction)
+            }
+            if markers.contains("failovering"), let node = try await registry.textIfPresent(paths.itemFailovering(item)) {
+                record.failovering = node.text
+                record.failoveringEpoch = UInt64(bitPattern: node.stat.createdTransaction)
+            }
+            snapshot.items[item] = record
+        }
+        snapshot.failoverQueue = Set(try await reader.children(paths.failoverItems).compactMap { Int($0) })
+        return snapshot
+    }
+}
+
+/// Registry reads that arm a watch through a snapshot cache, when there is one.
+private struct SnapshotReader {
+    let registry: any RegistryCenter
+    let watches: SnapshotCache?
+
+    func exists(_ path: String) async throws -> NodeStat? {
+        try await registry.exists(path, watch: watches?.watcher("exists " + path))
+    }
+
+    func children(_ path: String) async throws -> [String] {
+        let key = "children " + path
+        do {
+            return try await registry.children(path, watch: watches?.watcher(key))
+        } catch {
+            guard error.code == .noNode else { throw error }
+            watches?.disarm(key)  // no watch is set on a missing node
+            return []
+        }
+    }
+
+    func text(_ path: String) async throws -> (text: String, stat: NodeStat)? {
+        let key = "data " + path
+        do {
+            let (bytes, stat) = try await registry.data(path, watch: watches?.watcher(key))
+            return (String(decoding: bytes, as: UTF8.self), stat)
+        } catch {
+            guard error.code == .noNode else { throw error }
+            watches?.disarm(key)
+            return nil
+        }
+    }
+}
