@@ -28,7 +28,7 @@ func plugin(_ name: String, _ dependencies: [Target.Dependency] = []) -> (produc
 let pluginSupport: [Target] = [
     // libcurl (HTTP job, webhook and email handlers), with wrappers for its variadic calls.
     .systemLibrary(name: "CCurl", path: "Plugins/System/CCurl", providers: [.apt(["libcurl4-openssl-dev"])]),
-    // OpenSSL's libcrypto, for the webhook's HMAC-SHA256 signatures.
+    // OpenSSL's libcrypto, for the webhook's HMAC-SHA256 signatures (and the host's plugin cache).
     .systemLibrary(name: "CCrypto", path: "Plugins/System/CCrypto", providers: [.apt(["libssl-dev"])]),
     // Blocking work off Swift's cooperative threads, background delivery, ElasticJob's context JSON.
     .target(
@@ -97,6 +97,8 @@ let package = Package(
             name: "ShardworkCore",
             dependencies: [
                 "ZooKeeper",
+                // OpenSSL's libcrypto: SHA-256 names hot-loaded plugins in the plugin cache.
+                "CCrypto",
                 .product(name: "ShardworkSDK", package: "SDK"),
                 .product(name: "CShardworkPlugin", package: "SDK"),
                 .product(name: "Logging", package: "swift-log"),

@@ -92,7 +92,8 @@ struct RunCommand: AsyncParsableCommand {
             host = try ShardworkHost(
                 configuration: configuration, providers: providers, registry: registry,
                 instance: .local(ip: configuration.host.ip), logger: logger,
-                workerExecutable: PluginOptions.executablePath)
+                workerExecutable: PluginOptions.executablePath,
+                pluginLoader: PluginLoader(logger: logger, preflight: options.preflight))
         } catch {
             throw CLIFailure.badInput(error.description)
         }

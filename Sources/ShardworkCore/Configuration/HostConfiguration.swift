@@ -1,3 +1,5 @@
+import Foundation
+
 /// A host's configuration: its registry, its plugins, its own settings and its jobs. Read from YAML
 /// by ``HostConfigurationReader``; documented in docs/configuration.md.
 public struct HostConfiguration: Sendable, Equatable {
@@ -33,8 +35,28 @@ public struct PluginSettings: Sendable, Equatable {
     public var builtIn = true
     /// Whether to try each plugin in a separate process before loading it into the host.
     public var preflight = true
+    /// Where hot-loaded plugins are copied, each under a name made of its content's SHA-256, before
+    /// they are loaded; `nil`: ``PluginSettings/defaultCacheDirectory``. Relative paths are resolved
+    /// against the configuration file's directory. See docs/hot-loading.md.
+    public var cacheDirectory: String?
+    /// A directory whose new or changed `*.so` files are hot-loaded; `nil`: none is watched.
+    public var watchDirectory: String?
+    /// How often the watched directory is looked at.
+    public var watchIntervalSeconds: Double = 2
+    /// How many plugin images hot-loads may map into one host process (they are never unloaded);
+    /// beyond it a hot-load is refused until the host restarts.
+    public var maxGenerations = 16
 
     public init() {}
+
+    /// `$TMPDIR/shardwork-plugin-cache-{uid}` (`/tmp` without TMPDIR): one per user, so that the
+    /// loader's ownership checks pass.
+    public static var defaultCacheDirectory: String {
+        var directory = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+        if directory.isEmpty { directory = "/tmp" }
+        while directory.count > 1 && directory.hasSuffix("/") { directory.removeLast() }
+        return (directory == "/" ? "" : directory) + "/shardwork-plugin-cache-\(geteuid())"
+    }
 }
 
 public struct HostSettings: Sendable, Equatable {

@@ -293,7 +293,9 @@ struct Reader {
     func plugins(_ node: Node, baseDirectory: String?) throws(HostConfigurationError) -> PluginSettings {
         var settings = PluginSettings()
         if isNull(node) { return settings }
-        let section = try mapping(node, field: "plugins", known: ["directories", "files", "builtIn", "preflight"])
+        let section = try mapping(node, field: "plugins", known: [
+            "directories", "files", "builtIn", "preflight", "cacheDirectory", "watchDirectory", "watchIntervalSeconds", "maxGenerations",
+        ])
         func resolve(_ path: String) -> String {
             guard !path.hasPrefix("/"), let baseDirectory else { return path }
             return URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: baseDirectory, isDirectory: true)).standardizedFileURL.path
@@ -306,6 +308,29 @@ struct Reader {
         }
         if let value = section["builtIn"] { settings.builtIn = try boolean(value, field: "plugins.builtIn") }
         if let value = section["preflight"] { settings.preflight = try boolean(value, field: "plugins.preflight") }
+        if let value = section["cacheDirectory"], let path = try string(value, field: "plugins.cacheDirectory") {
+            guard !path.isEmpty else { throw error(value, field: "plugins.cacheDirectory", "must be a directory path, got ''") }
+            settings.cacheDirectory = resolve(path)
+        }
+        if let value = section["watchDirectory"], let path = try string(value, field: "plugins.watchDirectory") {
+            guard !path.isEmpty else { throw error(value, field: "plugins.watchDirectory", "must be a directory path, got ''") }
+            settings.watchDirectory = resolve(path)
+        }
+        if let value = section["watchIntervalSeconds"] {
+            let seconds = try number(value, field: "plugins.watchIntervalSeconds")
+            guard seconds >= 0.1, seconds <= 3600 else {
+                throw error(value, field: "plugins.watchIntervalSeconds", "must be between 0.1 and 3600 seconds, got \(seconds)")
+            }
+            settings.watchIntervalSeconds = seconds
+        }
+        if let value = section["maxGenerations"] {
+            let count = try integer(value, field: "plugins.maxGenerations")
+            guard (1...1024).contains(count) else {
+                throw error(value, field: "plugins.maxGenerations",
+                            "must be between 1 and 1024 plugin images loaded by hot-loads, got \(count)")
+            }
+            settings.maxGenerations = count
+        }
         return settings
     }
 

@@ -19,12 +19,16 @@ public final class PreparedJob: Sendable {
     public let streamingProcess: Bool
     /// Set when the items run in a worker process: that process's setup.
     let isolation: WorkerMessage.Setup?
+    /// Every provider the job was prepared with (job type, sharding and executor strategies, error
+    /// handler, listeners), each of one plugin generation: what a hot-load of a plugin must
+    /// prepare again.
+    public let providers: [RegisteredProvider]
 
     init(
         configuration: JobConfiguration, schedule: CronExpression?, jobType: JobTypeInstance,
         shardingStrategy: ShardingStrategyInstance, threadCount: Int, errorHandler: ErrorHandlerInstance,
         listeners: [JobListenerInstance], itemParameters: [Int: String], itemTimeoutSeconds: Double?,
-        streamingProcess: Bool, isolation: WorkerMessage.Setup?
+        streamingProcess: Bool, isolation: WorkerMessage.Setup?, providers: [RegisteredProvider]
     ) {
         self.configuration = configuration
         self.schedule = schedule
@@ -37,6 +41,7 @@ public final class PreparedJob: Sendable {
         self.itemTimeoutSeconds = itemTimeoutSeconds
         self.streamingProcess = streamingProcess
         self.isolation = isolation
+        self.providers = providers
     }
 
     public var name: String { configuration.jobName }
@@ -174,6 +179,7 @@ public enum JobCatalog {
         return PreparedJob(
             configuration: job, schedule: schedule, jobType: jobType, shardingStrategy: strategy,
             threadCount: threadCount, errorHandler: handler, listeners: listeners.map(\.listener),
-            itemParameters: itemParameters, itemTimeoutSeconds: timeout, streamingProcess: streaming, isolation: isolation)
+            itemParameters: itemParameters, itemTimeoutSeconds: timeout, streamingProcess: streaming, isolation: isolation,
+            providers: [typeProvider, strategyProvider, executorProvider, handlerProvider] + listenerProviders)
     }
 }

@@ -27,10 +27,12 @@ public final class ShardworkHost: Service, Sendable {
     public let services: HostServices
     let timer: TimerService
     let logger: Logger
-    /// What re-preparing a job after a configuration change needs.
+    /// What re-preparing a job after a configuration change (or a plugin hot-load) needs.
     let providers: ProviderRegistry
-    private let processorCount: Int
+    let processorCount: Int
     let lifecycle = Mutex((started: false, stopped: false))
+    /// Hot-loads of new plugin versions (ShardworkHost+Plugins.swift).
+    let hotLoading: PluginHotLoading
 
     /// The host's own bookkeeping of each job's cluster state.
     struct JobSync {
@@ -59,9 +61,13 @@ public final class ShardworkHost: Service, Sendable {
     public init(
         configuration: HostConfiguration, providers: ProviderRegistry, registry: any RegistryCenter,
         clock: any SchedulerClock = SystemClock(), instance: JobInstance = .local(), logger: Logger,
-        processorCount: Int = ProcessInfo.processInfo.activeProcessorCount, workerExecutable: String? = nil
+        processorCount: Int = ProcessInfo.processInfo.activeProcessorCount, workerExecutable: String? = nil,
+        pluginLoader: PluginLoader? = nil
     ) throws(HostConfigurationError) {
         self.configuration = configuration
+        hotLoading = PluginHotLoading(
+            settings: configuration.plugins,
+            loader: pluginLoader ?? PluginHotLoading.defaultLoader(configuration.plugins, logger: logger, workerExecutable: workerExecutable))
         self.registry = registry
         self.logger = logger
         self.providers = providers
@@ -114,6 +120,7 @@ public final class ShardworkHost: Service, Sendable {
         watchSession()
         watchForSilence()
         await adoptJobs()
+        startWatchingPlugins()
         let scheduled = runtimes.values.filter { $0.job.schedule != nil }.count
         logger.info(
             "host \(services.instance.id) started: \(runtimes.count) jobs (\(scheduled) scheduled, \(runtimes.count - scheduled) one-off), \(services.pool.size) worker threads")
@@ -522,6 +529,7 @@ public final class ShardworkHost: Service, Sendable {
         }
         guard first else { return }
         timer.stop()
+        stopWatchingPlugins()
         for runtime in runtimes.values { runtime.stop() }
         let deadline = Date().addingTimeInterval(configuration.host.shutdownTimeoutSeconds)
         var busy = runtimes.values.filter(\.isRunning)

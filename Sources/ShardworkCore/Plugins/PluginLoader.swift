@@ -10,7 +10,7 @@ import Musl
 
 /// A plugin whose checks all passed: its metadata and its providers' C tables.
 public struct LoadedPlugin: Sendable {
-    public let info: PluginInfo
+    public internal(set) var info: PluginInfo
     let providers: [PluginABI.ProviderRecord]
 }
 
@@ -25,6 +25,11 @@ public struct PluginInfo: Sendable, Codable, Equatable, Hashable {
     public var file: String
     /// The canonical path that was loaded.
     public var path: String
+    /// SHA-256 of the bytes the loader checked, in hexadecimal.
+    public var sha256: String? = nil
+    /// 1 for the first version of a plugin loaded into this process; each hot-load of a new version
+    /// makes the next (see ``ProviderRegistry``).
+    public var generation: Int = 1
 }
 
 /// Where the loader looks for plugins.
@@ -113,7 +118,7 @@ public struct PluginLoader: Sendable {
         return (candidates, unusable)
     }
 
-    private static func listDirectory(_ path: String) -> [String]? {
+    static func listDirectory(_ path: String) -> [String]? {
         guard let stream = opendir(path) else { return nil }
         defer { closedir(stream) }
         var names: [String] = []
@@ -173,18 +178,26 @@ public struct PluginLoader: Sendable {
     /// Runs every check on `file`, loading it when the checks that come before loading pass. With a
     /// preflight, the loading checks run in a separate process first.
     public func inspect(_ file: String) -> (PluginInspection, LoadedPlugin?) {
+        let (inspection, plugin, _) = inspectReportingMapping(file)
+        return (inspection, plugin)
+    }
+
+    /// ``inspect(_:)``, and whether this process mapped the file (it stays mapped even when a later
+    /// check refuses it: images are never unloaded).
+    func inspectReportingMapping(_ file: String) -> (PluginInspection, LoadedPlugin?, mapped: Bool) {
         var inspection = PluginInspection(file: file)
-        guard let real = checkFile(file, &inspection) else { return (inspection, nil) }
+        guard let (real, sha256) = checkFile(file, &inspection) else { return (inspection, nil, false) }
         if let preflight {
             let trial = preflight.inspect(real, checked: inspection)
-            guard trial.accepted else { return (trial, nil) }
+            guard trial.accepted else { return (trial, nil, false) }
         }
-        return loadChecked(file: file, real: real, inspection)
+        let (checked, plugin) = loadChecked(file: file, real: real, sha256: sha256, inspection)
+        return (checked, plugin, checked.checks.contains { $0.id == "load" && $0.status == .passed })
     }
 
     /// The checks made on the file itself: existence, permissions, ELF shape, entry symbol.
-    /// Returns the canonical path when they pass.
-    func checkFile(_ file: String, _ inspection: inout PluginInspection) -> String? {
+    /// Returns the canonical path and the SHA-256 of the bytes checked when they pass.
+    func checkFile(_ file: String, _ inspection: inout PluginInspection) -> (real: String, sha256: String)? {
         guard let real = PluginFile.realPath(file) else {
             inspection.fail("file", ["\(file) does not exist or cannot be reached: \(PluginFile.errorText())"])
             return nil
@@ -226,10 +239,10 @@ public struct PluginLoader: Sendable {
             return nil
         }
         inspection.pass("entry-symbol")
-        return real
+        return (real, PluginDigest.sha256(bytes))
     }
 
-    private func loadChecked(file: String, real: String, _ checked: PluginInspection) -> (PluginInspection, LoadedPlugin?) {
+    private func loadChecked(file: String, real: String, sha256: String, _ checked: PluginInspection) -> (PluginInspection, LoadedPlugin?) {
         var inspection = checked
         // RTLD_NODELETE: Swift images must never be unmapped (the runtime keeps their metadata).
         dlerror()
@@ -259,7 +272,7 @@ public struct PluginLoader: Sendable {
         }
         let info = PluginInfo(
             name: descriptor.name ?? "", version: descriptor.version ?? "", toolchain: descriptor.toolchain ?? "",
-            sdkVersion: descriptor.sdkVersion, file: file, path: real)
+            sdkVersion: descriptor.sdkVersion, file: file, path: real, sha256: sha256)
         return (inspection, LoadedPlugin(info: info, providers: providers))
     }
 }

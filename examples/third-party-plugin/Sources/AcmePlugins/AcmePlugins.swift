@@ -1,14 +1,39 @@
 import ShardworkSDK
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The plugin's version, chosen when it is built: `-Xswiftc -DACME_V2` builds version 2.0.0, the
+/// one that docs/hot-loading.md loads into a running host.
+#if ACME_V2
+let acmeVersion = "2.0.0"
+/// Version 2 reports at most this many times per item; version 1 took any positive count.
+let acmeMaximumRepeats = 10
+#else
+let acmeVersion = "1.0.0"
+let acmeMaximumRepeats = Int.max
+#endif
+
 /// A simple job: reports its item. Its `acme.greeting` property (default "report") shows how a
-/// provider reads and validates a job's props when the host creates it.
+/// provider reads and validates a job's props when the host creates it. With `acme.ledger` set to a
+/// file, each item also appends one JSON line to it: `{"job","item","fireTime","version"}`.
 struct AcmeReport: SimpleJob {
     let greeting: String
     let repeats: Int
+    let ledger: String?
 
     init(_ setup: ProviderSetup) throws {
         greeting = setup.properties["acme.greeting"] ?? "report"
         repeats = try setup.properties.positiveInteger("acme.repeats", default: 1)
+        guard repeats <= acmeMaximumRepeats else {
+            throw ConfigurationError(
+                field: "acme.repeats",
+                message: "The property `acme.repeats` should be at most \(acmeMaximumRepeats) in version \(acmeVersion), got \(repeats).")
+        }
+        ledger = setup.properties["acme.ledger"].flatMap { $0.isEmpty ? nil : $0 }
     }
 
     func execute(_ context: ShardingContext) async throws {
@@ -18,9 +43,45 @@ struct AcmeReport: SimpleJob {
                 "\(greeting) for \(context.jobName) item \(context.shardingItem) of \(context.shardingTotalCount), "
                     + "parameter \(context.shardingParameter ?? "(none)"), epoch \(context.fencingEpoch)")
         }
+        if let ledger {
+            try Self.append(
+                "{\"job\":\(Self.json(context.jobName)),\"item\":\(context.shardingItem),"
+                    + "\"fireTime\":\(context.fireTimeMilliseconds),\"version\":\(Self.json(acmeVersion))}\n",
+                to: ledger)
+        }
         if context.shardingParameter == "fail" {
             throw JobError("item \(context.shardingItem) was told to fail", code: 42)
         }
+    }
+
+    /// One `write` of the whole line with O_APPEND, so that lines of items running at once never
+    /// interleave.
+    static func append(_ line: String, to path: String) throws {
+        let descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw JobError("cannot open the ledger \(path): errno \(errno)", code: 2) }
+        defer { close(descriptor) }
+        let bytes = Array(line.utf8)
+        let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        guard written == bytes.count else { throw JobError("cannot write the ledger \(path): errno \(errno)", code: 2) }
+    }
+
+    /// A JSON string literal.
+    static func json(_ text: String) -> String {
+        var quoted = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": quoted += "\\\""
+            case "\\": quoted += "\\\\"
+            case "\n": quoted += "\\n"
+            case "\r": quoted += "\\r"
+            case "\t": quoted += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                quoted += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: quoted.unicodeScalars.append(scalar)
+            }
+        }
+        return quoted + "\""
     }
 }
 
@@ -60,7 +121,7 @@ struct RendezvousSharding: ShardingStrategy {
 /// The entry the host looks up. One call describes the whole plugin.
 @c(shardwork_plugin_entry)
 public func shardworkPluginEntry(_ host: UnsafeRawPointer?) -> UnsafeRawPointer? {
-    ShardworkPlugin.export(host: host, name: "acme", version: "1.0.0", providers: [
+    ShardworkPlugin.export(host: host, name: "acme", version: acmeVersion, providers: [
         .simpleJob(name: "acme-report", aliases: ["ACME_REPORT"]) { setup in try AcmeReport(setup) },
         .shardingStrategy(name: "rendezvous", aliases: ["ACME_RENDEZVOUS"]) { _ in RendezvousSharding() },
     ])

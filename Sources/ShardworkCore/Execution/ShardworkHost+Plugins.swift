@@ -1,0 +1,417 @@
+import Foundation
+import Logging
+import ShardworkSDK
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+// MARK: What a hot-load answers
+
+/// A hot-load that took effect, or found the same content already loaded.
+public struct PluginLoadOutcome: Sendable, Codable, Equatable, CustomStringConvertible {
+    public var plugin: String
+    public var version: String
+    /// The plugin's generation that serves it now.
+    public var generation: Int
+    /// The file as given.
+    public var file: String
+    /// The content-named copy that was loaded (for identical content: the path already loaded).
+    public var cachePath: String
+    public var sha256: String
+    /// True when this content is the plugin's current generation already: nothing changed.
+    public var alreadyLoaded: Bool
+    /// The generation this one took over from, if the plugin was loaded before.
+    public var superseded: Int?
+    /// The jobs that use this generation from their next fire, by name.
+    public var jobsSwitched: [String]
+
+    public var description: String {
+        if alreadyLoaded {
+            return "plugin \(plugin) \(version) from \(file) is already loaded as generation \(generation) (\(cachePath)); nothing changed"
+        }
+        var text = "plugin \(plugin) \(version) loaded as generation \(generation) from \(file) (\(cachePath))"
+        if let superseded { text += ", superseding generation \(superseded)" }
+        return text + (jobsSwitched.isEmpty
+            ? "; no job uses it"
+            : "; jobs switched from their next fire: " + jobsSwitched.joined(separator: ", "))
+    }
+}
+
+/// A hot-load that changed nothing: the running version (if any) stays in place. It carries every
+/// reason, each naming the job and field when it is a job's.
+public struct PluginHotLoadError: Error, Sendable, Codable, Equatable, CustomStringConvertible {
+    public enum Code: String, Sendable, Codable, Equatable {
+        /// The file failed the loader's checks (or could not be read).
+        case pluginRefused = "plugin-refused"
+        /// Another plugin offers one of its names.
+        case nameConflict = "name-conflict"
+        /// A job that uses the plugin would not run on the new version.
+        case jobsRefused = "jobs-refused"
+        /// `plugins.maxGenerations` images were loaded by hot-loads already.
+        case generationLimit = "generation-limit"
+        /// The file could not be copied into the plugin cache.
+        case cacheFailed = "cache-failed"
+        case hostStopped = "host-stopped"
+    }
+
+    public struct Reason: Sendable, Codable, Equatable, CustomStringConvertible {
+        /// The job the reason is about, if it is a job's.
+        public var job: String?
+        /// The job's field (`jobType`, `props.acme.repeats`, ...).
+        public var field: String?
+        public var message: String
+
+        public init(job: String? = nil, field: String? = nil, message: String) {
+            self.job = job
+            self.field = field
+            self.message = message
+        }
+
+        public var description: String {
+            var text = ""
+            if let job { text += "job '\(job)': " }
+            if let field, !field.isEmpty { text += "\(field): " }
+            return text + message
+        }
+    }
+
+    public var code: Code
+    /// The file as given.
+    public var file: String
+    /// The plugin's name and version, when the file got far enough to tell them.
+    public var plugin: String?
+    public var version: String?
+    public var reasons: [Reason]
+    /// Every check of the loader, when they refused it.
+    public var inspection: PluginInspection?
+
+    public var description: String {
+        var text = "plugin \(file)"
+        if let plugin { text += " (\(plugin) \(version ?? ""))" }
+        return text + " was not loaded; nothing changed: " + reasons.map(\.description).joined(separator: "; ")
+    }
+}
+
+/// One generation of one plugin, as `pluginGenerations()` reports it.
+public struct PluginGenerationStatus: Sendable, Codable, Equatable {
+    public enum State: String, Sendable, Codable, Equatable {
+        /// Its providers answer to the plugin's names.
+        case current
+        /// A newer generation took over its names; running items may still use it.
+        case superseded
+    }
+
+    public struct Provider: Sendable, Codable, Equatable {
+        /// `job-type`, `sharding-strategy`, `executor-strategy`, `error-handler`, `job-listener`.
+        public var kind: String
+        public var name: String
+        public var aliases: [String]
+    }
+
+    public var name: String
+    public var version: String
+    public var generation: Int
+    /// The file as given (in a plugin directory, listed, or to a hot-load).
+    public var file: String
+    /// The path that was loaded (a plugin-cache copy for hot-loads).
+    public var path: String
+    public var sha256: String?
+    public var toolchain: String
+    public var loadedAt: Date
+    public var state: State
+    public var supersededAt: Date?
+    public var providers: [Provider]
+    /// The jobs whose current preparation uses a provider of this generation, by name.
+    public var jobs: [String]
+}
+
+// MARK: The host's hot-load state
+
+/// What a host keeps for hot-loads: how to check a file, where to copy it, how many images were
+/// mapped, and the watched directory's task.
+final class PluginHotLoading: Sendable {
+    let loader: PluginLoader
+    let cache: PluginCache
+    let maxGenerations: Int
+    let watchDirectory: String?
+    let watchInterval: Duration
+
+    struct Ledger {
+        /// Images mapped by hot-loads, refused ones included: they are never unmapped.
+        var imagesMapped = 0
+        /// Loaded images that were not registered (their jobs refused them, a name conflicted), by
+        /// SHA-256: the same content again is checked again without another dlopen.
+        var unregistered: [String: LoadedPlugin] = [:]
+        /// Mapped images that the loader's checks refused, by SHA-256: the same content again gets
+        /// the same answer without mapping anything.
+        var refused: [String: PluginHotLoadError] = [:]
+    }
+
+    /// Held for the whole of a hot-load, on that hot-load's own thread: one runs at a time.
+    let ledger = Mutex(Ledger())
+    let watcher = Mutex<Task<Void, Never>?>(nil)
+
+    init(settings: PluginSettings, loader: PluginLoader) {
+        self.loader = loader
+        cache = PluginCache(directory: settings.cacheDirectory ?? PluginSettings.defaultCacheDirectory)
+        maxGenerations = settings.maxGenerations
+        watchDirectory = settings.watchDirectory
+        watchInterval = .milliseconds(Int64((settings.watchIntervalSeconds * 1000).rounded()))
+    }
+
+    /// The loader a host uses when it is given none: the configuration's preflight setting, through
+    /// the `shardwork` binary when the host has one.
+    static func defaultLoader(_ settings: PluginSettings, logger: Logger, workerExecutable: String?) -> PluginLoader {
+        let preflight = settings.preflight ? workerExecutable.map(PluginPreflight.shardwork(executable:)) : nil
+        return PluginLoader(logger: logger, preflight: preflight)
+    }
+}
+
+// MARK: Hot-loading
+
+extension ShardworkHost {
+    /// Loads a new version of a plugin (or a new plugin) into the running host, as a new generation.
+    ///
+    /// The file is copied to the plugin cache under a name made of its content's SHA-256 and
+    /// checked there like any plugin (with the preflight process when the host uses one). Every
+    /// job that uses a provider of the plugin is then prepared again against the registry as it
+    /// would be; only when all of them prepare is the generation registered and each of those jobs
+    /// switched, from its next fire. Items already running finish on the old generation, whose
+    /// image stays loaded; the timer is not touched, so no fire is missed or doubled.
+    ///
+    /// Otherwise nothing changes and the error gives every reason. The same content as the
+    /// current generation answers `alreadyLoaded`. The blocking work runs on a thread of its own.
+    public func loadPlugin(file: String) async -> Result<PluginLoadOutcome, PluginHotLoadError> {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread { [self] in
+                continuation.resume(returning: hotLoad(file))
+            }
+        }
+    }
+
+    /// Every generation of every plugin, in load order, with the jobs that use it now.
+    public func pluginGenerations() -> [PluginGenerationStatus] {
+        var users: [String: Set<String>] = [:]
+        for runtime in runtimes.values {
+            for provider in runtime.job.providers {
+                users[Self.generationKey(provider.plugin), default: []].insert(runtime.name)
+            }
+        }
+        return providers.generations.map { generation in
+            let info = generation.info
+            return PluginGenerationStatus(
+                name: info.name, version: info.version, generation: info.generation, file: info.file, path: info.path,
+                sha256: info.sha256, toolchain: info.toolchain, loadedAt: generation.loadedAt,
+                state: generation.isCurrent ? .current : .superseded, supersededAt: generation.supersededAt,
+                providers: generation.providers.map {
+                    .init(kind: $0.kind.description.replacingOccurrences(of: " ", with: "-"), name: $0.name, aliases: $0.aliases)
+                },
+                jobs: (users[Self.generationKey(info)] ?? []).sorted())
+        }
+    }
+
+    private static func generationKey(_ info: PluginInfo) -> String {
+        "\(info.name.lowercased())#\(info.generation)"
+    }
+
+    /// The whole hot-load, on the calling (non-cooperative) thread, logged.
+    private func hotLoad(_ file: String) -> Result<PluginLoadOutcome, PluginHotLoadError> {
+        let result: Result<PluginLoadOutcome, PluginHotLoadError>
+        if lifecycle.withLock({ $0.stopped }) {
+            result = .failure(PluginHotLoadError(
+                code: .hostStopped, file: file, reasons: [.init(message: "the host has stopped")]))
+        } else {
+            result = hotLoading.ledger.withLock { ledger in hotLoad(file, &ledger) }
+        }
+        switch result {
+        case .success(let outcome) where outcome.alreadyLoaded: logger.info("\(outcome)")
+        case .success(let outcome): logger.notice("\(outcome)")
+        case .failure(let error): logger.error("\(error)")
+        }
+        return result
+    }
+
+    private func hotLoad(_ file: String, _ ledger: inout PluginHotLoading.Ledger) -> Result<PluginLoadOutcome, PluginHotLoadError> {
+        func refusal(_ code: PluginHotLoadError.Code, _ reasons: [PluginHotLoadError.Reason], plugin: PluginInfo? = nil,
+                     inspection: PluginInspection? = nil) -> Result<PluginLoadOutcome, PluginHotLoadError> {
+            .failure(PluginHotLoadError(
+                code: code, file: file, plugin: plugin?.name, version: plugin?.version, reasons: reasons, inspection: inspection))
+        }
+
+        // The bytes that are hashed are the bytes that are copied: what is checked is what loads.
+        guard let real = PluginFile.realPath(file) else {
+            return refusal(.pluginRefused, [.init(message: "\(file) does not exist or cannot be reached: \(PluginFile.errorText())")])
+        }
+        let bytes: [UInt8]
+        switch PluginFile.read(real) {
+        case .success(let read): bytes = read
+        case .failure(let problem): return refusal(.pluginRefused, [.init(message: problem.description)])
+        }
+        // The copy in the cache is the host's own; the file it came from must not be anyone else's.
+        let security = PluginFile.securityProblems(file: real, directories: [PluginFile.directory(of: real)])
+        guard security.isEmpty else { return refusal(.pluginRefused, security.map { .init(message: $0) }) }
+        let sha256 = PluginDigest.sha256(bytes)
+
+        var plugin: LoadedPlugin
+        if let known = providers.generations.last(where: { $0.info.sha256 == sha256 }) {
+            if known.isCurrent {
+                return .success(PluginLoadOutcome(
+                    plugin: known.info.name, version: known.info.version, generation: known.info.generation, file: file,
+                    cachePath: known.info.path, sha256: sha256, alreadyLoaded: true, superseded: nil, jobsSwitched: []))
+            }
+            // A superseded generation's content again (a roll-back): its image serves once more.
+            plugin = known.plugin
+        } else if let unregistered = ledger.unregistered[sha256] {
+            plugin = unregistered
+        } else if let refused = ledger.refused[sha256] {
+            var again = refused
+            again.file = file
+            return .failure(again)
+        } else {
+            guard ledger.imagesMapped < hotLoading.maxGenerations else {
+                return refusal(.generationLimit, [.init(message:
+                    "this host has loaded \(ledger.imagesMapped) plugin images by hot-loads, its limit (plugins.maxGenerations); "
+                        + "loaded images are never unloaded, so restart the host to reclaim their memory, then load the plugin again")])
+            }
+            let cached: String
+            do {
+                cached = try hotLoading.cache.store(bytes, of: file, sha256: sha256)
+            } catch {
+                return refusal(.cacheFailed, [.init(message: error.description)])
+            }
+            let (inspection, loaded, mapped) = hotLoading.loader.inspectReportingMapping(cached)
+            if mapped { ledger.imagesMapped += 1 }
+            guard let loaded else {
+                var checked = inspection
+                checked.file = file
+                let descriptor = inspection.descriptor
+                let error = PluginHotLoadError(
+                    code: .pluginRefused, file: file, plugin: descriptor?.name, version: descriptor?.version,
+                    reasons: inspection.reasons.map { .init(message: $0) }, inspection: checked)
+                if mapped { ledger.refused[sha256] = error }
+                return .failure(error)
+            }
+            plugin = loaded
+        }
+        plugin.info.file = file
+
+        let proposal: PluginGenerationProposal
+        do {
+            proposal = try providers.propose(plugin)
+        } catch {
+            ledger.unregistered[sha256] = plugin
+            return refusal(.nameConflict, error.reasons.map { .init(message: $0) }, plugin: plugin.info)
+        }
+
+        // Every job that uses the plugin, prepared against the registry as it would be.
+        let key = plugin.info.name.lowercased()
+        let affected = runtimes.values
+            .filter { runtime in runtime.job.providers.contains { $0.plugin.name.lowercased() == key } }
+            .sorted { $0.name < $1.name }
+        var prepared: [(runtime: JobRuntime, job: PreparedJob)] = []
+        var reasons: [PluginHotLoadError.Reason] = []
+        for runtime in affected {
+            do {
+                let job = try JobCatalog.prepare(
+                    runtime.job.configuration, providers: proposal.registry, processorCount: processorCount,
+                    workerExecutable: services.workerExecutable)
+                prepared.append((runtime, job))
+            } catch {
+                var message = error.message
+                if message.hasPrefix("unknown ") {
+                    message = "\(plugin.info.name) \(plugin.info.version) no longer offers what the job uses: " + message
+                }
+                reasons.append(.init(job: error.job ?? runtime.name, field: error.field, message: message))
+            }
+        }
+        guard reasons.isEmpty else {
+            ledger.unregistered[sha256] = plugin
+            return refusal(.jobsRefused, reasons, plugin: plugin.info)
+        }
+
+        do {
+            try providers.adopt(proposal)
+        } catch {
+            ledger.unregistered[sha256] = plugin
+            return refusal(.nameConflict, error.reasons.map { .init(message: $0) }, plugin: plugin.info)
+        }
+        ledger.unregistered[sha256] = nil
+        for (runtime, job) in prepared {
+            runtime.replace(with: job)
+        }
+        let info = proposal.info
+        return .success(PluginLoadOutcome(
+            plugin: info.name, version: info.version, generation: info.generation, file: file, cachePath: info.path,
+            sha256: sha256, alreadyLoaded: false, superseded: proposal.superseding?.generation,
+            jobsSwitched: prepared.map(\.runtime.name)))
+    }
+
+    // MARK: The watched directory
+
+    /// A file's size and modification time: a file being written changes them between polls.
+    private struct Stamp: Equatable {
+        var size: Int64
+        var seconds: Int
+        var nanoseconds: Int
+    }
+
+    /// Polls `plugins.watchDirectory`, as one task, until the host stops: a `*.so` that is new or
+    /// changed, and whose size and modification time held across two polls, is hot-loaded once.
+    func startWatchingPlugins() {
+        guard let directory = hotLoading.watchDirectory else { return }
+        let interval = hotLoading.watchInterval
+        logger.info("plugins: watching \(directory) for new plugin versions every \(interval)")
+        let task = Task { [weak self] in
+            var previous: [String: Stamp] = [:]
+            var handled: [String: Stamp] = [:]
+            var reportedMissing = false
+            while !Task.isCancelled {
+                guard let self, !self.lifecycle.withLock({ $0.stopped }) else { return }
+                guard let current = Self.scan(directory) else {
+                    if !reportedMissing {
+                        self.logger.warning("plugins: cannot read the watched directory \(directory): \(PluginFile.errorText())")
+                        reportedMissing = true
+                    }
+                    try? await Task.sleep(for: interval)
+                    continue
+                }
+                reportedMissing = false
+                for (file, stamp) in current.sorted(by: { $0.key < $1.key })
+                where previous[file] == stamp && handled[file] != stamp {
+                    handled[file] = stamp
+                    self.logger.info("plugins: \(file) in the watched directory is new or changed; loading it")
+                    // The outcome or the refusal is logged by the hot-load itself.
+                    _ = await self.loadPlugin(file: file)
+                }
+                handled = handled.filter { current[$0.key] != nil }
+                previous = current
+                try? await Task.sleep(for: interval)
+            }
+        }
+        hotLoading.watcher.withLock { $0 = task }
+    }
+
+    func stopWatchingPlugins() {
+        hotLoading.watcher.withLock { task in
+            task?.cancel()
+            task = nil
+        }
+    }
+
+    /// The regular `*.so` files of `directory` (hidden ones skipped) and their stamps.
+    private static func scan(_ directory: String) -> [String: Stamp]? {
+        guard let names = PluginLoader.listDirectory(directory) else { return nil }
+        var stamps: [String: Stamp] = [:]
+        for name in names where name.hasSuffix(".so") && !name.hasPrefix(".") {
+            let file = directory.hasSuffix("/") ? directory + name : directory + "/" + name
+            var info = stat()
+            guard stat(file, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { continue }
+            stamps[file] = Stamp(size: Int64(info.st_size), seconds: info.st_mtim.tv_sec, nanoseconds: info.st_mtim.tv_nsec)
+        }
+        return stamps
+    }
+}
