@@ -148,21 +148,21 @@ struct ControlRoutes: Sendable {
                 let name = try job(context)
                 let query = request.uri.queryParameters
                 let asked = try await operations.shutdown(job: name, server: query.get("server"), instance: query.get("instance"))
-                return ControlJSON.response(Done(message: "asked \(asked.count) instances to stop job '\(name)'", instances: asked))
+                return ControlJSON.response(Done(message: "asked \(asked.count) instances to stop job '\(name)'", instances: asked.map(\.instanceId)))
             }
         }
         v1.post("servers/:server/shutdown") { _, context in
             try await answer {
                 let server = try context.parameters.require("server")
                 let asked = try await operations.shutdown(job: nil, server: server, instance: nil)
-                return ControlJSON.response(Done(message: "asked \(asked.count) instances on \(server) to stop", instances: asked))
+                return ControlJSON.response(Done(message: "asked \(Set(asked.map(\.instanceId)).count) instances on \(server) to stop \(asked.count) jobs", instances: Self.describe(asked)))
             }
         }
         v1.post("instances/:instance/shutdown") { _, context in
             try await answer {
                 let instance = try context.parameters.require("instance")
                 let asked = try await operations.shutdown(job: nil, server: nil, instance: instance)
-                return ControlJSON.response(Done(message: "asked instance \(instance) to stop \(asked.count) jobs", instances: asked))
+                return ControlJSON.response(Done(message: "asked instance \(instance) to stop \(asked.count) jobs", instances: Self.describe(asked)))
             }
         }
         v1.get("jobs/:job/config") { _, context in
@@ -209,7 +209,7 @@ struct ControlRoutes: Sendable {
             expected = version
         }
         let missing = try validate(configuration, request)
-        let version = try await operations.updateConfiguration(configuration, expectedVersion: expected)
+        let version = try await operations.updateConfiguration(configuration, expectedVersion: expected).version
         logger.notice("control API: configuration of job '\(name)' changed (version \(version))")
         return ControlJSON.response(
             Done(message: "configuration of job '\(name)' changed; every instance applies it", warning: missing.map(Self.missingWarning), version: version))
@@ -228,11 +228,14 @@ struct ControlRoutes: Sendable {
         }
         guard buffer.readableBytes > 0 else { throw ControlError.badRequest("the request body must be the plugin file (a shared object)") }
         let upload = try host.stagePluginUpload(bytes: Array(buffer.readableBytesView), name: name)
+        defer { try? FileManager.default.removeItem(atPath: (upload as NSString).deletingLastPathComponent) }
         switch await host.loadPlugin(file: upload) {
         case .success(let outcome):
+            logger.notice("control API: \(outcome)")
+            if !outcome.alreadyLoaded { await host.reconsiderIncapableJobs() }
             return ControlJSON.response(outcome, status: .created)
         case .failure(let refusal):
-            throw ControlError(status: .unprocessableContent, message: refusal.description, field: "plugin")
+            throw ControlError(status: refusal.code == .generationLimit ? .conflict : .unprocessableContent, message: refusal.description, field: "plugin")
         }
     }
 
@@ -278,6 +281,11 @@ struct ControlRoutes: Sendable {
             }
             throw failure
         }
+    }
+
+    /// `job: instance` for each shutdown request.
+    static func describe(_ requests: [ShutdownRequest]) -> [String] {
+        requests.map { "\($0.jobName): \($0.instanceId)" }
     }
 
     static func missingWarning(_ missing: String) -> String {

@@ -18,7 +18,9 @@ struct ControlOptions: ParsableArguments {
     @Flag(help: "Print the host's JSON answer as it came.")
     var json = false
 
-    func client() throws -> ControlClient {
+    func client() throws -> ControlClient { try Self.client(host: host, token: token) }
+
+    static func client(host: String?, token: String?) throws -> ControlClient {
         let environment = ProcessInfo.processInfo.environment
         let base = host ?? environment["SHARDWORK_HOST"] ?? "http://127.0.0.1:8470"
         guard let url = URL(string: base), let scheme = url.scheme, ["http", "https"].contains(scheme), url.host != nil else {

@@ -8,19 +8,48 @@ struct PluginsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plugins",
         abstract: "List the loaded plugins, or check one plugin file.",
-        subcommands: [List.self, Inspect.self]
+        subcommands: [List.self, Inspect.self, Load.self]
     )
 
-    struct List: ParsableCommand {
+    struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Every provider of every plugin that loads, and every plugin that was refused.")
+            abstract: "Every provider of every plugin that loads, and every plugin that was refused; with --host, a running host's plugin generations and the jobs that use each.")
 
         @OptionGroup var plugins: PluginOptions
 
-        @Flag(help: "Print one JSON object: {\"providers\": [...], \"refused\": [...]}.")
+        @Flag(help: "Print one JSON object: {\"providers\": [...], \"refused\": [...]} (with --host: the host's answer).")
         var json = false
 
-        func run() throws {
+        @Option(name: .customLong("host"), help: ArgumentHelp(
+            "Ask this running host (its control API URL) instead of loading plugins here.", valueName: "url"))
+        var host: String?
+
+        @Option(name: .customLong("token"), help: ArgumentHelp("The host's api.token (default: SHARDWORK_TOKEN).", valueName: "token"))
+        var token: String?
+
+        func run() async throws {
+            if host != nil || token != nil {
+                return try await listRemote()
+            }
+            try listLocal()
+        }
+
+        private func listRemote() async throws {
+            let client = try ControlOptions.client(host: host, token: token)
+            let answer = try await client.send("GET", "plugins")
+            if json { return printRaw(answer) }
+            let generations = try client.decode([PluginGenerationStatus].self, from: answer)
+            var rows = [["PLUGIN", "VERSION", "GENERATION", "STATE", "JOBS", "PATH"]]
+            for generation in generations {
+                rows.append([
+                    generation.name, generation.version, "\(generation.generation)", generation.state.rawValue,
+                    generation.jobs.joined(separator: ","), generation.path,
+                ])
+            }
+            print(TextTable.render(rows))
+        }
+
+        private func listLocal() throws {
             var logger = try plugins.makeLogger()
             logger.logLevel = max(logger.logLevel, .critical)  // refusals are printed below, not logged
             let (registry, report) = try plugins.loadRegistry(logger: logger)
@@ -61,6 +90,32 @@ struct PluginsCommand: ParsableCommand {
             }
             var providers: [Provider]
             var refused: [Refused]
+        }
+    }
+
+    struct Load: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Load a new version of a plugin into a running host, as a new generation.",
+            discussion: """
+                The file is sent to the host's control API, copied to its plugin cache under a \
+                content-derived name and checked like any plugin. Jobs that use the plugin switch to \
+                it from their next fire; running items finish on the old version. If the plugin \
+                fails a check, or a job would not run on it, the running version stays and the \
+                reasons are printed (exit 2). See docs/hot-loading.md.
+                """)
+
+        @OptionGroup var control: ControlOptions
+        @Argument(help: "The plugin file (a shared object).") var file: String
+
+        func run() async throws {
+            let bytes = try readFile(file)
+            let client = try control.client()
+            let name = URL(fileURLWithPath: file).lastPathComponent
+            let answer = try await client.send(
+                "POST", "plugins", query: ["name": name.hasSuffix(".so") ? name : name + ".so"], body: bytes,
+                contentType: "application/octet-stream")
+            if control.json { return printRaw(answer) }
+            print(try client.decode(PluginLoadOutcome.self, from: answer).description)
         }
     }
 

@@ -74,7 +74,10 @@ struct OperationsProcessTests {
         let a = try cluster.start("127.0.0.21", jobs: jobs, extra: apiA)
         let b = try cluster.start("127.0.0.22", jobs: jobs, extra: apiB)
         defer { Task { await cluster.stopAll() } }
-        #expect(await cluster.waitForAPI(urlA) && cluster.waitForAPI(urlB), "\(cluster.logs())")
+        let apiAUp = await cluster.waitForAPI(urlA)
+        let apiBUp = await cluster.waitForAPI(urlB)
+        let apisUp = apiAUp && apiBUp
+        #expect(apisUp, "\(cluster.logs())")
         #expect(await cluster.waitForFire(of: "ops") { $0.count == 2 && $0.values.flatMap { $0 }.sorted() == [0, 1, 2, 3] } != nil, "\(cluster.logs())")
 
         // List and status, over either host.
@@ -93,17 +96,20 @@ struct OperationsProcessTests {
         let disabledAt = now()
         #expect(await cluster.waitForFire(of: "ops", after: disabledAt) { $0 == ["127.0.0.21": [0, 1, 2, 3]] } != nil, "\(cluster.logs())")
         outcome = try await control(urlB, "job", "enable", "ops", "--server", "127.0.0.22")
-        #expect(outcome.succeeded && (await cluster.text("/ops/servers/127.0.0.22")) == "ENABLED")
+        let enabledValue = await cluster.text("/ops/servers/127.0.0.22")
+        #expect(outcome.succeeded && enabledValue == "ENABLED")
         let enabledAt = now()
         #expect(await cluster.waitForFire(of: "ops", after: enabledAt) { $0.count == 2 } != nil, "\(cluster.logs())")
 
         // Disable an item: its owner skips it.
         outcome = try await control(urlA, "job", "item", "disable", "ops", "3")
-        #expect(outcome.succeeded && (await cluster.exists("/ops/sharding/3/disabled")))
+        let itemDisabled = await cluster.exists("/ops/sharding/3/disabled")
+        #expect(outcome.succeeded && itemDisabled)
         let itemDisabledAt = now()
         #expect(await cluster.waitForFire(of: "ops", after: itemDisabledAt) { $0.values.flatMap { $0 }.sorted() == [0, 1, 2] } != nil)
         outcome = try await control(urlA, "job", "item", "enable", "ops", "3")
-        #expect(outcome.succeeded && !(await cluster.exists("/ops/sharding/3/disabled")))
+        let stillDisabled = await cluster.exists("/ops/sharding/3/disabled")
+        #expect(outcome.succeeded && !stillDisabled)
 
         // Trigger a one-off job: each instance runs its items once.
         outcome = try await control(urlB, "job", "trigger", "once")
@@ -131,7 +137,7 @@ struct OperationsProcessTests {
         let resizedAt = now()
         #expect(await cluster.waitForFire(of: "ops", after: resizedAt) { $0.values.flatMap { $0 }.sorted() == [0, 1] } != nil, "\(cluster.logs())")
         let bad = cluster.directory.file("ops-bad.yaml")
-        try "jobName: ops\njobType: log-item\ncron: \"* * * * * ? 1969\"\nshardingTotalCount: 2\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        try "jobName: ops\njobType: log-item\ncron: \"61 * * * * ?\"\nshardingTotalCount: 2\n".write(toFile: bad, atomically: true, encoding: .utf8)
         let before = await cluster.text("/ops/config")
         outcome = try await control(urlA, "job", "config", "ops", "--set", bad)
         #expect(outcome.status == 2 && outcome.standardError.contains("cron"), "\(outcome.standardError)")

@@ -155,7 +155,7 @@ extension ShardworkHost {
     }
 
     /// The providers `job` names that this host has not loaded, described; `nil` when it has them all.
-    func missingProviders(_ job: JobConfiguration) -> String? {
+    public func missingProviders(_ job: JobConfiguration) -> String? {
         var missing: [String] = []
         let named: [(ProviderKind, String?, String)] = [
             (.jobType, job.jobType, "jobType"),
@@ -257,5 +257,26 @@ extension ShardworkHost {
         }
         _ = try prepare(job)
         return nil
+    }
+}
+
+// MARK: For the control API
+
+extension ShardworkHost {
+    /// The operation APIs over this host's registry: with ZooKeeper they act on the whole cluster.
+    public var operations: ClusterOperations { ClusterOperations(registry: registry, logger: logger) }
+
+    /// Writes an uploaded plugin file where ``loadPlugin(file:)`` can take it: a private directory
+    /// beside the plugin cache. The caller removes it after the load (the cache keeps its own copy).
+    public func stagePluginUpload(bytes: [UInt8], name: String) throws -> String {
+        let uploads = hotLoading.cache.directory + "/uploads"
+        try FileManager.default.createDirectory(atPath: uploads, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let directory = uploads + "/" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        let path = directory + "/" + name
+        guard FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: 0o755]) else {
+            throw HostConfigurationError(file: nil, location: nil, job: nil, field: "plugin", message: "cannot write the upload to \(path)")
+        }
+        return path
     }
 }
