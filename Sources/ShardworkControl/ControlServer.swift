@@ -43,8 +43,17 @@ public struct ControlServer: Service {
                 onListening(port)
             },
             logger: serverLogger)
-        try await app.run()
+        do {
+            try await app.run()
+        } catch {
+            throw ControlServerError(description: "api.address \(settings.host):\(settings.port): cannot serve the control API: \(error)")
+        }
     }
+}
+
+/// The control API could not be served (its address taken, say): the host stops with this.
+public struct ControlServerError: Error, CustomStringConvertible {
+    public var description: String
 }
 
 /// Errors that no route turned into JSON (an unknown route, a wrong method) are answered as JSON too.

@@ -114,6 +114,10 @@ struct RunCommand: AsyncParsableCommand {
         }
         let group = ServiceGroup(configuration: .init(
             services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch let error as ControlServerError {
+            throw CLIFailure.failed(error.description)
+        }
     }
 }
