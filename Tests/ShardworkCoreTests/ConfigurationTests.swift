@@ -130,7 +130,31 @@ struct ConfigurationTests {
         #expect(configuration.host.shutdownTimeoutSeconds == 30)
     }
 
+    @Test("hot-load settings: cache and watched directories relative to the file, poll interval, generation limit")
+    func hotLoadSettings() throws {
+        let configuration = try parse("""
+            plugins:
+              cacheDirectory: cache
+              watchDirectory: /srv/incoming
+              watchIntervalSeconds: 0.5
+              maxGenerations: 4
+            jobs: []
+            """)
+        #expect(configuration.plugins.cacheDirectory == "/etc/shardwork/cache")
+        #expect(configuration.plugins.watchDirectory == "/srv/incoming")
+        #expect(configuration.plugins.watchIntervalSeconds == 0.5)
+        #expect(configuration.plugins.maxGenerations == 4)
+        let defaults = PluginSettings()
+        #expect(defaults.cacheDirectory == nil && defaults.watchDirectory == nil)
+        #expect(defaults.watchIntervalSeconds == 2 && defaults.maxGenerations == 16)
+        #expect(PluginSettings.defaultCacheDirectory.contains("/shardwork-plugin-cache-"))
+    }
+
     @Test("bad input names the file, line and column, the job and the field", arguments: [
+        ("plugins:\n  maxGenerations: 0\n", "host.yaml:2:19: plugins.maxGenerations: must be between 1 and 1024 plugin images loaded by hot-loads, got 0"),
+        ("plugins:\n  watchIntervalSeconds: 0\n", "host.yaml:2:25: plugins.watchIntervalSeconds: must be between 0.1 and 3600 seconds, got 0.0"),
+        ("plugins:\n  watchDir: /srv/incoming\n", "host.yaml:2:3: plugins.watchDir: unknown field; did you mean `watchDirectory`?"),
+        ("plugins:\n  cacheDirectory: [a]\n", "host.yaml:2:19: plugins.cacheDirectory: expected a text value, got a list"),
         ("jobs:\n  - jobName: a\n    jobType: t\n    shardingTotalCount: 0\n",
          "host.yaml:4:25: job 'a': shardingTotalCount: must be at least 1 (shardingTotalCount should be larger than zero), got 0"),
         ("jobs:\n  - jobName: a\n    jobType: t\n    shardingTotalCount: three\n",

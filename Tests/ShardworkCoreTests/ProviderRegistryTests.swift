@@ -131,6 +131,52 @@ struct ProviderRegistryTests {
         }
     }
 
+    @Test("a new generation of a plugin takes over its names only when adopted; the old one stays listed")
+    func generations() async throws {
+        let directory = try TemporaryDirectory()
+        let loader = PluginLoader(logger: CapturedLog().logger())
+        let first = try loader.load(try await CPluginBuilder.testPlugin(in: directory.path, named: "liba.so")).get()
+        // The same plugin name; its providers are named e-… and no longer c-….
+        let second = try loader.load(try await CPluginBuilder.testPlugin(
+            in: try directory.subdirectory("v2"), named: "liba.so", defines: ["NAME_PREFIX=\"e\"", "MODULO_ALIAS=\"E_MODULO\""])).get()
+        let registry = ProviderRegistry()
+        try registry.register(first)
+        #expect(try registry.resolve(.jobType, "c-echo").plugin.generation == 1)
+
+        let proposal = try registry.propose(second)
+        #expect(proposal.info.generation == 2 && proposal.superseding?.generation == 1)
+        // Nothing changed yet; the proposal resolves as the registry will.
+        #expect(try registry.resolve(.jobType, "c-echo").plugin.generation == 1)
+        #expect(throws: ProviderLookupError.self) { try registry.resolve(.jobType, "e-echo") }
+        #expect(try proposal.registry.resolve(.jobType, "e-echo").plugin.generation == 2)
+        #expect(throws: ProviderLookupError.self) { try proposal.registry.resolve(.jobType, "c-echo") }
+
+        // A proposal made before another change is not adopted over it.
+        let stale = try registry.propose(first)
+        try registry.adopt(proposal)
+        #expect(throws: PluginRefusal.self) { try registry.adopt(stale) }
+
+        #expect(try registry.resolve(.shardingStrategy, "E_MODULO").plugin.generation == 2)
+        #expect(throws: ProviderLookupError.self) { try registry.resolve(.jobType, "c-echo") }
+        #expect(registry.generations.map(\.info.generation) == [1, 2])
+        #expect(registry.generations.map(\.isCurrent) == [false, true])
+        #expect(registry.generations[0].providers.contains { $0.name == "c-echo" })
+        #expect(registry.plugins.map(\.generation) == [2])
+        #expect(registry.providers().allSatisfy { $0.plugin.generation == 2 })
+
+        // Another plugin's names still conflict, naming both files; nothing is registered.
+        let other = try loader.load(try await CPluginBuilder.testPlugin(
+            in: directory.path, named: "libother.so", defines: ["PLUGIN_NAME=\"other\"", "NAME_PREFIX=\"e\"", "MODULO_ALIAS=\"O_MODULO\""])).get()
+        do {
+            _ = try registry.propose(other)
+            Issue.record("another plugin took over e-echo")
+        } catch {
+            #expect(error.file == other.info.file)
+            #expect(error.reasons.contains { $0.contains("'e-echo'") && $0.contains(second.info.file) })
+        }
+        #expect(registry.generations.count == 2)
+    }
+
     @Test("listing: by kind, then name, with the plugin each comes from")
     func listing() throws {
         let registry = try TestPlugins.standardRegistry()
