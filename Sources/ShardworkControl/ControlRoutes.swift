@@ -232,7 +232,6 @@ struct ControlRoutes: Sendable {
         switch await host.loadPlugin(file: upload) {
         case .success(let outcome):
             logger.notice("control API: \(outcome)")
-            if !outcome.alreadyLoaded { await host.reconsiderIncapableJobs() }
             return ControlJSON.response(outcome, status: .created)
         case .failure(let refusal):
             throw ControlError(status: refusal.code == .generationLimit ? .conflict : .unprocessableContent, message: refusal.description, field: "plugin")

@@ -299,3 +299,87 @@ struct ControlAPITests {
         #expect(answer.status == 404 && answer.error != nil, "\(answer.body)")
     }
 }
+
+@Suite("Hot-loading through the CLI into a running host", .timeLimit(.minutes(10)))
+struct HotLoadProcessTests {
+    struct AcmeLine: Decodable {
+        var job: String
+        var item: Int
+        var fireTime: Int64
+        var version: String
+    }
+
+    @Test("v2 of the Acme plugin, loaded with `shardwork plugins load` while its job fires every second: v1 fires, then v2 fires, none missed or doubled")
+    func v1ThenV2() async throws {
+        let v1 = try await ExampleBuilds.acmeV1.value
+        let v2 = try await ExampleBuilds.acmeV2.value
+        let directory = try TemporaryDirectory()
+        let plugins = try directory.subdirectory("plugins")
+        try FileManager.default.copyItem(atPath: v1, toPath: plugins + "/libAcmePlugins.so")
+        let upload = try directory.subdirectory("v2") + "/libAcmePlugins.so"
+        try FileManager.default.copyItem(atPath: v2, toPath: upload)
+        let ledger = directory.file("acme.jsonl")
+        let port = try await SharedZooKeeper.unusedPort()
+        let url = "http://127.0.0.1:\(port)"
+        let config = directory.file("host.yaml")
+        try """
+            api:
+              address: 127.0.0.1:\(port)
+              token: \(apiToken)
+            plugins:
+              directories: [plugins]
+              cacheDirectory: cache
+            jobs:
+              - jobName: reports
+                jobType: acme-report
+                cron: "* * * * * ?"
+                shardingTotalCount: 2
+                props:
+                  acme.ledger: \(ledger)
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let host = try HostProcess(ip: "127.0.0.1", config: config, log: directory.file("host.log"))
+        defer { Task { await host.stop() } }
+        func lines() -> [AcmeLine] {
+            ((try? String(contentsOfFile: ledger, encoding: .utf8)) ?? "").split(separator: "\n")
+                .compactMap { try? JSONDecoder().decode(AcmeLine.self, from: Data($0.utf8)) }
+        }
+        #expect(await waitUntil { lines().count >= 6 }, "\(host.output)")
+
+        // A file that is not a plugin is refused; v1 goes on.
+        let junk = directory.file("libJunk.so")
+        try "not a plugin".write(toFile: junk, atomically: true, encoding: .utf8)
+        var outcome = try await control(url, "plugins", "load", junk)
+        #expect(outcome.status == 2 && outcome.standardError.contains("nothing changed"), "\(outcome.standardError)")
+
+        outcome = try await control(url, "plugins", "load", upload)
+        #expect(outcome.succeeded && outcome.standardOutput.contains("acme 2.0.0 loaded as generation 2"), "\(outcome.standardOutput)\(outcome.standardError)")
+        #expect(await waitUntil { lines().filter { $0.version == "2.0.0" }.count >= 6 }, "\(host.output)")
+        outcome = try await control(url, "plugins", "list", "--json")
+        let generations = try JSONDecoder.iso8601.decode([PluginGenerationStatus].self, from: Data(outcome.standardOutput.utf8))
+        let acme = generations.filter { $0.name == "acme" }
+        #expect(acme.map(\.generation) == [1, 2] && acme.map(\.state) == [.superseded, .current])
+        #expect(acme.last?.jobs == ["reports"] && acme.first?.jobs == [])
+
+        // The ledger: fires one second apart, each with both items on one version, v1 then v2.
+        var byFire: [Int64: [AcmeLine]] = [:]
+        for line in lines() { byFire[line.fireTime, default: []].append(line) }
+        let fires = byFire.keys.sorted().dropLast()  // the last fire may be still running
+        #expect(zip(fires, fires.dropFirst()).allSatisfy { $1 - $0 == 1000 }, "no fire missed: \(fires)")
+        for fire in fires {
+            let items = byFire[fire]!
+            #expect(items.map(\.item).sorted() == [0, 1], "each item once at \(fire): \(items.map(\.item))")
+            #expect(Set(items.map(\.version)).count == 1, "one version per fire at \(fire)")
+        }
+        let versions = fires.map { byFire[$0]!.first!.version }
+        #expect(versions.first == "1.0.0" && versions.last == "2.0.0")
+        #expect(versions == versions.sorted(), "every v1 fire before every v2 fire: \(versions)")
+    }
+}
+
+extension JSONDecoder {
+    static var iso8601: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }
+}

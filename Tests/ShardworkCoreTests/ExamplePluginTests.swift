@@ -7,18 +7,8 @@ import Testing
 /// The examples are built the way their READMEs say, and loaded the way a user would load them.
 @Suite("Example plugins")
 struct ExamplePluginTests {
-    /// examples/third-party-plugin, built once per test run with `swift build`; every test awaits
-    /// the same build.
-    static let acmeBuild = Task<String, any Error> {
-        let package = TestPaths.repositoryRoot + "/examples/third-party-plugin"
-        guard let swift = Subprocess.which("swift") else { throw TestSetupError("swift is not on the PATH") }
-        let build = try await Subprocess.run(swift, ["build", "--package-path", package, "--product", "AcmePlugins"])
-        guard build.succeeded else {
-            throw TestSetupError("swift build of \(package) failed:\n\(build.standardOutput)\n\(build.standardError)")
-        }
-        let binPath = try await Subprocess.run(swift, ["build", "--package-path", package, "--show-bin-path"])
-        return binPath.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) + "/libAcmePlugins.so"
-    }
+    /// examples/third-party-plugin, built once per test run (shared with every test target).
+    static var acmeBuild: Task<String, any Error> { ExampleBuilds.acmeV1 }
 
     /// The third-party plugin copied alone into a fresh plugin directory: no SDK beside it, so it
     /// must bind to the host's libShardworkSDK.so.

@@ -83,20 +83,8 @@ struct HotLoadTests {
         try await ExamplePluginTests.acmeBuild.value
     }
 
-    /// Version 2 (`-DACME_V2`), built once per test run into a scratch path of its own.
-    static let acmeV2Build = Task<String, any Error> {
-        _ = try await ExamplePluginTests.acmeBuild.value  // one build at a time on a small machine
-        let package = TestPaths.repositoryRoot + "/examples/third-party-plugin"
-        let scratch = package + "/.build-v2"
-        guard let swift = Subprocess.which("swift") else { throw TestSetupError("swift is not on the PATH") }
-        let arguments = ["--package-path", package, "--scratch-path", scratch, "-Xswiftc", "-DACME_V2"]
-        let build = try await Subprocess.run(swift, ["build"] + arguments + ["--product", "AcmePlugins"])
-        guard build.succeeded else {
-            throw TestSetupError("swift build -DACME_V2 of \(package) failed:\n\(build.standardOutput)\n\(build.standardError)")
-        }
-        let binPath = try await Subprocess.run(swift, ["build"] + arguments + ["--show-bin-path"])
-        return binPath.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) + "/libAcmePlugins.so"
-    }
+    /// Version 2 (`-DACME_V2`), built once per test run (shared with every test target).
+    static var acmeV2Build: Task<String, any Error> { ExampleBuilds.acmeV2 }
 
     /// Version 2 copied to `name` in a directory of its own under `harness`'s, as a user would
     /// hand it to a host.

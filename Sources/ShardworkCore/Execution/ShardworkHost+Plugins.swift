@@ -185,12 +185,19 @@ extension ShardworkHost {
     ///
     /// Otherwise nothing changes and the error gives every reason. The same content as the
     /// current generation answers `alreadyLoaded`. The blocking work runs on a thread of its own.
+    ///
+    /// A new generation may give this host a provider it lacked: the jobs it could not run are
+    /// looked at again (capability-aware sharding, docs/operations.md).
     public func loadPlugin(file: String) async -> Result<PluginLoadOutcome, PluginHotLoadError> {
-        await withCheckedContinuation { continuation in
+        let result = await withCheckedContinuation { continuation in
             Thread.detachNewThread { [self] in
                 continuation.resume(returning: hotLoad(file))
             }
         }
+        if case .success(let outcome) = result, !outcome.alreadyLoaded {
+            await reconsiderIncapableJobs()
+        }
+        return result
     }
 
     /// Every generation of every plugin, in load order, with the jobs that use it now.
