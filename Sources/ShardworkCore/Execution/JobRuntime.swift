@@ -85,9 +85,17 @@ public final class JobRuntime: Sendable {
     /// The job as prepared now, and its worker process if its items run isolated. A configuration
     /// change in the registry replaces both; a fire uses the one it started with.
     private let current: Mutex<(job: PreparedJob, isolated: IsolatedJobType?)>
+    /// Workers of earlier preparations whose fire was running when they were replaced.
+    private let retiredWorkers = Mutex<[IsolatedJobType]>([])
 
     public var job: PreparedJob { current.withLock { $0.job } }
     var isolated: IsolatedJobType? { current.withLock { $0.isolated } }
+
+    /// Stops the job's worker processes: the current one and any kept for a fire that ran.
+    func shutdownWorkers() {
+        isolated?.shutdown()
+        for worker in retiredWorkers.withLock({ workers in defer { workers = [] }; return workers }) { worker.shutdown() }
+    }
 
     private struct State {
         var running = false
@@ -142,7 +150,14 @@ public final class JobRuntime: Sendable {
             current = (prepared, keepWorker ? old : Self.isolation(for: prepared, services: services, logger: logger))
             return keepWorker ? nil : old
         }
-        replaced?.shutdown()
+        if let replaced {
+            // Items of a running fire may still be in the old worker: it goes when the fire ends.
+            if isRunning {
+                retiredWorkers.withLock { $0.append(replaced) }
+            } else {
+                replaced.shutdown()
+            }
+        }
         itemLoggers.withLock { $0.removeAll() }
     }
 
@@ -261,11 +276,14 @@ public final class JobRuntime: Sendable {
             guard let next = again else { break }
             source = next
         }
+        for worker in retiredWorkers.withLock({ workers in defer { workers = [] }; return workers }) { worker.shutdown() }
         onFireEnded.withLock { $0 }?()
     }
 
     private func runFire(fireTime: Int64, source: FireSource) async {
-        let job = self.job
+        // The preparation and its worker are taken together, once: every item of the fire runs on
+        // the same version, whatever replaces them meanwhile.
+        let (job, isolated) = current.withLock { ($0.job, $0.isolated) }
         let configuration = job.configuration
         let started = services.clock.now()
         guard services.mayStartItems, !services.registrySilent(coordinator.registry) else {
@@ -273,7 +291,7 @@ public final class JobRuntime: Sendable {
             return
         }
         if source == .failover {
-            await runFailoverItems(job, fireTime: fireTime, started: started)
+            await runFailoverItems(job, isolated, fireTime: fireTime, started: started)
             return
         }
         var items: [Int] = []
@@ -314,7 +332,7 @@ public final class JobRuntime: Sendable {
                 logger.debug("Sharding item for job '\(name)' is empty.")
             } else {
                 while true {
-                    let (runOutcomes, aborted) = try await execute(job, items, epochs: epochs, fireTime: fireTime, taskID: taskID, failover: false)
+                    let (runOutcomes, aborted) = try await execute(job, isolated, items, epochs: epochs, fireTime: fireTime, taskID: taskID, failover: false)
                     outcomes = runOutcomes
                     runs += 1
                     if aborted { break }
@@ -334,7 +352,7 @@ public final class JobRuntime: Sendable {
     /// A failover run: the claimed items of crashed instances, with their claims' epochs. The
     /// markers are the claim's (`failover`, `failovering`) and the usual `running`; all go in one
     /// transaction at the end. If a listener vetoes the run, the items go back to the queue.
-    private func runFailoverItems(_ job: PreparedJob, fireTime: Int64, started: Int64) async {
+    private func runFailoverItems(_ job: PreparedJob, _ isolated: IsolatedJobType?, fireTime: Int64, started: Int64) async {
         let claims = state.withLock { state -> [Int: UInt64] in
             defer { state.failoverPending = [:] }
             return state.failoverPending
@@ -354,7 +372,7 @@ public final class JobRuntime: Sendable {
                 try await coordinator.requeueFailover(items)
                 return
             }
-            let (outcomes, _) = try await execute(job, items, epochs: claims, fireTime: fireTime, taskID: taskID, failover: true)
+            let (outcomes, _) = try await execute(job, isolated, items, epochs: claims, fireTime: fireTime, taskID: taskID, failover: true)
             fire.itemStatuses = Dictionary(uniqueKeysWithValues: items.map { item in
                 (item, outcomes[item].map { $0.succeeded ? ItemStatus.succeeded : .failed } ?? .notRun)
             })
@@ -407,10 +425,9 @@ public final class JobRuntime: Sendable {
     /// One run of the fire's items. Returns the outcomes and whether the error handler asked to
     /// abort the rest of the fire.
     func execute(
-        _ job: PreparedJob, _ items: [Int], epochs: [Int: UInt64], fireTime: Int64, taskID: String, failover: Bool
+        _ job: PreparedJob, _ isolated: IsolatedJobType?, _ items: [Int], epochs: [Int: UInt64], fireTime: Int64, taskID: String, failover: Bool
     ) async throws -> ([Int: ItemOutcome], Bool) {
         let configuration = job.configuration
-        let isolated = self.isolated
         // The items are this instance's while its session lasts and the host has not fenced them.
         let registry = coordinator.registry
         let session = registry.sessionID

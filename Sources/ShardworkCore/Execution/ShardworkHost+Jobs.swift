@@ -233,7 +233,7 @@ extension ShardworkHost {
         runtime.stop()
         logger.notice("job '\(runtime.name)': stopped on this host: \(reason)")
         while runtime.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
-        runtime.isolated?.shutdown()
+        runtime.shutdownWorkers()
         await runtime.coordinator.unregister()
         syncs.withLock { _ = $0.removeValue(forKey: runtime.name) }
         table.withLock { table in

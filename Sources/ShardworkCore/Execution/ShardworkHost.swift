@@ -421,7 +421,7 @@ public final class ShardworkHost: Service, Sendable {
         logger.notice("job '\(runtime.name)': stopped on this host by a shutdown command")
         while runtime.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
         try? await runtime.coordinator.takeShutdownCommand()
-        runtime.isolated?.shutdown()
+        runtime.shutdownWorkers()
         await runtime.coordinator.unregister()
     }
 
@@ -546,7 +546,7 @@ public final class ShardworkHost: Service, Sendable {
             services.cancellation.cancelAll()
         }
         for runtime in runtimes.values {
-            runtime.isolated?.shutdown()
+            runtime.shutdownWorkers()
             await runtime.coordinator.unregister()
         }
         await registry.close()
