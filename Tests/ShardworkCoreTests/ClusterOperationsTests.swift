@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import ShardworkCore
+@testable import ShardworkCore
 import ShardworkSDK
 import ShardworkTestSupport
 import Synchronization
@@ -637,6 +637,14 @@ struct ClusterOperationsTests {
         unnamed.jobName = ""
         #expect(await refusal { _ = try await cluster.operations.addJob(unnamed, addedBy: "bob") }?.field == "jobName")
         #expect(try await cluster.tree() == before)
+
+        // A job node without a configuration (an interrupted registration) is taken over.
+        try await cluster.operatorSession.create("/leftover", data: [], mode: .persistent)
+        var leftover = orders()
+        leftover.jobName = "leftover"
+        try await cluster.operations.addJob(leftover, addedBy: "bob")
+        #expect(try await cluster.text("/leftover") == "report")
+        #expect(try await cluster.operations.configuration(of: "leftover").configuration == leftover)
         await cluster.close()
     }
 
@@ -697,3 +705,100 @@ struct ClusterOperationsTests {
         await cluster.shutdownAll()
     }
 }
+
+/// A registry that lets a test change the tree between an operation's reads and its transaction,
+/// as a concurrent writer would: `beforeMulti` runs before each `multi` is forwarded.
+private final class InterleavingRegistry: RegistryCenter {
+    let base: any RegistryCenter
+    private let hook: Mutex<(@Sendable (Int) async throws -> Void)?> = Mutex(nil)
+    private let multis = Mutex(0)
+
+    init(_ base: any RegistryCenter) { self.base = base }
+
+    /// `body` gets the number of the transaction about to be sent (from 1).
+    func beforeMulti(_ body: @escaping @Sendable (Int) async throws -> Void) { hook.withLock { $0 = body } }
+
+    var transactions: Int { multis.withLock { $0 } }
+
+    func create(_ path: String, data: [UInt8], mode: CreateMode) async throws(RegistryError) -> String {
+        try await base.create(path, data: data, mode: mode)
+    }
+    func delete(_ path: String, version: Int32?) async throws(RegistryError) { try await base.delete(path, version: version) }
+    func setData(_ path: String, data: [UInt8], version: Int32?) async throws(RegistryError) -> NodeStat {
+        try await base.setData(path, data: data, version: version)
+    }
+    func data(_ path: String, watch: Watcher?) async throws(RegistryError) -> (data: [UInt8], stat: NodeStat) {
+        try await base.data(path, watch: watch)
+    }
+    func exists(_ path: String, watch: Watcher?) async throws(RegistryError) -> NodeStat? { try await base.exists(path, watch: watch) }
+    func children(_ path: String, watch: Watcher?) async throws(RegistryError) -> [String] { try await base.children(path, watch: watch) }
+    func multi(_ operations: [RegistryOperation]) async throws(RegistryError) -> [RegistryOperationResult] {
+        let number = multis.withLock { count in
+            count += 1
+            return count
+        }
+        if let hook = hook.withLock({ $0 }) {
+            do {
+                try await hook(number)
+            } catch {
+                throw RegistryError(.other("the test's hook failed: \(error)"))
+            }
+        }
+        return try await base.multi(operations)
+    }
+    var sessionID: Int64? { base.sessionID }
+    func sessionStates() -> AsyncStream<SessionState> { base.sessionStates() }
+    func close() async { await base.close() }
+}
+
+@Suite("Cluster operations under concurrent writers")
+struct ClusterOperationsRaceTests {
+    @Test("a write beaten by a concurrent change is planned again from a fresh read, and applied whole", arguments: OperationsBackend.allCases)
+    func replanned(_ backend: OperationsBackend) async throws {
+        let cluster = try await backend.cluster()
+        _ = try await cluster.host(1, orders())
+        _ = try await cluster.host(2, orders())
+        let registry = InterleavingRegistry(cluster.operatorSession)
+        let operations = ClusterOperations(registry: registry, logger: cluster.log.logger())
+        let writer = try await cluster.session()
+
+        // Another operator changes a server node between the read and the write.
+        registry.beforeMulti { number in
+            if number == 1 { try await writer.setData("/orders/servers/10.0.0.2", data: [UInt8](utf8: "ENABLED"), version: nil) }
+        }
+        #expect(try await operations.disable(job: "orders", server: nil).count == 2)
+        #expect(registry.transactions == 2)
+        #expect(try await cluster.text("/orders/servers/10.0.0.1") == "DISABLED")
+        #expect(try await cluster.text("/orders/servers/10.0.0.2") == "DISABLED")
+
+        // A host writes a node under the job while it is being removed: it goes too.
+        registry.beforeMulti { number in
+            if number == 3 { try await writer.create("/orders/trigger/10.0.0.1@-@101", data: [], mode: .persistent) }
+        }
+        let removed = try await operations.removeJob("orders")
+        #expect(registry.transactions == 4)
+        #expect(removed.contains { $0.path == "/orders/trigger/10.0.0.1@-@101" })
+        #expect(try await !cluster.exists("/orders"))
+        await cluster.close()
+    }
+
+    @Test("a job that keeps changing under a write is a conflict after a few attempts, with nothing written", arguments: OperationsBackend.allCases)
+    func keepsChanging(_ backend: OperationsBackend) async throws {
+        let cluster = try await backend.cluster()
+        _ = try await cluster.host(1, orders())
+        let registry = InterleavingRegistry(cluster.operatorSession)
+        let operations = ClusterOperations(registry: registry, logger: cluster.log.logger())
+        let writer = try await cluster.session()
+        registry.beforeMulti { _ in
+            try await writer.setData("/orders/config", data: [UInt8](utf8: ElasticJobYAML.encode(orders())), version: nil)
+        }
+        let before = try await cluster.tree("/orders/sharding")
+        let error = await refusal { try await operations.disableItem(job: "orders", item: 2) }
+        #expect(error?.code == .conflict)
+        #expect(error?.httpStatus == 409)
+        #expect(registry.transactions == ClusterOperations.attempts)
+        #expect(try await cluster.tree("/orders/sharding") == before)
+        await cluster.close()
+    }
+}
+
