@@ -98,8 +98,9 @@ public final class ClusterOperations: Sendable {
     // MARK: Operating jobs
 
     /// Runs the job once now on every live instance: ElasticJob's `triggerAllInstances`. Requests
-    /// left for instances that are gone are removed, and one `trigger/{id}` is written for each live
-    /// instance, in one transaction. Returns the instances asked, sorted.
+    /// left for instances that are gone are removed, and each live instance gets a `trigger/{id}`
+    /// (one still waiting is kept: the instance runs the job once either way), in one transaction.
+    /// Returns the instances asked, sorted.
     @discardableResult
     public func trigger(job name: String) async throws(OperationError) -> [String] {
         let paths = try jobPaths(name)
@@ -114,8 +115,10 @@ public final class ClusterOperations: Sendable {
             for stale in pending.subtracting(live).sorted() {
                 operations.append(.delete(paths.trigger(stale), version: nil))
             }
-            for id in live where !pending.contains(id) {
-                operations.append(.create(paths.trigger(id), data: [], mode: .persistent))
+            for id in live {
+                // Only to an instance that is still there when the request is written.
+                operations.append(.check(paths.instance(id), version: nil))
+                if !pending.contains(id) { operations.append(.create(paths.trigger(id), data: [], mode: .persistent)) }
             }
             return (operations, live)
         }
@@ -554,9 +557,9 @@ public final class ClusterOperations: Sendable {
     // MARK: Running
 
     /// Runs `body`, turning registry errors into operation errors that say what was being done.
-    private func perform<Result>(
-        _ action: String, job: String?, _ body: () async throws -> Result
-    ) async throws(OperationError) -> Result {
+    private func perform<Value>(
+        _ action: String, job: String?, _ body: () async throws -> Value
+    ) async throws(OperationError) -> Value {
         do {
             return try await body()
         } catch let error as OperationError {
@@ -572,9 +575,9 @@ public final class ClusterOperations: Sendable {
     /// writes conditional on what it read (checks, versions, creates of absent nodes); when a
     /// concurrent change makes the transaction fail, it plans again from a fresh read, up to
     /// ``attempts`` times. An empty plan writes nothing.
-    private func transact<Result>(
-        _ action: String, job: String?, _ plan: () async throws -> ([RegistryOperation], Result)
-    ) async throws(OperationError) -> Result {
+    private func transact<Value>(
+        _ action: String, job: String?, _ plan: () async throws -> ([RegistryOperation], Value)
+    ) async throws(OperationError) -> Value {
         try await perform(action, job: job) {
             for attempt in 1...Self.attempts {
                 let (operations, result) = try await plan()
