@@ -169,6 +169,27 @@ struct HotLoadTests {
         #expect(try JSONDecoder().decode([PluginGenerationStatus].self, from: json) == generations)
     }
 
+    @Test("a job whose items run in a worker process switches too: each fire on one version, none missed or doubled")
+    func isolatedJobSwitches() async throws {
+        let harness = try await HotLoadHarness(jobs: Self.reportsJob + "\n      shardwork.isolation: process")
+        let v2 = try await Self.acmeV2(in: harness)
+        try await harness.host.start()
+        await harness.waitForFires(of: "1.0.0", count: 2)
+        let outcome = try await harness.host.loadPlugin(file: v2).get()
+        #expect(outcome.jobsSwitched == ["reports"])
+        await harness.waitForFires(of: "2.0.0", count: 2)
+        await harness.host.shutdown()
+        let byFire = Dictionary(grouping: try harness.entries(), by: \.fireTime)
+        let fireTimes = byFire.keys.sorted()
+        #expect(zip(fireTimes, fireTimes.dropFirst()).allSatisfy { $1 - $0 == 1000 }, "fire times: \(fireTimes)")
+        for fireTime in fireTimes {
+            let items = byFire[fireTime] ?? []
+            #expect(items.map(\.item).sorted() == [0, 1] && Set(items.map(\.version)).count == 1, "fire \(fireTime): \(items)")
+        }
+        let versions = fireTimes.map { byFire[$0]?.first?.version ?? "" }
+        #expect(versions == versions.sorted() && versions.last == "2.0.0", "\(versions)")
+    }
+
     @Test("a file that is not a plugin is refused with the loader's reasons, and v1 goes on serving")
     func notAPlugin() async throws {
         let harness = try await HotLoadHarness(jobs: Self.reportsJob)
