@@ -170,7 +170,7 @@ struct OperationsProcessTests {
         #expect(outcome.status == 2 && outcome.standardError.contains("ops"), "\(outcome.standardError)")
     }
 
-    @Test("a job added to the running cluster fires on every host that has its job type; a host without it takes no items and says so")
+    @Test("a job added to the running cluster fires on every host that has its job type; a host without it takes no items and says so, and joins once the plugin is hot-loaded into it")
     func dynamicJobAndCapability() async throws {
         let cluster = try await Cluster(ensemble: try await SharedZooKeeper.ensemble())
         let (apiA, urlA) = try await cluster.api()
@@ -187,7 +187,8 @@ struct OperationsProcessTests {
             """
         try cluster.start("127.0.0.31", jobs: "  []", extra: apiA)
         try cluster.start("127.0.0.32", jobs: "  []")
-        let c = try cluster.start("127.0.0.33", jobs: "  []", extra: standardOnly)
+        let (apiC, urlC) = try await cluster.api()
+        let c = try cluster.start("127.0.0.33", jobs: "  []", extra: standardOnly + "\n" + apiC)
         defer { Task { await cluster.stopAll() } }
         #expect(await cluster.waitForAPI(urlA), "\(cluster.logs())")
 
@@ -211,6 +212,16 @@ struct OperationsProcessTests {
         let status = try await control(urlA, "job", "status", "dynamic", "--json")
         let parsed = try JSONDecoder().decode(JobStatus.self, from: Data(status.standardOutput.utf8))
         #expect(parsed.incapable.map(\.instanceId) == [c.instanceID] && parsed.brief.dynamic && parsed.instances.count == 2)
+
+        // Given the plugin it lacked (hot-loaded), the third host joins and gets its share.
+        let loaded = try await control(urlC, "plugins", "load", binDirectory + "/libShardworkExampleJobs.so")
+        #expect(loaded.succeeded, "\(loaded.standardError)")
+        let joined = await waitUntil { await cluster.instances("dynamic").count == 3 }
+        #expect(joined, "\(cluster.logs())")
+        let incapableGone = await waitUntil { !(await cluster.exists("/dynamic/incapable/\(c.instanceID)")) }
+        #expect(incapableGone)
+        let joinedAt = now()
+        #expect(await cluster.waitForFire(of: "dynamic", after: joinedAt) { $0.count == 3 && $0.values.flatMap { $0 }.sorted() == Array(0..<6) } != nil, "\(cluster.logs())")
 
         // Adding it again is a conflict; removing it stops it everywhere.
         let again = try await control(urlA, "job", "add", "--config", file)

@@ -167,13 +167,8 @@ public final class ShardworkHost: Service, Sendable {
 
     /// ElasticJob's `triggerAllInstances`: every instance of the job runs it once now (its own items).
     public func trigger(_ jobName: String) async throws {
-        let runtime = try self.runtime(jobName)
-        let paths = runtime.coordinator.paths
-        try await registry.deleteRecursively(paths.trigger)
-        try await registry.ensurePath(paths.trigger)
-        for instance in try await registry.childrenIfPresent(paths.instances) {
-            try await registry.createIfAbsent(paths.trigger(instance))
-        }
+        _ = try self.runtime(jobName)
+        try await operations.trigger(job: jobName)
     }
 
     /// Asks `instanceID` to stop running the job (ElasticJob's `JobOperateAPI.shutdown`), through an
