@@ -31,6 +31,10 @@ struct RunCommand: AsyncParsableCommand {
         "The IPv4 address that names this host in the registry (overrides host.ip).", valueName: "address"))
     var ip: String?
 
+    @Option(name: .customLong("api"), help: ArgumentHelp(
+        "The control API's HOST:PORT (overrides api.address; the configuration must have an api section with its token).", valueName: "address"))
+    var apiAddress: String?
+
     @Flag(name: .customLong("no-preflight"), help: "Load plugins without trying each in a separate process first.")
     var noPreflight = false
 
@@ -55,6 +59,17 @@ struct RunCommand: AsyncParsableCommand {
                 throw CLIFailure.badInput("--ip \(ip): not an IPv4 address such as 10.0.0.5 (ElasticJob's server nodes are IPv4)")
             }
             configuration.host.ip = ip
+        }
+        if let apiAddress {
+            guard var api = configuration.api else {
+                throw CLIFailure.badInput("--api \(apiAddress): \(config) has no api: section; add one with the token (docs/operations.md)")
+            }
+            guard let parsed = APISettings.parseAddress(apiAddress) else {
+                throw CLIFailure.badInput("--api \(apiAddress): not HOST:PORT such as 127.0.0.1:8470")
+            }
+            api.host = parsed.host
+            api.port = parsed.port
+            configuration.api = api
         }
         let jobNames = Set(configuration.jobs.map(\.jobName))
         if let unknown = triggers.first(where: { !jobNames.contains($0) }) {
