@@ -101,6 +101,16 @@ struct OperationsProcessTests {
         let enabledAt = now()
         #expect(await cluster.waitForFire(of: "ops", after: enabledAt) { $0.count == 2 } != nil, "\(cluster.logs())")
 
+        // A server for every job at once.
+        outcome = try await control(urlA, "server", "disable", "127.0.0.22")
+        let disabledValues = [await cluster.text("/ops/servers/127.0.0.22"), await cluster.text("/once/servers/127.0.0.22")]
+        let serverDisabled = disabledValues == ["DISABLED", "DISABLED"]
+        #expect(outcome.succeeded && serverDisabled, "\(outcome.standardError)")
+        outcome = try await control(urlA, "server", "enable", "127.0.0.22")
+        let enabledValues = [await cluster.text("/ops/servers/127.0.0.22"), await cluster.text("/once/servers/127.0.0.22")]
+        let serverEnabled = enabledValues == ["ENABLED", "ENABLED"]
+        #expect(outcome.succeeded && serverEnabled, "\(outcome.standardError)")
+
         // Disable an item: its owner skips it.
         outcome = try await control(urlA, "job", "item", "disable", "ops", "3")
         let itemDisabled = await cluster.exists("/ops/sharding/3/disabled")
@@ -156,6 +166,11 @@ struct OperationsProcessTests {
         #expect(await waitUntil { await cluster.instances("ops") == [a.instanceID] }, "\(cluster.logs())")
         let shutAt = now()
         #expect(await cluster.waitForFire(of: "ops", after: shutAt) { $0 == ["127.0.0.21": [0, 1]] } != nil, "\(cluster.logs())")
+
+        // A server shut down for every job: its instance leaves the other job too.
+        outcome = try await control(urlB, "server", "shutdown", "127.0.0.22")
+        #expect(outcome.succeeded, "\(outcome.standardError)")
+        #expect(await waitUntil { await cluster.instances("once") == [a.instanceID] }, "\(cluster.logs())")
 
         // Remove the job: it stops everywhere and its nodes go.
         outcome = try await control(urlB, "job", "remove", "ops")
