@@ -51,6 +51,45 @@ final class HostHarness: Sendable {
 
 @Suite("Single-host runtime")
 struct HostRuntimeTests {
+    @Test("a fire armed ahead of its instant starts its prepared items once; one whose registry state changed meanwhile takes the general path")
+    func armedFires() async throws {
+        let harness = try await HostHarness("""
+            jobs:
+              - jobName: orders
+                jobType: c-echo
+                cron: "* * * * * ?"
+                shardingTotalCount: 2
+            """)
+        try await harness.host.start()
+        let runtime = try #require(harness.host.runtimes["orders"])
+        let second = HostHarness.start / 1000 * 1000
+        func echoes(_ item: Int, at time: Int64) -> Int {
+            harness.lines(containing: "echo orders item \(item)/2").filter { $0.contains("fired \(time)") }.count
+        }
+        // The first fire shards (the flag is set): the general path.
+        harness.advance(toSecond: 1)
+        await harness.waitFor("job 'orders' fired for", count: 1)
+        #expect(runtime.armedFireCount == 0)
+
+        // Armed 250 ms ahead, released at the instant.
+        harness.clock.advance(to: second + 2000 - 100)
+        #expect(await eventually { runtime.armedDeadline == second + 2000 }, "\(harness.log.messages)")
+        #expect(echoes(0, at: second + 2000) == 0, "nothing runs before the instant")
+        harness.advance(toSecond: 2)
+        await harness.waitFor("job 'orders' fired for", count: 2)
+        #expect(runtime.armedFireCount == 1)
+        #expect(echoes(0, at: second + 2000) == 1 && echoes(1, at: second + 2000) == 1)
+
+        // Armed, then an item is disabled before the instant: the stale preparation is dropped.
+        harness.clock.advance(to: second + 3000 - 100)
+        #expect(await eventually { runtime.armedDeadline == second + 3000 })
+        try await harness.registry.create("/orders/sharding/1/disabled", data: [], mode: .persistent)
+        harness.advance(toSecond: 3)
+        await harness.waitFor("job 'orders' fired for", count: 3)
+        #expect(runtime.armedFireCount == 1, "the general path ran it")
+        #expect(echoes(0, at: second + 3000) == 1 && echoes(1, at: second + 3000) == 0)
+    }
+
     @Test("jobs fire at their cron instants with ElasticJob's sharding context, and register ElasticJob's layout")
     func firesWithContext() async throws {
         let harness = try await HostHarness("""

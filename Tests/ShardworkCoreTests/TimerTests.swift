@@ -41,6 +41,28 @@ struct TimerQueueTests {
         #expect(!queue.isScheduled("a"))
     }
 
+    @Test("a key cancelled and scheduled again comes due once, at its new deadline only")
+    func cancelThenSchedule() {
+        var queue = TimerQueue<String>()
+        queue.schedule("a", at: 10)
+        queue.cancel("a")
+        queue.schedule("a", at: 50)
+        let early = queue.popDue(now: 20)
+        let due = queue.popDue(now: 60)
+        #expect(early.isEmpty, "the cancelled entry stays dead")
+        #expect(due.map(\.key) == ["a"] && due.map(\.deadline) == [50])
+        #expect(queue.popDue(now: 100).isEmpty && queue.count == 0)
+    }
+
+    @Test("popDue hands out at most its limit, the earliest first")
+    func popLimit() {
+        var queue = TimerQueue<Int>()
+        for key in 0..<10 { queue.schedule(key, at: Int64(key)) }
+        let first = queue.popDue(now: 100, limit: 4)
+        let rest = queue.popDue(now: 100)
+        #expect(first.map(\.key) == [0, 1, 2, 3] && rest.map(\.key) == Array(4..<10))
+    }
+
     @Test("ten thousand keys rescheduled a hundred times each stay correct and compact")
     func manyKeys() {
         var queue = TimerQueue<Int>()

@@ -171,6 +171,13 @@ public final class JobCoordinator: Sendable {
         }
     }
 
+    /// The cached snapshot and its generation, without reading the registry; `nil` when none is
+    /// cached.
+    func cachedSnapshot() -> (JobSnapshot, UInt64)? { cache.currentWithGeneration() }
+
+    /// Changes whenever the cached snapshot is dropped (a registry change, a write of this instance).
+    var cacheGeneration: UInt64 { cache.generation }
+
     /// Forgets the cached snapshot, and with `watchesLost` also the record of armed watches (after a
     /// new session, the old session's watches never fire).
     public func invalidateCache(watchesLost: Bool = false) {
@@ -310,6 +317,10 @@ final class SnapshotCache: Sendable {
     }
 
     func current() -> JobSnapshot? { state.withLock { $0.snapshot } }
+
+    func currentWithGeneration() -> (JobSnapshot, UInt64)? {
+        state.withLock { state in state.snapshot.map { ($0, state.generation) } }
+    }
 
     var generation: UInt64 { state.withLock { $0.generation } }
 

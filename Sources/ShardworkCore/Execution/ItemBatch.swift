@@ -40,7 +40,7 @@ public final class ItemBatch: Sendable {
         var outcomes: [Int: ItemOutcome] = [:]
         var cancelled: Set<Int> = []
         var cancelAll = false
-        var continuation: CheckedContinuation<[Int: ItemOutcome], Never>?
+        var completion: (@Sendable ([Int: ItemOutcome]) -> Void)?
     }
 
     private let state: Mutex<State>
@@ -64,15 +64,50 @@ public final class ItemBatch: Sendable {
         cancellation: ItemBatchCancellation? = nil, run: @escaping Run
     ) async -> [Int: ItemOutcome] {
         guard !items.isEmpty else { return [:] }
-        let batch = ItemBatch(items: items, pool: pool, timeout: timeout, run: run)
-        cancellation?.attach(batch)
-        defer { cancellation?.detach(batch) }
         return await withCheckedContinuation { continuation in
-            batch.state.withLock { $0.continuation = continuation }
-            for _ in 0..<max(1, min(concurrency, items.count)) {
-                pool.submit { batch.runner() }
+            start(
+                items, concurrency: concurrency, pool: pool, timeout: timeout, cancellation: cancellation, run: run,
+                submit: { pool.submit(contentsOf: $0) },
+                completion: { continuation.resume(returning: $0) })
+        }
+    }
+
+    /// Starts `items` without waiting: `submit` receives the runners to put on the pool (at once, or
+    /// with other fires' runners in one hand-off), and `completion` is called once, on the thread
+    /// of the last item to end, with every outcome.
+    static func start(
+        _ items: [Int], concurrency: Int, pool: WorkerPool, timeout: Double?,
+        cancellation: ItemBatchCancellation?, run: @escaping Run,
+        submit: ([@Sendable () -> Void]) -> Void,
+        completion: @escaping @Sendable ([Int: ItemOutcome]) -> Void
+    ) {
+        guard !items.isEmpty else {
+            completion([:])
+            return
+        }
+        ItemBatch(items: items, pool: pool, timeout: timeout, run: run)
+            .activate(concurrency: concurrency, cancellation: cancellation, submit: submit, completion: completion)
+    }
+
+    /// A batch made ahead of time (an armed fire): nothing runs until ``activate(concurrency:cancellation:submit:completion:)``.
+    static func prepare(_ items: [Int], pool: WorkerPool, timeout: Double?, run: @escaping Run) -> ItemBatch {
+        ItemBatch(items: items, pool: pool, timeout: timeout, run: run)
+    }
+
+    /// Starts the batch: at most `concurrency` runners go to `submit`, and `completion` is called
+    /// once with every outcome. Call once.
+    func activate(
+        concurrency: Int, cancellation: ItemBatchCancellation?, submit: ([@Sendable () -> Void]) -> Void,
+        completion: @escaping @Sendable ([Int: ItemOutcome]) -> Void
+    ) {
+        state.withLock {
+            $0.completion = { [weak cancellation] outcomes in
+                cancellation?.detach(self)
+                completion(outcomes)
             }
         }
+        cancellation?.attach(self)
+        submit(Array(repeating: { self.runner() }, count: max(1, min(concurrency, total))))
     }
 
     /// Asks every running and pending item to stop.
@@ -110,32 +145,33 @@ public final class ItemBatch: Sendable {
 
     /// Records an outcome; returns false when the item had already been given up on.
     private func finish(_ item: Int, _ outcome: ItemOutcome) -> Bool {
-        let (recorded, completion) = state.withLock { state -> (Bool, CheckedContinuation<[Int: ItemOutcome], Never>?) in
-            guard state.running.remove(item) != nil else { return (false, nil) }
+        let (recorded, completion, outcomes) = state.withLock { state -> (Bool, (@Sendable ([Int: ItemOutcome]) -> Void)?, [Int: ItemOutcome]) in
+            guard state.running.remove(item) != nil else { return (false, nil, [:]) }
             state.outcomes[item] = outcome
-            return (true, takeCompletion(&state))
+            return (true, takeCompletion(&state), state.outcomes)
         }
-        completion?.resume(returning: state.withLock { $0.outcomes })
+        completion?(outcomes)
         return recorded
     }
 
     private func timeOut(_ item: Int, after seconds: Double) {
-        let (timedOut, completion, morePending) = state.withLock { state -> (Bool, CheckedContinuation<[Int: ItemOutcome], Never>?, Bool) in
-            guard state.running.remove(item) != nil else { return (false, nil, false) }
+        let (timedOut, completion, morePending, outcomes) = state.withLock {
+            state -> (Bool, (@Sendable ([Int: ItemOutcome]) -> Void)?, Bool, [Int: ItemOutcome]) in
+            guard state.running.remove(item) != nil else { return (false, nil, false, [:]) }
             state.outcomes[item] = .timedOut(seconds: seconds)
             state.cancelled.insert(item)
-            return (true, takeCompletion(&state), !state.pending.isEmpty)
+            return (true, takeCompletion(&state), !state.pending.isEmpty, state.outcomes)
         }
         guard timedOut else { return }
         pool.markStuck()
         if morePending { pool.submit { [self] in runner() } }
-        completion?.resume(returning: state.withLock { $0.outcomes })
+        completion?(outcomes)
     }
 
-    private func takeCompletion(_ state: inout State) -> CheckedContinuation<[Int: ItemOutcome], Never>? {
-        guard state.outcomes.count == total, let continuation = state.continuation else { return nil }
-        state.continuation = nil
-        return continuation
+    private func takeCompletion(_ state: inout State) -> (@Sendable ([Int: ItemOutcome]) -> Void)? {
+        guard state.outcomes.count == total, let completion = state.completion else { return nil }
+        state.completion = nil
+        return completion
     }
 }
 

@@ -110,6 +110,8 @@ public final class JobRuntime: Sendable {
         /// Items taken over from a crashed instance, with the epochs of their claims, waiting to
         /// run (at once when idle, after the current fire otherwise).
         var failoverPending: [Int: UInt64] = [:]
+        /// The next scheduled fire, prepared ahead of its instant (see ``arm(deadline:)``).
+        var armed: ArmedFire?
     }
 
     /// Called after every fire (and failover run) ends: the host looks for failover work then
@@ -120,6 +122,8 @@ public final class JobRuntime: Sendable {
     /// One logger per item, made once: setting log metadata is not free (swift-log's stream handler
     /// renders it again on every change), and items repeat at every fire.
     private let itemLoggers = Mutex<[Int: Logger]>([:])
+    /// Fires started from an armed preparation.
+    let armedFires = Atomic<Int>(0)
     /// Set when the job needs resharding while a streaming dataflow item runs: it stops fetching.
     let reshardingNeeded = Atomic<Bool>(false)
 
@@ -167,11 +171,13 @@ public final class JobRuntime: Sendable {
 
     /// The timer's call (on the timer thread; it must not wait): start a fire, or record a misfire
     /// when the previous fire is still running. Returns the next fire time.
-    public func timerFired(deadline: Int64, now: Int64) -> Int64? {
+    public func timerFired(deadline: Int64, now: Int64, release: FireRelease? = nil) -> Int64? {
         let late = now - deadline > Self.lateFireMilliseconds
-        let next = job.schedule?.nextFireTime(after: late ? now : deadline)
         enum Action { case start, misfire, skipLate, none }
+        var armed: ArmedFire?
         let action: Action = state.withLock { state in
+            armed = state.armed
+            state.armed = nil
             if state.stopped { return .none }
             if state.running {
                 guard job.configuration.misfire else { return .none }
@@ -203,6 +209,9 @@ public final class JobRuntime: Sendable {
         }
         switch action {
         case .start:
+            if !late, let armed, armed.deadline == deadline, start(armed, via: release) {
+                break
+            }
             let source: FireSource = late ? .misfire : .schedule
             Task { await self.fire(scheduledAt: deadline, source: source) }
         case .misfire:
@@ -212,7 +221,11 @@ public final class JobRuntime: Sendable {
         case .none:
             break
         }
-        return next
+        // Computed after the fire is off, so it delays nothing that starts now; an armed fire of
+        // the same preparation computed it ahead.
+        let prepared = self.job
+        if !late, let armed, armed.deadline == deadline, armed.job === prepared { return armed.next }
+        return prepared.schedule?.nextFireTime(after: late ? now : deadline)
     }
 
     /// Runs the job once now. If a fire is running, runs once after it (triggers do not pile up).
@@ -253,29 +266,41 @@ public final class JobRuntime: Sendable {
     public var isRunning: Bool { state.withLock { $0.running } }
 
     private func fire(scheduledAt fireTime: Int64, source: FireSource) async {
-        var source = source
-        while true {
-            await runFire(fireTime: source == .trigger || source == .failover ? services.clock.now() : fireTime, source: source)
-            let again = state.withLock { state -> FireSource? in
-                state.currentItems = []
-                if !state.stopped, !state.failoverPending.isEmpty {
-                    return .failover
-                }
-                if !state.stopped, state.misfirePending {
-                    // A fire came after the misfire check of the run that just ended.
-                    state.misfirePending = false
-                    return .misfire
-                }
-                if !state.stopped, state.triggerPending {
-                    state.triggerPending = false
-                    return .trigger
-                }
-                state.running = false
-                return nil
-            }
-            guard let next = again else { break }
-            source = next
+        await runFire(fireTime: source == .trigger || source == .failover ? services.clock.now() : fireTime, source: source)
+        await afterRun(scheduledAt: fireTime)
+    }
+
+    /// After a run: the runs that came meanwhile (failover work, a misfire, a trigger), then the
+    /// end of the fire.
+    private func afterRun(scheduledAt fireTime: Int64) async {
+        while let next = nextRun() {
+            await runFire(fireTime: next == .trigger || next == .failover ? services.clock.now() : fireTime, source: next)
         }
+        fireEnded()
+    }
+
+    /// What runs next once a run has ended, or `nil` (and the job is idle) when nothing does.
+    private func nextRun() -> FireSource? {
+        state.withLock { state -> FireSource? in
+            state.currentItems = []
+            if !state.stopped, !state.failoverPending.isEmpty {
+                return .failover
+            }
+            if !state.stopped, state.misfirePending {
+                // A fire came after the misfire check of the run that just ended.
+                state.misfirePending = false
+                return .misfire
+            }
+            if !state.stopped, state.triggerPending {
+                state.triggerPending = false
+                return .trigger
+            }
+            state.running = false
+            return nil
+        }
+    }
+
+    private func fireEnded() {
         for worker in retiredWorkers.withLock({ workers in defer { workers = [] }; return workers }) { worker.shutdown() }
         onFireEnded.withLock { $0 }?()
     }
@@ -595,5 +620,189 @@ public final class JobRuntime: Sendable {
         let millis = Int32(((milliseconds % 1000) + 1000) % 1000)
         return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
             + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(millis, 3))Z"
+    }
+}
+
+// MARK: Armed fires
+
+/// A scheduled fire prepared ahead of its instant by ``JobRuntime/arm(deadline:)``: its items,
+/// their contexts and the next fire time, worked out from the cached registry snapshot.
+struct ArmedFire: Sendable {
+    let deadline: Int64
+    /// The preparation it was made from; another one by the instant (a configuration change, a
+    /// hot-load) makes it stale.
+    let job: PreparedJob
+    /// The snapshot cache's generation when it was made; any registry change since makes it stale.
+    let cacheGeneration: UInt64
+    let items: [Int]
+    let contexts: [Int: ShardingContext]
+    /// The fire time after this one.
+    let next: Int64?
+    /// The items' batch, made ahead; it runs only if the fire is released.
+    let batch: ItemBatch
+    /// The registry session and fencing generation the items belong to: if either changed by the
+    /// instant, the fire is stale.
+    let session: Int64?
+    let fencingGeneration: UInt64
+}
+
+/// The work released by one run of the timer, handed to the worker pool in bulk: one lock and one
+/// wake-up for a burst of fires instead of one per fire. Used on the timer's thread only.
+public final class FireRelease: @unchecked Sendable {
+    private let pool: WorkerPool
+    private var pending: [@Sendable () -> Void] = []
+
+    public init(pool: WorkerPool) { self.pool = pool }
+
+    func add(_ work: [@Sendable () -> Void]) { pending.append(contentsOf: work) }
+
+    /// Hands everything released since the last flush to the pool.
+    public func flush() {
+        guard !pending.isEmpty else { return }
+        pool.submit(contentsOf: pending)
+        pending.removeAll(keepingCapacity: true)
+    }
+}
+
+extension JobRuntime {
+    /// The instant of the fire armed now, if one is.
+    public var armedDeadline: Int64? { state.withLock { $0.armed?.deadline } }
+
+    /// How many fires started from an armed preparation (the rest took the general path).
+    public var armedFireCount: Int { armedFires.load(ordering: .relaxed) }
+
+    /// Whether the job's fires can be armed: nothing to do at the instant but start the items. A
+    /// fire with listeners, running markers (monitorExecution, and so failover), the clock check
+    /// or a worker process takes the general path, as does any fire whose registry state changed
+    /// after it was armed.
+    static func canArm(_ job: PreparedJob) -> Bool {
+        job.listeners.isEmpty && !job.configuration.monitorExecution && job.configuration.maxTimeDiffSeconds < 0
+            && job.isolation == nil
+    }
+
+    /// Prepares the fire at `deadline` (on the timer's thread, ahead of the instant): the items this
+    /// instance runs, their contexts and the fire after it, from the cached snapshot. Nothing is
+    /// armed when the job cannot be, the snapshot is not cached, or a resharding is due; that fire
+    /// then takes the general path.
+    public func arm(deadline: Int64) {
+        let job = self.job
+        guard Self.canArm(job) else {
+            state.withLock { $0.armed = nil }
+            return
+        }
+        guard coordinator.cachedSnapshot() != nil else {
+            // Not cached (the registry changed since the last read): read it off the timer's
+            // thread, and arm with it if it comes before the instant.
+            state.withLock { $0.armed = nil }
+            Task {
+                guard (try? await coordinator.snapshot()) != nil, services.clock.now() < deadline - 1 else { return }
+                arm(deadline: deadline)
+            }
+            return
+        }
+        var armed: ArmedFire?
+        if let (snapshot, generation) = coordinator.cachedSnapshot(),
+           !snapshot.reshardingNecessary, !snapshot.shardingProcessing
+        {
+            let configuration = job.configuration
+            let items = CoordinationRules.itemsToRun(
+                snapshot, services.instance, total: configuration.shardingTotalCount, failover: configuration.failover,
+                monitorExecution: false)
+            if !items.isEmpty {
+                let taskID = "\(name)@-@\(items.map(String.init).joined(separator: ","))@-@READY@-@\(services.instance.id)"
+                var contexts: [Int: ShardingContext] = [:]
+                for item in items {
+                    contexts[item] = ShardingContext(
+                        jobName: job.name, taskID: taskID, shardingTotalCount: configuration.shardingTotalCount,
+                        jobParameter: configuration.jobParameter, shardingItem: item, shardingParameter: job.itemParameters[item],
+                        fireTimeMilliseconds: deadline, fencingEpoch: snapshot.items[item]?.ownerEpoch ?? 0)
+                }
+                let registry = coordinator.registry
+                let session = registry.sessionID
+                let fencingGeneration = services.fencingGeneration.load(ordering: .acquiring)
+                let services = self.services
+                let owned: @Sendable () -> Bool = {
+                    registry.sessionID == session && services.fencingGeneration.load(ordering: .acquiring) == fencingGeneration
+                        && !services.registrySilent(registry)
+                }
+                let batch = ItemBatch.prepare(items, pool: services.pool, timeout: job.itemTimeoutSeconds) { [self, contexts] item, isCancelled in
+                    let context = contexts[item]!
+                    let epoch = context.fencingEpoch
+                    let control = ItemControl(isCancelled: { isCancelled() || !owned() }, isEpochCurrent: { $0 == epoch && owned() })
+                    let invocation = ItemInvocation(context: context, control: control, logger: itemLogger(item))
+                    return Self.runItem(job.jobType, streaming: job.streamingProcess, invocation) { [self] in
+                        reshardingNeeded.load(ordering: .relaxed)
+                    }
+                }
+                armed = ArmedFire(
+                    deadline: deadline, job: job, cacheGeneration: generation, items: items, contexts: contexts,
+                    next: job.schedule?.nextFireTime(after: deadline), batch: batch, session: session,
+                    fencingGeneration: fencingGeneration)
+            }
+        }
+        state.withLock { $0.armed = armed }
+    }
+
+    /// Starts an armed fire's items (the job is marked running already). Returns false, having
+    /// started nothing, when the fire went stale since it was armed.
+    fileprivate func start(_ armed: ArmedFire, via release: FireRelease?) -> Bool {
+        let registry = coordinator.registry
+        guard armed.job === job, coordinator.cacheGeneration == armed.cacheGeneration, services.mayStartItems,
+              registry.sessionID == armed.session,
+              services.fencingGeneration.load(ordering: .acquiring) == armed.fencingGeneration,
+              !services.registrySilent(registry)
+        else { return false }
+        state.withLock { $0.currentItems = armed.items }
+        armedFires.add(1, ordering: .relaxed)
+        let services = self.services
+        armed.batch.activate(
+            concurrency: armed.job.threadCount, cancellation: services.cancellation,
+            submit: { runners in
+                if let release { release.add(runners) } else { services.pool.submit(contentsOf: runners) }
+            },
+            completion: { [self] outcomes in finishArmed(armed, outcomes: outcomes) })
+        return true
+    }
+
+    /// The end of an armed fire, on the thread of its last item: what `execute` and `runFire` do
+    /// after the items, for a fire without markers or listeners. Failures go to the error handler
+    /// on a task; a success ends the fire here.
+    private func finishArmed(_ armed: ArmedFire, outcomes: [Int: ItemOutcome]) {
+        let items = armed.items
+        let started = armed.deadline
+        let registry = coordinator.registry
+        let owned = registry.sessionID == armed.session
+            && services.fencingGeneration.load(ordering: .acquiring) == armed.fencingGeneration && !services.registrySilent(registry)
+        if registry.sessionID != armed.session {
+            logger.warning("job '\(name)': items \(items.map(String.init).joined(separator: ",")) ran past this host's registry session")
+        } else if !owned {
+            let fenced = items.filter { outcomes[$0]?.succeeded != true }
+            if !fenced.isEmpty {
+                logger.warning("job '\(name)': items \(fenced.map(String.init).joined(separator: ",")) were stopped by fencing")
+            }
+        }
+        let failed = items.filter { outcomes[$0]?.failureMessage != nil }
+        guard failed.isEmpty else {
+            Task {
+                for item in failed {
+                    guard let outcome = outcomes[item], let message = outcome.failureMessage else { continue }
+                    _ = await handleFailure(
+                        armed.job, origin: .item, item: item, fireTime: armed.deadline, taskID: armed.contexts[item]?.taskID ?? "",
+                        message: message, code: outcome.code)
+                }
+                logFire(fireTime: armed.deadline, source: .schedule, items: items, outcomes: outcomes, runs: 1, started: started)
+                await afterRun(scheduledAt: armed.deadline)
+            }
+            return
+        }
+        logFire(fireTime: armed.deadline, source: .schedule, items: items, outcomes: outcomes, runs: 1, started: started)
+        if let next = nextRun() {
+            Task {
+                await runFire(fireTime: next == .trigger || next == .failover ? services.clock.now() : armed.deadline, source: next)
+                await afterRun(scheduledAt: armed.deadline)
+            }
+        } else {
+            fireEnded()
+        }
     }
 }

@@ -45,6 +45,9 @@ public final class ShardworkHost: Service, Sendable {
         /// The version of the registry's configuration this host applied last.
         var configVersion: Int32?
         var lastReconcile = ContinuousClock.now
+        /// The snapshot cache generation of the last sync that went through: while it is still the
+        /// cache's, nothing changed in the registry and the periodic check has nothing to do.
+        var syncedGeneration: UInt64?
     }
 
     let syncs: Mutex<[String: JobSync]>
@@ -55,6 +58,8 @@ public final class ShardworkHost: Service, Sendable {
     /// The timer key of the host's periodic check (job names cannot contain `/`).
     static let maintenanceKey = "/maintenance"
     static let maintenanceIntervalMilliseconds: Int64 = 5_000
+    /// How long before its instant a fire is prepared.
+    static let armLeadMilliseconds: Int64 = 250
 
     /// Prepares every job of `configuration` against `providers` (throws before anything starts
     /// when one is invalid).
@@ -80,7 +85,7 @@ public final class ShardworkHost: Service, Sendable {
         services = HostServices(
             pool: pool, instance: instance, clock: clock, logger: logger, workerExecutable: workerExecutable,
             fencingFraction: fencingFraction)
-        timer = TimerService(clock: clock)
+        timer = TimerService(clock: clock, armLeadMilliseconds: Self.armLeadMilliseconds)
         var runtimes: [String: JobRuntime] = [:]
         for job in jobs {
             runtimes[job.name] = JobRuntime(
@@ -103,14 +108,22 @@ public final class ShardworkHost: Service, Sendable {
         }
         let runtimes = self.runtimes
         let maintenanceInterval = Self.maintenanceIntervalMilliseconds
-        timer.start { [weak self] key, deadline, now in
-            guard let self else { return nil }
-            if key == Self.maintenanceKey {
-                self.maintain()
-                return now + maintenanceInterval
-            }
-            return self.table.withLock { $0[key] }?.timerFired(deadline: deadline, now: now)
-        }
+        // Fires are armed ahead of their instant and released in bulk (see ``JobRuntime/arm(deadline:)``).
+        let release = FireRelease(pool: services.pool)
+        timer.start(
+            handler: { [weak self] key, deadline, now in
+                guard let self else { return nil }
+                if key == Self.maintenanceKey {
+                    self.maintain()
+                    return now + maintenanceInterval
+                }
+                return self.table.withLock { $0[key] }?.timerFired(deadline: deadline, now: now, release: release)
+            },
+            arm: { [weak self] key, deadline in
+                guard let self, key != Self.maintenanceKey else { return }
+                self.table.withLock { $0[key] }?.arm(deadline: deadline)
+            },
+            flush: { release.flush() })
         let now = services.clock.now()
         for runtime in runtimes.values {
             schedule(runtime, after: now)
@@ -143,10 +156,12 @@ public final class ShardworkHost: Service, Sendable {
             guard let self, Self.affectsSync(path, job: runtime.coordinator.paths) else { return }
             self.scheduleSync(runtime)
         }
-        // After every fire the host looks for failover work (ElasticJob's enquiry execution).
+        // After every fire of a failover job the host looks for failover work (ElasticJob's
+        // enquiry execution); other jobs have nothing to look for then.
         runtime.onFireEnded.withLock { $0 = { [weak self, weak runtime] in
             guard let self, let runtime else { return }
-            self.scheduleSync(runtime)
+            let configuration = runtime.job.configuration
+            if configuration.failover && configuration.monitorExecution { self.scheduleSync(runtime) }
         } }
     }
 
@@ -236,6 +251,13 @@ public final class ShardworkHost: Service, Sendable {
         let me = services.instance
         do {
             var snapshot = try await coordinator.snapshot()
+            let generation = coordinator.cacheGeneration
+            defer {
+                // Only a sync that read a snapshot still cached at the end counts as having seen it.
+                if coordinator.cachedSnapshot()?.1 == generation {
+                    syncs.withLock { $0[runtime.name]?.syncedGeneration = generation }
+                }
+            }
             if snapshot.configVersion == nil {
                 // ElasticJob's removeJobConfiguration deletes the job's whole subtree: the job
                 // stops everywhere.
@@ -425,7 +447,13 @@ public final class ShardworkHost: Service, Sendable {
     private func maintain() {
         Task { await self.adoptJobs() }
         for runtime in runtimes.values {
-            scheduleSync(runtime)
+            // A job whose registry state has not changed since its last sync has nothing to sync
+            // (failover jobs look anyway: whether they may take over work depends on this host too).
+            let configuration = runtime.job.configuration
+            let synced = syncs.withLock { $0[runtime.name]?.syncedGeneration }
+            if configuration.failover || synced == nil || runtime.coordinator.cachedSnapshot()?.1 != synced {
+                scheduleSync(runtime)
+            }
             let minutes = runtime.job.configuration.reconcileIntervalMinutes
             guard minutes > 0 else { continue }
             let due = syncs.withLock { syncs -> Bool in

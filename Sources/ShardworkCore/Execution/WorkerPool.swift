@@ -47,6 +47,20 @@ public final class WorkerPool: @unchecked Sendable {
         }
     }
 
+    /// Runs every one of `bodies` on pool threads, in order, with one lock and one wake-up for the
+    /// lot: how the timer releases a burst of fires that came due at one instant.
+    public func submit(contentsOf bodies: [@Sendable () -> Void]) {
+        guard !bodies.isEmpty else { return }
+        condition.lock()
+        defer { condition.unlock() }
+        guard !stopped else { return }
+        work.append(contentsOf: bodies)
+        while threadCount < size + stuckCount && threadCount - idleCount < work.count {
+            startThread()
+        }
+        if idleCount > 0 { condition.broadcast() }
+    }
+
     /// A thread is stuck in work past its deadline: start another so capacity does not shrink.
     /// Call ``releaseStuck()`` when that work returns.
     public func markStuck() {

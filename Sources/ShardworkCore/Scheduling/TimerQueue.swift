@@ -26,7 +26,9 @@ public struct TimerQueue<Key: Hashable & Sendable>: Sendable {
     /// Schedules `key` at `deadline`, replacing any earlier deadline of the same key.
     public mutating func schedule(_ key: Key, at deadline: Int64) {
         nextSequence &+= 1
-        let generation = (generations[key] ?? 0) &+ 1
+        // Unique per entry, never reused: a key cancelled and scheduled again must not bring its
+        // cancelled entry, still in the heap, back to life.
+        let generation = nextSequence
         generations[key] = generation
         push(Entry(deadline: deadline, sequence: nextSequence, key: key, generation: generation))
         compactIfStale()
@@ -44,17 +46,18 @@ public struct TimerQueue<Key: Hashable & Sendable>: Sendable {
         return heap.first?.deadline
     }
 
-    /// Removes and returns every key whose deadline is at or before `now`, earliest first. A returned
-    /// key is no longer scheduled until it is scheduled again.
-    public mutating func popDue(now: Int64) -> [(key: Key, deadline: Int64)] {
+    /// Removes and returns every key (at most `limit`) whose deadline is at or before `now`, earliest
+    /// first. A returned key is no longer scheduled until it is scheduled again.
+    public mutating func popDue(now: Int64, limit: Int = .max) -> [(key: Key, deadline: Int64)] {
         var due: [(key: Key, deadline: Int64)] = []
-        while true {
+        while due.count < limit {
             dropStaleTop()
             guard let top = heap.first, top.deadline <= now else { return due }
             popTop()
             generations.removeValue(forKey: top.key)
             due.append((top.key, top.deadline))
         }
+        return due
     }
 
     // MARK: Heap

@@ -68,15 +68,26 @@ public final class ManualClock: SchedulerClock {
 /// the handler, which returns the key's next deadline (or `nil` to stop). An idle job costs one heap
 /// entry: no thread, task or timer of its own. The handler runs on the timer's thread and must
 /// only hand work off (start a task, enqueue), never wait.
+///
+/// With an arming lead, each key is also handed to the arm handler that long before its deadline,
+/// so that the work of a fire can be prepared ahead and the instant itself only releases it. Due
+/// keys are handed out a few hundred at a time, and after each such run the flush handler is
+/// called, so that released work can be handed off in bulk. Firing always comes before arming.
 public final class TimerService: @unchecked Sendable {
     // `queue`, `handler` and `running` are guarded by `condition`, which also wakes the thread.
     /// Called with the key, its deadline and the clock's time when the key came due; returns the
     /// key's next deadline.
     public typealias Handler = @Sendable (_ key: String, _ deadline: Int64, _ now: Int64) -> Int64?
+    /// Called with a key and its coming deadline, `armLeadMilliseconds` before it.
+    public typealias ArmHandler = @Sendable (_ key: String, _ deadline: Int64) -> Void
 
     private let condition = NSCondition()
     private var queue = TimerQueue<String>()
+    /// The same keys at their deadlines less the lead, until they are armed.
+    private var armQueue = TimerQueue<String>()
     private var handler: Handler?
+    private var armHandler: ArmHandler?
+    private var flushHandler: (@Sendable () -> Void)?
     private var running = false
     private var thread: Thread?
     /// Keys scheduled or cancelled while handlers ran: what was done to them wins over the
@@ -87,19 +98,24 @@ public final class TimerService: @unchecked Sendable {
     /// The longest the thread sleeps before looking at the clock again, so that a wall-clock jump
     /// (NTP, a suspended VM) delays no fire by more than this.
     private let maximumSleepMilliseconds: Int64
+    /// How long before its deadline a key is armed; 0: never.
+    public let armLeadMilliseconds: Int64
 
-    public init(clock: any SchedulerClock = SystemClock(), maximumSleepMilliseconds: Int64 = 1000) {
+    public init(clock: any SchedulerClock = SystemClock(), maximumSleepMilliseconds: Int64 = 1000, armLeadMilliseconds: Int64 = 0) {
         self.clock = clock
         self.maximumSleepMilliseconds = maximumSleepMilliseconds
+        self.armLeadMilliseconds = armLeadMilliseconds
         clock.register { [weak self] in self?.wake() }
     }
 
     /// Starts the timer thread.
-    public func start(handler: @escaping Handler) {
+    public func start(handler: @escaping Handler, arm: ArmHandler? = nil, flush: (@Sendable () -> Void)? = nil) {
         condition.lock()
         defer { condition.unlock() }
         guard !running else { return }
         self.handler = handler
+        self.armHandler = armLeadMilliseconds > 0 ? arm : nil
+        self.flushHandler = flush
         running = true
         let thread = Thread { [self] in run() }
         thread.name = "shardwork-timer"
@@ -121,7 +137,13 @@ public final class TimerService: @unchecked Sendable {
         if dispatching { touchedWhileDispatching.insert(key) }
         let earliest = queue.nextDeadline()
         queue.schedule(key, at: deadline)
-        if earliest.map({ deadline < $0 }) ?? true { condition.signal() }
+        var wake = earliest.map({ deadline < $0 }) ?? true
+        if armLeadMilliseconds > 0 {
+            let earliestArm = armQueue.nextDeadline()
+            armQueue.schedule(key, at: deadline - armLeadMilliseconds)
+            wake = wake || (earliestArm.map { deadline - armLeadMilliseconds < $0 } ?? true)
+        }
+        if wake { condition.signal() }
         condition.unlock()
     }
 
@@ -129,6 +151,7 @@ public final class TimerService: @unchecked Sendable {
         condition.lock()
         if dispatching { touchedWhileDispatching.insert(key) }
         queue.cancel(key)
+        armQueue.cancel(key)
         condition.unlock()
     }
 
@@ -156,8 +179,10 @@ public final class TimerService: @unchecked Sendable {
         while running {
             let nowMicroseconds = clock.nowMicroseconds()
             let now = nowMicroseconds / 1000
-            let due = queue.popDue(now: now)
+            // A few hundred at a time: the first fires of a burst start before the last are popped.
+            let due = queue.popDue(now: now, limit: 256)
             if !due.isEmpty, let handler {
+                for (key, _) in due { armQueue.cancel(key) }
                 dispatching = true
                 condition.unlock()
                 var next: [(String, Int64)] = []
@@ -165,15 +190,29 @@ public final class TimerService: @unchecked Sendable {
                 for (key, deadline) in due {
                     if let deadline = handler(key, deadline, now) { next.append((key, deadline)) }
                 }
+                flushHandler?()
                 condition.lock()
                 dispatching = false
                 for (key, deadline) in next where !touchedWhileDispatching.contains(key) {
                     queue.schedule(key, at: deadline)
+                    if armLeadMilliseconds > 0 { armQueue.schedule(key, at: deadline - armLeadMilliseconds) }
                 }
                 touchedWhileDispatching.removeAll(keepingCapacity: true)
                 continue
             }
-            if let deadline = queue.nextDeadline(), !clock.isManual {
+            if let armHandler {
+                // A few at a time, so that a deadline that comes meanwhile is not kept waiting.
+                let arming = armQueue.popDue(now: now, limit: 64)
+                if !arming.isEmpty {
+                    condition.unlock()
+                    for (key, armTime) in arming { armHandler(key, armTime + armLeadMilliseconds) }
+                    condition.lock()
+                    continue
+                }
+            }
+            var earliest = queue.nextDeadline()
+            if armHandler != nil, let arm = armQueue.nextDeadline() { earliest = min(earliest ?? arm, arm) }
+            if let deadline = earliest, !clock.isManual {
                 let wait = min(deadline * 1000 - nowMicroseconds, maximumSleepMilliseconds * 1000)
                 _ = condition.wait(until: Date(timeIntervalSinceNow: Double(max(wait, 0)) / 1_000_000))
             } else {
