@@ -178,6 +178,9 @@ public final class JobCoordinator: Sendable {
     /// Changes whenever the cached snapshot is dropped (a registry change, a write of this instance).
     var cacheGeneration: UInt64 { cache.generation }
 
+    /// The cache's generation when a snapshot is cached, without copying it; `nil` otherwise.
+    var cachedGeneration: UInt64? { cache.cachedGeneration }
+
     /// Forgets the cached snapshot, and with `watchesLost` also the record of armed watches (after a
     /// new session, the old session's watches never fire).
     public func invalidateCache(watchesLost: Bool = false) {
@@ -317,6 +320,10 @@ final class SnapshotCache: Sendable {
     }
 
     func current() -> JobSnapshot? { state.withLock { $0.snapshot } }
+
+    var cachedGeneration: UInt64? {
+        state.withLock { $0.snapshot == nil ? nil : $0.generation }
+    }
 
     func currentWithGeneration() -> (JobSnapshot, UInt64)? {
         state.withLock { state in state.snapshot.map { ($0, state.generation) } }

@@ -771,9 +771,10 @@ extension JobRuntime {
         let items = armed.items
         let started = armed.deadline
         let registry = coordinator.registry
-        let owned = registry.sessionID == armed.session
+        let sameSession = registry.sessionID == armed.session
+        let owned = sameSession
             && services.fencingGeneration.load(ordering: .acquiring) == armed.fencingGeneration && !services.registrySilent(registry)
-        if registry.sessionID != armed.session {
+        if !sameSession {
             logger.warning("job '\(name)': items \(items.map(String.init).joined(separator: ",")) ran past this host's registry session")
         } else if !owned {
             let fenced = items.filter { outcomes[$0]?.succeeded != true }

@@ -114,7 +114,8 @@ public final class ShardworkHost: Service, Sendable {
             handler: { [weak self] key, deadline, now in
                 guard let self else { return nil }
                 if key == Self.maintenanceKey {
-                    self.maintain()
+                    // Off the timer's thread: with thousands of jobs it takes a while.
+                    Task { self.maintain() }
                     return now + maintenanceInterval
                 }
                 return self.table.withLock { $0[key] }?.timerFired(deadline: deadline, now: now, release: release)
@@ -254,7 +255,7 @@ public final class ShardworkHost: Service, Sendable {
             let generation = coordinator.cacheGeneration
             defer {
                 // Only a sync that read a snapshot still cached at the end counts as having seen it.
-                if coordinator.cachedSnapshot()?.1 == generation {
+                if coordinator.cachedGeneration == generation {
                     syncs.withLock { $0[runtime.name]?.syncedGeneration = generation }
                 }
             }
@@ -442,7 +443,7 @@ public final class ShardworkHost: Service, Sendable {
         await runtime.coordinator.unregister()
     }
 
-    /// The periodic check (on the timer's thread): every active job syncs, and ElasticJob's
+    /// The periodic check: every active job whose registry state changed syncs, and ElasticJob's
     /// reconcile runs where it is due.
     private func maintain() {
         Task { await self.adoptJobs() }
@@ -451,7 +452,7 @@ public final class ShardworkHost: Service, Sendable {
             // (failover jobs look anyway: whether they may take over work depends on this host too).
             let configuration = runtime.job.configuration
             let synced = syncs.withLock { $0[runtime.name]?.syncedGeneration }
-            if configuration.failover || synced == nil || runtime.coordinator.cachedSnapshot()?.1 != synced {
+            if configuration.failover || synced == nil || runtime.coordinator.cachedGeneration != synced {
                 scheduleSync(runtime)
             }
             let minutes = runtime.job.configuration.reconcileIntervalMinutes
