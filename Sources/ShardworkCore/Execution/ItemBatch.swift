@@ -39,7 +39,9 @@ public final class ItemBatch: Sendable {
         var running: Set<Int> = []
         var outcomes: [Int: ItemOutcome] = [:]
         var cancelled: Set<Int> = []
-        var cancelAll = false
+        /// The host's cancellation, and its stamp when the batch started.
+        var cancellation: ItemBatchCancellation?
+        var stamp: UInt64 = 0
         var completion: (@Sendable ([Int: ItemOutcome]) -> Void)?
     }
 
@@ -101,18 +103,11 @@ public final class ItemBatch: Sendable {
         completion: @escaping @Sendable ([Int: ItemOutcome]) -> Void
     ) {
         state.withLock {
-            $0.completion = { [weak cancellation] outcomes in
-                cancellation?.detach(self)
-                completion(outcomes)
-            }
+            $0.completion = completion
+            $0.cancellation = cancellation
+            $0.stamp = cancellation?.stamp ?? 0
         }
-        cancellation?.attach(self)
         submit(Array(repeating: { self.runner() }, count: max(1, min(concurrency, total))))
-    }
-
-    /// Asks every running and pending item to stop.
-    func cancelEverything() {
-        state.withLock { $0.cancelAll = true }
     }
 
     /// One of the batch's runners: takes items until none is left, or until its item timed out
@@ -140,7 +135,9 @@ public final class ItemBatch: Sendable {
     }
 
     private func isCancelled(_ item: Int) -> Bool {
-        state.withLock { $0.cancelAll || $0.cancelled.contains(item) }
+        state.withLock { state in
+            state.cancelled.contains(item) || state.cancellation?.isCancelled(since: state.stamp) == true
+        }
     }
 
     /// Records an outcome; returns false when the item had already been given up on.
@@ -175,30 +172,30 @@ public final class ItemBatch: Sendable {
     }
 }
 
-/// Lets the host ask every item of the batches running now to stop.
+/// Lets the host ask every item of the batches running now to stop. Lock-free: a batch takes a
+/// stamp when it starts, and its items are cancelled when the stamp has changed since (or when
+/// everything is cancelled), so starting and ending a batch costs nothing here.
 public final class ItemBatchCancellation: Sendable {
-    private let batches = Mutex<[ObjectIdentifier: ItemBatch]>([:])
-    private let cancelled = Mutex(false)
+    private let generation = Atomic<UInt64>(0)
+    private let everything = Atomic<Bool>(false)
 
     public init() {}
 
-    fileprivate func attach(_ batch: ItemBatch) {
-        batches.withLock { $0[ObjectIdentifier(batch)] = batch }
-        if cancelled.withLock({ $0 }) { batch.cancelEverything() }
-    }
+    /// What a batch starting now records.
+    var stamp: UInt64 { generation.load(ordering: .acquiring) }
 
-    fileprivate func detach(_ batch: ItemBatch) {
-        _ = batches.withLock { $0.removeValue(forKey: ObjectIdentifier(batch)) }
+    /// Whether a batch that started with `stamp` is asked to stop.
+    func isCancelled(since stamp: UInt64) -> Bool {
+        everything.load(ordering: .acquiring) || generation.load(ordering: .acquiring) != stamp
     }
 
     /// Every item of the batches running now sees `isCancelled == true`; later batches do not.
     public func cancelRunning() {
-        for batch in batches.withLock({ Array($0.values) }) { batch.cancelEverything() }
+        generation.add(1, ordering: .acquiringAndReleasing)
     }
 
     /// From now on every item of every batch sees `isCancelled == true`.
     public func cancelAll() {
-        cancelled.withLock { $0 = true }
-        for batch in batches.withLock({ Array($0.values) }) { batch.cancelEverything() }
+        everything.store(true, ordering: .releasing)
     }
 }
