@@ -39,7 +39,11 @@ public final class JobCoordinator: Sendable {
     /// `overwrite`), otherwise the registry's copy is the one that counts and is returned; then this
     /// instance takes part in the election, marks its server, registers its instance node, and the
     /// leader asks for a resharding.
-    public func register(_ local: JobConfiguration) async throws -> JobConfiguration {
+    ///
+    /// With `rejoining` (after a new session, or for a job found in the registry), the job must be
+    /// there already: its root and configuration are never written, so that a job removed
+    /// meanwhile is not brought back.
+    public func register(_ local: JobConfiguration, rejoining: Bool = false) async throws -> JobConfiguration {
         let job = paths.job
         defer { cache.invalidate() }
         if let existingType = try await registry.string(paths.root), !existingType.isEmpty, existingType != local.jobType {
@@ -48,11 +52,17 @@ public final class JobCoordinator: Sendable {
                 message: "the registry already has this job with job type '\(existingType)', "
                     + "but this host configures job type '\(local.jobType)'; rename one of them or change the type")
         }
-        try await registry.put(paths.root, local.jobType)
+        let hasStoredConfiguration = try await registry.exists(paths.config, watch: nil) != nil
+        if rejoining {
+            guard hasStoredConfiguration else {
+                throw JobRegistrationError(job: job, message: "the job is no longer in the registry (it was removed)")
+            }
+        } else {
+            try await registry.put(paths.root, local.jobType)
+        }
 
         var effective = local
-        let hasStoredConfiguration = try await registry.exists(paths.config, watch: nil) != nil
-        if local.overwrite || !hasStoredConfiguration {
+        if !rejoining && (local.overwrite || !hasStoredConfiguration) {
             try await registry.put(paths.config, ElasticJobYAML.encode(local))
         } else if let stored = try await registry.string(paths.config) {
             do {

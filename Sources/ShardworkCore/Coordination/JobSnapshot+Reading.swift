@@ -12,7 +12,9 @@ extension JobSnapshot {
     ) async throws -> JobSnapshot {
         let reader = SnapshotReader(registry: registry, watches: watches)
         var snapshot = JobSnapshot()
-        snapshot.configVersion = try await reader.exists(paths.config)?.version
+        let config = try await reader.exists(paths.config)
+        snapshot.configVersion = config?.version
+        snapshot.configCreated = config?.createdTransaction
         if let instanceID {
             snapshot.triggerRequested = try await reader.exists(paths.trigger(instanceID)) != nil
             snapshot.shutdownRequested = try await reader.exists(paths.shutdown(instanceID)) != nil

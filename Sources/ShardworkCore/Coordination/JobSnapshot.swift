@@ -38,6 +38,9 @@ public struct JobSnapshot: Sendable, Equatable {
     public var failoverQueue: Set<Int> = []
     /// The data version of the `config` node, to notice a change.
     public var configVersion: Int32?
+    /// The transaction that created the `config` node: another one means the job was removed and
+    /// added again.
+    public var configCreated: Int64?
     /// A trigger request for the instance that read the snapshot is waiting (`trigger/{id}`).
     public var triggerRequested = false
     /// A shutdown command for the instance that read the snapshot is waiting (`shutdown/{id}`).

@@ -260,7 +260,11 @@ public final class JobRuntime: Sendable {
 
     /// No fire starts after this; a running one finishes (``isRunning`` turns false).
     public func stop() {
-        state.withLock { $0.stopped = true }
+        state.withLock { state in
+            state.stopped = true
+            // An armed fire holds its batch, whose items hold this runtime.
+            state.armed = nil
+        }
     }
 
     public var isRunning: Bool { state.withLock { $0.running } }
@@ -740,7 +744,9 @@ extension JobRuntime {
                     fencingGeneration: fencingGeneration)
             }
         }
-        state.withLock { $0.armed = armed }
+        state.withLock { state in
+            if !state.stopped { state.armed = armed }
+        }
     }
 
     /// Starts an armed fire's items (the job is marked running already). Returns false, having

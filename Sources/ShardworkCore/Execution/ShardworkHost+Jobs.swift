@@ -138,7 +138,9 @@ extension ShardworkHost {
         guard inserted else { return }
         syncs.withLock { $0[name] = JobSync() }
         do {
-            try await register(runtime)
+            // The job is the registry's: never write its root or configuration (it may have been
+            // removed since it was read).
+            try await register(runtime, rejoining: true)
         } catch {
             logger.error("job '\(name)': cannot register it to run here: \(error)")
             syncs.withLock { _ = $0.removeValue(forKey: name) }

@@ -45,6 +45,9 @@ public final class ShardworkHost: Service, Sendable {
         /// The version of the registry's configuration this host applied last.
         var configVersion: Int32?
         var lastReconcile = ContinuousClock.now
+        /// The registry transaction that created the job's `config` node, as registered: another one
+        /// means the job was removed and added again.
+        var configCreated: Int64?
         /// The snapshot cache generation of the last sync that went through: while it is still the
         /// cache's, nothing changed in the registry and the periodic check has nothing to do.
         var syncedGeneration: UInt64?
@@ -141,8 +144,8 @@ public final class ShardworkHost: Service, Sendable {
     }
 
     /// Registers one job in the registry and follows its nodes from then on.
-    func register(_ runtime: JobRuntime) async throws {
-        let effective = try await runtime.coordinator.register(runtime.job.configuration)
+    func register(_ runtime: JobRuntime, rejoining: Bool = false) async throws {
+        let effective = try await runtime.coordinator.register(runtime.job.configuration, rejoining: rejoining)
         if effective != runtime.job.configuration {
             // The registry's copy wins (no `overwrite`): run the job as the cluster knows it.
             do {
@@ -151,10 +154,13 @@ public final class ShardworkHost: Service, Sendable {
                 throw JobRegistrationError(job: runtime.name, message: "the registry's configuration cannot run here: \(error)")
             }
         }
-        let version = try await runtime.coordinator.storedConfiguration()?.version
-        syncs.withLock { $0[runtime.name]?.configVersion = version }
-        runtime.coordinator.onChange { [weak self] path in
-            guard let self, Self.affectsSync(path, job: runtime.coordinator.paths) else { return }
+        let stored = try await runtime.coordinator.registry.textIfPresent(runtime.coordinator.paths.config)
+        syncs.withLock {
+            $0[runtime.name]?.configVersion = stored?.stat.version
+            $0[runtime.name]?.configCreated = stored?.stat.createdTransaction
+        }
+        runtime.coordinator.onChange { [weak self, weak runtime] path in
+            guard let self, let runtime, Self.affectsSync(path, job: runtime.coordinator.paths) else { return }
             self.scheduleSync(runtime)
         }
         // After every fire of a failover job the host looks for failover work (ElasticJob's
@@ -253,16 +259,17 @@ public final class ShardworkHost: Service, Sendable {
         do {
             var snapshot = try await coordinator.snapshot()
             let generation = coordinator.cacheGeneration
-            defer {
-                // Only a sync that read a snapshot still cached at the end counts as having seen it.
-                if coordinator.cachedGeneration == generation {
-                    syncs.withLock { $0[runtime.name]?.syncedGeneration = generation }
-                }
-            }
             if snapshot.configVersion == nil {
                 // ElasticJob's removeJobConfiguration deletes the job's whole subtree: the job
                 // stops everywhere.
                 await retire(runtime, reason: "removed from the cluster (its configuration is gone from the registry)")
+                return
+            }
+            if let created = snapshot.configCreated, let known = syncs.withLock({ $0[runtime.name]?.configCreated }), created != known {
+                // Removed and added again since this host looked: what it registered went with the
+                // old job. It starts afresh, as a host that sees the job for the first time.
+                await retire(runtime, reason: "removed from the cluster and added again; taking it up afresh")
+                await adoptJobs()
                 return
             }
             if snapshot.shutdownRequested {
@@ -310,6 +317,10 @@ public final class ShardworkHost: Service, Sendable {
             let configuration = runtime.job.configuration
             if configuration.failover && configuration.monitorExecution {
                 try await failOver(runtime)
+            }
+            // A sync that went through and read a snapshot still cached now has seen this state.
+            if coordinator.cachedGeneration == generation {
+                syncs.withLock { $0[runtime.name]?.syncedGeneration = generation }
             }
         } catch {
             logger.error("job '\(runtime.name)': cannot bring the job in step with the registry: \(error)")
@@ -528,7 +539,16 @@ public final class ShardworkHost: Service, Sendable {
         for runtime in runtimes.values where syncs.withLock({ $0[runtime.name]?.active ?? false }) {
             runtime.coordinator.invalidateCache(watchesLost: true)
             do {
-                _ = try await runtime.coordinator.register(runtime.job.configuration)
+                // Only while the job is still the one this host registered: a job removed (or
+                // removed and added again) while the session was gone is never written back.
+                let stored = try await runtime.coordinator.registry.exists(runtime.coordinator.paths.config, watch: nil)
+                guard let stored, stored.createdTransaction == syncs.withLock({ $0[runtime.name]?.configCreated }) else {
+                    await retire(runtime, reason: stored == nil
+                        ? "removed from the cluster while the registry session was gone"
+                        : "removed from the cluster and added again while the registry session was gone; taking it up afresh")
+                    continue
+                }
+                _ = try await runtime.coordinator.register(runtime.job.configuration, rejoining: true)
             } catch {
                 logger.error("job '\(runtime.name)': cannot register again on the new session: \(error)")
             }

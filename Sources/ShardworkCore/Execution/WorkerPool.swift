@@ -55,10 +55,20 @@ public final class WorkerPool: @unchecked Sendable {
         defer { condition.unlock() }
         guard !stopped else { return }
         work.append(contentsOf: bodies)
-        while threadCount < size + stuckCount && threadCount - idleCount < work.count {
-            startThread()
+        // Idle threads take what they can; threads are started for the rest, up to the size.
+        // Busy threads are not counted: they may be held by a long item.
+        if idleCount > 0 {
+            if bodies.count >= idleCount {
+                condition.broadcast()
+            } else {
+                for _ in 0..<bodies.count { condition.signal() }
+            }
         }
-        if idleCount > 0 { condition.broadcast() }
+        var starts = min(work.count - idleCount, size + stuckCount - threadCount)
+        while starts > 0 {
+            startThread()
+            starts -= 1
+        }
     }
 
     /// A thread is stuck in work past its deadline: start another so capacity does not shrink.

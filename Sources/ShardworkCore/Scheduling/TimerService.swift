@@ -123,7 +123,8 @@ public final class TimerService: @unchecked Sendable {
         self.thread = thread
     }
 
-    /// Stops the thread; no handler call starts after this returns (one may be finishing).
+    /// Stops the thread: no new run of due keys or arming starts after this returns (one that has
+    /// started, up to a few hundred handler calls, finishes).
     public func stop() {
         condition.lock()
         running = false

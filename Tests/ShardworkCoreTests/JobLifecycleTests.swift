@@ -1,0 +1,113 @@
+import Foundation
+import Logging
+import ShardworkCore
+import ShardworkSDK
+import ShardworkTestSupport
+import Synchronization
+import Testing
+
+/// Jobs removed, re-added and expired around a running host; the worker pool under a busy thread.
+@Suite("Jobs that come and go, and the pool")
+struct JobLifecycleTests {
+    @Test("submit(contentsOf:) starts a thread when every existing thread is busy")
+    func poolBulkSubmitWithBusyThreads() async throws {
+        let pool = WorkerPool(size: 4)
+        let gate = DispatchSemaphore(value: 0)
+        let started = Atomic<Bool>(false)
+        pool.submit { started.store(true, ordering: .releasing); gate.wait() }
+        #expect(eventuallyBlocking(seconds: 2) { started.load(ordering: .acquiring) })
+        let ran = Atomic<Bool>(false)
+        pool.submit(contentsOf: [{ ran.store(true, ordering: .releasing) }])
+        let ok = eventuallyBlocking(seconds: 2) { ran.load(ordering: .acquiring) }
+        #expect(ok, "bulk-submitted work waited for the busy thread; threads=\(pool.threads)")
+        gate.signal()
+        #expect(eventuallyBlocking(seconds: 2) { ran.load(ordering: .acquiring) })
+        pool.shutdown()
+    }
+
+    @Test("a removed job's runtime is freed, whether a fire of it was armed or not", arguments: [false, true])
+    func retiredRuntimeFreed(armed: Bool) async throws {
+        let cluster = try await ClusterHarness("""
+            jobs:
+              - jobName: orders
+                jobType: c-echo
+                cron: "* * * * * ?"
+                shardingTotalCount: 2
+            """, hosts: 1)
+        try await cluster.startAll()
+        let member = cluster.hosts[0]
+        cluster.advance(toSecond: 1)
+        await cluster.waitForFires("orders", count: 1)
+        weak var weakRuntime: JobRuntime?
+        do {
+            let runtime = try #require(member.host.runtimes["orders"])
+            weakRuntime = runtime
+            if armed {
+                cluster.clock.advance(to: (ClusterHarness.start / 1000 + 2) * 1000 - 100)
+                #expect(await eventually { runtime.armedDeadline != nil })
+            }
+        }
+        let ops = ClusterOperations(registry: cluster.server.connect(), logger: CapturedLog().logger())
+        try await ops.removeJob("orders")
+        #expect(await eventually { member.host.runtimes["orders"] == nil })
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(weakRuntime == nil, "the retired runtime is still alive (armed: \(armed))")
+        await cluster.shutdownAll()
+    }
+
+    @Test("a job removed and added again while a host is disconnected runs on that host again")
+    func removedAndReAdded() async throws {
+        let cluster = try await ClusterHarness("""
+            jobs:
+              - jobName: orders
+                jobType: c-echo
+                cron: "* * * * * ?"
+                shardingTotalCount: 2
+            """, hosts: 1)
+        try await cluster.startAll()
+        let member = cluster.hosts[0]
+        cluster.advance(toSecond: 1)
+        await cluster.waitForFires("orders", count: 1)
+        #expect(cluster.items(of: member, job: "orders", fire: 1) == [0, 1])
+        let ops = ClusterOperations(registry: cluster.server.connect(), logger: CapturedLog().logger())
+        let stored = try await ops.configuration(of: "orders")
+        member.registry.disconnect()
+        try await ops.removeJob("orders")
+        try await ops.addJob(try #require(stored.configuration), addedBy: "review")
+        member.registry.reconnect()
+        try await Task.sleep(for: .milliseconds(500))
+        for second in Int64(2)...8 {
+            cluster.advance(toSecond: second)
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        let ranAgain = (2...8).contains { !cluster.items(of: member, job: "orders", fire: $0).isEmpty }
+        #expect(ranAgain, "never ran again:\n\(member.log.messages.suffix(40).joined(separator: "\n"))")
+        let instances = (try? await ops.job("orders"))?.instances.map(\.instanceId) ?? []
+        #expect(instances == [member.host.services.instance.id], "the host registered again in the new job")
+        await cluster.shutdownAll()
+    }
+
+    @Test("a job removed while the host's session was expired is not brought back by the re-registration")
+    func removedDuringExpiry() async throws {
+        let cluster = try await ClusterHarness("""
+            jobs:
+              - jobName: orders
+                jobType: c-echo
+                cron: "* * * * * ?"
+                shardingTotalCount: 2
+            """, hosts: 1)
+        try await cluster.startAll()
+        let member = cluster.hosts[0]
+        cluster.advance(toSecond: 1)
+        await cluster.waitForFires("orders", count: 1)
+        let ops = ClusterOperations(registry: cluster.server.connect(), logger: CapturedLog().logger())
+        member.registry.expire()
+        try await Task.sleep(for: .milliseconds(200))
+        try await ops.removeJob("orders")
+        member.registry.renewSession()
+        try await Task.sleep(for: .milliseconds(1500))
+        let dump = (try? await ops.dump(job: "orders"))?.map(\.path) ?? []
+        #expect(dump.isEmpty, "removed job is back: \(dump)\n\(member.log.messages.suffix(15).joined(separator: "\n"))")
+        await cluster.shutdownAll()
+    }
+}
