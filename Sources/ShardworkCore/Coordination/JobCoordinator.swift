@@ -323,10 +323,10 @@ final class SnapshotCache: Sendable {
     }
 
     private let state = Mutex(State())
-    private let listener = Mutex<(@Sendable (String) -> Void)?>(nil)
+    private let listener = Mutex<Callback<String>?>(nil)
 
     func setListener(_ handler: @escaping @Sendable (String) -> Void) {
-        listener.withLock { $0 = handler }
+        listener.withLock { $0 = Callback(handler) }
     }
 
     func current() -> JobSnapshot? { state.withLock { $0.snapshot } }
@@ -373,7 +373,7 @@ final class SnapshotCache: Sendable {
                 state.generation &+= 1
                 state.snapshot = nil
             }
-            listener.withLock { $0 }?(event.path)
+            listener.withLock { $0 }?.call(event.path)
         }
     }
 

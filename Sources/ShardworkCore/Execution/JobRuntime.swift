@@ -116,7 +116,7 @@ public final class JobRuntime: Sendable {
 
     /// Called after every fire (and failover run) ends: the host looks for failover work then
     /// (ElasticJob's enquiry execution).
-    let onFireEnded = Mutex<(@Sendable () -> Void)?>(nil)
+    let onFireEnded = Mutex<Callback<Void>?>(nil)
 
     private let state = Mutex(State())
     /// One logger per item, made once: setting log metadata is not free (swift-log's stream handler
@@ -306,7 +306,7 @@ public final class JobRuntime: Sendable {
 
     private func fireEnded() {
         for worker in retiredWorkers.withLock({ workers in defer { workers = [] }; return workers }) { worker.shutdown() }
-        onFireEnded.withLock { $0 }?()
+        onFireEnded.withLock { $0 }?.call()
     }
 
     private func runFire(fireTime: Int64, source: FireSource) async {

@@ -165,10 +165,11 @@ public final class ShardworkHost: Service, Sendable {
         }
         // After every fire of a failover job the host looks for failover work (ElasticJob's
         // enquiry execution); other jobs have nothing to look for then.
-        runtime.onFireEnded.withLock { $0 = { [weak self, weak runtime] in
+        runtime.onFireEnded.withLock { $0 = Callback<Void> { [weak self, weak runtime] in
             guard let self, let runtime else { return }
-            let configuration = runtime.job.configuration
-            if configuration.failover && configuration.monitorExecution { self.scheduleSync(runtime) }
+            // Two fields, not a copy of the whole configuration: this runs after every fire.
+            let job = runtime.job
+            if job.configuration.failover && job.configuration.monitorExecution { self.scheduleSync(runtime) }
         } }
     }
 
