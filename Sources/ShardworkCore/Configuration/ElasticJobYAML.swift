@@ -55,19 +55,7 @@ public enum ElasticJobYAML {
     /// ElasticJob's YAML defaults.
     public static func decode(_ text: String, jobType: String, node path: String) throws(HostConfigurationError) -> JobConfiguration {
         let reader = Reader(file: path)
-        let root: Node
-        do {
-            guard let composed = try Yams.compose(yaml: text) else {
-                throw reader.error(nil, field: "", "the node is empty")
-            }
-            root = composed
-        } catch let error as HostConfigurationError {
-            throw error
-        } catch let error as YamlError {
-            throw reader.yamlError(error)
-        } catch {
-            throw reader.error(nil, field: "", "invalid YAML: \(error)")
-        }
+        let root = try reader.compose(text, whenEmpty: "the node is empty")
         // The local reader checks the same fields with the same rules; the registry's copy has no
         // `jobType` field of its own, so it is added before reading.
         guard case .mapping(var mapping) = root else {

@@ -25,19 +25,7 @@ public enum HostConfigurationReader {
     /// Parses configuration text. Relative plugin paths are resolved against `baseDirectory`.
     public static func parse(_ text: String, file: String? = nil, baseDirectory: String? = nil) throws(HostConfigurationError) -> HostConfiguration {
         let reader = Reader(file: file)
-        let root: Node
-        do {
-            guard let composed = try Yams.compose(yaml: text) else {
-                throw reader.error(nil, field: "", "the file is empty; it needs at least a `jobs:` list")
-            }
-            root = composed
-        } catch let error as HostConfigurationError {
-            throw error
-        } catch let error as YamlError {
-            throw reader.yamlError(error)
-        } catch {
-            throw reader.error(nil, field: "", "invalid YAML: \(error)")
-        }
+        let root = try reader.compose(text, whenEmpty: "the file is empty; it needs at least a `jobs:` list")
         var configuration = HostConfiguration()
         configuration.file = file
         let top = try reader.mapping(root, field: "", known: ["registry", "plugins", "host", "api", "jobs"])
@@ -63,19 +51,7 @@ public enum HostConfigurationReader {
     /// same checks and messages: what the control API and `shardwork job add` accept.
     public static func parseJob(_ text: String, source: String? = nil) throws(HostConfigurationError) -> JobConfiguration {
         let reader = Reader(file: source)
-        let root: Node
-        do {
-            guard let composed = try Yams.compose(yaml: text) else {
-                throw reader.error(nil, field: "", "the job is empty; it needs at least jobName, jobType and shardingTotalCount")
-            }
-            root = composed
-        } catch let error as HostConfigurationError {
-            throw error
-        } catch let error as YamlError {
-            throw reader.yamlError(error)
-        } catch {
-            throw reader.error(nil, field: "", "invalid YAML: \(error)")
-        }
+        let root = try reader.compose(text, whenEmpty: "the job is empty; it needs at least jobName, jobType and shardingTotalCount")
         var locations: [String: FilePosition] = [:]
         return try reader.job(root, index: 0, locations: &locations, fieldPrefix: "")
     }
@@ -100,6 +76,22 @@ struct Reader {
 
     func error(_ node: Node?, job: String? = nil, field: String, _ message: String) -> HostConfigurationError {
         HostConfigurationError(file: file, location: location(node), job: job, field: field, message: message)
+    }
+
+    /// The YAML document of `text`; every problem, an empty document included, as a located error.
+    func compose(_ text: String, whenEmpty message: String) throws(HostConfigurationError) -> Node {
+        do {
+            guard let composed = try Yams.compose(yaml: text) else {
+                throw error(nil, field: "", message)
+            }
+            return composed
+        } catch let error as HostConfigurationError {
+            throw error
+        } catch let error as YamlError {
+            throw yamlError(error)
+        } catch {
+            throw self.error(nil, field: "", "invalid YAML: \(error)")
+        }
     }
 
     func yamlError(_ error: YamlError) -> HostConfigurationError {

@@ -350,7 +350,7 @@ public final class JobRuntime: Sendable {
                 failover: configuration.failover, monitorExecution: configuration.monitorExecution)
             state.withLock { $0.currentItems = items }
             let epochs = Dictionary(uniqueKeysWithValues: items.map { ($0, snapshot.items[$0]?.ownerEpoch ?? 0) })
-            let taskID = "\(name)@-@\(items.map(String.init).joined(separator: ","))@-@READY@-@\(services.instance.id)"
+            let taskID = self.taskID(items)
             var fire = FireInfo(
                 jobName: name, taskID: taskID, shardingTotalCount: configuration.shardingTotalCount,
                 jobParameter: configuration.jobParameter, fireTimeMilliseconds: fireTime, items: items,
@@ -390,7 +390,7 @@ public final class JobRuntime: Sendable {
         guard !items.isEmpty else { return }
         let configuration = job.configuration
         state.withLock { $0.currentItems = items }
-        let taskID = "\(name)@-@\(items.map(String.init).joined(separator: ","))@-@READY@-@\(services.instance.id)"
+        let taskID = self.taskID(items)
         var fire = FireInfo(
             jobName: name, taskID: taskID, shardingTotalCount: configuration.shardingTotalCount,
             jobParameter: configuration.jobParameter, fireTimeMilliseconds: fireTime, items: items,
@@ -457,15 +457,9 @@ public final class JobRuntime: Sendable {
         _ job: PreparedJob, _ isolated: IsolatedJobType?, _ items: [Int], epochs: [Int: UInt64], fireTime: Int64, taskID: String, failover: Bool
     ) async throws -> ([Int: ItemOutcome], Bool) {
         let configuration = job.configuration
-        // The items are this instance's while its session lasts and the host has not fenced them.
+        let (session, _, owned) = ownership()
         let registry = coordinator.registry
-        let session = registry.sessionID
-        let generation = services.fencingGeneration.load(ordering: .acquiring)
         let services = self.services
-        let owned: @Sendable () -> Bool = {
-            registry.sessionID == session && services.fencingGeneration.load(ordering: .acquiring) == generation
-                && !services.registrySilent(registry)
-        }
         if configuration.monitorExecution {
             try await coordinator.markRunning(items, persistent: configuration.failover)
         }
@@ -473,14 +467,8 @@ public final class JobRuntime: Sendable {
             items, concurrency: job.threadCount, pool: services.pool, timeout: job.itemTimeoutSeconds,
             cancellation: services.cancellation
         ) { item, isCancelled in
-            let epoch = epochs[item] ?? 0
-            let context = ShardingContext(
-                jobName: job.name, taskID: taskID, shardingTotalCount: configuration.shardingTotalCount,
-                jobParameter: configuration.jobParameter, shardingItem: item, shardingParameter: job.itemParameters[item],
-                fireTimeMilliseconds: fireTime, fencingEpoch: epoch)
-            // One host owns every item of the embedded registry; a cluster host checks the registry.
-            let control = ItemControl(isCancelled: { isCancelled() || !owned() }, isEpochCurrent: { $0 == epoch && owned() })
-            let invocation = ItemInvocation(context: context, control: control, logger: self.itemLogger(item))
+            let context = Self.context(job, item: item, taskID: taskID, fireTime: fireTime, epoch: epochs[item] ?? 0)
+            let invocation = self.invocation(context, isCancelled: isCancelled, owned: owned)
             if let isolated { return isolated.run(invocation) }
             return Self.runItem(job.jobType, streaming: job.streamingProcess, invocation) { [self] in
                 reshardingNeeded.load(ordering: .relaxed)
@@ -516,6 +504,44 @@ public final class JobRuntime: Sendable {
             }
         }
         return (outcomes, propagate)
+    }
+
+    /// ElasticJob's task id: `{job}@-@{items}@-@READY@-@{ip}@-@{pid}`.
+    private func taskID(_ items: [Int]) -> String {
+        "\(name)@-@\(items.map(String.init).joined(separator: ","))@-@READY@-@\(services.instance.id)"
+    }
+
+    /// The sharding context an item of `job` runs with.
+    private static func context(_ job: PreparedJob, item: Int, taskID: String, fireTime: Int64, epoch: UInt64) -> ShardingContext {
+        let configuration = job.configuration
+        return ShardingContext(
+            jobName: job.name, taskID: taskID, shardingTotalCount: configuration.shardingTotalCount,
+            jobParameter: configuration.jobParameter, shardingItem: item, shardingParameter: job.itemParameters[item],
+            fireTimeMilliseconds: fireTime, fencingEpoch: epoch)
+    }
+
+    /// Items are this instance's while the registry session they started in lasts and the host has
+    /// not fenced them: the session and fencing generation now, and the check of both. (One host
+    /// owns every item of the embedded registry; a cluster host checks the registry.)
+    private func ownership() -> (session: Int64?, fencingGeneration: UInt64, owned: @Sendable () -> Bool) {
+        let registry = coordinator.registry
+        let session = registry.sessionID
+        let generation = services.fencingGeneration.load(ordering: .acquiring)
+        let services = self.services
+        return (session, generation, {
+            registry.sessionID == session && services.fencingGeneration.load(ordering: .acquiring) == generation
+                && !services.registrySilent(registry)
+        })
+    }
+
+    /// What an item's code gets: its context, a control that reports cancellation (the batch's, or
+    /// the loss of ownership) and whether its epoch is still current, and its logger.
+    private func invocation(
+        _ context: ShardingContext, isCancelled: @escaping @Sendable () -> Bool, owned: @escaping @Sendable () -> Bool
+    ) -> ItemInvocation {
+        let epoch = context.fencingEpoch
+        let control = ItemControl(isCancelled: { isCancelled() || !owned() }, isEpochCurrent: { $0 == epoch && owned() })
+        return ItemInvocation(context: context, control: control, logger: itemLogger(context.shardingItem))
     }
 
     /// Runs one item on the current (worker) thread.
@@ -713,27 +739,15 @@ extension JobRuntime {
                 snapshot, services.instance, total: configuration.shardingTotalCount, failover: configuration.failover,
                 monitorExecution: false)
             if !items.isEmpty {
-                let taskID = "\(name)@-@\(items.map(String.init).joined(separator: ","))@-@READY@-@\(services.instance.id)"
+                let taskID = self.taskID(items)
                 var contexts: [Int: ShardingContext] = [:]
                 for item in items {
-                    contexts[item] = ShardingContext(
-                        jobName: job.name, taskID: taskID, shardingTotalCount: configuration.shardingTotalCount,
-                        jobParameter: configuration.jobParameter, shardingItem: item, shardingParameter: job.itemParameters[item],
-                        fireTimeMilliseconds: deadline, fencingEpoch: snapshot.items[item]?.ownerEpoch ?? 0)
+                    contexts[item] = Self.context(
+                        job, item: item, taskID: taskID, fireTime: deadline, epoch: snapshot.items[item]?.ownerEpoch ?? 0)
                 }
-                let registry = coordinator.registry
-                let session = registry.sessionID
-                let fencingGeneration = services.fencingGeneration.load(ordering: .acquiring)
-                let services = self.services
-                let owned: @Sendable () -> Bool = {
-                    registry.sessionID == session && services.fencingGeneration.load(ordering: .acquiring) == fencingGeneration
-                        && !services.registrySilent(registry)
-                }
+                let (session, fencingGeneration, owned) = ownership()
                 let batch = ItemBatch.prepare(items, pool: services.pool, timeout: job.itemTimeoutSeconds) { [self, contexts] item, isCancelled in
-                    let context = contexts[item]!
-                    let epoch = context.fencingEpoch
-                    let control = ItemControl(isCancelled: { isCancelled() || !owned() }, isEpochCurrent: { $0 == epoch && owned() })
-                    let invocation = ItemInvocation(context: context, control: control, logger: itemLogger(item))
+                    let invocation = invocation(contexts[item]!, isCancelled: isCancelled, owned: owned)
                     return Self.runItem(job.jobType, streaming: job.streamingProcess, invocation) { [self] in
                         reshardingNeeded.load(ordering: .relaxed)
                     }
