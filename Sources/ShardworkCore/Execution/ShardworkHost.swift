@@ -462,12 +462,12 @@ public final class ShardworkHost: Service, Sendable {
         for runtime in runtimes.values {
             // A job whose registry state has not changed since its last sync has nothing to sync
             // (failover jobs look anyway: whether they may take over work depends on this host too).
-            let configuration = runtime.job.configuration
+            let job = runtime.job
             let synced = syncs.withLock { $0[runtime.name]?.syncedGeneration }
-            if configuration.failover || synced == nil || runtime.coordinator.cachedGeneration != synced {
+            if job.configuration.failover || synced == nil || runtime.coordinator.cachedGeneration != synced {
                 scheduleSync(runtime)
             }
-            let minutes = runtime.job.configuration.reconcileIntervalMinutes
+            let minutes = job.configuration.reconcileIntervalMinutes
             guard minutes > 0 else { continue }
             let due = syncs.withLock { syncs -> Bool in
                 guard let last = syncs[runtime.name]?.lastReconcile, ContinuousClock.now - last >= .seconds(minutes * 60) else { return false }
