@@ -491,6 +491,20 @@ struct ClusterOperationsTests {
         await cluster.close()
     }
 
+    @Test("a job too large for one transaction is removed whole too, its configuration first", arguments: OperationsBackend.allCases)
+    func removeLargeJob(_ backend: OperationsBackend) async throws {
+        let cluster = try await backend.cluster()
+        let leader = try await cluster.host(1, orders())
+        try await cluster.shard(leader, total: 1_500)  // about 3,000 nodes
+        let dump = try await cluster.operations.dump(job: "orders")
+        #expect(dump.count > 2_000)
+        let removed = try await cluster.operations.removeJob("orders")
+        #expect(removed == dump)
+        #expect(try await !cluster.exists("/orders"))
+        #expect(try await cluster.operations.jobs().isEmpty)
+        await cluster.close()
+    }
+
     // MARK: Configuration
 
     @Test("configuration: the decoded configuration, the stored YAML and its version", arguments: OperationsBackend.allCases)

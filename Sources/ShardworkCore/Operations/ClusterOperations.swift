@@ -22,6 +22,10 @@ public final class ClusterOperations: Sendable {
     /// nodes it depends on made it fail.
     static let attempts = 5
 
+    /// The most nodes a job removal deletes in one transaction; a larger job is removed
+    /// configuration first, then node by node (ZooKeeper's requests are limited to 1 MB).
+    static let largestRemovalTransaction = 2_000
+
     /// - Parameters:
     ///   - registry: the cluster's registry (for ZooKeeper, in the cluster's namespace).
     ///   - now: the clock that dates jobs added with ``addJob(_:addedBy:)``.
@@ -277,6 +281,14 @@ public final class ClusterOperations: Sendable {
         let removed = try await transact("removing the job", job: name) { () async throws -> ([RegistryOperation], [DumpEntry]) in
             let entries = try await readTree(paths.root)
             guard !entries.isEmpty else { throw Self.noSuchJob(name) }
+            guard entries.count <= Self.largestRemovalTransaction else {
+                // Too many nodes for one request (ZooKeeper takes 1 MB): the configuration goes
+                // first, so that every host and listing sees the job gone at once, then the rest
+                // node by node.
+                try await registry.deleteIfPresent(paths.config)
+                try await registry.deleteRecursively(paths.root)
+                return ([], entries)
+            }
             // Depth first, reversed: every node after everything under it.
             return (entries.reversed().map { .delete($0.path, version: nil) }, entries)
         }
