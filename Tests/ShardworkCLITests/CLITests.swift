@@ -314,7 +314,7 @@ struct RunCommandTests {
         #expect(outcome.standardError.hasPrefix("shardwork: \(file):"))
     }
 
-    @Test("a missing file, an unknown --trigger and a missing plugin directory are bad input")
+    @Test("a missing file, an unknown --trigger, a missing plugin directory, a bad --api and a control command without a token are bad input")
     func badArguments() async throws {
         expectBadInput(try await shardwork("run", "--config", "/nonexistent/host.yaml"), saying: "/nonexistent/host.yaml: cannot read the file")
         let directory = try TemporaryDirectory()
@@ -322,6 +322,18 @@ struct RunCommandTests {
         expectBadInput(try await shardwork("run", "--config", file, "--trigger", "b"), saying: "--trigger b: no such job")
         let withDirectory = try write("plugins:\n  directories: [missing]\njobs: []\n", in: directory)
         expectBadInput(try await shardwork("run", "--config", withDirectory), saying: "plugins.directories: \(directory.path)/missing: no such directory")
+        expectBadInput(try await shardwork("run", "--config", file, "--api", "127.0.0.1:8479"), saying: "has no api: section")
+        let withAPI = try write("api:\n  token: 0123456789abcdef\njobs: []\n", in: directory)
+        expectBadInput(try await shardwork("run", "--config", withAPI, "--api", "nowhere"), saying: "--api nowhere: not HOST:PORT")
+        // The commands that speak to a host: a token and a URL are needed.
+        expectBadInput(try await shardwork("job", "list", "--host", "ftp://x", "--token", "t"), saying: "not an http:// or https:// URL")
+        var environment = ProcessInfo.processInfo.environment
+        environment["SHARDWORK_TOKEN"] = nil
+        expectBadInput(
+            try await Subprocess.run(try TestPaths.shardworkBinary, ["job", "list", "--host", "http://127.0.0.1:1"], environment: environment),
+            saying: "no token")
+        let unreachable = try await shardwork("job", "list", "--host", "http://127.0.0.1:1", "--token", "0123456789abcdef")
+        #expect(unreachable.status == 1 && unreachable.standardError.contains("no answer from the control API"), "\(unreachable.standardError)")
     }
 
     /// Runs the real binary until its output holds every phrase of `awaited` (at most `timeout`

@@ -1,5 +1,6 @@
 @testable import ShardworkCore
 import ShardworkSDK
+import ShardworkTestSupport
 import Testing
 
 @Suite("Host configuration")
@@ -150,6 +151,37 @@ struct ConfigurationTests {
         #expect(PluginSettings.defaultCacheDirectory.contains("/shardwork-plugin-cache-"))
     }
 
+    @Test("the control API: loopback by default, an address and a token or a token file; absent, no API")
+    func apiSettings() throws {
+        #expect(try parse("jobs: []\n").api == nil)
+        let defaults = try parse("api:\n  token: 0123456789abcdef\njobs: []\n").api
+        #expect(defaults?.host == "127.0.0.1" && defaults?.port == 8470 && defaults?.enabled == true)
+        let given = try parse("api:\n  address: 0.0.0.0:9000\n  token: 0123456789abcdef\n").api
+        #expect(given?.host == "0.0.0.0" && given?.port == 9000 && given?.token == "0123456789abcdef")
+        #expect(APISettings.parseAddress(":0")! == ("127.0.0.1", 0))
+        #expect(APISettings.parseAddress("[::1]:8470")! == ("::1", 8470))
+        let off = try parse("api:\n  enabled: false\n").api
+        #expect(off?.enabled == false && off?.token == nil)
+        let directory = try TemporaryDirectory()
+        try "  from-a-file-0123456789\n".write(toFile: directory.file("token"), atomically: true, encoding: .utf8)
+        let fromFile = try HostConfigurationReader.parse("api:\n  tokenFile: token\n", file: "host.yaml", baseDirectory: directory.path).api
+        #expect(fromFile?.token == "from-a-file-0123456789")
+    }
+
+    @Test("one job read alone, as the control API reads it, in YAML or JSON, with the same checks")
+    func singleJob() throws {
+        let yaml = try HostConfigurationReader.parseJob("jobName: a\njobType: t\ncron: \"0/5 * * * * ?\"\nshardingTotalCount: 2\n")
+        let json = try HostConfigurationReader.parseJob(#"{"jobName": "a", "jobType": "t", "cron": "0/5 * * * * ?", "shardingTotalCount": 2}"#)
+        #expect(yaml == json && yaml.shardingTotalCount == 2)
+        #expect(throws: HostConfigurationError.self) { try HostConfigurationReader.parseJob("") }
+        do {
+            _ = try HostConfigurationReader.parseJob(#"{"jobName": "a", "jobType": "t", "shardingTotalCont": 2}"#, source: "request body")
+            Issue.record("accepted a misspelt field")
+        } catch {
+            #expect(error.field == "shardingTotalCont" && error.message.contains("`shardingTotalCount`"))
+        }
+    }
+
     @Test("bad input names the file, line and column, the job and the field", arguments: [
         ("plugins:\n  maxGenerations: 0\n", "host.yaml:2:19: plugins.maxGenerations: must be between 1 and 1024 plugin images loaded by hot-loads, got 0"),
         ("plugins:\n  watchIntervalSeconds: 0\n", "host.yaml:2:25: plugins.watchIntervalSeconds: must be between 0.1 and 3600 seconds, got 0.0"),
@@ -193,6 +225,13 @@ struct ConfigurationTests {
         ("registry:\n  zookeeper:\n    serverLists: a:2181\n    namespace: a\n    sessionTimeout: 5\n", "host.yaml:5:5: registry.zookeeper.sessionTimeout: unknown field; did you mean `sessionTimeoutMilliseconds`?"),
         ("jobz: []\n", "host.yaml:1:1: jobz: unknown field; did you mean `jobs`?"),
         ("host:\n  workerThreads: 0\n", "host.yaml:2:18: host.workerThreads: must be between 1 and 4096, got 0"),
+        ("api:\n  address: 127.0.0.1:1\n", "host.yaml:2:3: api.token: required: every request to the control API must carry this bearer token; set api.token or api.tokenFile (or api.enabled: false)"),
+        ("api:\n  token: short\n", "host.yaml:2:10: api.token: too short: use at least 16 characters (for example `openssl rand -hex 24`)"),
+        ("api:\n  address: localhost\n  token: 0123456789abcdef\n", "host.yaml:2:12: api.address: must be HOST:PORT such as 127.0.0.1:8470 (port 0 picks a free one), got 'localhost'"),
+        ("api:\n  address: 127.0.0.1:70000\n  token: 0123456789abcdef\n", "host.yaml:2:12: api.address: must be HOST:PORT such as 127.0.0.1:8470 (port 0 picks a free one), got '127.0.0.1:70000'"),
+        ("api:\n  token: 0123456789abcdef\n  tokenFile: t\n", "host.yaml:3:14: api.tokenFile: give api.token or api.tokenFile, not both"),
+        ("api:\n  tokenFile: /nonexistent/token\n", "host.yaml:2:14: api.tokenFile: cannot read /nonexistent/token"),
+        ("api:\n  tokn: 0123456789abcdef\n", "host.yaml:2:3: api.tokn: unknown field; did you mean `token`?"),
         ("host:\n  ip: 10.0.0\n", "host.yaml:2:7: host.ip: must be an IPv4 address such as 10.0.0.5 (ElasticJob's server nodes are IPv4), got '10.0.0'"),
         ("jobs:\n  - jobName: a\n    jobType: t\n   shardingTotalCount: 1\n", "host.yaml:4:4: invalid YAML: did not find expected '-' indicator (while parsing a block collection at 2:3)"),
         ("", "host.yaml: the file is empty; it needs at least a `jobs:` list"),
