@@ -229,7 +229,7 @@ struct ControlRoutes: Sendable {
         guard buffer.readableBytes > 0 else { throw ControlError.badRequest("the request body must be the plugin file (a shared object)") }
         let upload = try host.stagePluginUpload(bytes: Array(buffer.readableBytesView), name: name)
         defer { try? FileManager.default.removeItem(atPath: (upload as NSString).deletingLastPathComponent) }
-        switch await host.loadPlugin(file: upload) {
+        switch await host.loadPlugin(file: upload, label: "\(name) (uploaded)") {
         case .success(let outcome):
             logger.notice("control API: \(outcome)")
             return ControlJSON.response(outcome, status: .created)

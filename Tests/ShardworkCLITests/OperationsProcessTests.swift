@@ -385,6 +385,7 @@ struct HotLoadProcessTests {
         let acme = generations.filter { $0.name == "acme" }
         #expect(acme.map(\.generation) == [1, 2] && acme.map(\.state) == [.superseded, .current])
         #expect(acme.last?.jobs == ["reports"] && acme.first?.jobs == [])
+        #expect(acme.last?.file == "libAcmePlugins.so (uploaded)", "the staging path is not what the list shows")
 
         // The ledger: fires one second apart, each with both items on one version, v1 then v2.
         var byFire: [Int64: [AcmeLine]] = [:]

@@ -188,10 +188,13 @@ extension ShardworkHost {
     ///
     /// A new generation may give this host a provider it lacked: the jobs it could not run are
     /// looked at again (capability-aware sharding, docs/operations.md).
-    public func loadPlugin(file: String) async -> Result<PluginLoadOutcome, PluginHotLoadError> {
+    ///
+    /// `label` is how answers and the generation list name the file, when that is not its path
+    /// (an upload through the control API, kept in a staging directory only for the load).
+    public func loadPlugin(file: String, label: String? = nil) async -> Result<PluginLoadOutcome, PluginHotLoadError> {
         let result = await withCheckedContinuation { continuation in
             Thread.detachNewThread { [self] in
-                continuation.resume(returning: hotLoad(file))
+                continuation.resume(returning: hotLoad(file, label: label ?? file))
             }
         }
         if case .success(let outcome) = result, !outcome.alreadyLoaded {
@@ -226,13 +229,13 @@ extension ShardworkHost {
     }
 
     /// The whole hot-load, on the calling (non-cooperative) thread, logged.
-    private func hotLoad(_ file: String) -> Result<PluginLoadOutcome, PluginHotLoadError> {
+    private func hotLoad(_ file: String, label: String) -> Result<PluginLoadOutcome, PluginHotLoadError> {
         let result: Result<PluginLoadOutcome, PluginHotLoadError>
         if lifecycle.withLock({ $0.stopped }) {
             result = .failure(PluginHotLoadError(
-                code: .hostStopped, file: file, reasons: [.init(message: "the host has stopped")]))
+                code: .hostStopped, file: label, reasons: [.init(message: "the host has stopped")]))
         } else {
-            result = hotLoading.ledger.withLock { ledger in hotLoad(file, &ledger) }
+            result = hotLoading.ledger.withLock { ledger in hotLoad(file, label: label, &ledger) }
         }
         switch result {
         case .success(let outcome) where outcome.alreadyLoaded: logger.info("\(outcome)")
@@ -242,16 +245,18 @@ extension ShardworkHost {
         return result
     }
 
-    private func hotLoad(_ file: String, _ ledger: inout PluginHotLoading.Ledger) -> Result<PluginLoadOutcome, PluginHotLoadError> {
+    private func hotLoad(
+        _ file: String, label: String, _ ledger: inout PluginHotLoading.Ledger
+    ) -> Result<PluginLoadOutcome, PluginHotLoadError> {
         func refusal(_ code: PluginHotLoadError.Code, _ reasons: [PluginHotLoadError.Reason], plugin: PluginInfo? = nil,
                      inspection: PluginInspection? = nil) -> Result<PluginLoadOutcome, PluginHotLoadError> {
             .failure(PluginHotLoadError(
-                code: code, file: file, plugin: plugin?.name, version: plugin?.version, reasons: reasons, inspection: inspection))
+                code: code, file: label, plugin: plugin?.name, version: plugin?.version, reasons: reasons, inspection: inspection))
         }
 
         // The bytes that are hashed are the bytes that are copied: what is checked is what loads.
         guard let real = PluginFile.realPath(file) else {
-            return refusal(.pluginRefused, [.init(message: "\(file) does not exist or cannot be reached: \(PluginFile.errorText())")])
+            return refusal(.pluginRefused, [.init(message: "\(label) does not exist or cannot be reached: \(PluginFile.errorText())")])
         }
         let bytes: [UInt8]
         switch PluginFile.read(real) {
@@ -267,7 +272,7 @@ extension ShardworkHost {
         if let known = providers.generations.last(where: { $0.info.sha256 == sha256 }) {
             if known.isCurrent {
                 return .success(PluginLoadOutcome(
-                    plugin: known.info.name, version: known.info.version, generation: known.info.generation, file: file,
+                    plugin: known.info.name, version: known.info.version, generation: known.info.generation, file: label,
                     cachePath: known.info.path, sha256: sha256, alreadyLoaded: true, superseded: nil, jobsSwitched: []))
             }
             // A superseded generation's content again (a roll-back): its image serves once more.
@@ -276,7 +281,7 @@ extension ShardworkHost {
             plugin = unregistered
         } else if let refused = ledger.refused[sha256] {
             var again = refused
-            again.file = file
+            again.file = label
             return .failure(again)
         } else {
             guard ledger.imagesMapped < hotLoading.maxGenerations else {
@@ -294,17 +299,17 @@ extension ShardworkHost {
             if mapped { ledger.imagesMapped += 1 }
             guard let loaded else {
                 var checked = inspection
-                checked.file = file
+                checked.file = label
                 let descriptor = inspection.descriptor
                 let error = PluginHotLoadError(
-                    code: .pluginRefused, file: file, plugin: descriptor?.name, version: descriptor?.version,
+                    code: .pluginRefused, file: label, plugin: descriptor?.name, version: descriptor?.version,
                     reasons: inspection.reasons.map { .init(message: $0) }, inspection: checked)
                 if mapped { ledger.refused[sha256] = error }
                 return .failure(error)
             }
             plugin = loaded
         }
-        plugin.info.file = file
+        plugin.info.file = label
 
         let proposal: PluginGenerationProposal
         do {
@@ -352,7 +357,7 @@ extension ShardworkHost {
         }
         let info = proposal.info
         return .success(PluginLoadOutcome(
-            plugin: info.name, version: info.version, generation: info.generation, file: file, cachePath: info.path,
+            plugin: info.name, version: info.version, generation: info.generation, file: label, cachePath: info.path,
             sha256: sha256, alreadyLoaded: false, superseded: proposal.superseding?.generation,
             jobsSwitched: prepared.map(\.runtime.name)))
     }
