@@ -20,6 +20,16 @@ struct ControlOptions: ParsableArguments {
 
     func client() throws -> ControlClient { try Self.client(host: host, token: token) }
 
+    /// Sends an operation that changes something and prints what the host answered.
+    func change(
+        _ method: String, _ path: String, query: [String: String?] = [:], body: Data? = nil, contentType: String? = nil,
+        headers: [String: String] = [:]
+    ) async throws {
+        let client = try client()
+        let answer = try await client.send(method, path, query: query, body: body, contentType: contentType, headers: headers)
+        try client.decode(DoneAnswer.self, from: answer).print(json: json, answer)
+    }
+
     static func client(host: String?, token: String?) throws -> ControlClient {
         let environment = ProcessInfo.processInfo.environment
         let base = host ?? environment["SHARDWORK_HOST"] ?? "http://127.0.0.1:8470"

@@ -80,10 +80,8 @@ struct JobCommand: AsyncParsableCommand {
 
         func run() async throws {
             let body = try readFile(config)
-            let client = try control.client()
-            let answer = try await client.send(
+            try await control.change(
                 "POST", "jobs", query: ["allowMissingPlugins": allowMissingPlugins ? "true" : nil], body: body, contentType: "application/yaml")
-            try client.decode(DoneAnswer.self, from: answer).print(json: control.json, answer)
         }
     }
 
@@ -107,9 +105,7 @@ struct JobCommand: AsyncParsableCommand {
         @Argument(help: "The job's name.") var job: String
 
         func run() async throws {
-            let client = try control.client()
-            let answer = try await client.send("POST", "jobs/\(job)/trigger")
-            try client.decode(DoneAnswer.self, from: answer).print(json: control.json, answer)
+            try await control.change("POST", "jobs/\(job)/trigger")
         }
     }
 
@@ -121,9 +117,7 @@ struct JobCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("Only on this server (IPv4).", valueName: "ip")) var server: String?
 
         func run() async throws {
-            let client = try control.client()
-            let answer = try await client.send("POST", "jobs/\(job)/disable", query: ["server": server])
-            try client.decode(DoneAnswer.self, from: answer).print(json: control.json, answer)
+            try await control.change("POST", "jobs/\(job)/disable", query: ["server": server])
         }
     }
 
@@ -134,9 +128,7 @@ struct JobCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("Only on this server (IPv4).", valueName: "ip")) var server: String?
 
         func run() async throws {
-            let client = try control.client()
-            let answer = try await client.send("POST", "jobs/\(job)/enable", query: ["server": server])
-            try client.decode(DoneAnswer.self, from: answer).print(json: control.json, answer)
+            try await control.change("POST", "jobs/\(job)/enable", query: ["server": server])
         }
     }
 
@@ -152,9 +144,7 @@ struct JobCommand: AsyncParsableCommand {
             guard ["disable", "enable"].contains(action) else {
                 throw CLIFailure.badInput("\(action): the action is `disable` or `enable`")
             }
-            let client = try control.client()
-            let answer = try await client.send("POST", "jobs/\(job)/items/\(item)/\(action)")
-            try client.decode(DoneAnswer.self, from: answer).print(json: control.json, answer)
+            try await control.change("POST", "jobs/\(job)/items/\(item)/\(action)")
         }
     }
 
@@ -167,9 +157,7 @@ struct JobCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("Only this instance (ip@-@pid).", valueName: "id")) var instance: String?
 
         func run() async throws {
-            let client = try control.client()
-            let answer = try await client.send("POST", "jobs/\(job)/shutdown", query: ["server": server, "instance": instance])
-            try client.decode(DoneAnswer.self, from: answer).print(json: control.json, answer)
+            try await control.change("POST", "jobs/\(job)/shutdown", query: ["server": server, "instance": instance])
         }
     }
 
@@ -189,8 +177,8 @@ struct JobCommand: AsyncParsableCommand {
         var allowMissingPlugins = false
 
         func run() async throws {
-            let client = try control.client()
             guard let set else {
+                let client = try control.client()
                 let answer = try await client.send("GET", "jobs/\(job)/config")
                 if control.json { return printRaw(answer) }
                 let stored = try client.decode(StoredJobConfiguration.self, from: answer)
@@ -199,10 +187,9 @@ struct JobCommand: AsyncParsableCommand {
                 return
             }
             let body = try readFile(set)
-            let answer = try await client.send(
+            try await control.change(
                 "PUT", "jobs/\(job)/config", query: ["allowMissingPlugins": allowMissingPlugins ? "true" : nil], body: body,
                 contentType: "application/yaml", headers: version.map { ["If-Match": "\($0)"] } ?? [:])
-            try client.decode(DoneAnswer.self, from: answer).print(json: control.json, answer)
         }
     }
 
@@ -250,28 +237,22 @@ struct ServerCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Disable a server for every job: its items go to the other servers.")
         @OptionGroup var control: ControlOptions
         @Argument(help: "The server's IPv4 address.") var server: String
-        func run() async throws { try await serverAction("disable", server, control) }
+        func run() async throws { try await control.change("POST", "servers/\(server)/disable") }
     }
 
     struct Enable: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Enable a server for every job.")
         @OptionGroup var control: ControlOptions
         @Argument(help: "The server's IPv4 address.") var server: String
-        func run() async throws { try await serverAction("enable", server, control) }
+        func run() async throws { try await control.change("POST", "servers/\(server)/enable") }
     }
 
     struct Shutdown: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Stop every job on the instances of a server, until they restart.")
         @OptionGroup var control: ControlOptions
         @Argument(help: "The server's IPv4 address.") var server: String
-        func run() async throws { try await serverAction("shutdown", server, control) }
+        func run() async throws { try await control.change("POST", "servers/\(server)/shutdown") }
     }
-}
-
-private func serverAction(_ action: String, _ server: String, _ control: ControlOptions) async throws {
-    let client = try control.client()
-    let answer = try await client.send("POST", "servers/\(server)/\(action)")
-    try client.decode(DoneAnswer.self, from: answer).print(json: control.json, answer)
 }
 
 func printRaw(_ answer: ControlClient.Answer) {
