@@ -93,10 +93,13 @@ let package = Package(
             dependencies: ["CZooKeeper", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
+        // C helpers for the firing path (a cache prefetch).
+        .target(name: "CShardworkSupport"),
         .target(
             name: "ShardworkCore",
             dependencies: [
                 "ZooKeeper",
+                "CShardworkSupport",
                 // OpenSSL's libcrypto: SHA-256 names hot-loaded plugins in the plugin cache.
                 "CCrypto",
                 .product(name: "ShardworkSDK", package: "SDK"),

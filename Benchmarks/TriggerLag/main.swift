@@ -1,6 +1,7 @@
 // Trigger lag: how late items start after their cron instant, with 1, 1,000 and 10,000 jobs that
-// each fire every second, on one host with the embedded registry; and the host's threads and
-// resident memory. Run with scripts/benchmark; results in docs/performance.md.
+// each fire every second, on one host with the embedded registry; and the host's threads, resident
+// memory and CPU time (per second of wall time, 100 % = one core). Run with scripts/benchmark;
+// results in docs/performance.md.
 //
 // Usage: TriggerLagBenchmark [job counts...]   (default: 1 1000 10000)
 import Foundation
@@ -28,6 +29,14 @@ func processStatus() -> (threads: Int, residentMegabytes: Double) {
     return (threads, resident)
 }
 
+/// CPU time (user and system) this process has used so far, in seconds.
+func cpuSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1_000_000 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
 func percentile(_ sorted: [Int64], _ fraction: Double) -> Int64 {
     guard !sorted.isEmpty else { return 0 }
     return sorted[min(sorted.count - 1, Int(Double(sorted.count) * fraction))]
@@ -50,8 +59,8 @@ guard report.refused.isEmpty else { fail("plugins refused: \(report.refused)") }
 let counts = CommandLine.arguments.dropFirst().compactMap { Int($0) }
 let warmUpSeconds = 3
 let measuredSeconds = 10
-print("| jobs | fires measured | p50 | p99 | max | threads | resident memory |")
-print("|---:|---:|---:|---:|---:|---:|---:|")
+print("| jobs | fires measured | p50 | p90 | p99 | max | threads | resident memory | CPU |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for jobs in counts.isEmpty ? [1, 1_000, 10_000] : counts {
     var yaml = "host:\n  shutdownTimeoutSeconds: 5\njobs:\n"
     for index in 0..<jobs {
@@ -69,13 +78,15 @@ for jobs in counts.isEmpty ? [1, 1_000, 10_000] : counts {
     try await Task.sleep(for: .seconds(warmUpSeconds))
     var buffer = [Int64](repeating: 0, count: 8 * 1024 * 1024)
     _ = buffer.withUnsafeMutableBufferPointer { take($0.baseAddress, UInt64($0.count)) }  // drop the warm-up
+    let cpuBefore = cpuSeconds()
     var status = processStatus()
     try await Task.sleep(for: .seconds(measuredSeconds))
     status = processStatus()
+    let cpu = (cpuSeconds() - cpuBefore) / Double(measuredSeconds)
     let count = buffer.withUnsafeMutableBufferPointer { take($0.baseAddress, UInt64($0.count)) }
     await host.shutdown()
     let lags = buffer.prefix(Int(count)).sorted()
     func ms(_ microseconds: Int64) -> String { String(format: "%.2f ms", Double(microseconds) / 1000) }
-    print("| \(jobs) | \(count) (expected about \(jobs * measuredSeconds)) | \(ms(percentile(lags, 0.5))) | \(ms(percentile(lags, 0.99))) | "
-        + "\(ms(lags.last ?? 0)) | \(status.threads) | \(String(format: "%.0f MB", status.residentMegabytes)) |")
+    print("| \(jobs) | \(count) (expected about \(jobs * measuredSeconds)) | \(ms(percentile(lags, 0.5))) | \(ms(percentile(lags, 0.9))) | \(ms(percentile(lags, 0.99))) | "
+        + "\(ms(lags.last ?? 0)) | \(status.threads) | \(String(format: "%.0f MB", status.residentMegabytes)) | \(String(format: "%.1f %%", cpu * 100)) |")
 }

@@ -122,6 +122,36 @@ struct TimerServiceTests {
         #expect(!timer.isScheduled("once"))
     }
 
+    @Test("keys are armed their lead ahead; at an instant the release comes first, then the keys due")
+    func armAndRelease() {
+        let clock = ManualClock(now: 1_000)
+        let timer = TimerService(clock: clock, armLeadMilliseconds: 250)
+        let fires = Fires()
+        timer.start(
+            handler: { key, deadline, _ in
+                fires.record("due \(key)", deadline)
+                return deadline + 1_000
+            },
+            arm: { key, deadline in fires.record("arm \(key)", deadline) },
+            release: { now in fires.record("release", now) })
+        defer { timer.stop() }
+        timer.schedule("a", at: 2_000)
+        timer.schedule("b", at: 2_000)
+
+        clock.advance(to: 1_700)
+        #expect(!fires.wait(for: 1, seconds: 0.2), "nothing before the lead")
+        clock.advance(to: 1_750)
+        #expect(fires.wait(for: 2))
+        clock.advance(to: 2_000)
+        #expect(fires.wait(for: 3))
+        #expect(fires.all.map(\.key) == ["arm a", "arm b", "release", "due a", "due b"])
+        #expect(fires.all.map(\.deadline) == [2_000, 2_000, 2_000, 2_000, 2_000])
+        // Rescheduled from the handlers' answers, and armed again ahead of the next instant.
+        clock.advance(to: 2_750)
+        #expect(fires.wait(for: 2))
+        #expect(fires.all.suffix(2).map(\.key) == ["arm a", "arm b"])
+    }
+
     @Test("a key cancelled while its handler runs is not put back")
     func cancelDuringHandler() {
         let clock = ManualClock(now: 0)

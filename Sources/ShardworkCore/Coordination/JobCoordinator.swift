@@ -322,6 +322,8 @@ final class SnapshotCache: Sendable {
         var armed: Set<String> = []
     }
 
+    /// `State.generation`, readable without the lock (an armed fire checks it at its instant).
+    private let currentGeneration = Atomic<UInt64>(0)
     private let state = Mutex(State())
     private let listener = Mutex<Callback<String>?>(nil)
 
@@ -339,7 +341,7 @@ final class SnapshotCache: Sendable {
         state.withLock { state in state.snapshot.map { ($0, state.generation) } }
     }
 
-    var generation: UInt64 { state.withLock { $0.generation } }
+    var generation: UInt64 { currentGeneration.load(ordering: .acquiring) }
 
     func store(_ snapshot: JobSnapshot, ifStill generation: UInt64) {
         state.withLock { state in
@@ -350,6 +352,7 @@ final class SnapshotCache: Sendable {
     func invalidate() {
         state.withLock { state in
             state.generation &+= 1
+            currentGeneration.store(state.generation, ordering: .releasing)
             state.snapshot = nil
         }
     }
@@ -358,6 +361,7 @@ final class SnapshotCache: Sendable {
     func reset() {
         state.withLock { state in
             state.generation &+= 1
+            currentGeneration.store(state.generation, ordering: .releasing)
             state.snapshot = nil
             state.armed = []
         }
@@ -371,6 +375,7 @@ final class SnapshotCache: Sendable {
             state.withLock { state in
                 state.armed.remove(key)
                 state.generation &+= 1
+                currentGeneration.store(state.generation, ordering: .releasing)
                 state.snapshot = nil
             }
             listener.withLock { $0 }?.call(event.path)

@@ -67,47 +67,22 @@ public final class ItemBatch: Sendable {
     ) async -> [Int: ItemOutcome] {
         guard !items.isEmpty else { return [:] }
         return await withCheckedContinuation { continuation in
-            start(
-                items, concurrency: concurrency, pool: pool, timeout: timeout, cancellation: cancellation, run: run,
-                submit: { pool.submit(contentsOf: $0) },
-                completion: { continuation.resume(returning: $0) })
+            ItemBatch(items: items, pool: pool, timeout: timeout, run: run).start(
+                concurrency: concurrency, cancellation: cancellation, completion: { continuation.resume(returning: $0) })
         }
     }
 
-    /// Starts `items` without waiting: `submit` receives the runners to put on the pool (at once, or
-    /// with other fires' runners in one hand-off), and `completion` is called once, on the thread
-    /// of the last item to end, with every outcome.
-    static func start(
-        _ items: [Int], concurrency: Int, pool: WorkerPool, timeout: Double?,
-        cancellation: ItemBatchCancellation?, run: @escaping Run,
-        submit: ([@Sendable () -> Void]) -> Void,
-        completion: @escaping @Sendable ([Int: ItemOutcome]) -> Void
-    ) {
-        guard !items.isEmpty else {
-            completion([:])
-            return
-        }
-        ItemBatch(items: items, pool: pool, timeout: timeout, run: run)
-            .activate(concurrency: concurrency, cancellation: cancellation, submit: submit, completion: completion)
-    }
-
-    /// A batch made ahead of time (an armed fire): nothing runs until ``activate(concurrency:cancellation:submit:completion:)``.
-    static func prepare(_ items: [Int], pool: WorkerPool, timeout: Double?, run: @escaping Run) -> ItemBatch {
-        ItemBatch(items: items, pool: pool, timeout: timeout, run: run)
-    }
-
-    /// Starts the batch: at most `concurrency` runners go to `submit`, and `completion` is called
-    /// once with every outcome. Call once.
-    func activate(
-        concurrency: Int, cancellation: ItemBatchCancellation?, submit: ([@Sendable () -> Void]) -> Void,
-        completion: @escaping @Sendable ([Int: ItemOutcome]) -> Void
+    /// Starts the batch: at most `concurrency` runners go to the pool, and `completion` is called
+    /// once, on the thread of the last item to end, with every outcome.
+    private func start(
+        concurrency: Int, cancellation: ItemBatchCancellation?, completion: @escaping @Sendable ([Int: ItemOutcome]) -> Void
     ) {
         state.withLock {
             $0.completion = completion
             $0.cancellation = cancellation
             $0.stamp = cancellation?.stamp ?? 0
         }
-        submit(Array(repeating: { self.runner() }, count: max(1, min(concurrency, total))))
+        pool.submit(contentsOf: Array(repeating: { self.runner() }, count: max(1, min(concurrency, total))))
     }
 
     /// One of the batch's runners: takes items until none is left, or until its item timed out

@@ -7,6 +7,8 @@ import Synchronization
 public final class HostServices: Sendable {
     public let pool: WorkerPool
     public let cancellation = ItemBatchCancellation()
+    /// The fires armed ahead of their instants, by instant (see ``JobRuntime/arm(deadline:)``).
+    let fireBoard = FireBoard()
     public let instance: JobInstance
     /// The `shardwork` binary, which runs isolated jobs' items as `shardwork worker`.
     public let workerExecutable: String?
@@ -78,13 +80,21 @@ public enum FireSource: String, Sendable {
 /// hand failures to the error handler, clear the markers, re-run once if a fire came meanwhile
 /// (misfire), and run the after-hooks.
 public final class JobRuntime: Sendable {
+    // What an armed fire's start reads comes first, so that it shares the object's first cache
+    // lines (see ``ArmedFire``).
+    private let state = Mutex(State())
+    /// The job as prepared now, and its worker process if its items run isolated. A configuration
+    /// change in the registry replaces both; a fire uses the one it started with.
+    private let current: Mutex<(job: PreparedJob, isolated: IsolatedJobType?)>
+    /// Fires started from an armed preparation.
+    let armedFires = Atomic<Int>(0)
+    /// Set when the job needs resharding while a streaming dataflow item runs: it stops fetching.
+    let reshardingNeeded = Atomic<Bool>(false)
+
     public let coordinator: JobCoordinator
     let services: HostServices
     let logger: Logger
 
-    /// The job as prepared now, and its worker process if its items run isolated. A configuration
-    /// change in the registry replaces both; a fire uses the one it started with.
-    private let current: Mutex<(job: PreparedJob, isolated: IsolatedJobType?)>
     /// Workers of earlier preparations whose fire was running when they were replaced.
     private let retiredWorkers = Mutex<[IsolatedJobType]>([])
 
@@ -107,25 +117,28 @@ public final class JobRuntime: Sendable {
         /// A trigger came while one was running (at most one is kept).
         var triggerPending = false
         var currentItems: [Int] = []
+        /// The armed fire running now, whose items are the current ones (kept rather than copied
+        /// into `currentItems`: its start touches as little memory as it can).
+        var currentFire: ArmedFire?
         /// Items taken over from a crashed instance, with the epochs of their claims, waiting to
         /// run (at once when idle, after the current fire otherwise).
         var failoverPending: [Int: UInt64] = [:]
         /// The next scheduled fire, prepared ahead of its instant (see ``arm(deadline:)``).
         var armed: ArmedFire?
+        /// The instant and next fire time of the last fire that its wave took.
+        var released: (deadline: Int64, next: Int64?)?
+        /// Raised when the job's preparation is replaced: an arming that started before (on the
+        /// timer's thread, or a task reading the snapshot) must not publish its fire.
+        var armGeneration: UInt64 = 0
     }
 
     /// Called after every fire (and failover run) ends: the host looks for failover work then
     /// (ElasticJob's enquiry execution).
     let onFireEnded = Mutex<Callback<Void>?>(nil)
 
-    private let state = Mutex(State())
     /// One logger per item, made once: setting log metadata is not free (swift-log's stream handler
     /// renders it again on every change), and items repeat at every fire.
     private let itemLoggers = Mutex<[Int: Logger]>([:])
-    /// Fires started from an armed preparation.
-    let armedFires = Atomic<Int>(0)
-    /// Set when the job needs resharding while a streaming dataflow item runs: it stops fetching.
-    let reshardingNeeded = Atomic<Bool>(false)
 
     /// A scheduled fire later than this is counted as missed (the host was paused, the clock jumped).
     static let lateFireMilliseconds: Int64 = 1_000
@@ -163,6 +176,10 @@ public final class JobRuntime: Sendable {
             }
         }
         itemLoggers.withLock { $0.removeAll() }
+        // A fire armed with the old preparation is stale: the timer's handler runs the fire at its
+        // instant afresh, if the new schedule still has it; an arming under way is void.
+        state.withLock { $0.armGeneration &+= 1 }
+        dropArmed()
     }
 
     public var name: String { coordinator.paths.job }
@@ -170,62 +187,83 @@ public final class JobRuntime: Sendable {
     // MARK: Fires
 
     /// The timer's call (on the timer thread; it must not wait): start a fire, or record a misfire
-    /// when the previous fire is still running. Returns the next fire time.
-    public func timerFired(deadline: Int64, now: Int64, release: FireRelease? = nil) -> Int64? {
+    /// when the previous fire is still running. Returns the next fire time. A fire that its wave
+    /// started (or is starting) is the wave's: only the next fire time is wanted then.
+    public func timerFired(deadline: Int64, now: Int64) -> Int64? {
         let late = now - deadline > Self.lateFireMilliseconds
-        enum Action { case start, misfire, skipLate, none }
-        var armed: ArmedFire?
+        enum Action { case start, misfire, skipLate, none, released(ArmedFire?, Int64?) }
+        var unreleasedArmed: ArmedFire?
+        defer { if let unreleasedArmed { services.fireBoard.remove(unreleasedArmed) } }
         let action: Action = state.withLock { state in
-            armed = state.armed
-            state.armed = nil
+            if let armed = state.armed, armed.deadline == deadline, armed.isReleased {
+                return .released(armed, nil)
+            }
+            if let released = state.released, released.deadline == deadline { return .released(nil, released.next) }
             if state.stopped { return .none }
-            if state.running {
-                guard job.configuration.misfire else { return .none }
-                if !state.misfirePending {
-                    state.misfirePending = true
-                    let items = state.currentItems
-                    let previous = state.misfireWrite
-                    state.misfireWrite = Task {
-                        await previous?.value
-                        do {
-                            // Before the running fire knows its items, ElasticJob's rule applies:
-                            // the misfire marks the items assigned to this instance now.
-                            let marked = items.isEmpty
-                                ? CoordinationRules.assignedItems(
-                                    try await self.coordinator.snapshot(), self.services.instance,
-                                    total: self.job.configuration.shardingTotalCount)
-                                : items
-                            try await self.coordinator.setMisfire(marked)
-                        } catch {
-                            self.logger.error("job '\(self.name)': cannot record the misfire in the registry: \(error)")
-                        }
-                    }
-                }
-                return .misfire
+            if state.running || state.armed?.isReleased == true {
+                // Running, or an earlier fire's wave has it and not started it yet (every worker
+                // thread is busy): this fire found the job running.
+                return recordMisfire(&state) ? .misfire : .none
+            }
+            // An armed fire that no wave took (armed too late, or its wave came too late) goes the
+            // general way.
+            if let unreleased = state.armed {
+                state.armed = nil
+                unreleasedArmed = unreleased
             }
             if late && !job.configuration.misfire { return .skipLate }
             state.running = true
             return .start
         }
         switch action {
+        case .released(let armed?, _):
+            return armed.preparation == ObjectIdentifier(job) ? armed.next : job.schedule?.nextFireTime(after: deadline)
+        case .released(nil, let next):
+            return next
         case .start:
-            if !late, let armed, armed.deadline == deadline, start(armed, via: release) {
-                break
-            }
             let source: FireSource = late ? .misfire : .schedule
             Task { await self.fire(scheduledAt: deadline, source: source) }
         case .misfire:
-            logger.info("job '\(name)': the fire of \(Self.format(deadline)) found the previous fire still running; it will run once after it")
+            logMisfire(deadline)
         case .skipLate:
             logger.warning("job '\(name)': the fire of \(Self.format(deadline)) was missed (\(now - deadline) ms late) and misfire is off; skipped")
         case .none:
             break
         }
-        // Computed after the fire is off, so it delays nothing that starts now; an armed fire of
-        // the same preparation computed it ahead.
-        let prepared = self.job
-        if !late, let armed, armed.deadline == deadline, armed.job === prepared { return armed.next }
-        return prepared.schedule?.nextFireTime(after: late ? now : deadline)
+        // Computed after the fire is off, so it delays nothing that starts now.
+        return job.schedule?.nextFireTime(after: late ? now : deadline)
+    }
+
+    /// A fire came while the previous one is running: with misfire on, one extra run is kept and
+    /// the items are marked misfired in the registry. Returns whether the fire was kept (call with
+    /// the state locked).
+    private func recordMisfire(_ state: inout State) -> Bool {
+        guard job.configuration.misfire else { return false }
+        if !state.misfirePending {
+            state.misfirePending = true
+            let items = state.currentFire?.items ?? state.currentItems
+            let previous = state.misfireWrite
+            state.misfireWrite = Task {
+                await previous?.value
+                do {
+                    // Before the running fire knows its items, ElasticJob's rule applies:
+                    // the misfire marks the items assigned to this instance now.
+                    let marked = items.isEmpty
+                        ? CoordinationRules.assignedItems(
+                            try await self.coordinator.snapshot(), self.services.instance,
+                            total: self.job.configuration.shardingTotalCount)
+                        : items
+                    try await self.coordinator.setMisfire(marked)
+                } catch {
+                    self.logger.error("job '\(self.name)': cannot record the misfire in the registry: \(error)")
+                }
+            }
+        }
+        return true
+    }
+
+    private func logMisfire(_ deadline: Int64) {
+        logger.info("job '\(name)': the fire of \(Self.format(deadline)) found the previous fire still running; it will run once after it")
     }
 
     /// Runs the job once now. If a fire is running, runs once after it (triggers do not pile up).
@@ -260,11 +298,13 @@ public final class JobRuntime: Sendable {
 
     /// No fire starts after this; a running one finishes (``isRunning`` turns false).
     public func stop() {
-        state.withLock { state in
+        let armed = state.withLock { state in
             state.stopped = true
-            // An armed fire holds its batch, whose items hold this runtime.
-            state.armed = nil
+            defer { state.armed = nil }
+            return state.armed
         }
+        // An armed fire holds this runtime: off its wave, so that a removed job is freed now.
+        if let armed { services.fireBoard.remove(armed) }
     }
 
     public var isRunning: Bool { state.withLock { $0.running } }
@@ -287,6 +327,7 @@ public final class JobRuntime: Sendable {
     private func nextRun() -> FireSource? {
         state.withLock { state -> FireSource? in
             state.currentItems = []
+            state.currentFire = nil
             if !state.stopped, !state.failoverPending.isEmpty {
                 return .failover
             }
@@ -470,7 +511,7 @@ public final class JobRuntime: Sendable {
             let context = Self.context(job, item: item, taskID: taskID, fireTime: fireTime, epoch: epochs[item] ?? 0)
             let invocation = self.invocation(context, isCancelled: isCancelled, owned: owned)
             if let isolated { return isolated.run(invocation) }
-            return Self.runItem(job.jobType, streaming: job.streamingProcess, invocation) { [self] in
+            return Self.runItem(job.jobType, streaming: job.streamingProcess, ItemCall(invocation)) { [self] in
                 reshardingNeeded.load(ordering: .relaxed)
             }
         }
@@ -546,20 +587,20 @@ public final class JobRuntime: Sendable {
 
     /// Runs one item on the current (worker) thread.
     static func runItem(
-        _ jobType: JobTypeInstance, streaming: Bool, _ invocation: ItemInvocation, reshardingNeeded: () -> Bool
+        _ jobType: JobTypeInstance, streaming: Bool, _ call: ItemCall, reshardingNeeded: () -> Bool
     ) -> ItemOutcome {
         do {
             switch jobType.shape {
             case .simple:
-                try jobType.execute(invocation)
+                try jobType.execute(call)
             case .dataflow:
-                guard var batch = try jobType.fetch(invocation) else { return .succeeded }
+                guard var batch = try jobType.fetch(call) else { return .succeeded }
                 while true {
-                    try jobType.process(invocation, batch)
+                    try jobType.process(call, batch)
                     // ElasticJob's streaming loop: fetch again until nothing comes, unless the job
                     // must reshard or the item is asked to stop.
-                    guard streaming, !invocation.control.isCancelled, !reshardingNeeded(),
-                          let next = try jobType.fetch(invocation)
+                    guard streaming, !call.invocation.control.isCancelled, !reshardingNeeded(),
+                          let next = try jobType.fetch(call)
                     else { break }
                     batch = next
                 }
@@ -655,45 +696,6 @@ public final class JobRuntime: Sendable {
 
 // MARK: Armed fires
 
-/// A scheduled fire prepared ahead of its instant by ``JobRuntime/arm(deadline:)``: its items,
-/// their contexts and the next fire time, worked out from the cached registry snapshot.
-struct ArmedFire: Sendable {
-    let deadline: Int64
-    /// The preparation it was made from; another one by the instant (a configuration change, a
-    /// hot-load) makes it stale.
-    let job: PreparedJob
-    /// The snapshot cache's generation when it was made; any registry change since makes it stale.
-    let cacheGeneration: UInt64
-    let items: [Int]
-    let contexts: [Int: ShardingContext]
-    /// The fire time after this one.
-    let next: Int64?
-    /// The items' batch, made ahead; it runs only if the fire is released.
-    let batch: ItemBatch
-    /// The registry session and fencing generation the items belong to: if either changed by the
-    /// instant, the fire is stale.
-    let session: Int64?
-    let fencingGeneration: UInt64
-}
-
-/// The work released by one run of the timer, handed to the worker pool in bulk: one lock and one
-/// wake-up for a burst of fires instead of one per fire. Used on the timer's thread only.
-public final class FireRelease: @unchecked Sendable {
-    private let pool: WorkerPool
-    private var pending: [@Sendable () -> Void] = []
-
-    public init(pool: WorkerPool) { self.pool = pool }
-
-    func add(_ work: [@Sendable () -> Void]) { pending.append(contentsOf: work) }
-
-    /// Hands everything released since the last flush to the pool.
-    public func flush() {
-        guard !pending.isEmpty else { return }
-        pool.submit(contentsOf: pending)
-        pending.removeAll(keepingCapacity: true)
-    }
-}
-
 extension JobRuntime {
     /// The instant of the fire armed now, if one is.
     public var armedDeadline: Int64? { state.withLock { $0.armed?.deadline } }
@@ -702,125 +704,201 @@ extension JobRuntime {
     public var armedFireCount: Int { armedFires.load(ordering: .relaxed) }
 
     /// Whether the job's fires can be armed: nothing to do at the instant but start the items. A
-    /// fire with listeners, running markers (monitorExecution, and so failover), the clock check
-    /// or a worker process takes the general path, as does any fire whose registry state changed
-    /// after it was armed.
+    /// fire with listeners, running markers (monitorExecution, and so failover), the clock check,
+    /// an item timeout or a worker process takes the general path, as does any fire whose registry
+    /// state changed after it was armed.
     static func canArm(_ job: PreparedJob) -> Bool {
         job.listeners.isEmpty && !job.configuration.monitorExecution && job.configuration.maxTimeDiffSeconds < 0
-            && job.isolation == nil
+            && job.isolation == nil && job.itemTimeoutSeconds == nil
     }
 
     /// Prepares the fire at `deadline` (on the timer's thread, ahead of the instant): the items this
-    /// instance runs, their contexts and the fire after it, from the cached snapshot. Nothing is
-    /// armed when the job cannot be, the snapshot is not cached, or a resharding is due; that fire
-    /// then takes the general path.
+    /// instance runs, their C contexts and the fire after it, from the cached snapshot, and puts it
+    /// in the wave of its instant. Nothing is armed when the job cannot be, the snapshot is not
+    /// cached, or a resharding is due; that fire then takes the general path.
     public func arm(deadline: Int64) {
+        arm(deadline: deadline, armGeneration: state.withLock { $0.armGeneration })
+    }
+
+    /// `armGeneration`: the arming generation when the arming began; if the job's preparation has
+    /// been replaced since, nothing is armed.
+    private func arm(deadline: Int64, armGeneration: UInt64) {
+        // An earlier fire that its wave has and has not started yet (every worker thread is busy)
+        // stays armed: it starts late rather than never, and the fire at `deadline` takes the
+        // general way (it finds that fire pending, and counts as a misfire).
+        guard !hasPendingReleasedFire else { return }
         let job = self.job
         guard Self.canArm(job) else {
-            state.withLock { $0.armed = nil }
+            dropArmed()
             return
         }
-        guard coordinator.cachedSnapshot() != nil else {
+        guard let (snapshot, generation) = coordinator.cachedSnapshot() else {
             // Not cached (the registry changed since the last read): read it off the timer's
             // thread, and arm with it if it comes before the instant.
-            state.withLock { $0.armed = nil }
+            dropArmed()
             Task {
                 guard (try? await coordinator.snapshot()) != nil, services.clock.now() < deadline - 1 else { return }
-                arm(deadline: deadline)
+                arm(deadline: deadline, armGeneration: armGeneration)
             }
             return
         }
         var armed: ArmedFire?
-        if let (snapshot, generation) = coordinator.cachedSnapshot(),
-           !snapshot.reshardingNecessary, !snapshot.shardingProcessing
-        {
+        if !snapshot.reshardingNecessary, !snapshot.shardingProcessing {
             let configuration = job.configuration
             let items = CoordinationRules.itemsToRun(
                 snapshot, services.instance, total: configuration.shardingTotalCount, failover: configuration.failover,
                 monitorExecution: false)
             if !items.isEmpty {
                 let taskID = self.taskID(items)
-                var contexts: [Int: ShardingContext] = [:]
-                for item in items {
-                    contexts[item] = Self.context(
-                        job, item: item, taskID: taskID, fireTime: deadline, epoch: snapshot.items[item]?.ownerEpoch ?? 0)
-                }
                 let (session, fencingGeneration, owned) = ownership()
-                let batch = ItemBatch.prepare(items, pool: services.pool, timeout: job.itemTimeoutSeconds) { [self, contexts] item, isCancelled in
-                    let invocation = invocation(contexts[item]!, isCancelled: isCancelled, owned: owned)
-                    return Self.runItem(job.jobType, streaming: job.streamingProcess, invocation) { [self] in
-                        reshardingNeeded.load(ordering: .relaxed)
-                    }
-                }
-                armed = ArmedFire(
-                    deadline: deadline, job: job, cacheGeneration: generation, items: items, contexts: contexts,
-                    next: job.schedule?.nextFireTime(after: deadline), batch: batch, session: session,
+                let fire = ArmedFire(
+                    runtime: self, deadline: deadline, job: job, cache: coordinator.cache, cacheGeneration: generation,
+                    items: items, taskID: taskID, next: job.schedule?.nextFireTime(after: deadline), session: session,
                     fencingGeneration: fencingGeneration)
+                let cancellation = services.cancellation
+                // Unowned: the fire owns its calls, and an item's control is only used while the
+                // item runs.
+                let isCancelled: @Sendable () -> Bool = { [unowned fire] in
+                    cancellation.isCancelled(since: fire.stamp.load(ordering: .acquiring))
+                }
+                fire.setCalls(items.map { item in
+                    let context = Self.context(
+                        job, item: item, taskID: taskID, fireTime: deadline, epoch: snapshot.items[item]?.ownerEpoch ?? 0)
+                    return ItemCall(invocation(context, isCancelled: isCancelled, owned: owned))
+                })
+                armed = fire
             }
         }
-        state.withLock { state in
-            if !state.stopped { state.armed = armed }
+        enum Outcome { case armed(replacing: ArmedFire?), kept }
+        let outcome = state.withLock { state -> Outcome in
+            if state.stopped || state.armGeneration != armGeneration { return .kept }
+            if let earlier = state.armed, earlier !== armed, earlier.isReleased { return .kept }
+            defer { state.armed = armed }
+            return .armed(replacing: state.armed)
+        }
+        guard case .armed(let replaced) = outcome else { return }
+        // A fire armed earlier and not handed to a wave is stale now: off its wave.
+        if let replaced, replaced !== armed { services.fireBoard.remove(replaced) }
+        // In the wave only once it is the armed fire: a wave that takes it finds it so.
+        guard let armed else { return }
+        if !services.fireBoard.add(armed) {
+            // Its instant's wave has gone already: the timer's handler runs it the general way.
+            state.withLock { state in
+                if state.armed === armed { state.armed = nil }
+            }
+        } else if state.withLock({ $0.armed !== armed }) {
+            // Stopped or dropped while it was being added: off the wave again.
+            services.fireBoard.remove(armed)
         }
     }
 
-    /// Starts an armed fire's items (the job is marked running already). Returns false, having
-    /// started nothing, when the fire went stale since it was armed.
-    fileprivate func start(_ armed: ArmedFire, via release: FireRelease?) -> Bool {
-        let registry = coordinator.registry
-        guard armed.job === job, coordinator.cacheGeneration == armed.cacheGeneration, services.mayStartItems,
-              registry.sessionID == armed.session,
-              services.fencingGeneration.load(ordering: .acquiring) == armed.fencingGeneration,
-              !services.registrySilent(registry)
-        else { return false }
-        state.withLock { $0.currentItems = armed.items }
-        armedFires.add(1, ordering: .relaxed)
-        let services = self.services
-        armed.batch.activate(
-            concurrency: armed.job.threadCount, cancellation: services.cancellation,
-            submit: { runners in
-                if let release { release.add(runners) } else { services.pool.submit(contentsOf: runners) }
-            },
-            completion: { [self] outcomes in finishArmed(armed, outcomes: outcomes) })
-        return true
+    /// Whether the armed fire is one that its wave has and has not started yet.
+    private var hasPendingReleasedFire: Bool { state.withLock { $0.armed?.isReleased == true } }
+
+    /// Drops the armed fire, unless its wave has it already (then the wave starts it): it is stale
+    /// (the job's preparation changed, or its fires are no longer armed).
+    func dropArmed() {
+        let dropped = state.withLock { state -> ArmedFire? in
+            guard let armed = state.armed, !armed.isReleased else { return nil }
+            state.armed = nil
+            return armed
+        }
+        if let dropped { services.fireBoard.remove(dropped) }
     }
 
-    /// The end of an armed fire, on the thread of its last item: what `execute` and `runFire` do
-    /// after the items, for a fire without markers or listeners. Failures go to the error handler
-    /// on a task; a success ends the fire here.
-    private func finishArmed(_ armed: ArmedFire, outcomes: [Int: ItemOutcome]) {
-        let items = armed.items
-        let started = armed.deadline
+    /// Starts an armed fire that its wave gives this thread: claims it (it must still be the armed
+    /// fire; if the previous fire is still running, this one is a misfire), checks that it is not
+    /// stale, and runs its items here (more of the pool's threads join for a job whose executor
+    /// allows several at once). Returns true when the items ran and ended on this thread: the
+    /// caller ends the fire with ``finishArmed(_:)`` once its other starts are out.
+    func release(_ fire: ArmedFire, gate: WaveGate) -> Bool {
+        enum Claim { case start, stale(late: Bool), misfire, skipLate, none }
+        let claim: Claim = state.withLock { state in
+            guard !state.stopped, state.armed === fire else { return .none }
+            state.armed = nil
+            // The fire holds its preparation, so an equal identifier is the same preparation.
+            let samePreparation = current.withLock { ObjectIdentifier($0.job) == fire.preparation }
+            state.released = (fire.deadline, samePreparation ? fire.next : job.schedule?.nextFireTime(after: fire.deadline))
+            if state.running { return recordMisfire(&state) ? .misfire : .none }
+            // Late (every worker thread was busy for more than a second), or its registry state
+            // or preparation changed since it was armed: the general path runs it afresh, as the
+            // timer would have (a late one as a misfire, or not at all with misfire off).
+            let late = gate.now - fire.deadline > Self.lateFireMilliseconds
+            guard !late, samePreparation, services.mayStartItems, gate.session == fire.session, !gate.silent,
+                  services.fencingGeneration.load(ordering: .acquiring) == fire.fencingGeneration,
+                  fire.cache.generation == fire.cacheGeneration
+            else {
+                if late && !job.configuration.misfire { return .skipLate }
+                state.running = true
+                return .stale(late: late)
+            }
+            state.running = true
+            state.currentFire = fire
+            return .start
+        }
+        switch claim {
+        case .none:
+            return false
+        case .misfire:
+            logMisfire(fire.deadline)
+            return false
+        case .skipLate:
+            logger.warning("job '\(name)': the fire of \(Self.format(fire.deadline)) was missed (it could not start within a second) and misfire is off; skipped")
+            return false
+        case .stale(let late):
+            Task { await self.fire(scheduledAt: fire.deadline, source: late ? .misfire : .schedule) }
+            return false
+        case .start:
+            break
+        }
+        fire.stamp.store(services.cancellation.stamp, ordering: .releasing)
+        armedFires.wrappingAdd(1, ordering: .relaxed)
+        if fire.helpers > 0 {
+            services.pool.submit(contentsOf: Array(repeating: { [self] in
+                if fire.runItems() { finishArmed(fire) }
+            }, count: fire.helpers))
+        }
+        return fire.runItems()
+    }
+
+    /// The end of an armed fire, on a worker thread: what `execute` and `runFire` do after the
+    /// items, for a fire without markers or listeners. Failures go to the error handler on a task;
+    /// a success ends the fire here.
+    func finishArmed(_ fire: ArmedFire) {
+        let items = fire.items
         let registry = coordinator.registry
-        let sameSession = registry.sessionID == armed.session
+        let sameSession = registry.sessionID == fire.session
         let owned = sameSession
-            && services.fencingGeneration.load(ordering: .acquiring) == armed.fencingGeneration && !services.registrySilent(registry)
+            && services.fencingGeneration.load(ordering: .acquiring) == fire.fencingGeneration && !services.registrySilent(registry)
+        let allSucceeded = fire.allSucceeded
         if !sameSession {
             logger.warning("job '\(name)': items \(items.map(String.init).joined(separator: ",")) ran past this host's registry session")
-        } else if !owned {
+        } else if !owned && !allSucceeded {
+            let outcomes = fire.outcomesByItem
             let fenced = items.filter { outcomes[$0]?.succeeded != true }
-            if !fenced.isEmpty {
-                logger.warning("job '\(name)': items \(fenced.map(String.init).joined(separator: ",")) were stopped by fencing")
-            }
+            logger.warning("job '\(name)': items \(fenced.map(String.init).joined(separator: ",")) were stopped by fencing")
         }
-        let failed = items.filter { outcomes[$0]?.failureMessage != nil }
-        guard failed.isEmpty else {
+        guard allSucceeded else {
+            let outcomes = fire.outcomesByItem
             Task {
-                for item in failed {
+                for item in items {
                     guard let outcome = outcomes[item], let message = outcome.failureMessage else { continue }
                     _ = await handleFailure(
-                        armed.job, origin: .item, item: item, fireTime: armed.deadline, taskID: armed.contexts[item]?.taskID ?? "",
+                        fire.job, origin: .item, item: item, fireTime: fire.deadline, taskID: fire.taskID,
                         message: message, code: outcome.code)
                 }
-                logFire(fireTime: armed.deadline, source: .schedule, items: items, outcomes: outcomes, runs: 1, started: started)
-                await afterRun(scheduledAt: armed.deadline)
+                logFire(fireTime: fire.deadline, source: .schedule, items: items, outcomes: outcomes, runs: 1, started: fire.deadline)
+                await afterRun(scheduledAt: fire.deadline)
             }
             return
         }
-        logFire(fireTime: armed.deadline, source: .schedule, items: items, outcomes: outcomes, runs: 1, started: started)
+        if logger.logLevel <= .info {
+            logFire(fireTime: fire.deadline, source: .schedule, items: items, outcomes: fire.outcomesByItem, runs: 1, started: fire.deadline)
+        }
         if let next = nextRun() {
             Task {
-                await runFire(fireTime: next == .trigger || next == .failover ? services.clock.now() : armed.deadline, source: next)
-                await afterRun(scheduledAt: armed.deadline)
+                await runFire(fireTime: next == .trigger || next == .failover ? services.clock.now() : fire.deadline, source: next)
+                await afterRun(scheduledAt: fire.deadline)
             }
         } else {
             fireEnded()

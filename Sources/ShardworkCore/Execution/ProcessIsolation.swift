@@ -268,7 +268,7 @@ public enum WorkerProcess {
                         fireTimeMilliseconds: run.fireTimeMilliseconds, fencingEpoch: run.fencingEpoch)
                     let control = ItemControl(isCancelled: { cancelled.contains(run.id) }, isEpochCurrent: { $0 == run.fencingEpoch })
                     let outcome = JobRuntime.runItem(
-                        job, streaming: setup.streaming, ItemInvocation(context: context, control: control, logger: logger)
+                        job, streaming: setup.streaming, ItemCall(ItemInvocation(context: context, control: control, logger: logger))
                     ) { false }
                     switch outcome {
                     case .succeeded: output.write(.succeeded(id: run.id))

@@ -111,8 +111,7 @@ public final class ShardworkHost: Service, Sendable {
         }
         let runtimes = self.runtimes
         let maintenanceInterval = Self.maintenanceIntervalMilliseconds
-        // Fires are armed ahead of their instant and released in bulk (see ``JobRuntime/arm(deadline:)``).
-        let release = FireRelease(pool: services.pool)
+        // Fires are armed ahead of their instant and started in waves (see ``JobRuntime/arm(deadline:)``).
         timer.start(
             handler: { [weak self] key, deadline, now in
                 guard let self else { return nil }
@@ -121,13 +120,13 @@ public final class ShardworkHost: Service, Sendable {
                     Task { self.maintain() }
                     return now + maintenanceInterval
                 }
-                return self.table.withLock { $0[key] }?.timerFired(deadline: deadline, now: now, release: release)
+                return self.table.withLock { $0[key] }?.timerFired(deadline: deadline, now: now)
             },
             arm: { [weak self] key, deadline in
                 guard let self, key != Self.maintenanceKey else { return }
                 self.table.withLock { $0[key] }?.arm(deadline: deadline)
             },
-            flush: { release.flush() })
+            release: { [weak self] now in self?.releaseWaves(now: now) })
         let now = services.clock.now()
         for runtime in runtimes.values {
             schedule(runtime, after: now)
@@ -455,6 +454,27 @@ public final class ShardworkHost: Service, Sendable {
         await runtime.coordinator.unregister()
     }
 
+    /// The timer's release at an instant: every wave due starts now, on the worker pool, and the
+    /// timer's own work on the same keys waits until their fires have started (at most 20 ms;
+    /// runners held up in other jobs' long items do not hold the timer longer).
+    /// A wave that comes more than a second late (the host was paused) is not started: its fires
+    /// go the general way, as missed fires.
+    private func releaseWaves(now: Int64) {
+        let waves = services.fireBoard.takeDue(now: now)
+        guard !waves.isEmpty else { return }
+        var launched: [FireWave] = []
+        for wave in waves where now - wave.deadline <= JobRuntime.lateFireMilliseconds {
+            wave.launch(services, registry: registry)
+            launched.append(wave)
+        }
+        let until = DispatchTime.now() + FireWave.startsWait
+        for wave in launched where !wave.awaitStarts(until: until) {
+            // A runner is held up in a long item: the fires it saw end are ended elsewhere, so
+            // that their jobs do not stay running meanwhile.
+            Task { wave.endHeldFires() }
+        }
+    }
+
     /// The periodic check: every active job whose registry state changed syncs, and ElasticJob's
     /// reconcile runs where it is due.
     private func maintain() {
@@ -574,6 +594,9 @@ public final class ShardworkHost: Service, Sendable {
         }
         guard first else { return }
         timer.stop()
+        // Fires armed for instants the stopped timer will not reach hold their runtimes; and with
+        // the waves gone, stopping each job does not look for its fire in them.
+        services.fireBoard.close()
         stopWatchingPlugins()
         for runtime in runtimes.values { runtime.stop() }
         let deadline = Date().addingTimeInterval(configuration.host.shutdownTimeoutSeconds)

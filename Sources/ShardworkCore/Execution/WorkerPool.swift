@@ -49,11 +49,13 @@ public final class WorkerPool: @unchecked Sendable {
 
     /// Runs every one of `bodies` on pool threads, in order, with one lock and one wake-up for the
     /// lot: how the timer releases a burst of fires that came due at one instant.
-    public func submit(contentsOf bodies: [@Sendable () -> Void]) {
-        guard !bodies.isEmpty else { return }
+    /// Returns false, running none of them, when the pool has been shut down.
+    @discardableResult
+    public func submit(contentsOf bodies: [@Sendable () -> Void]) -> Bool {
+        guard !bodies.isEmpty else { return true }
         condition.lock()
         defer { condition.unlock() }
-        guard !stopped else { return }
+        guard !stopped else { return false }
         work.append(contentsOf: bodies)
         // Idle threads take what they can; threads are started for the rest, up to the size.
         // Busy threads are not counted: they may be held by a long item.
@@ -69,6 +71,7 @@ public final class WorkerPool: @unchecked Sendable {
             startThread()
             starts -= 1
         }
+        return true
     }
 
     /// A thread is stuck in work past its deadline: start another so capacity does not shrink.

@@ -264,6 +264,8 @@ public final class JobTypeInstance: Sendable {
     }
 
     private let instance: ProviderInstance
+    /// The plugin's pointer for this instance, kept here too: an item's call then reads one object.
+    nonisolated(unsafe) private let pointer: UnsafeMutableRawPointer?
     private let table: shardwork_job_type_vtable
 
     public var provider: RegisteredProvider { instance.provider }
@@ -274,14 +276,38 @@ public final class JobTypeInstance: Sendable {
         table = provider.table.vtable.assumingMemoryBound(to: shardwork_job_type_vtable.self).pointee
         shape = table.shape == UInt32(SHARDWORK_JOB_SHAPE_DATAFLOW) ? .dataflow : .simple
         instance = try ProviderInstance(provider, setup: setup, create: table.create, destroy: table.destroy)
+        pointer = instance.pointer
     }
 
     /// Runs a simple job's item.
     public func execute(_ item: ItemInvocation) throws(ProviderCallError) {
+        try execute(ItemCall(item))
+    }
+
+    /// A simple job type's `execute` and the plugin's instance, for a caller that keeps them next
+    /// to contexts it made ahead (an armed fire); `nil` for a dataflow job type.
+    var directExecute: DirectExecute? {
+        guard shape == .simple, let function = table.execute else { return nil }
+        return DirectExecute(function: function, instance: pointer)
+    }
+
+    struct DirectExecute: @unchecked Sendable {
+        // The plugin's function and its instance for this job, valid while the job type lives.
+        let function: @convention(c) (
+            UnsafeMutableRawPointer?, UnsafePointer<shardwork_item_context>?, UnsafeMutablePointer<shardwork_error>?
+        ) -> Int32
+        let instance: UnsafeMutableRawPointer?
+    }
+
+    /// The error of a failed call through ``directExecute``.
+    func callError(_ record: ErrorRecord, status: Int32) -> ProviderCallError {
+        record.callError(instance.provider, status: status)
+    }
+
+    /// Runs a simple job's item whose C context was made ahead (``ItemCall``).
+    func execute(_ call: ItemCall) throws(ProviderCallError) {
         var error = ErrorRecord()
-        let status = withItemContext(item) { context in
-            table.execute?(instance.pointer, context, &error.value) ?? SHARDWORK_FAILED
-        }
+        let status = table.execute?(pointer, call.context, &error.value) ?? SHARDWORK_FAILED
         guard status == SHARDWORK_OK else { throw error.callError(instance.provider, status: status) }
     }
 
@@ -305,12 +331,14 @@ public final class JobTypeInstance: Sendable {
 
     /// Fetches a dataflow job's next batch; `nil` when there is no data.
     public func fetch(_ item: ItemInvocation) throws(ProviderCallError) -> Batch? {
+        try fetch(ItemCall(item))
+    }
+
+    func fetch(_ call: ItemCall) throws(ProviderCallError) -> Batch? {
         var error = ErrorRecord()
         var batch: UnsafeMutableRawPointer?
         var count: UInt64 = 0
-        let status = withItemContext(item) { context in
-            table.fetch?(instance.pointer, context, &batch, &count, &error.value) ?? SHARDWORK_FAILED
-        }
+        let status = table.fetch?(pointer, call.context, &batch, &count, &error.value) ?? SHARDWORK_FAILED
         guard status == SHARDWORK_OK else { throw error.callError(instance.provider, status: status) }
         guard count > 0 else {
             if batch != nil { table.release_batch?(instance.pointer, batch) }
@@ -321,19 +349,32 @@ public final class JobTypeInstance: Sendable {
 
     /// Processes a batch that ``fetch(_:)`` returned.
     public func process(_ item: ItemInvocation, _ batch: Batch) throws(ProviderCallError) {
-        var error = ErrorRecord()
-        let status = withItemContext(item) { context in
-            table.process?(instance.pointer, context, batch.pointer, &error.value) ?? SHARDWORK_FAILED
-        }
-        guard status == SHARDWORK_OK else { throw error.callError(instance.provider, status: status) }
+        try process(ItemCall(item), batch)
     }
 
-    private func withItemContext(_ item: ItemInvocation, _ body: (UnsafePointer<shardwork_item_context>) -> Int32) -> Int32 {
-        let arena = CArena()
-        let services = ItemServices(control: item.control, logger: item.logger)
-        let servicesPointer = Unmanaged.passRetained(services).toOpaque()
-        defer { Unmanaged<ItemServices>.fromOpaque(servicesPointer).release() }
-        var api = shardwork_item_host_api(
+    func process(_ call: ItemCall, _ batch: Batch) throws(ProviderCallError) {
+        var error = ErrorRecord()
+        let status = table.process?(pointer, call.context, batch.pointer, &error.value) ?? SHARDWORK_FAILED
+        guard status == SHARDWORK_OK else { throw error.callError(instance.provider, status: status) }
+    }
+}
+
+/// The C view of one item's invocation: its `shardwork_item_context`, the C strings it points to
+/// and the host services behind its `host_context`, made once and valid as long as the call object
+/// lives. A fire armed ahead of its instant makes them then, so that starting the item at the
+/// instant is only the plugin's call.
+final class ItemCall: @unchecked Sendable {
+    // Written once in init, read-only afterwards; freed in deinit.
+    let invocation: ItemInvocation
+    let context: UnsafeMutablePointer<shardwork_item_context>
+    private let arena = CArena()
+    private let services: ItemServices
+
+    /// The host's item services, the same table for every call: the item's own state comes through
+    /// `host_context`.
+    nonisolated(unsafe) private static let hostAPI: UnsafeMutablePointer<shardwork_item_host_api> = {
+        let api = UnsafeMutablePointer<shardwork_item_host_api>.allocate(capacity: 1)
+        api.initialize(to: shardwork_item_host_api(
             struct_size: UInt32(MemoryLayout<shardwork_item_host_api>.size),
             is_cancelled: { context in
                 guard let context else { return 1 }
@@ -351,25 +392,32 @@ public final class JobTypeInstance: Sendable {
                 guard let context else { return }
                 let services = Unmanaged<ItemServices>.fromOpaque(context).takeUnretainedValue()
                 services.logger.log(level: Logger.Level(pluginLevel: level), "\(message.map { String(cString: $0) } ?? "")")
-            })
-        let context = item.context
-        return withExtendedLifetime(arena) {
-            withUnsafePointer(to: &api) { api in
-                var cContext = shardwork_item_context(
-                    struct_size: UInt32(MemoryLayout<shardwork_item_context>.size),
-                    job_name: arena.string(context.jobName),
-                    task_id: arena.string(context.taskID),
-                    sharding_total_count: UInt32(clamping: context.shardingTotalCount),
-                    job_parameter: arena.string(context.jobParameter),
-                    sharding_item: UInt32(clamping: context.shardingItem),
-                    sharding_parameter: context.shardingParameter.map { arena.string($0) },
-                    fire_time_ms: context.fireTimeMilliseconds,
-                    fencing_epoch: context.fencingEpoch,
-                    host: api,
-                    host_context: servicesPointer)
-                return body(&cContext)
-            }
-        }
+            }))
+        return api
+    }()
+
+    init(_ invocation: ItemInvocation) {
+        self.invocation = invocation
+        services = ItemServices(control: invocation.control, logger: invocation.logger)
+        let item = invocation.context
+        context = .allocate(capacity: 1)
+        context.initialize(to: shardwork_item_context(
+            struct_size: UInt32(MemoryLayout<shardwork_item_context>.size),
+            job_name: arena.string(item.jobName),
+            task_id: arena.string(item.taskID),
+            sharding_total_count: UInt32(clamping: item.shardingTotalCount),
+            job_parameter: arena.string(item.jobParameter),
+            sharding_item: UInt32(clamping: item.shardingItem),
+            sharding_parameter: item.shardingParameter.map { arena.string($0) },
+            fire_time_ms: item.fireTimeMilliseconds,
+            fencing_epoch: item.fencingEpoch,
+            host: Self.hostAPI,
+            host_context: Unmanaged.passUnretained(services).toOpaque()))
+    }
+
+    deinit {
+        context.deinitialize(count: 1)
+        context.deallocate()
     }
 }
 

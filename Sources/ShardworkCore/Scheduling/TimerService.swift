@@ -70,9 +70,10 @@ public final class ManualClock: SchedulerClock {
 /// only hand work off (start a task, enqueue), never wait.
 ///
 /// With an arming lead, each key is also handed to the arm handler that long before its deadline,
-/// so that the work of a fire can be prepared ahead and the instant itself only releases it. Due
-/// keys are handed out a few hundred at a time, and after each such run the flush handler is
-/// called, so that released work can be handed off in bulk. Firing always comes before arming.
+/// so that the work of a fire can be prepared ahead. When keys come due, the release handler is
+/// called first, with the time, so that work prepared for that instant can be let go in bulk
+/// before the timer's own work on each key (it may wait a few milliseconds for that work to
+/// start); due keys are then handed out a few hundred at a time. Firing always comes before arming.
 public final class TimerService: @unchecked Sendable {
     // `queue`, `handler` and `running` are guarded by `condition`, which also wakes the thread.
     /// Called with the key, its deadline and the clock's time when the key came due; returns the
@@ -87,7 +88,7 @@ public final class TimerService: @unchecked Sendable {
     private var armQueue = TimerQueue<String>()
     private var handler: Handler?
     private var armHandler: ArmHandler?
-    private var flushHandler: (@Sendable () -> Void)?
+    private var releaseHandler: (@Sendable (_ now: Int64) -> Void)?
     private var running = false
     private var thread: Thread?
     /// Keys scheduled or cancelled while handlers ran: what was done to them wins over the
@@ -109,13 +110,13 @@ public final class TimerService: @unchecked Sendable {
     }
 
     /// Starts the timer thread.
-    public func start(handler: @escaping Handler, arm: ArmHandler? = nil, flush: (@Sendable () -> Void)? = nil) {
+    public func start(handler: @escaping Handler, arm: ArmHandler? = nil, release: (@Sendable (_ now: Int64) -> Void)? = nil) {
         condition.lock()
         defer { condition.unlock() }
         guard !running else { return }
         self.handler = handler
         self.armHandler = armLeadMilliseconds > 0 ? arm : nil
-        self.flushHandler = flush
+        self.releaseHandler = release
         running = true
         let thread = Thread { [self] in run() }
         thread.name = "shardwork-timer"
@@ -180,7 +181,12 @@ public final class TimerService: @unchecked Sendable {
         while running {
             let nowMicroseconds = clock.nowMicroseconds()
             let now = nowMicroseconds / 1000
-            // A few hundred at a time: the first fires of a burst start before the last are popped.
+            if let releaseHandler, let earliest = queue.nextDeadline(), earliest <= now {
+                condition.unlock()
+                releaseHandler(now)
+                condition.lock()
+            }
+            // A few hundred at a time, so that a key scheduled meanwhile is not kept waiting long.
             let due = queue.popDue(now: now, limit: 256)
             if !due.isEmpty, let handler {
                 for (key, _) in due { armQueue.cancel(key) }
@@ -191,7 +197,6 @@ public final class TimerService: @unchecked Sendable {
                 for (key, deadline) in due {
                     if let deadline = handler(key, deadline, now) { next.append((key, deadline)) }
                 }
-                flushHandler?()
                 condition.lock()
                 dispatching = false
                 for (key, deadline) in next where !touchedWhileDispatching.contains(key) {
