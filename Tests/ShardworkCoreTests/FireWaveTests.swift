@@ -1,5 +1,5 @@
 import Foundation
-import ShardworkCore
+@testable import ShardworkCore
 import ShardworkSDK
 import Testing
 
@@ -252,6 +252,25 @@ struct FireWaveTests {
         await harness.waitFor("job 'orders' fired for", count: 3)
         #expect(Self.echoes(of: "orders", at: 3, in: harness) == 0)
         #expect(Self.echoes(of: "orders", at: 5, in: harness) == 1)
+        await harness.host.shutdown()
+    }
+
+    @Test("an arming under way when the job's preparation is replaced arms nothing")
+    func armingVoidedByReplacement() async throws {
+        let harness = try await HostHarness(Self.echoJobs(["orders"]))
+        try await harness.host.start()
+        let runtime = try #require(harness.host.runtimes["orders"])
+        harness.advance(toSecond: 1)
+        await harness.waitFor("job 'orders' fired for")
+        // Without a cached snapshot the arming reads one on a task; the preparation is replaced
+        // (as a configuration change or a hot-load does) before that read comes back.
+        runtime.coordinator.invalidateCache()
+        runtime.arm(deadline: Self.instant(2))
+        runtime.replace(with: runtime.job)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(runtime.armedDeadline == nil, "a fire prepared before the replacement was armed")
+        // The next arming is not affected.
+        await Self.arm([runtime], forSecond: 2, in: harness)
         await harness.host.shutdown()
     }
 
