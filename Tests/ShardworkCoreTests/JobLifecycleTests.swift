@@ -87,6 +87,40 @@ struct JobLifecycleTests {
         await cluster.shutdownAll()
     }
 
+    @Test("a job shut down on a host by a command stays off there; removed from the cluster and added again, it runs there again")
+    func shutDownThenReAdded() async throws {
+        let cluster = try await ClusterHarness("""
+            jobs:
+              - jobName: orders
+                jobType: c-echo
+                cron: "* * * * * ?"
+                shardingTotalCount: 2
+            """, hosts: 2)
+        try await cluster.startAll()
+        cluster.advance(toSecond: 1)
+        await cluster.waitForFires("orders", count: 1)
+        let target = cluster.hosts[1]
+        try await cluster.hosts[0].host.requestShutdown("orders", instance: target.instance.id)
+        #expect(await eventually { !target.host.isActive("orders") })
+        cluster.advance(toSecond: 2)
+        await cluster.waitForFires("orders", count: 2, on: [cluster.hosts[0]])
+        #expect(cluster.items(of: target, job: "orders", fire: 2).isEmpty, "off on the host it was shut down on")
+
+        let ops = ClusterOperations(registry: cluster.server.connect(), logger: CapturedLog().logger())
+        let stored = try await ops.configuration(of: "orders")
+        try await ops.removeJob("orders")
+        #expect(await eventually { target.host.runtimes["orders"] == nil }, "\(target.log.messages.suffix(10))")
+        try await ops.addJob(try #require(stored.configuration), addedBy: "test")
+        #expect(await eventually { target.host.isActive("orders") }, "\(target.log.messages.suffix(10))")
+        for second in Int64(3)...8 {
+            cluster.advance(toSecond: second)
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        let ranAgain = (3...8).contains { !cluster.items(of: target, job: "orders", fire: $0).isEmpty }
+        #expect(ranAgain, "never ran again:\n\(target.log.messages.suffix(30).joined(separator: "\n"))")
+        await cluster.shutdownAll()
+    }
+
     @Test("a job removed while the host's session was expired is not brought back by the re-registration")
     func removedDuringExpiry() async throws {
         let cluster = try await ClusterHarness("""

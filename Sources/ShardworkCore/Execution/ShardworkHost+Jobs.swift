@@ -75,6 +75,7 @@ extension ShardworkHost {
         let present = Set(names)
         // Jobs gone from the registry are no longer incapable here.
         incapable.withLock { entries in entries = entries.filter { present.contains($0.key) } }
+        await forgetShutDownJobs(present: present)
         let known = Set(table.withLock { Array($0.keys) })
         let foreign = adoption.state.withLock { $0.foreign }
         for name in names.sorted() where !known.contains(name) && !foreign.contains(name) {
@@ -83,6 +84,25 @@ extension ShardworkHost {
             } catch {
                 logger.error("job '\(name)': cannot look at it in the registry: \(error)")
             }
+        }
+    }
+
+    /// A job shut down on this host by a command stays off here until the host restarts, as in
+    /// ElasticJob, unless the cluster removes it: then this host forgets it, and a job added again
+    /// under the name (another configuration node) is a new job, which this host takes up like any.
+    private func forgetShutDownJobs(present: Set<String>) async {
+        let shutDown = syncs.withLock { syncs in syncs.filter(\.value.shutDown).mapValues(\.configCreated) }
+        for (name, created) in shutDown {
+            if present.contains(name) {
+                // Still there, or being removed or added right now (no configuration yet): the
+                // next change to the namespace looks again.
+                guard case let stat?? = try? await registry.exists(JobNodePath(job: name).config, watch: nil),
+                      let created, stat.createdTransaction != created
+                else { continue }
+            }
+            syncs.withLock { _ = $0.removeValue(forKey: name) }
+            table.withLock { _ = $0.removeValue(forKey: name) }
+            logger.info("job '\(name)': shut down here by a command, and since removed from the cluster; forgotten")
         }
     }
 

@@ -38,8 +38,11 @@ public final class ShardworkHost: Service, Sendable {
     struct JobSync {
         var running = false
         var dirty = false
-        /// False once the job was shut down on this host by a command.
+        /// False once the job was shut down on this host by a command (or is being retired).
         var active = true
+        /// Shut down on this host by a command: off here until the host restarts, or until the job
+        /// is removed from the cluster (and perhaps added again).
+        var shutDown = false
         /// The available instances when last looked at, to notice a membership change.
         var membership: [String]?
         /// The version of the registry's configuration this host applied last.
@@ -444,7 +447,10 @@ public final class ShardworkHost: Service, Sendable {
     /// A shutdown command for this instance: the job stops here (it finishes a running fire first)
     /// and this instance leaves the job; the other instances reshard.
     private func shutDownJob(_ runtime: JobRuntime) async {
-        syncs.withLock { $0[runtime.name]?.active = false }
+        syncs.withLock {
+            $0[runtime.name]?.active = false
+            $0[runtime.name]?.shutDown = true
+        }
         timer.cancel(runtime.name)
         runtime.stop()
         logger.notice("job '\(runtime.name)': stopped on this host by a shutdown command")
