@@ -6,8 +6,9 @@ import Synchronization
 
 // How a burst of fires is started: every fire armed for one instant joins that instant's wave,
 // and at the instant the timer hands the whole wave to the worker pool at once. The pool's threads
-// take its fires one by one and start their items on the spot, with everything made ahead; the
-// ends of the fires (outcomes, logs, what runs next) wait until every fire of the wave has started.
+// take its fires a few at a time and start their items on the spot, with everything made ahead;
+// the ends of the fires (outcomes, logs, what runs next) wait until every fire of the wave has
+// started (20 ms at the most).
 
 /// A scheduled fire prepared ahead of its instant by ``JobRuntime/arm(deadline:)``: its items,
 /// their C contexts and the next fire time, worked out from the cached registry snapshot, so that
