@@ -117,7 +117,7 @@ struct FireWaveTests {
                 shardingTotalCount: 1
                 misfire: \(misfire)
                 props:
-                  c.wait.ms: 1500
+                  c.wait.ms: 3000
             """)
         try await harness.host.start()
         let runtime = try #require(harness.host.runtimes["slow"])
@@ -138,7 +138,7 @@ struct FireWaveTests {
         }
         #expect(await eventually { !runtime.isRunning })
         #expect(runtime.armedFireCount == 1, "the wave did not start the fire that found the job running")
-        #expect(harness.lines(containing: "item 0 waited 1500 ms").count == (misfire ? 3 : 2))
+        #expect(harness.lines(containing: "item 0 waited 3000 ms").count == (misfire ? 3 : 2))
         #expect(harness.lines(containing: "found the previous fire still running").count == (misfire ? 1 : 0))
         #expect(harness.lines(containing: "(misfire)").count == (misfire ? 1 : 0))
         await harness.host.shutdown()

@@ -163,6 +163,17 @@ final class PluginHotLoading: Sendable {
         watchInterval = .milliseconds(Int64((settings.watchIntervalSeconds * 1000).rounded()))
     }
 
+    /// Removes, off the caller's thread, the cache's copies that no running host maps any more
+    /// (see ``PluginCache/removeUnused(minimumAge:)``): a host cleans up after those that ran before.
+    func cleanCache(logger: Logger) {
+        let cache = self.cache
+        DispatchQueue.global(qos: .utility).async {
+            let removed = cache.removeUnused()
+            guard !removed.isEmpty else { return }
+            logger.info("plugins: removed \(removed.count) copies that no running host uses from the plugin cache \(cache.directory)")
+        }
+    }
+
     /// The loader a host uses when it is given none: the configuration's preflight setting, through
     /// the `shardwork` binary when the host has one.
     static func defaultLoader(_ settings: PluginSettings, logger: Logger, workerExecutable: String?) -> PluginLoader {
@@ -200,6 +211,7 @@ extension ShardworkHost {
         if case .success(let outcome) = result, !outcome.alreadyLoaded {
             await reconsiderIncapableJobs()
         }
+        hotLoading.cleanCache(logger: logger)
         return result
     }
 

@@ -140,6 +140,7 @@ public final class ShardworkHost: Service, Sendable {
         watchForSilence()
         await adoptJobs()
         startWatchingPlugins()
+        hotLoading.cleanCache(logger: logger)
         let scheduled = runtimes.values.filter { $0.job.schedule != nil }.count
         logger.info(
             "host \(services.instance.id) started: \(runtimes.count) jobs (\(scheduled) scheduled, \(runtimes.count - scheduled) one-off), \(services.pool.size) worker threads")
