@@ -419,7 +419,4 @@ final class FireBoard: Sendable {
             swap(&waves, &state.waves)
         }
     }
-
-    /// How many fires wait in waves (tests).
-    var waitingFires: Int { state.withLock { $0.waves.values.reduce(0) { $0 + $1.fires.count } } }
 }
