@@ -21,7 +21,19 @@ struct FireWaveTests {
 
     /// Jobs of the `c-echo` type, one item each, firing every second.
     static func echoJobs(_ names: [String]) -> String {
-        "jobs:\n" + names.map { "  - jobName: \($0)\n    jobType: c-echo\n    cron: \"* * * * * ?\"\n    shardingTotalCount: 1\n" }.joined()
+        "jobs:\n" + names.map(echoJob).joined()
+    }
+
+    /// One entry of a `jobs:` list: a `c-echo` job of one item firing every second.
+    static func echoJob(_ name: String) -> String {
+        "  - jobName: \(name)\n    jobType: c-echo\n    cron: \"* * * * * ?\"\n    shardingTotalCount: 1\n"
+    }
+
+    /// One entry of a `jobs:` list: a `c-wait` job whose one item takes two seconds, firing at :01
+    /// and :03 only.
+    static func slowJob(_ name: String) -> String {
+        "  - jobName: \(name)\n    jobType: c-wait\n    cron: \"1,3 * * * * ?\"\n    shardingTotalCount: 1\n"
+            + "    props:\n      c.wait.ms: 2000\n"
     }
 
     /// How many times item 0 of a one-item echo job started for the instant `second`.
@@ -41,17 +53,7 @@ struct FireWaveTests {
         // 48 jobs, six of the wave's chunks: three whose items take seconds (firing at :01 and :03
         // only; the harness starts at :00.5), 45 quick ones, one of which fails an item on purpose.
         var yaml = "host:\n  workerThreads: 4\njobs:\n"
-        for index in 0..<3 {
-            yaml += """
-                  - jobName: slow-\(index)
-                    jobType: c-wait
-                    cron: "1,3 * * * * ?"
-                    shardingTotalCount: 1
-                    props:
-                      c.wait.ms: 2000
-
-                """
-        }
+        for index in 0..<3 { yaml += Self.slowJob("slow-\(index)") }
         for index in 0..<45 {
             yaml += """
                   - jobName: quick-\(index)
@@ -183,27 +185,8 @@ struct FireWaveTests {
 
     @Test("fires that ended are ended even while their runner is held up in a later fire's long item")
     func endsNotHeldUp() async throws {
-        var yaml = """
-            host:
-              workerThreads: 1
-            jobs:
-              - jobName: slow
-                jobType: c-wait
-                cron: "1,3 * * * * ?"
-                shardingTotalCount: 1
-                props:
-                  c.wait.ms: 2000
-
-            """
-        for index in 0..<6 {
-            yaml += """
-                  - jobName: quick-\(index)
-                    jobType: c-echo
-                    cron: "* * * * * ?"
-                    shardingTotalCount: 1
-
-                """
-        }
+        var yaml = "host:\n  workerThreads: 1\njobs:\n" + Self.slowJob("slow")
+        for index in 0..<6 { yaml += Self.echoJob("quick-\(index)") }
         let harness = try await HostHarness(yaml)
         try await harness.host.start()
         let slow = try #require(harness.host.runtimes["slow"])

@@ -9,6 +9,15 @@ import Testing
 /// Jobs removed, re-added and expired around a running host; the worker pool under a busy thread.
 @Suite("Jobs that come and go, and the pool")
 struct JobLifecycleTests {
+    /// One job of two items, firing every second.
+    static let orders = """
+        jobs:
+          - jobName: orders
+            jobType: c-echo
+            cron: "* * * * * ?"
+            shardingTotalCount: 2
+        """
+
     @Test("submit(contentsOf:) starts a thread when every existing thread is busy")
     func poolBulkSubmitWithBusyThreads() async throws {
         let pool = WorkerPool(size: 4)
@@ -27,13 +36,7 @@ struct JobLifecycleTests {
 
     @Test("a removed job's runtime is freed, whether a fire of it was armed or not", arguments: [false, true])
     func retiredRuntimeFreed(armed: Bool) async throws {
-        let cluster = try await ClusterHarness("""
-            jobs:
-              - jobName: orders
-                jobType: c-echo
-                cron: "* * * * * ?"
-                shardingTotalCount: 2
-            """, hosts: 1)
+        let cluster = try await ClusterHarness(Self.orders, hosts: 1)
         try await cluster.startAll()
         let member = cluster.hosts[0]
         cluster.advance(toSecond: 1)
@@ -57,13 +60,7 @@ struct JobLifecycleTests {
 
     @Test("a job removed and added again while a host is disconnected runs on that host again")
     func removedAndReAdded() async throws {
-        let cluster = try await ClusterHarness("""
-            jobs:
-              - jobName: orders
-                jobType: c-echo
-                cron: "* * * * * ?"
-                shardingTotalCount: 2
-            """, hosts: 1)
+        let cluster = try await ClusterHarness(Self.orders, hosts: 1)
         try await cluster.startAll()
         let member = cluster.hosts[0]
         cluster.advance(toSecond: 1)
@@ -89,13 +86,7 @@ struct JobLifecycleTests {
 
     @Test("a job shut down on a host by a command stays off there; removed from the cluster and added again, it runs there again")
     func shutDownThenReAdded() async throws {
-        let cluster = try await ClusterHarness("""
-            jobs:
-              - jobName: orders
-                jobType: c-echo
-                cron: "* * * * * ?"
-                shardingTotalCount: 2
-            """, hosts: 2)
+        let cluster = try await ClusterHarness(Self.orders, hosts: 2)
         try await cluster.startAll()
         cluster.advance(toSecond: 1)
         await cluster.waitForFires("orders", count: 1)
@@ -123,13 +114,7 @@ struct JobLifecycleTests {
 
     @Test("a job removed while the host's session was expired is not brought back by the re-registration")
     func removedDuringExpiry() async throws {
-        let cluster = try await ClusterHarness("""
-            jobs:
-              - jobName: orders
-                jobType: c-echo
-                cron: "* * * * * ?"
-                shardingTotalCount: 2
-            """, hosts: 1)
+        let cluster = try await ClusterHarness(Self.orders, hosts: 1)
         try await cluster.startAll()
         let member = cluster.hosts[0]
         cluster.advance(toSecond: 1)
