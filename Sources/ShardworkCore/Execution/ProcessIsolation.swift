@@ -156,6 +156,7 @@ final class IsolatedJobType: Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = ["worker"]
+        process.environment = ChildProcess.pluginChildEnvironment
         let input = Pipe()
         let output = Pipe()
         process.standardInput = input

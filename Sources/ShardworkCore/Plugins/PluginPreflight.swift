@@ -30,7 +30,8 @@ public struct PluginPreflight: Sendable {
         var failed = checked
         let outcome: ChildProcess.Outcome
         do {
-            outcome = try ChildProcess.run(executable, arguments + [file], timeout: timeout)
+            outcome = try ChildProcess.run(
+                executable, arguments + [file], environment: ChildProcess.pluginChildEnvironment, timeout: timeout)
         } catch {
             failed.fail("load", ["could not start the trial-load process \(executable): \(error)"])
             return failed

@@ -8,6 +8,17 @@ import Glibc
 
 /// Runs a program to completion and collects what it printed.
 public enum ChildProcess {
+    /// The environment of a process that runs plugin code for the host (a trial load, an isolated
+    /// job's worker): the host's, with Swift's crash backtracer off unless the host's environment
+    /// sets `SWIFT_BACKTRACE` itself. A plugin that crashes there is expected and reported by the
+    /// host with its signal; the backtracer would hold the dying process for seconds (9 s measured
+    /// on two busy cores) while it symbolicates, and the item's outcome with it.
+    public static var pluginChildEnvironment: [String: String] {
+        var environment = ProcessInfo.processInfo.environment
+        if environment["SWIFT_BACKTRACE"] == nil { environment["SWIFT_BACKTRACE"] = "enable=no" }
+        return environment
+    }
+
     public struct Outcome: Sendable {
         /// The exit status, or the signal number when `signalled`.
         public var status: Int32
