@@ -12,8 +12,8 @@ struct RunCommand: AsyncParsableCommand {
         discussion: """
             The configuration is checked whole before anything starts: an invalid file, an unknown \
             field, an unknown type name, an invalid cron expression or a property a plugin refuses \
-            exits 2 with the file, line, job and field. SIGINT or SIGTERM stops firing, waits for \
-            running items up to host.shutdownTimeoutSeconds, and exits 0. See docs/configuration.md.
+            exits 2 with the file, line, job and field. SIGINT, SIGTERM or SIGHUP stops firing, waits \
+            for running items up to host.shutdownTimeoutSeconds, and exits 0. See docs/configuration.md.
             """)
 
     @Option(help: ArgumentHelp("The host configuration (YAML).", valueName: "file"))
@@ -128,7 +128,10 @@ struct RunCommand: AsyncParsableCommand {
             services.append(.init(service: ControlServer(host: host, settings: api, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
         }
         let group = ServiceGroup(configuration: .init(
-            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: services,
+            // SIGHUP too: a terminal that closes sends it, and a host then drains like on SIGTERM
+            // rather than dying in the middle of its items.
+            gracefulShutdownSignals: [.sigterm, .sigint, .sighup], logger: logger))
         do {
             try await group.run()
         } catch let error as ControlServerError {

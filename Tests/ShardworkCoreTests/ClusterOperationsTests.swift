@@ -495,7 +495,7 @@ struct ClusterOperationsTests {
     func removeLargeJob(_ backend: OperationsBackend) async throws {
         let cluster = try await backend.cluster()
         let leader = try await cluster.host(1, orders())
-        try await cluster.shard(leader, total: 1_500)  // about 3,000 nodes
+        try await cluster.shard(leader, total: JobLimits.maximumShardingTotalCount)  // about 2,060 nodes
         let dump = try await cluster.operations.dump(job: "orders")
         #expect(dump.count > 2_000)
         let removed = try await cluster.operations.removeJob("orders")

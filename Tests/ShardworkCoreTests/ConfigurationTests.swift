@@ -204,13 +204,13 @@ struct ConfigurationTests {
         ("jobs:\n  - jobName: a\n    shardingTotalCount: 1\n",
          "host.yaml:2:5: job 'a': jobType: required: the name of a job type a plugin provides (`shardwork plugins list` shows them)"),
         ("jobs:\n  - jobName: a/b\n    jobType: t\n    shardingTotalCount: 1\n",
-         "host.yaml:2:14: job 'a/b': jobName: must not contain '/' (it is a registry path segment)"),
+         "host.yaml:2:14: jobs[0].jobName: 'a/b' must not contain '/' (it is one registry node name)"),
         ("jobs:\n  - jobName: a\n    jobType: t\n    shardingTotalCount: 1\n    failover: true\n",
          "host.yaml:5:15: job 'a': failover: failover needs monitorExecution: true (without running markers a crashed host's items cannot be found)"),
         ("jobs:\n  - jobName: a\n    jobType: t\n    shardingTotalCount: 1\n    misfire: maybe\n",
          "host.yaml:5:14: job 'a': misfire: expected true or false, got 'maybe'"),
         ("jobs:\n  - jobName: a\n    jobType: t\n    shardingTotalCount: 1\n    props:\n      shardwork.item.timeout.seconds: -5\n",
-         "host.yaml:6:7: job 'a': props.shardwork.item.timeout.seconds: must be a number of seconds above zero, got '-5'"),
+         "host.yaml:6:7: job 'a': props.shardwork.item.timeout.seconds: must be a number of seconds above zero and at most 2592000 (30 days), got '-5'"),
         ("jobs:\n  - jobName: a\n    jobType: t\n    shardingTotalCount: 1\n    props:\n      shardwork.item.timeout: 5\n",
          "host.yaml:6:7: job 'a': props.shardwork.item.timeout: unknown host property (the `shardwork.` prefix is reserved for the host); did you mean `shardwork.item.timeout.seconds`?"),
         ("jobs:\n  - jobName: a\n    jobType: t\n    shardingTotalCount: 1\n    jobExecutorThreadPoolSizeProviderType: CPU\n    jobExecutorServiceHandlerType: SINGLE_THREAD\n",
@@ -220,8 +220,8 @@ struct ConfigurationTests {
         ("registry:\n  zookeeper:\n    namespace: x\n", "host.yaml:3:5: registry.zookeeper.serverLists: required: the ZooKeeper servers, as `host:port,host:port`"),
         ("registry:\n  zookeeper:\n    serverLists: a:2181,b\n    namespace: x\n", "host.yaml:3:18: registry.zookeeper.serverLists: 'b' is not `host:port` with a port from 1 to 65535"),
         ("registry:\n  zookeeper:\n    serverLists: a:2181\n", "host.yaml:3:5: registry.zookeeper.namespace: required: the top node under which every job lives, for example `shardwork`"),
-        ("registry:\n  zookeeper:\n    serverLists: a:2181\n    namespace: a/b\n", "host.yaml:4:16: registry.zookeeper.namespace: must be one node name: no '/', not '.' or '..'"),
-        ("registry:\n  zookeeper:\n    serverLists: a:2181\n    namespace: a\n    digest: nocolon\n", "host.yaml:5:13: registry.zookeeper.digest: must be `user:password`"),
+        ("registry:\n  zookeeper:\n    serverLists: a:2181\n    namespace: a/b\n", "host.yaml:4:16: registry.zookeeper.namespace: must not contain '/' (it is one registry node name)"),
+        ("registry:\n  zookeeper:\n    serverLists: a:2181\n    namespace: a\n    digest: nocolon\n", "host.yaml:5:13: registry.zookeeper.digest: must be `user:password`, both parts non-empty"),
         ("registry:\n  zookeeper:\n    serverLists: a:2181\n    namespace: a\n    sessionTimeout: 5\n", "host.yaml:5:5: registry.zookeeper.sessionTimeout: unknown field; did you mean `sessionTimeoutMilliseconds`?"),
         ("jobz: []\n", "host.yaml:1:1: jobz: unknown field; did you mean `jobs`?"),
         ("host:\n  workerThreads: 0\n", "host.yaml:2:18: host.workerThreads: must be between 1 and 4096, got 0"),
@@ -358,11 +358,11 @@ struct ElasticJobYAMLTests {
         job.jobListenerTypes = ["l1", "l2"]
         job.monitorExecution = true
         job.failover = true
-        let decoded = try ElasticJobYAML.decode(ElasticJobYAML.encode(job), jobType: "report", node: "/myJob/config")
+        let decoded = try ElasticJobYAML.decode(ElasticJobYAML.encode(job), jobType: "report", job: "myJob")
         #expect(decoded == job)
 
         let legacy = try ElasticJobYAML.decode(
-            "jobName: old\nshardingTotalCount: 2\njobExecutorServiceHandlerType: SINGLE_THREAD\n", jobType: "t", node: "/old/config")
+            "jobName: old\nshardingTotalCount: 2\njobExecutorServiceHandlerType: SINGLE_THREAD\n", jobType: "t", job: "old")
         #expect(legacy.jobExecutorThreadPoolSizeProviderType == "SINGLE_THREAD")
         #expect(legacy.monitorExecution == false && legacy.misfire == false && legacy.reconcileIntervalMinutes == 0)
     }
@@ -370,7 +370,7 @@ struct ElasticJobYAMLTests {
     @Test("garbage in a config node is an error naming the node")
     func garbage() {
         #expect {
-            try ElasticJobYAML.decode("jobName: x\nshardingTotalCount: [\n", jobType: "t", node: "/x/config")
+            try ElasticJobYAML.decode("jobName: x\nshardingTotalCount: [\n", jobType: "t", job: "x")
         } throws: { error in
             "\(error)".hasPrefix("/x/config:")
         }

@@ -74,16 +74,18 @@ struct ShardingStrategyTests {
         }
     }
 
-    @Test("a large assignment: 10,000 items over 1,000 instances, each item exactly once", arguments: ["average", "odd-even", "round-robin"])
+    @Test("the largest assignment: 1,024 items (the most a job may have) over 1,000 instances, each item exactly once", arguments: ["average", "odd-even", "round-robin"])
     func large(strategyName: String) throws {
         let registry = try TestPlugins.standardRegistry()
         let strategy = try ShardingStrategyInstance(
             try registry.resolve(.shardingStrategy, strategyName), setup: TestPlugins.setup(strategyName, job: "bigJob"))
         let instances = (0..<1000).map { "10.0.\($0 / 256).\($0 % 256)@-@\($0)" }
-        let result = try strategy.shard(jobName: "bigJob", instances: instances, totalCount: 10_000)
+        let total = JobLimits.maximumShardingTotalCount
+        let result = try strategy.shard(jobName: "bigJob", instances: instances, totalCount: total)
         #expect(result.entries.count == 1000)
         #expect(Set(result.entries.map(\.instanceID)) == Set(instances))
-        #expect(result.entries.flatMap(\.items).sorted() == Array(0..<10_000))
-        #expect(result.entries.allSatisfy { $0.items.count == 10 })
+        #expect(result.entries.flatMap(\.items).sorted() == Array(0..<total))
+        #expect(result.entries.allSatisfy { (1...2).contains($0.items.count) })
+        #expect(throws: ProviderCallError.self) { try strategy.shard(jobName: "bigJob", instances: instances, totalCount: total + 1) }
     }
 }

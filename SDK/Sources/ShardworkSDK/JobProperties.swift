@@ -37,8 +37,17 @@ public struct JobProperties: Sendable, Equatable, Sequence {
         return value
     }
 
-    /// The value of `key` as a whole number above zero, or `defaultValue` when the key is missing.
+    /// The value of `key` as a whole number from 1 to 2147483647 (a Java int, as ElasticJob reads
+    /// its properties), or `defaultValue` when the key is missing. The bound keeps the arithmetic a
+    /// plugin does with the value (milliseconds to nanoseconds, a sum of two timeouts) from
+    /// overflowing.
     public func positiveInteger(_ key: String, default defaultValue: Int) throws(ConfigurationError) -> Int {
+        try positiveInteger(key, default: defaultValue, maximum: Int(Int32.max))
+    }
+
+    /// The value of `key` as a whole number from 1 to `maximum`, or `defaultValue` when the key is
+    /// missing.
+    public func positiveInteger(_ key: String, default defaultValue: Int, maximum: Int) throws(ConfigurationError) -> Int {
         guard let text = self[key] else { return defaultValue }
         guard let value = Int(text.trimmingWhitespace()) else {
             throw ConfigurationError(
@@ -47,6 +56,10 @@ public struct JobProperties: Sendable, Equatable, Sequence {
         guard value > 0 else {
             throw ConfigurationError(
                 field: key, message: "The property `\(key)` should be positive, got \(value).")
+        }
+        guard value <= maximum else {
+            throw ConfigurationError(
+                field: key, message: "The property `\(key)` should be at most \(maximum), got \(value).")
         }
         return value
     }

@@ -51,9 +51,11 @@ public enum ElasticJobYAML {
         "staticSharding", "jobName",
     ]
 
-    /// Reads a `config` node. `jobType` comes from the job's root node. Absent fields take
-    /// ElasticJob's YAML defaults.
-    public static func decode(_ text: String, jobType: String, node path: String) throws(HostConfigurationError) -> JobConfiguration {
+    /// Reads the `config` node of job `job`. `jobType` comes from the job's root node. Absent fields
+    /// take ElasticJob's YAML defaults. A configuration that names another job is refused: applied,
+    /// the job's code would be told the wrong name.
+    public static func decode(_ text: String, jobType: String, job: String) throws(HostConfigurationError) -> JobConfiguration {
+        let path = JobNodePath(job: job).config
         let reader = Reader(file: path)
         let root = try reader.compose(text, whenEmpty: "the node is empty")
         // The local reader checks the same fields with the same rules; the registry's copy has no
@@ -63,7 +65,14 @@ public enum ElasticJobYAML {
         }
         mapping[Node("jobType")] = Node(jobType)
         var locations: [String: FilePosition] = [:]
-        return try reader.job(.mapping(mapping), index: 0, locations: &locations)
+        let decoded = try reader.job(.mapping(mapping), index: 0, locations: &locations)
+        guard decoded.jobName == job else {
+            throw reader.error(
+                mapping[Node("jobName")], job: job, field: "jobName",
+                "names job \(LogText.quoted(decoded.jobName)), but it is the configuration of \(LogText.quoted(job)); "
+                    + "a job's configuration must carry its own name (correct it with `shardwork job update`)")
+        }
+        return decoded
     }
 
     /// `value` as SnakeYAML writes a string scalar in block style: plain when it reads back as the

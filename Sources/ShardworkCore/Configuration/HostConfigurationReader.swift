@@ -248,25 +248,51 @@ struct Reader {
         guard let namespaceNode = section["namespace"], let namespace = try string(namespaceNode, field: "\(prefix).namespace"), !namespace.isEmpty else {
             throw error(section["namespace"] ?? node, field: "\(prefix).namespace", "required: the top node under which every job lives, for example `shardwork`")
         }
-        guard !namespace.contains("/"), namespace != ".", namespace != "..", !namespace.unicodeScalars.contains(where: { $0.value < 0x20 }) else {
-            throw error(namespaceNode, field: "\(prefix).namespace", "must be one node name: no '/', not '.' or '..'")
+        if let problem = RegistryNames.namespaceProblem(namespace) {
+            throw error(namespaceNode, field: "\(prefix).namespace", problem)
         }
         var configuration = ZooKeeperConfiguration(serverLists: servers.split(separator: ",").map { String($0.trimmed) }.joined(separator: ","), namespace: namespace)
-        func milliseconds(_ key: String, zeroMeans defaultValue: Int? = nil) throws(HostConfigurationError) -> Int? {
+        /// A whole number in `range`; with `zeroMeans`, 0 stands for that default (ElasticJob's 0 for
+        /// Curator's default timeouts).
+        func bounded(_ key: String, _ range: ClosedRange<Int>, zeroMeans defaultValue: Int? = nil, _ reason: String) throws(HostConfigurationError) -> Int? {
             guard let value = section[key] else { return nil }
             let number = try integer(value, field: "\(prefix).\(key)")
-            guard number >= 0 else { throw error(value, field: "\(prefix).\(key)", "must be zero or more, got \(number)") }
             if number == 0, let defaultValue { return defaultValue }
+            guard range.contains(number) else {
+                let zero = defaultValue.map { " (or 0 for \($0))" } ?? ""
+                throw error(value, field: "\(prefix).\(key)", "must be from \(range.lowerBound) to \(range.upperBound)\(zero), got \(number): \(reason)")
+            }
             return number
         }
-        if let value = try milliseconds("sessionTimeoutMilliseconds", zeroMeans: 60_000) { configuration.sessionTimeoutMilliseconds = value }
-        if let value = try milliseconds("connectionTimeoutMilliseconds", zeroMeans: 15_000) { configuration.connectionTimeoutMilliseconds = value }
-        if let value = try milliseconds("baseSleepTimeMilliseconds") { configuration.baseSleepTimeMilliseconds = value }
-        if let value = try milliseconds("maxSleepTimeMilliseconds") { configuration.maxSleepTimeMilliseconds = value }
-        if let value = try milliseconds("maxRetries") { configuration.maxRetries = value }
-        if let value = section["digest"], let digest = try string(value, field: "\(prefix).digest"), !digest.isEmpty {
-            guard let colon = digest.firstIndex(of: ":"), colon != digest.startIndex else {
-                throw error(value, field: "\(prefix).digest", "must be `user:password`")
+        let timeoutReason = "ZooKeeper's client counts it in 32 bits and its servers cap it far below"
+        if let value = try bounded("sessionTimeoutMilliseconds", ZooKeeperLimits.sessionTimeoutMilliseconds, zeroMeans: 60_000, timeoutReason) {
+            configuration.sessionTimeoutMilliseconds = value
+        }
+        if let value = try bounded("connectionTimeoutMilliseconds", ZooKeeperLimits.connectionTimeoutMilliseconds, zeroMeans: 15_000,
+                                   "a day at most (waitForServer: true waits without end)") {
+            configuration.connectionTimeoutMilliseconds = value
+        }
+        let sleepReason = "an hour at most between reconnection attempts"
+        if let value = try bounded("baseSleepTimeMilliseconds", ZooKeeperLimits.sleepTimeMilliseconds, sleepReason) {
+            configuration.baseSleepTimeMilliseconds = value
+        }
+        if let value = try bounded("maxSleepTimeMilliseconds", ZooKeeperLimits.sleepTimeMilliseconds, sleepReason) {
+            configuration.maxSleepTimeMilliseconds = value
+        }
+        if let value = try bounded("maxRetries", ZooKeeperLimits.maxRetries, "Curator, whose setting this is, allows at most 29") {
+            configuration.maxRetries = value
+        }
+        if let value = section["digest"] {
+            // Given but empty would connect without authentication: refused rather than done silently.
+            guard let digest = try string(value, field: "\(prefix).digest"), !digest.isEmpty else {
+                throw error(value, field: "\(prefix).digest",
+                            "is empty; give `user:password`, or remove the field to connect without authentication")
+            }
+            guard let colon = digest.firstIndex(of: ":"), colon != digest.startIndex, digest.index(after: colon) != digest.endIndex else {
+                throw error(value, field: "\(prefix).digest", "must be `user:password`, both parts non-empty")
+            }
+            guard !digest.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+                throw error(value, field: "\(prefix).digest", "must not contain control characters (a line break, a tab)")
             }
             configuration.digest = digest
         }
@@ -332,8 +358,8 @@ struct Reader {
         let section = try mapping(node, field: "host", known: ["shutdownTimeoutSeconds", "workerThreads", "ip"])
         if let value = section["shutdownTimeoutSeconds"] {
             let seconds = try number(value, field: "host.shutdownTimeoutSeconds")
-            guard seconds >= 0, seconds.isFinite else {
-                throw error(value, field: "host.shutdownTimeoutSeconds", "must be zero or more seconds, got \(seconds)")
+            guard HostLimits.shutdownTimeoutSeconds.contains(seconds) else {
+                throw error(value, field: "host.shutdownTimeoutSeconds", "must be from 0 to 86400 seconds (a day), got \(seconds)")
             }
             settings.shutdownTimeoutSeconds = seconds
         }
@@ -369,6 +395,7 @@ struct Reader {
             settings.port = parsed.port
         }
         if let value = section["token"], let token = try string(value, field: "api.token") {
+            if let problem = Self.tokenProblem(token) { throw error(value, field: "api.token", problem) }
             settings.token = token
         }
         if let value = section["tokenFile"], let path = try string(value, field: "api.tokenFile") {
@@ -379,17 +406,31 @@ struct Reader {
             guard let text = try? String(contentsOfFile: resolved, encoding: .utf8) else {
                 throw error(value, field: "api.tokenFile", "cannot read \(resolved)")
             }
-            settings.token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            if let problem = Self.tokenProblem(token) { throw error(value, field: "api.tokenFile", "the token in \(resolved) \(problem)") }
+            settings.token = token
         }
         if settings.enabled {
             guard let token = settings.token, !token.isEmpty else {
                 throw error(node, field: "api.token", "required: every request to the control API must carry this bearer token; set api.token or api.tokenFile (or api.enabled: false)")
             }
-            guard token.count >= 16 else {
+            guard token.count >= HostLimits.tokenLength.lowerBound else {
                 throw error(section["token"] ?? section["tokenFile"], field: "api.token", "too short: use at least 16 characters (for example `openssl rand -hex 24`)")
             }
         }
         return settings
+    }
+
+    /// A bearer token travels in an HTTP header: visible ASCII only, or no client can send it.
+    static func tokenProblem(_ token: String) -> String? {
+        if let bad = token.unicodeScalars.first(where: { $0.value < 0x21 || $0.value > 0x7E }) {
+            let what = bad.value == 0x0A || bad.value == 0x0D ? "a line break" : bad == " " ? "a space" : "U+\(String(bad.value, radix: 16, uppercase: true))"
+            return "holds \(what): a token travels in an HTTP header, so it may hold visible ASCII characters only (for example `openssl rand -hex 24`)"
+        }
+        if token.count > HostLimits.tokenLength.upperBound {
+            return "is \(token.count) characters long, more than the \(HostLimits.tokenLength.upperBound) an HTTP header carries"
+        }
+        return nil
     }
 
     func jobs(_ node: Node, locations: inout [String: FilePosition]) throws(HostConfigurationError) -> [JobConfiguration] {
@@ -420,11 +461,10 @@ struct Reader {
         guard let nameNode = section["jobName"], let jobName = try string(nameNode, field: "jobName"), !jobName.isEmpty else {
             throw error(section["jobName"] ?? node, field: fieldPrefix.isEmpty ? "jobName" : "\(fieldPrefix).jobName", "required: every job needs a name")
         }
-        if jobName.contains("/") {
-            throw error(nameNode, job: jobName, field: "jobName", "must not contain '/' (it is a registry path segment)")
-        }
-        if jobName.contains("@-@") {
-            throw error(nameNode, job: jobName, field: "jobName", "must not contain '@-@' (ElasticJob's task id separator)")
+        if let problem = RegistryNames.jobNameProblem(jobName) {
+            // The name cannot label the error as it is: it may hold line breaks or control characters.
+            throw error(nameNode, job: nil, field: fieldPrefix.isEmpty ? "jobName" : "\(fieldPrefix).jobName",
+                        "\(LogText.quoted(jobName, limit: 80)) \(problem)")
         }
         for key in section.order {
             locations["\(fieldPrefix).\(key)"] = location(section[key])
@@ -450,14 +490,6 @@ struct Reader {
             throw error(node, job: jobName, field: "shardingTotalCount", "required: the number of sharding items, at least 1")
         }
         let total = try integer(totalNode, job: jobName, field: "shardingTotalCount")
-        guard total >= 1 else {
-            throw error(totalNode, job: jobName, field: "shardingTotalCount",
-                        "must be at least 1 (shardingTotalCount should be larger than zero), got \(total)")
-        }
-        guard total <= ShardingStrategyInstance.maximumTotalCount else {
-            throw error(totalNode, job: jobName, field: "shardingTotalCount",
-                        "must be at most \(ShardingStrategyInstance.maximumTotalCount), got \(total)")
-        }
 
         var job = JobConfiguration(jobName: jobName, jobType: jobType, cron: try text("cron"), shardingTotalCount: total)
         job.timeZone = try text("timeZone")
@@ -505,6 +537,11 @@ struct Reader {
             throw error(section["failover"], job: jobName, field: "failover",
                         "failover needs monitorExecution: true (without running markers a crashed host's items cannot be found)")
         }
+        if let violation = JobLimits.violation(of: job) {
+            // Located at the field, or at the job for a limit of the whole configuration.
+            let field = violation.field.split(separator: ".").first.map(String.init) ?? violation.field
+            throw error(section[field] ?? node, job: jobName, field: violation.field, violation.message)
+        }
         return job
     }
 
@@ -528,12 +565,6 @@ struct Reader {
             entries.append((key.string, isNull(valueNode) ? "" : value.string))
         }
         let properties = JobProperties(entries)
-        if let timeout = properties[HostProperty.itemTimeoutSeconds] {
-            guard let seconds = Double(timeout), seconds > 0, seconds.isFinite else {
-                throw error(node, job: job, field: "props.\(HostProperty.itemTimeoutSeconds)",
-                            "must be a number of seconds above zero, got '\(timeout)'")
-            }
-        }
         if let isolation = properties[HostProperty.isolation], !["process", "in-process"].contains(isolation) {
             throw error(node, job: job, field: "props.\(HostProperty.isolation)",
                         "must be `process` (items run in a worker process) or `in-process` (the default), got '\(isolation)'")

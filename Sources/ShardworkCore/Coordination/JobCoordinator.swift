@@ -66,7 +66,7 @@ public final class JobCoordinator: Sendable {
             try await registry.put(paths.config, ElasticJobYAML.encode(local))
         } else if let stored = try await registry.string(paths.config) {
             do {
-                effective = try ElasticJobYAML.decode(stored, jobType: local.jobType, node: paths.config)
+                effective = try ElasticJobYAML.decode(stored, jobType: local.jobType, job: job)
             } catch {
                 throw JobRegistrationError(job: job, message: "the registry's configuration at \(paths.config) is invalid: \(error)")
             }
@@ -214,8 +214,18 @@ public final class JobCoordinator: Sendable {
         }
         let instances = CoordinationRules.availableInstances(snapshot)
         let assignment = try strategy.shard(jobName: paths.job, instances: instances, totalCount: total)
-        for item in 0..<total where snapshot.items[item] == nil {
-            try await registry.ensurePath(paths.item(item))
+        // The items' own nodes first, a few hundred per transaction rather than one request each
+        // (the first resharding of a job of 2,000 items); they hold nothing, so they need not go
+        // with the assignment.
+        let missing = (0..<total).filter { snapshot.items[$0] == nil }
+        for start in stride(from: 0, to: missing.count, by: Self.itemNodesPerTransaction) {
+            let chunk = missing[start..<min(start + Self.itemNodesPerTransaction, missing.count)]
+            do {
+                try await registry.multi(chunk.map { .create(paths.item($0), data: [], mode: .persistent) })
+            } catch {
+                // One of them exists already (another leader's interrupted resharding): one by one.
+                for item in chunk { try await registry.ensurePath(paths.item(item)) }
+            }
         }
         var operations: [RegistryOperation] = []
         for item in 0..<total where snapshot.items[item]?.owner != nil {
@@ -241,6 +251,9 @@ public final class JobCoordinator: Sendable {
         }
         return true
     }
+
+    /// How many empty item nodes one transaction creates.
+    static let itemNodesPerTransaction = 500
 
     /// The available instances, read now rather than from the cached snapshot.
     private func freshAvailableInstances() async throws -> Set<String> {

@@ -368,10 +368,12 @@ public final class JobRuntime: Sendable {
         var outcomes: [Int: ItemOutcome] = [:]
         var runs = 0
         do {
+            // Magnitudes, which cannot overflow whatever the registry's clock says; the limit is a
+            // Java int of seconds (``JobLimits``), so its milliseconds fit.
             if configuration.maxTimeDiffSeconds >= 0, let difference = try await clockDifference(),
-               abs(difference) > Int64(configuration.maxTimeDiffSeconds) * 1000
+               difference.magnitude > UInt64(configuration.maxTimeDiffSeconds) * 1000
             {
-                let message = "Time different between job server and register center exceed '\(abs(difference) / 1000)' seconds, "
+                let message = "Time different between job server and register center exceed '\(difference.magnitude / 1000)' seconds, "
                     + "max time different is '\(configuration.maxTimeDiffSeconds)' seconds."
                 if await handleFailure(job, origin: .environment, item: nil, fireTime: fireTime, taskID: "", message: message, code: 0) == .propagate {
                     return

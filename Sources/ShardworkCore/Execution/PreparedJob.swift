@@ -80,13 +80,19 @@ public enum JobCatalog {
                 throw failure(field, error.description)
             }
         }
+        // A plugin's words, escaped and bounded: the error is one line, wherever it is shown.
         func refused(_ error: ProviderCallError, field: String) -> HostConfigurationError {
             if let property = error.field {
-                return failure("props.\(property)", "\(error.message) (checked by \(error.provider))")
+                return failure("props.\(LogText.escaped(property, limit: 200))", "\(LogText.escaped(error.message)) (checked by \(error.provider))")
             }
-            return failure(field, error.description)
+            return failure(field, LogText.escaped(error.description))
         }
 
+        // A configuration read from a file or the registry was checked already; one made in code
+        // is checked here, so that no value the host computes with can overflow.
+        if let violation = JobLimits.violation(of: job) {
+            throw failure(violation.field, violation.message)
+        }
         var zone = TimeZone.current
         if let name = job.timeZone, !name.isEmpty {
             do {

@@ -132,7 +132,7 @@ extension ShardworkHost {
         if let known = incapable.withLock({ $0[name] }), known.version == stored.stat.version { return }
         let job: JobConfiguration
         do {
-            job = try ElasticJobYAML.decode(stored.text, jobType: jobType, node: paths.config)
+            job = try ElasticJobYAML.decode(stored.text, jobType: jobType, job: name)
         } catch {
             await markIncapable(name, reason: "its configuration at \(paths.config) is invalid: \(error)", version: stored.stat.version)
             return

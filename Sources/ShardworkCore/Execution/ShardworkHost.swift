@@ -408,7 +408,7 @@ public final class ShardworkHost: Service, Sendable {
         let current = runtime.job.configuration
         let changed: JobConfiguration
         do {
-            changed = try ElasticJobYAML.decode(stored.text, jobType: current.jobType, node: coordinator.paths.config)
+            changed = try ElasticJobYAML.decode(stored.text, jobType: current.jobType, job: runtime.name)
         } catch {
             logger.error("job '\(runtime.name)': the configuration in \(coordinator.paths.config) is invalid, so the job keeps its last good one: \(error)")
             return

@@ -481,7 +481,7 @@ public final class ClusterOperations: Sendable {
     /// Stored configuration text, read with the job type of the root node.
     private static func stored(_ text: String, version: Int32, jobType: String, paths: JobNodePath) -> StoredJobConfiguration {
         do {
-            let configuration = try ElasticJobYAML.decode(text, jobType: jobType, node: paths.config)
+            let configuration = try ElasticJobYAML.decode(text, jobType: jobType, job: paths.job)
             return StoredJobConfiguration(configuration: configuration, yaml: text, version: version)
         } catch {
             return StoredJobConfiguration(
@@ -530,7 +530,7 @@ public final class ClusterOperations: Sendable {
         let yaml = ElasticJobYAML.encode(configuration)
         let checked: JobConfiguration
         do {
-            checked = try ElasticJobYAML.decode(yaml, jobType: configuration.jobType, node: "/\(name)/config")
+            checked = try ElasticJobYAML.decode(yaml, jobType: configuration.jobType, job: name)
         } catch {
             // The reader names fields of a file's job list (`jobs[0].jobName`); here there is one job.
             let field = error.field.hasPrefix("jobs[0].") ? String(error.field.dropFirst("jobs[0].".count)) : error.field

@@ -82,8 +82,8 @@ public final class ShardingStrategyInstance: Sendable {
         instance = try ProviderInstance(provider, setup: setup, create: table.create, destroy: table.destroy)
     }
 
-    /// The most items a job may have. Jobs shard into few items; this bounds the host's memory.
-    public static let maximumTotalCount = 1_000_000
+    /// The most items a job may have (``JobLimits/maximumShardingTotalCount``).
+    public static let maximumTotalCount = JobLimits.maximumShardingTotalCount
 
     /// Assigns items `0..<totalCount` to `instances` (in the order given). The result is checked:
     /// every given instance appears once, in the strategy's order, and no item is assigned twice.

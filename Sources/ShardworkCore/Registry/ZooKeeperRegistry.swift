@@ -530,7 +530,10 @@ struct Backoff {
     }
 
     mutating func next() -> Duration {
-        defer { next_ = min(next_ * 2, maximum) }
+        defer {
+            let doubled = next_.multipliedReportingOverflow(by: 2)
+            next_ = doubled.overflow ? maximum : min(doubled.partialValue, maximum)
+        }
         return .milliseconds(next_)
     }
 }
