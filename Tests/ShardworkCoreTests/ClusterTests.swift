@@ -203,6 +203,8 @@ struct ClusterTests {
         let peer = cluster.server.connect()
         #expect(await eventually { (try? await peer.exists("/orders/instances/\(target.instance.id)", watch: nil)) == .some(nil) })
         #expect(try await peer.exists("/orders/shutdown/\(target.instance.id)", watch: nil) == nil)
+        // The leader flags the resharding once it sees the instance gone; the next fire applies it.
+        await cluster.waitForReshardingFlag("orders")
         cluster.advance(toSecond: 2)
         await cluster.waitForFires("orders", count: 2, on: [cluster.hosts[0]])
         #expect(cluster.items(of: cluster.hosts[0], job: "orders", fire: 2) == [0, 1, 2, 3, 4, 5])

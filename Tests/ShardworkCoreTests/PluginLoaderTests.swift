@@ -300,6 +300,22 @@ struct PluginLoaderTests {
         expectRefused(inspection, at: "load", saying: "did not finish within 1.0 seconds")
     }
 
+    @Test("a plugin that leaves a process behind while loading (forked, or a daemon in a session of its own) does not hold the trial; nothing it started outlives it",
+          .timeLimit(.minutes(3)), arguments: ["VARIANT_FORK_ON_LOAD", "VARIANT_DAEMON_ON_LOAD"])
+    func forkingPlugin(variant: String) async throws {
+        let directory = try TemporaryDirectory()
+        let file = try await CPluginBuilder.testPlugin(in: directory.path, defines: [variant])
+        let loader = PluginLoader(logger: CapturedLog().logger(), preflight: .shardwork(executable: try TestPaths.shardworkBinary))
+        // The fork sleeps ten minutes holding the trial's output; the trial ends without waiting for it.
+        let (inspection, plugin) = try await onDedicatedThread { loader.inspect(file) }
+        #expect(inspection.accepted && plugin != nil, "\(inspection)")
+        let pids = try String(contentsOfFile: file + ".pids", encoding: .utf8).split(separator: "\n").compactMap { Int32($0) }
+        #expect(!pids.isEmpty)
+        for pid in pids {
+            #expect(await eventually { !ChildProcessTests.alive(pid) }, "process \(pid), left by the plugin, outlived the trial")
+        }
+    }
+
     @Test("with a trial process, a sound plugin loads and a refused one keeps the child's reasons")
     func preflightVerdicts() async throws {
         let directory = try TemporaryDirectory()

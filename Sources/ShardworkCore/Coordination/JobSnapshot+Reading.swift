@@ -33,35 +33,61 @@ extension JobSnapshot {
         for ip in try await reader.children(paths.servers) {
             snapshot.servers[ip] = try await reader.text(paths.server(ip))?.text ?? ""
         }
-        for child in try await reader.children(paths.sharding) {
-            guard let item = Int(child) else { continue }
-            var record = JobSnapshot.Item()
-            // Markers are created and deleted, never rewritten: a child watch on the item sees them all.
-            let markers = Set(try await reader.children(paths.item(item)))
-            if markers.contains("instance"), let node = try await registry.textIfPresent(paths.itemInstance(item)) {
-                record.owner = node.text
-                record.ownerEpoch = UInt64(bitPattern: node.stat.createdTransaction)
-            }
-            if markers.contains("running") { record.running = try await registry.string(paths.itemRunning(item)) }
-            record.misfire = markers.contains("misfire")
-            record.disabled = markers.contains("disabled")
-            if markers.contains("failover"), let node = try await registry.textIfPresent(paths.itemFailover(item)) {
-                record.failover = node.text
-                record.failoverEpoch = UInt64(bitPattern: node.stat.createdTransaction)
-            }
-            if markers.contains("failovering"), let node = try await registry.textIfPresent(paths.itemFailovering(item)) {
-                record.failovering = node.text
-                record.failoveringEpoch = UInt64(bitPattern: node.stat.createdTransaction)
-            }
-            snapshot.items[item] = record
-        }
+        let items = try await reader.children(paths.sharding).compactMap { Int($0) }
+        snapshot.items = try await readItems(items, from: registry, paths: paths, reader: reader)
         snapshot.failoverQueue = Set(try await reader.children(paths.failoverItems).compactMap { Int($0) })
         return snapshot
+    }
+
+    /// How many items' markers are read at once: the reads are pipelined on the registry's one
+    /// connection, so a job of 1,024 items costs a few dozen round trips rather than thousands.
+    static let concurrentItemReads = 64
+
+    private static func readItems(
+        _ items: [Int], from registry: any RegistryCenter, paths: JobNodePath, reader: SnapshotReader
+    ) async throws -> [Int: Item] {
+        try await withThrowingTaskGroup(of: (Int, Item).self) { group in
+            var records: [Int: Item] = [:]
+            records.reserveCapacity(items.count)
+            var pending = items.makeIterator()
+            func readNext() {
+                guard let item = pending.next() else { return }
+                group.addTask { (item, try await readItem(item, from: registry, paths: paths, reader: reader)) }
+            }
+            for _ in 0..<concurrentItemReads { readNext() }
+            while let (item, record) = try await group.next() {
+                records[item] = record
+                readNext()
+            }
+            return records
+        }
+    }
+
+    private static func readItem(_ item: Int, from registry: any RegistryCenter, paths: JobNodePath, reader: SnapshotReader) async throws -> Item {
+        var record = Item()
+        // Markers are created and deleted, never rewritten: a child watch on the item sees them all.
+        let markers = Set(try await reader.children(paths.item(item)))
+        if markers.contains("instance"), let node = try await registry.textIfPresent(paths.itemInstance(item)) {
+            record.owner = node.text
+            record.ownerEpoch = UInt64(bitPattern: node.stat.createdTransaction)
+        }
+        if markers.contains("running") { record.running = try await registry.string(paths.itemRunning(item)) }
+        record.misfire = markers.contains("misfire")
+        record.disabled = markers.contains("disabled")
+        if markers.contains("failover"), let node = try await registry.textIfPresent(paths.itemFailover(item)) {
+            record.failover = node.text
+            record.failoverEpoch = UInt64(bitPattern: node.stat.createdTransaction)
+        }
+        if markers.contains("failovering"), let node = try await registry.textIfPresent(paths.itemFailovering(item)) {
+            record.failovering = node.text
+            record.failoveringEpoch = UInt64(bitPattern: node.stat.createdTransaction)
+        }
+        return record
     }
 }
 
 /// Registry reads that arm a watch through a snapshot cache, when there is one.
-private struct SnapshotReader {
+struct SnapshotReader: Sendable {
     let registry: any RegistryCenter
     let watches: SnapshotCache?
 

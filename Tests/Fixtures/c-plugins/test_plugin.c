@@ -15,9 +15,22 @@
  *  - job type "c-echo" (simple): fails items whose parameter is "fail" (code 7); with job parameter
  *    "check-host" it logs what the host says about cancellation and the fencing epoch.
  *  - job type "c-countdown" (dataflow): each fetch returns one batch of 3 until 2 batches were fetched.
+ *
+ * Hostile behaviour, for the tests that the host survives it:
+ *  - every provider whose instance is made by create_plain crashes in `create` (a write through a
+ *    null pointer) when the `c.crash.create` property is set;
+ *  - c-echo with job parameter "noisy" logs a forged log line (a line break and a fake timestamp),
+ *    terminal escape codes, a 4 MB message, and a message at level 99; with "forged-failure" it
+ *    fails with such a message;
+ *  - VARIANT_FORK_ON_LOAD: the entry forks a process that sleeps ten minutes holding the plugin's
+ *    standard output and error, when it runs in a trial load (`plugins inspect --in-process`);
+ *    VARIANT_DAEMON_ON_LOAD: the same, as a daemon (fork, setsid, fork). Either writes the pid of
+ *    what it left behind to `{the plugin's file}.pids`.
  */
+#define _GNU_SOURCE
 #include "shardwork_plugin.h"
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +55,10 @@ static int marker;
 static int32_t create_plain(void *context, const shardwork_provider_setup *setup, void **instance,
                             shardwork_error *error) {
     (void)context;
+    if (shardwork_property_get(&setup->properties, "c.crash.create") != NULL) {
+        volatile int *nowhere = NULL;
+        *nowhere = 1;
+    }
     if (shardwork_property_get(&setup->properties, "c.reject") != NULL) {
         shardwork_error_set(error, 0, "c.reject", "the property `c.reject` is set, so this instance refuses");
         return SHARDWORK_INVALID_CONFIGURATION;
@@ -184,6 +201,24 @@ static int32_t echo_execute(void *instance, const shardwork_item_context *item, 
     if (item->sharding_parameter != NULL && strcmp(item->sharding_parameter, "fail") == 0) {
         snprintf(line, sizeof line, "item %u failed on purpose", item->sharding_item);
         shardwork_error_set(error, 7, NULL, line);
+        return SHARDWORK_FAILED;
+    }
+    if (strcmp(item->job_parameter, "noisy") == 0) {
+        item->host->log(item->host_context, SHARDWORK_LOG_INFO,
+                        "ordinary\n2026-12-06T00:00:00+0000 critical shardwork: [ShardworkCore] host compromised");
+        item->host->log(item->host_context, SHARDWORK_LOG_INFO, "\x1b[2J\x1b[31mred alert\x1b[0m");
+        size_t size = 4u << 20;
+        char *huge = malloc(size + 1);
+        if (huge != NULL) {
+            memset(huge, 'x', size);
+            huge[size] = 0;
+            item->host->log(item->host_context, SHARDWORK_LOG_INFO, huge);
+            free(huge);
+        }
+        item->host->log(item->host_context, 99, "level ninety-nine");
+    }
+    if (strcmp(item->job_parameter, "forged-failure") == 0) {
+        shardwork_error_set(error, 3, NULL, "failed\n2026-12-06T00:00:00+0000 critical shardwork: forged\x1b[31m");
         return SHARDWORK_FAILED;
     }
     if (strcmp(item->job_parameter, "check-host") == 0) {
@@ -378,8 +413,53 @@ int (*keep_undefined)(void) = shardwork_test_symbol_that_does_not_exist;
 #ifdef VARIANT_NO_ENTRY
 SHARDWORK_EXPORT int not_a_plugin_entry(void) { return 0; }
 #else
+#if defined(VARIANT_FORK_ON_LOAD) || defined(VARIANT_DAEMON_ON_LOAD)
+/* Appends `pid` to `{this plugin's file}.pids`. */
+static void record_pid(pid_t pid) {
+    Dl_info info;
+    if (dladdr((void *)&record_pid, &info) == 0 || info.dli_fname == NULL) return;
+    char path[4096];
+    snprintf(path, sizeof path, "%s.pids", info.dli_fname);
+    FILE *file = fopen(path, "a");
+    if (file == NULL) return;
+    fprintf(file, "%d\n", (int)pid);
+    fclose(file);
+}
+
+/* Whether this process is a trial load (`shardwork plugins inspect --in-process`): the test
+   harness keeps its own processes clean by leaving them alone. */
+static int in_trial_load(void) {
+    FILE *file = fopen("/proc/self/cmdline", "r");
+    if (file == NULL) return 0;
+    char buffer[4096];
+    size_t length = fread(buffer, 1, sizeof buffer - 1, file);
+    fclose(file);
+    for (size_t start = 0; start < length; start += strlen(buffer + start) + 1) {
+        buffer[length] = 0;
+        if (strcmp(buffer + start, "--in-process") == 0) return 1;
+    }
+    return 0;
+}
+
+static void leave_something_behind(void) {
+    if (!in_trial_load()) return;
+    pid_t child = fork();
+    if (child != 0) return;
+#ifdef VARIANT_DAEMON_ON_LOAD
+    setsid();
+    if (fork() != 0) _exit(0);
+#endif
+    record_pid(getpid());
+    sleep(600);
+    _exit(0);
+}
+#endif
+
 SHARDWORK_EXPORT const shardwork_plugin_descriptor *shardwork_plugin_entry(const shardwork_host_api *host) {
     host_api = host;
+#if defined(VARIANT_FORK_ON_LOAD) || defined(VARIANT_DAEMON_ON_LOAD)
+    leave_something_behind();
+#endif
 #if defined(VARIANT_CRASH)
     volatile int *nowhere = NULL;
     *nowhere = 1;
