@@ -182,7 +182,7 @@ struct ControlRoutes: Sendable {
     private func addJob(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let text = try await body(request, limit: Self.maximumConfigurationBytes)
         let configuration = try readJob(text)
-        let missing = try validate(configuration, request)
+        let missing = try await validate(configuration, request)
         let added = try await operations.addJob(configuration, addedBy: "control API of \(host.services.instance.id)")
         logger.notice("control API: job '\(configuration.jobName)' added to the cluster")
         _ = added
@@ -208,7 +208,7 @@ struct ControlRoutes: Sendable {
             }
             expected = version
         }
-        let missing = try validate(configuration, request)
+        let missing = try await validate(configuration, request)
         let version = try await operations.updateConfiguration(configuration, expectedVersion: expected).version
         logger.notice("control API: configuration of job '\(name)' changed (version \(version))")
         return ControlJSON.response(
@@ -269,10 +269,10 @@ struct ControlRoutes: Sendable {
         }
     }
 
-    private func validate(_ job: JobConfiguration, _ request: Request) throws -> String? {
+    private func validate(_ job: JobConfiguration, _ request: Request) async throws -> String? {
         let allowMissing = ["true", "1", "yes"].contains(request.uri.queryParameters.get("allowMissingPlugins")?.lowercased() ?? "")
         do {
-            return try host.validate(job, allowMissingPlugins: allowMissing)
+            return try await host.validate(job, allowMissingPlugins: allowMissing)
         } catch {
             var failure = ControlError(error)
             if host.missingProviders(job) != nil {

@@ -44,7 +44,14 @@ public struct ControlServer: Service {
             },
             logger: serverLogger)
         do {
-            try await app.run()
+            // When the host begins to stop, the requests being served must end: a hot-load waiting
+            // on a trial load would otherwise hold the server's drain, and the host's with it.
+            let host = self.host
+            try await withGracefulShutdownHandler {
+                try await app.run()
+            } onGracefulShutdown: {
+                host.abandonChildProcesses()
+            }
         } catch {
             throw ControlServerError(description: "api.address \(settings.host):\(settings.port): cannot serve the control API: \(error)")
         }

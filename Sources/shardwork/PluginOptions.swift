@@ -23,6 +23,9 @@ struct PluginOptions: ParsableArguments {
         valueName: "level"))
     var logLevel: String?
 
+    /// How long a trial load may take (`plugins.preflightTimeoutSeconds` for `run`).
+    var preflightTimeout: Duration = .seconds(30)
+
     var searchPath: PluginSearchPath {
         PluginSearchPath(directories: pluginDirectories, includeBuiltIn: !noBuiltInPlugins)
     }
@@ -42,7 +45,7 @@ struct PluginOptions: ParsableArguments {
     /// The preflight through this very binary, unless switched off.
     var preflight: PluginPreflight? {
         guard !noPreflight, let executable = Self.executablePath else { return nil }
-        return .shardwork(executable: executable)
+        return .shardwork(executable: executable, timeout: preflightTimeout)
     }
 
     static var executablePath: String? {

@@ -79,6 +79,7 @@ struct RunCommand: AsyncParsableCommand {
         options.pluginDirectories = configuration.plugins.directories + pluginDirectories
         options.noBuiltInPlugins = !configuration.plugins.builtIn
         options.noPreflight = noPreflight || !configuration.plugins.preflight
+        options.preflightTimeout = .milliseconds(Int64((configuration.plugins.preflightTimeoutSeconds * 1000).rounded()))
         var searchPath = options.searchPath
         searchPath.files = configuration.plugins.files
         for directory in options.pluginDirectories {
@@ -102,13 +103,22 @@ struct RunCommand: AsyncParsableCommand {
                 throw CLIFailure.failed("\(config): registry.zookeeper: \(error.description)")
             }
         }
+        let instance = JobInstance.local(ip: configuration.host.ip)
+        // The jobs this host died for before: refused while they are unchanged (no crash loop).
+        let journalPath = configuration.host.crashJournalPath(ip: instance.serverIP)
+        let journal: CrashJournal
+        do {
+            journal = try CrashJournal.open(path: journalPath)
+        } catch {
+            throw CLIFailure.failed("\(config): host.stateDirectory: cannot keep the crash journal at \(journalPath): \(error)")
+        }
         let host: ShardworkHost
         do {
             host = try ShardworkHost(
                 configuration: configuration, providers: providers, registry: registry,
-                instance: .local(ip: configuration.host.ip), logger: logger,
+                instance: instance, logger: logger,
                 workerExecutable: PluginOptions.executablePath,
-                pluginLoader: PluginLoader(logger: logger, preflight: options.preflight))
+                pluginLoader: PluginLoader(logger: logger, preflight: options.preflight), crashJournal: journal)
         } catch {
             throw CLIFailure.badInput(error.description)
         }

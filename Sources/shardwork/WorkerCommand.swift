@@ -10,8 +10,11 @@ struct WorkerCommand: ParsableCommand {
         abstract: "Run an isolated job's items for a host (started by the host).",
         shouldDisplay: false)
 
+    @Flag(help: "Try jobs' providers for a host (a trial) instead of running a job's items.")
+    var trial = false
+
     func run() throws {
-        let status = WorkerProcess.serve()
+        let status = trial ? WorkerProcess.serveTrial() : WorkerProcess.serve()
         if status != 0 { throw ExitCode(status) }
     }
 }

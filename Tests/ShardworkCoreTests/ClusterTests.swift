@@ -281,17 +281,42 @@ struct ClusterTests {
         await cluster.shutdownAll()
     }
 
-    @Test("garbage in the config node is logged with its path, and the job keeps its last good configuration")
-    func garbageConfiguration() async throws {
-        let cluster = try await ClusterHarness(Self.job, hosts: 1)
+    @Test("a config node a host cannot use (garbage, 1,000,000 items, another job's name) sets the job aside on every host, with the node and the reason; a good one takes it up at once",
+          arguments: [
+            ("jobName: orders\nshardingTotalCount: [oops\n", "invalid YAML"),
+            ("jobName: orders\nshardingTotalCount: 1000000\n", "shardingTotalCount: must be at most 1024, got 1000000"),
+            ("jobName: payments\nshardingTotalCount: 6\n", "names job 'payments', but it is the configuration of 'orders'"),
+          ])
+    func unusableConfiguration(value: String, reason: String) async throws {
+        let cluster = try await ClusterHarness(Self.job, hosts: 2)
         try await cluster.startAll()
         let peer = cluster.server.connect()
-        try await peer.setData("/orders/config", data: [UInt8](utf8: "jobName: orders\nshardingTotalCount: [oops\n"), version: nil)
-        let member = cluster.hosts[0]
-        #expect(await eventually { member.lines(containing: "the configuration in /orders/config is invalid, so the job keeps its last good one").count == 1 })
+        try await peer.setData("/orders/config", data: [UInt8](utf8: value), version: nil)
+        for member in cluster.hosts {
+            #expect(await eventually { member.host.incapableJobs["orders"]?.contains(reason) == true }, "\(member.log.messages)")
+            let recorded = await eventually { (try? await peer.string("/orders/incapable/\(member.instance.id)"))?.contains("/orders/config") == true }
+            #expect(recorded)
+            #expect(member.host.runtimes["orders"] == nil)
+            #expect(member.lines(containing: "this host cannot run it").count == 1)
+        }
+        #expect(await eventually { (try? await peer.children("/orders/instances", watch: nil))?.isEmpty == true })
+        // Nobody leads or shards a job nobody runs.
+        #expect(try await peer.exists("/orders/leader/election/instance", watch: nil) == nil)
+
+        var good = JobConfiguration(jobName: "orders", jobType: "c-echo", cron: "* * * * * ?", shardingTotalCount: 4)
+        good.description = "fixed"
+        try await peer.setData("/orders/config", data: [UInt8](utf8: ElasticJobYAML.encode(good)), version: nil)
+        for member in cluster.hosts {
+            #expect(await eventually { member.host.runtimes["orders"]?.job.configuration.shardingTotalCount == 4 }, "\(member.log.messages)")
+            #expect(await eventually { member.host.incapableJobs["orders"] == nil })
+            let cleared = await eventually { (try? await peer.exists("/orders/incapable/\(member.instance.id)", watch: nil)) == .some(nil) }
+            #expect(cleared)
+        }
+        await cluster.waitForReshardingFlag("orders")
         cluster.advance(toSecond: 1)
         await cluster.waitForFires("orders", count: 1)
-        #expect(cluster.items(of: member, job: "orders", fire: 1) == [0, 1, 2, 3, 4, 5])
+        #expect(cluster.hosts.flatMap { cluster.items(of: $0, job: "orders", fire: 1) }.sorted() == [0, 1, 2, 3])
+        await peer.close()
         await cluster.shutdownAll()
     }
 

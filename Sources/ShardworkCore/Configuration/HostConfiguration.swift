@@ -35,6 +35,8 @@ public struct PluginSettings: Sendable, Equatable {
     public var builtIn = true
     /// Whether to try each plugin in a separate process before loading it into the host.
     public var preflight = true
+    /// How long such a trial load may take before its process is killed and the plugin refused.
+    public var preflightTimeoutSeconds: Double = 30
     /// Where hot-loaded plugins are copied, each under a name made of its content's SHA-256, before
     /// they are loaded; `nil`: ``PluginSettings/defaultCacheDirectory``. Relative paths are resolved
     /// against the configuration file's directory. See docs/hot-loading.md.
@@ -69,8 +71,28 @@ public struct HostSettings: Sendable, Equatable {
     /// its server node `servers/{ip}`); `nil`: the first address of an interface that is up and not
     /// loopback, as ElasticJob picks it.
     public var ip: String?
+    /// Where the host keeps what must outlive it: its crash journal (the jobs it died for, which it
+    /// refuses at its next start while they are unchanged). `nil`:
+    /// ``HostSettings/defaultStateDirectory``. Relative paths are resolved against the
+    /// configuration file's directory.
+    public var stateDirectory: String?
 
     public init() {}
+
+    /// `$TMPDIR/shardwork-state-{uid}` (`/tmp` without TMPDIR). A directory that survives reboots
+    /// (`/var/lib/shardwork`) keeps the journal across them too.
+    public static var defaultStateDirectory: String {
+        var directory = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+        if directory.isEmpty { directory = "/tmp" }
+        while directory.count > 1 && directory.hasSuffix("/") { directory.removeLast() }
+        return (directory == "/" ? "" : directory) + "/shardwork-state-\(geteuid())"
+    }
+
+    /// The crash journal of the host whose server address is `ip`: one per address, so that hosts
+    /// on one machine (each with its own address) keep their own.
+    public func crashJournalPath(ip: String) -> String {
+        (stateDirectory ?? Self.defaultStateDirectory) + "/crashes-\(ip).log"
+    }
 }
 
 /// The control API (docs/operations.md): JSON over HTTP, every request with the bearer token.

@@ -36,7 +36,7 @@ public enum HostConfigurationReader {
             configuration.plugins = try reader.plugins(plugins, baseDirectory: baseDirectory)
         }
         if let host = top["host"] {
-            configuration.host = try reader.host(host)
+            configuration.host = try reader.host(host, baseDirectory: baseDirectory)
         }
         if let api = top["api"] {
             configuration.api = try reader.api(api, baseDirectory: baseDirectory)
@@ -312,7 +312,8 @@ struct Reader {
         var settings = PluginSettings()
         if isNull(node) { return settings }
         let section = try mapping(node, field: "plugins", known: [
-            "directories", "files", "builtIn", "preflight", "cacheDirectory", "watchDirectory", "watchIntervalSeconds", "maxGenerations",
+            "directories", "files", "builtIn", "preflight", "preflightTimeoutSeconds", "cacheDirectory", "watchDirectory",
+            "watchIntervalSeconds", "maxGenerations",
         ])
         func resolve(_ path: String) -> String {
             guard !path.hasPrefix("/"), let baseDirectory else { return path }
@@ -326,6 +327,13 @@ struct Reader {
         }
         if let value = section["builtIn"] { settings.builtIn = try boolean(value, field: "plugins.builtIn") }
         if let value = section["preflight"] { settings.preflight = try boolean(value, field: "plugins.preflight") }
+        if let value = section["preflightTimeoutSeconds"] {
+            let seconds = try number(value, field: "plugins.preflightTimeoutSeconds")
+            guard seconds >= 1, seconds <= 3600 else {
+                throw error(value, field: "plugins.preflightTimeoutSeconds", "must be between 1 and 3600 seconds, got \(seconds)")
+            }
+            settings.preflightTimeoutSeconds = seconds
+        }
         if let value = section["cacheDirectory"], let path = try string(value, field: "plugins.cacheDirectory") {
             guard !path.isEmpty else { throw error(value, field: "plugins.cacheDirectory", "must be a directory path, got ''") }
             settings.cacheDirectory = resolve(path)
@@ -352,10 +360,16 @@ struct Reader {
         return settings
     }
 
-    func host(_ node: Node) throws(HostConfigurationError) -> HostSettings {
+    func host(_ node: Node, baseDirectory: String?) throws(HostConfigurationError) -> HostSettings {
         var settings = HostSettings()
         if isNull(node) { return settings }
-        let section = try mapping(node, field: "host", known: ["shutdownTimeoutSeconds", "workerThreads", "ip"])
+        let section = try mapping(node, field: "host", known: ["shutdownTimeoutSeconds", "workerThreads", "ip", "stateDirectory"])
+        if let value = section["stateDirectory"], let path = try string(value, field: "host.stateDirectory") {
+            guard !path.isEmpty else { throw error(value, field: "host.stateDirectory", "must be a directory path, got ''") }
+            settings.stateDirectory = path.hasPrefix("/") || baseDirectory == nil
+                ? path
+                : URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: baseDirectory!, isDirectory: true)).standardizedFileURL.path
+        }
         if let value = section["shutdownTimeoutSeconds"] {
             let seconds = try number(value, field: "host.shutdownTimeoutSeconds")
             guard HostLimits.shutdownTimeoutSeconds.contains(seconds) else {

@@ -1,10 +1,21 @@
 import ShardworkSDK
 import Synchronization
 
-/// Errors of a job's registration that the host reports and refuses to start with.
+/// Errors of a job's registration.
 public struct JobRegistrationError: Error, Sendable, Equatable, CustomStringConvertible {
     public var job: String
     public var message: String
+    /// True when the registry's copy of the job cannot be used by this host (it does not read, or
+    /// its providers cannot run here): the host sets the job aside and runs the rest. False when
+    /// this host's own configuration conflicts with the cluster's (another job type under the
+    /// name), which it refuses to start with.
+    public var setsAside: Bool
+
+    public init(job: String, message: String, setsAside: Bool = false) {
+        self.job = job
+        self.message = message
+        self.setsAside = setsAside
+    }
 
     public var description: String { "job '\(job)': \(message)" }
 }
@@ -68,7 +79,8 @@ public final class JobCoordinator: Sendable {
             do {
                 effective = try ElasticJobYAML.decode(stored, jobType: local.jobType, job: job)
             } catch {
-                throw JobRegistrationError(job: job, message: "the registry's configuration at \(paths.config) is invalid: \(error)")
+                throw JobRegistrationError(
+                    job: job, message: "the registry's configuration at \(paths.config) is invalid: \(error)", setsAside: true)
             }
         }
 
@@ -94,6 +106,24 @@ public final class JobCoordinator: Sendable {
             try await setReshardingFlag()
         }
         return effective
+    }
+
+    /// The first half of ``register(_:rejoining:)``, for a job this host will not run: the job's root
+    /// node holds its type, and the local configuration is written to `config` if there is none (or
+    /// with `overwrite`). Returns the version of the configuration now stored.
+    public func registerConfiguration(_ local: JobConfiguration) async throws -> Int32? {
+        if let existingType = try await registry.string(paths.root), !existingType.isEmpty, existingType != local.jobType {
+            throw JobRegistrationError(
+                job: paths.job,
+                message: "the registry already has this job with job type '\(existingType)', "
+                    + "but this host configures job type '\(local.jobType)'; rename one of them or change the type")
+        }
+        try await registry.put(paths.root, local.jobType)
+        let stored = try await registry.exists(paths.config, watch: nil)
+        if local.overwrite || stored == nil {
+            try await registry.put(paths.config, ElasticJobYAML.encode(local))
+        }
+        return try await registry.exists(paths.config, watch: nil)?.version
     }
 
     /// Becomes leader if there is none (ElasticJob's `electLeader`): the leader node is ephemeral and

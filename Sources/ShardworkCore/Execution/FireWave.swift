@@ -70,7 +70,7 @@ final class ArmedFire: @unchecked Sendable {
     let taskID: String
 
     init(
-        runtime: JobRuntime, deadline: Int64, job: PreparedJob, cache: SnapshotCache, cacheGeneration: UInt64,
+        runtime: JobRuntime, deadline: Int64, job: PreparedJob, jobType: JobTypeInstance, cache: SnapshotCache, cacheGeneration: UInt64,
         items: [Int], taskID: String, next: Int64?, session: Int64?, fencingGeneration: UInt64
     ) {
         self.runtime = runtime
@@ -81,8 +81,8 @@ final class ArmedFire: @unchecked Sendable {
         self.cacheGeneration = cacheGeneration
         self.session = session
         self.fencingGeneration = fencingGeneration
-        jobType = job.jobType
-        direct = job.jobType.directExecute
+        self.jobType = jobType
+        direct = jobType.directExecute
         streaming = job.streamingProcess
         helpers = max(0, min(job.threadCount, items.count) - 1)
         remaining = Atomic(items.count)
@@ -116,7 +116,7 @@ final class ArmedFire: @unchecked Sendable {
             let outcome: ItemOutcome
             if let direct, let contexts {
                 var error = ErrorRecord()
-                let status = direct.function(direct.instance, contexts + index, &error.value)
+                let status = jobType.crashContext.during(.running) { direct.function(direct.instance, contexts + index, &error.value) }
                 if status == SHARDWORK_OK {
                     outcome = .succeeded
                 } else {

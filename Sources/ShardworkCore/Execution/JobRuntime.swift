@@ -42,8 +42,14 @@ public final class HostServices: Sendable {
     /// for registries without sessions that time out.
     public let fencingFraction: Double?
 
+    /// The processes the host runs to try plugin code where a crash costs nothing; stopped when the
+    /// host stops.
+    public let children: ChildProcessSet
+
     public init(pool: WorkerPool, instance: JobInstance, hostName: String = ProcessInfo.processInfo.hostName,
-                clock: any SchedulerClock, logger: Logger, workerExecutable: String? = nil, fencingFraction: Double? = nil) {
+                clock: any SchedulerClock, logger: Logger, workerExecutable: String? = nil, fencingFraction: Double? = nil,
+                children: ChildProcessSet = ChildProcessSet()) {
+        self.children = children
         self.fencingFraction = fencingFraction
         self.pool = pool
         self.instance = instance
@@ -513,7 +519,10 @@ public final class JobRuntime: Sendable {
             let context = Self.context(job, item: item, taskID: taskID, fireTime: fireTime, epoch: epochs[item] ?? 0)
             let invocation = self.invocation(context, isCancelled: isCancelled, owned: owned)
             if let isolated { return isolated.run(invocation) }
-            return Self.runItem(job.jobType, streaming: job.streamingProcess, ItemCall(invocation)) { [self] in
+            guard let jobType = job.jobType else {
+                return .failed(message: "the job's items run in a worker process, and none could be started", code: 0)
+            }
+            return Self.runItem(jobType, streaming: job.streamingProcess, ItemCall(invocation)) { [self] in
                 reshardingNeeded.load(ordering: .relaxed)
             }
         }
@@ -711,7 +720,7 @@ extension JobRuntime {
     /// state changed after it was armed.
     static func canArm(_ job: PreparedJob) -> Bool {
         job.listeners.isEmpty && !job.configuration.monitorExecution && job.configuration.maxTimeDiffSeconds < 0
-            && job.isolation == nil && job.itemTimeoutSeconds == nil
+            && job.isolation == nil && job.jobType != nil && job.itemTimeoutSeconds == nil
     }
 
     /// Prepares the fire at `deadline` (on the timer's thread, ahead of the instant): the items this
@@ -730,7 +739,7 @@ extension JobRuntime {
         // general way (it finds that fire pending, and counts as a misfire).
         guard !hasPendingReleasedFire else { return }
         let job = self.job
-        guard Self.canArm(job) else {
+        guard Self.canArm(job), let jobType = job.jobType else {
             dropArmed()
             return
         }
@@ -754,7 +763,7 @@ extension JobRuntime {
                 let taskID = self.taskID(items)
                 let (session, fencingGeneration, owned) = ownership()
                 let fire = ArmedFire(
-                    runtime: self, deadline: deadline, job: job, cache: coordinator.cache, cacheGeneration: generation,
+                    runtime: self, deadline: deadline, job: job, jobType: jobType, cache: coordinator.cache, cacheGeneration: generation,
                     items: items, taskID: taskID, next: job.schedule?.nextFireTime(after: deadline), session: session,
                     fencingGeneration: fencingGeneration)
                 let cancellation = services.cancellation

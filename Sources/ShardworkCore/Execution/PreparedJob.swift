@@ -6,7 +6,9 @@ public final class PreparedJob: Sendable {
     public let configuration: JobConfiguration
     /// `nil` for a one-off job.
     public let schedule: CronExpression?
-    public let jobType: JobTypeInstance
+    /// The job type's instance in the host; `nil` when the items run in a worker process, which makes
+    /// its own (a job type that crashes while it is made then costs the worker, not the host).
+    public let jobType: JobTypeInstance?
     public let shardingStrategy: ShardingStrategyInstance
     /// How many items of one fire run at once (from the executor strategy).
     public let threadCount: Int
@@ -24,12 +26,16 @@ public final class PreparedJob: Sendable {
     /// prepare again.
     public let providers: [RegisteredProvider]
 
+    /// The job's name and fingerprint for the crash journal.
+    public let crashContext: CrashContext
+
     init(
-        configuration: JobConfiguration, schedule: CronExpression?, jobType: JobTypeInstance,
+        configuration: JobConfiguration, schedule: CronExpression?, jobType: JobTypeInstance?,
         shardingStrategy: ShardingStrategyInstance, threadCount: Int, errorHandler: ErrorHandlerInstance,
         listeners: [JobListenerInstance], itemParameters: [Int: String], itemTimeoutSeconds: Double?,
-        streamingProcess: Bool, isolation: WorkerMessage.Setup?, providers: [RegisteredProvider]
+        streamingProcess: Bool, isolation: WorkerMessage.Setup?, providers: [RegisteredProvider], crashContext: CrashContext
     ) {
+        self.crashContext = crashContext
         self.configuration = configuration
         self.schedule = schedule
         self.jobType = jobType
@@ -45,11 +51,53 @@ public final class PreparedJob: Sendable {
     }
 
     public var name: String { configuration.jobName }
+
+    /// The job's fingerprint: its configuration and the plugin files of its providers.
+    public var fingerprint: String { crashContext.fingerprint }
+}
+
+/// A job checked against the loaded plugins by everything that needs no provider instance: its
+/// schedule, item parameters and the providers its names resolve to. What a trial of the job in a
+/// separate process needs, and the fingerprint that the trial verdicts and the crash journal are
+/// kept by.
+public struct JobPlan: Sendable {
+    public let configuration: JobConfiguration
+    let schedule: CronExpression?
+    let itemParameters: [Int: String]
+    let typeProvider: RegisteredProvider
+    let strategyProvider: RegisteredProvider
+    let executorProvider: RegisteredProvider
+    let handlerProvider: RegisteredProvider
+    let listenerProviders: [RegisteredProvider]
+    let itemTimeoutSeconds: Double?
+    let streaming: Bool
+    let isolation: WorkerMessage.Setup?
+    /// SHA-256 over the job type, the configuration as stored and the SHA-256 of each provider's
+    /// plugin file: it changes when the configuration or a plugin the job uses does.
+    public let fingerprint: String
+
+    public var name: String { configuration.jobName }
+
+    /// Every provider, in the order ``PreparedJob/providers`` lists them.
+    var providers: [RegisteredProvider] {
+        [typeProvider, strategyProvider, executorProvider, handlerProvider] + listenerProviders
+    }
+
+    /// The plugin files the job's providers come from, each once.
+    public var pluginFiles: [String] {
+        var seen = Set<String>()
+        return providers.map(\.plugin.path).filter { seen.insert($0).inserted }
+    }
 }
 
 /// Checks jobs against the loaded plugins and prepares them. Everything a job needs is checked
 /// here, before any job is registered or fired: the cron expression and time zone, every provider
 /// name, and every provider's properties (each provider makes its instance for the job now).
+///
+/// In two steps: ``plan(_:providers:workerExecutable:locate:file:)`` checks what needs no plugin
+/// code to run, and ``instantiate(_:processorCount:locate:file:)`` makes the providers' instances,
+/// which runs plugin code; a host tries that second step in a separate process first
+/// (``JobTrials``).
 public enum JobCatalog {
     public static func prepare(
         _ configuration: HostConfiguration, providers: ProviderRegistry,
@@ -57,10 +105,9 @@ public enum JobCatalog {
     ) throws(HostConfigurationError) -> [PreparedJob] {
         var prepared: [PreparedJob] = []
         for (index, job) in configuration.jobs.enumerated() {
-            prepared.append(try prepare(
-                job, providers: providers, processorCount: processorCount, workerExecutable: workerExecutable,
-                locate: { field in configuration.locations["jobs[\(index)].\(field)"] ?? configuration.locations["jobs[\(index)].jobName"] },
-                file: configuration.file))
+            let locate = locator(configuration, index: index)
+            let plan = try plan(job, providers: providers, workerExecutable: workerExecutable, locate: locate, file: configuration.file)
+            prepared.append(try instantiate(plan, processorCount: processorCount, locate: locate, file: configuration.file))
         }
         return prepared
     }
@@ -69,9 +116,30 @@ public enum JobCatalog {
         _ job: JobConfiguration, providers: ProviderRegistry, processorCount: Int, workerExecutable: String? = nil,
         locate: (String) -> FilePosition? = { _ in nil }, file: String? = nil
     ) throws(HostConfigurationError) -> PreparedJob {
+        let plan = try plan(job, providers: providers, workerExecutable: workerExecutable, locate: locate, file: file)
+        return try instantiate(plan, processorCount: processorCount, locate: locate, file: file)
+    }
+
+    /// Where the fields of the `index`-th job of a host's file were written.
+    static func locator(_ configuration: HostConfiguration, index: Int) -> (String) -> FilePosition? {
+        { field in configuration.locations["jobs[\(index)].\(field)"] ?? configuration.locations["jobs[\(index)].jobName"] }
+    }
+
+    static func failure(
+        _ job: JobConfiguration, _ field: String, _ message: String, locate: (String) -> FilePosition?, file: String?
+    ) -> HostConfigurationError {
+        let base = field.split(separator: ".").first.map(String.init) ?? field
+        return HostConfigurationError(file: file, location: locate(base), job: job.jobName, field: field, message: message)
+    }
+
+    /// Checks `job` by everything that runs no plugin code: its limits, schedule, item parameters,
+    /// properties the host reads and the providers its names resolve to.
+    public static func plan(
+        _ job: JobConfiguration, providers: ProviderRegistry, workerExecutable: String? = nil,
+        locate: (String) -> FilePosition? = { _ in nil }, file: String? = nil
+    ) throws(HostConfigurationError) -> JobPlan {
         func failure(_ field: String, _ message: String) -> HostConfigurationError {
-            let base = field.split(separator: ".").first.map(String.init) ?? field
-            return HostConfigurationError(file: file, location: locate(base), job: job.jobName, field: field, message: message)
+            JobCatalog.failure(job, field, message, locate: locate, file: file)
         }
         func resolve(_ kind: ProviderKind, _ name: String?, field: String) throws(HostConfigurationError) -> RegisteredProvider {
             do {
@@ -79,13 +147,6 @@ public enum JobCatalog {
             } catch {
                 throw failure(field, error.description)
             }
-        }
-        // A plugin's words, escaped and bounded: the error is one line, wherever it is shown.
-        func refused(_ error: ProviderCallError, field: String) -> HostConfigurationError {
-            if let property = error.field {
-                return failure("props.\(LogText.escaped(property, limit: 200))", "\(LogText.escaped(error.message)) (checked by \(error.provider))")
-            }
-            return failure(field, LogText.escaped(error.description))
         }
 
         // A configuration read from a file or the registry was checked already; one made in code
@@ -109,16 +170,11 @@ public enum JobCatalog {
                 throw failure("cron", error.description)
             }
         }
-
         let itemParameters: [Int: String]
         do {
             itemParameters = try ShardingItemParameters.parse(job.shardingItemParameters)
         } catch {
             throw failure("shardingItemParameters", error.description)
-        }
-
-        let setup = { (provider: String) in
-            ProviderSetup(jobName: job.jobName, providerName: provider, properties: job.props)
         }
         let typeProvider = try resolve(.jobType, job.jobType, field: "jobType")
         let strategyProvider = try resolve(.shardingStrategy, job.jobShardingStrategyType, field: "jobShardingStrategyType")
@@ -128,44 +184,6 @@ public enum JobCatalog {
         for name in job.jobListenerTypes {
             listenerProviders.append(try resolve(.jobListener, name, field: "jobListenerTypes"))
         }
-
-        let jobType: JobTypeInstance
-        let strategy: ShardingStrategyInstance
-        let threadCount: Int
-        let handler: ErrorHandlerInstance
-        var listeners: [(order: Int, index: Int, listener: JobListenerInstance)] = []
-        do {
-            jobType = try JobTypeInstance(typeProvider, setup: setup(job.jobType))
-        } catch {
-            throw refused(error, field: "jobType")
-        }
-        do {
-            strategy = try ShardingStrategyInstance(strategyProvider, setup: setup(job.jobShardingStrategyType ?? strategyProvider.name))
-        } catch {
-            throw refused(error, field: "jobShardingStrategyType")
-        }
-        do {
-            let executor = try ExecutorStrategyInstance(
-                executorProvider, setup: setup(job.jobExecutorThreadPoolSizeProviderType ?? executorProvider.name))
-            threadCount = try executor.threadCount(processorCount: processorCount)
-        } catch {
-            throw refused(error, field: "jobExecutorThreadPoolSizeProviderType")
-        }
-        do {
-            handler = try ErrorHandlerInstance(handlerProvider, setup: setup(job.jobErrorHandlerType ?? handlerProvider.name))
-        } catch {
-            throw refused(error, field: "jobErrorHandlerType")
-        }
-        for (index, provider) in listenerProviders.enumerated() {
-            do {
-                let listener = try JobListenerInstance(provider, setup: setup(job.jobListenerTypes[index]))
-                listeners.append((listener.order, index, listener))
-            } catch {
-                throw refused(error, field: "jobListenerTypes")
-            }
-        }
-        listeners.sort { ($0.order, $0.index) < ($1.order, $1.index) }
-
         let timeout = job.props[HostProperty.itemTimeoutSeconds].flatMap(Double.init)
         let streaming: Bool
         do {
@@ -182,10 +200,87 @@ public enum JobCatalog {
                 plugin: typeProvider.plugin.path, provider: typeProvider.name, jobName: job.jobName,
                 properties: job.props.entries.map { [$0.key, $0.value] }, streaming: streaming)
         }
+        let providers = [typeProvider, strategyProvider, executorProvider, handlerProvider] + listenerProviders
+        var identity = "\(job.jobType)\n\(ElasticJobYAML.encode(job))"
+        for provider in providers {
+            identity += "\n\(provider.kind) \(provider.name) \(provider.plugin.sha256 ?? provider.plugin.path)"
+        }
+        let fingerprint = String(PluginDigest.sha256(Array(identity.utf8)).prefix(32))
+        return JobPlan(
+            configuration: job, schedule: schedule, itemParameters: itemParameters, typeProvider: typeProvider,
+            strategyProvider: strategyProvider, executorProvider: executorProvider, handlerProvider: handlerProvider,
+            listenerProviders: listenerProviders, itemTimeoutSeconds: timeout, streaming: streaming, isolation: isolation,
+            fingerprint: fingerprint)
+    }
+
+    /// Makes the providers' instances for a planned job: plugin code runs here, each call under the
+    /// job's crash context. With `allProviders`, the job type of an isolated job is made too (a
+    /// trial tries every provider; a host leaves that one to the job's worker process).
+    public static func instantiate(
+        _ plan: JobPlan, processorCount: Int, allProviders: Bool = false,
+        locate: (String) -> FilePosition? = { _ in nil }, file: String? = nil
+    ) throws(HostConfigurationError) -> PreparedJob {
+        let job = plan.configuration
+        func failure(_ field: String, _ message: String) -> HostConfigurationError {
+            JobCatalog.failure(job, field, message, locate: locate, file: file)
+        }
+        // A plugin's words, escaped and bounded: the error is one line, wherever it is shown.
+        func refused(_ error: ProviderCallError, field: String) -> HostConfigurationError {
+            if let property = error.field {
+                return failure("props.\(LogText.escaped(property, limit: 200))", "\(LogText.escaped(error.message)) (checked by \(error.provider))")
+            }
+            return failure(field, LogText.escaped(error.description))
+        }
+        let setup = { (provider: String) in
+            ProviderSetup(jobName: job.jobName, providerName: provider, properties: job.props)
+        }
+        let context = CrashContext(job: job.jobName, fingerprint: plan.fingerprint)
+
+        var jobType: JobTypeInstance?
+        let strategy: ShardingStrategyInstance
+        let threadCount: Int
+        let handler: ErrorHandlerInstance
+        var listeners: [(order: Int, index: Int, listener: JobListenerInstance)] = []
+        if plan.isolation == nil || allProviders {
+            do {
+                jobType = try JobTypeInstance(plan.typeProvider, setup: setup(job.jobType), crashContext: context)
+            } catch {
+                throw refused(error, field: "jobType")
+            }
+        }
+        do {
+            strategy = try ShardingStrategyInstance(
+                plan.strategyProvider, setup: setup(job.jobShardingStrategyType ?? plan.strategyProvider.name), crashContext: context)
+        } catch {
+            throw refused(error, field: "jobShardingStrategyType")
+        }
+        do {
+            let executor = try ExecutorStrategyInstance(
+                plan.executorProvider, setup: setup(job.jobExecutorThreadPoolSizeProviderType ?? plan.executorProvider.name),
+                crashContext: context)
+            threadCount = try executor.threadCount(processorCount: processorCount)
+        } catch {
+            throw refused(error, field: "jobExecutorThreadPoolSizeProviderType")
+        }
+        do {
+            handler = try ErrorHandlerInstance(
+                plan.handlerProvider, setup: setup(job.jobErrorHandlerType ?? plan.handlerProvider.name), crashContext: context)
+        } catch {
+            throw refused(error, field: "jobErrorHandlerType")
+        }
+        for (index, provider) in plan.listenerProviders.enumerated() {
+            do {
+                let listener = try JobListenerInstance(provider, setup: setup(job.jobListenerTypes[index]), crashContext: context)
+                listeners.append((listener.order, index, listener))
+            } catch {
+                throw refused(error, field: "jobListenerTypes")
+            }
+        }
+        listeners.sort { ($0.order, $0.index) < ($1.order, $1.index) }
         return PreparedJob(
-            configuration: job, schedule: schedule, jobType: jobType, shardingStrategy: strategy,
+            configuration: job, schedule: plan.schedule, jobType: jobType, shardingStrategy: strategy,
             threadCount: threadCount, errorHandler: handler, listeners: listeners.map(\.listener),
-            itemParameters: itemParameters, itemTimeoutSeconds: timeout, streamingProcess: streaming, isolation: isolation,
-            providers: [typeProvider, strategyProvider, executorProvider, handlerProvider] + listenerProviders)
+            itemParameters: plan.itemParameters, itemTimeoutSeconds: plan.itemTimeoutSeconds, streamingProcess: plan.streaming,
+            isolation: plan.isolation, providers: plan.providers, crashContext: context)
     }
 }

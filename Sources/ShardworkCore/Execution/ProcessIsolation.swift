@@ -288,7 +288,11 @@ public enum WorkerProcess {
         private let lock = Mutex(())
 
         func write(_ message: WorkerMessage.FromWorker) {
-            let line = WorkerMessage.line(message)
+            writeRaw(WorkerMessage.line(message))
+        }
+
+        /// Writes `line` as it is, at once (no buffering: it is out before a crash that follows).
+        func writeRaw(_ line: Data) {
             lock.withLock { _ in FileHandle.standardOutput.write(line) }
         }
     }

@@ -7,6 +7,8 @@ struct IncapableJob: Sendable, Equatable {
     var reason: String
     /// The version of the job's configuration that was looked at: a new one is looked at again.
     var version: Int32?
+    /// Whether a watch on the job's configuration is armed.
+    var watched = false
 }
 
 /// Jobs that come and go while the host runs: jobs added to the cluster (`shardwork job add`), jobs
@@ -142,10 +144,14 @@ extension ShardworkHost {
             return
         }
         let prepared: PreparedJob
-        do {
-            prepared = try prepare(job)
-        } catch {
+        switch await preparation.prepare(job) {
+        case .prepared(let job):
+            prepared = job
+        case .refused(let error):
             await markIncapable(name, reason: "\(error.field): \(error.message)", version: stored.stat.version)
+            return
+        case .setAside(let reason):
+            await markIncapable(name, reason: reason, version: stored.stat.version)
             return
         }
         let runtime = JobRuntime(
@@ -195,16 +201,53 @@ extension ShardworkHost {
         return missing.isEmpty ? nil : missing.joined(separator: "; ")
     }
 
-    /// Records that this host cannot run `job`, in the registry too (`incapable/{id}`, ephemeral).
+    /// Records that this host cannot run `job`, in the registry too (`incapable/{id}`, ephemeral),
+    /// logged once per reason, and watches the job's configuration: a change is looked at at once.
     func markIncapable(_ job: String, reason: String, version: Int32?) async {
-        let previous = incapable.withLock { entries -> IncapableJob? in
-            defer { entries[job] = IncapableJob(reason: reason, version: version) }
-            return entries[job]
+        let reason = LogText.escaped(reason)
+        let (previous, watch) = incapable.withLock { entries -> (IncapableJob?, Bool) in
+            let previous = entries[job]
+            entries[job] = IncapableJob(reason: reason, version: version, watched: previous?.watched ?? false)
+            defer { entries[job]?.watched = true }
+            return (previous, previous?.watched != true)
         }
         if previous?.reason != reason {
             logger.warning("job '\(job)': this host cannot run it, so it takes no items of it: \(reason)")
         }
         await writeIncapable(job, reason: reason)
+        if watch {
+            do {
+                _ = try await registry.exists(JobNodePath(job: job).config, watch: { [weak self] _ in
+                    guard let self else { return }
+                    self.incapable.withLock { $0[job]?.watched = false }
+                    Task { await self.adoptJobs() }
+                })
+            } catch {
+                incapable.withLock { $0[job]?.watched = false }
+            }
+        }
+    }
+
+    /// Sets a job this host runs aside: it stops here (a running fire finishes), leaves the job,
+    /// and is recorded as a job this host cannot run, with `reason`. It is taken up again when its
+    /// configuration changes, or a plugin is loaded.
+    func setAside(_ runtime: JobRuntime, reason: String) async {
+        let version = try? await registry.exists(runtime.coordinator.paths.config, watch: nil)?.version
+        await retire(runtime, reason: "set aside: \(LogText.escaped(reason))")
+        await markIncapable(runtime.name, reason: reason, version: version)
+    }
+
+    /// A job of the host's own file that it set aside before registering it: its configuration goes
+    /// to the registry as at any start (so that the cluster knows the job, and `job status` shows
+    /// why this host does not run it), without an instance of this host.
+    func setAsideBeforeRegistration(_ job: JobConfiguration, reason: String) async {
+        let coordinator = JobCoordinator(registry: registry, job: job.jobName, instance: services.instance)
+        do {
+            let version = try await coordinator.registerConfiguration(job)
+            await markIncapable(job.jobName, reason: reason, version: version)
+        } catch {
+            logger.error("job '\(job.jobName)': set aside on this host (\(LogText.escaped(reason))), and cannot be written to the registry: \(error)")
+        }
     }
 
     private func writeIncapable(_ job: String, reason: String) async {
@@ -263,22 +306,30 @@ extension ShardworkHost {
         }
     }
 
-    /// Checks a job the way start-up does, against this host's plugins. With `allowMissingPlugins`,
-    /// a job type or strategy this host lacks is accepted (other hosts may have it; this one will
-    /// be incapable of it) once everything else is valid; the answer then says what is missing.
-    public func validate(_ job: JobConfiguration, allowMissingPlugins: Bool) throws(HostConfigurationError) -> String? {
+    /// Checks a job the way start-up does, against this host's plugins: its providers are tried in
+    /// a separate process (never made in this host, which serves the request). With
+    /// `allowMissingPlugins`, a job type or strategy this host lacks is accepted (other hosts may have
+    /// it; this one will be incapable of it) once everything else is valid; the answer then says
+    /// what is missing.
+    public func validate(_ job: JobConfiguration, allowMissingPlugins: Bool) async throws(HostConfigurationError) -> String? {
         if allowMissingPlugins, let missing = missingProviders(job) {
             // Everything that needs no plugin is still checked: cron, time zone, item parameters.
             do {
-                _ = try prepare(job)
+                _ = try JobCatalog.plan(job, providers: providers, workerExecutable: services.workerExecutable)
             } catch {
                 let providerFields = ["jobType", "jobShardingStrategyType", "jobExecutorThreadPoolSizeProviderType", "jobErrorHandlerType", "jobListenerTypes"]
                 guard providerFields.contains(error.field) else { throw error }
             }
             return missing
         }
-        _ = try prepare(job)
-        return nil
+        switch await preparation.check(job) {
+        case nil, .prepared?:
+            return nil
+        case .refused(let error)?:
+            throw error
+        case .setAside(let reason)?:
+            throw HostConfigurationError(file: nil, location: nil, job: job.jobName, field: "", message: reason)
+        }
     }
 }
 

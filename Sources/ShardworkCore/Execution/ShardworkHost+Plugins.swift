@@ -177,7 +177,8 @@ final class PluginHotLoading: Sendable {
     /// The loader a host uses when it is given none: the configuration's preflight setting, through
     /// the `shardwork` binary when the host has one.
     static func defaultLoader(_ settings: PluginSettings, logger: Logger, workerExecutable: String?) -> PluginLoader {
-        let preflight = settings.preflight ? workerExecutable.map(PluginPreflight.shardwork(executable:)) : nil
+        let timeout = Duration.milliseconds(Int64((settings.preflightTimeoutSeconds * 1000).rounded()))
+        let preflight = settings.preflight ? workerExecutable.map { PluginPreflight.shardwork(executable: $0, timeout: timeout) } : nil
         return PluginLoader(logger: logger, preflight: preflight)
     }
 }
@@ -338,18 +339,23 @@ extension ShardworkHost {
             .sorted { $0.name < $1.name }
         var prepared: [(runtime: JobRuntime, job: PreparedJob)] = []
         var reasons: [PluginHotLoadError.Reason] = []
-        for runtime in affected {
-            do {
-                let job = try JobCatalog.prepare(
-                    runtime.job.configuration, providers: proposal.registry, processorCount: processorCount,
-                    workerExecutable: services.workerExecutable)
+        // Tried in a separate process against the new version first (one process for them all), so
+        // that a version whose providers crash refuses the hot-load instead of ending the host.
+        let outcomes = preparation.prepare(affected.map { JobPreparation.Request(job: $0.job.configuration) }, in: proposal.registry)
+        for (runtime, outcome) in zip(affected, outcomes) {
+            switch outcome {
+            case .prepared(let job?):
                 prepared.append((runtime, job))
-            } catch {
+            case .prepared(nil):
+                reasons.append(.init(job: runtime.name, message: "it was not prepared"))
+            case .refused(let error):
                 var message = error.message
                 if message.hasPrefix("unknown ") {
                     message = "\(plugin.info.name) \(plugin.info.version) no longer offers what the job uses: " + message
                 }
                 reasons.append(.init(job: error.job ?? runtime.name, field: error.field, message: message))
+            case .setAside(let reason):
+                reasons.append(.init(job: runtime.name, message: reason))
             }
         }
         guard reasons.isEmpty else {

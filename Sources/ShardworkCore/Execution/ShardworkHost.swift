@@ -30,6 +30,12 @@ public final class ShardworkHost: Service, Sendable {
     /// What re-preparing a job after a configuration change (or a plugin hot-load) needs.
     let providers: ProviderRegistry
     let processorCount: Int
+    /// How jobs are prepared: checked, tried in a separate process, then made here.
+    let preparation: JobPreparation
+    /// Jobs of the host's own file that it set aside while preparing them (their providers crashed
+    /// or hung a trial, or the host died for them before); `start()` records them as jobs this host
+    /// cannot run, and they are looked at again when their configuration or plugins change.
+    let setAsideAtStart: [(job: JobConfiguration, reason: String)]
     let lifecycle = Mutex((started: false, stopped: false))
     /// Hot-loads of new plugin versions (ShardworkHost+Plugins.swift).
     let hotLoading: PluginHotLoading
@@ -69,28 +75,58 @@ public final class ShardworkHost: Service, Sendable {
 
     /// Prepares every job of `configuration` against `providers` (throws before anything starts
     /// when one is invalid).
+    ///
+    /// With a `workerExecutable` and `plugins.preflight` on, each job's providers are first tried in
+    /// a separate process (``JobTrials``); with a `crashJournal`, a job this host died for before is
+    /// refused while it is unchanged. A job either of them condemns is set aside rather than
+    /// failing the host: the host starts without it.
     public init(
         configuration: HostConfiguration, providers: ProviderRegistry, registry: any RegistryCenter,
         clock: any SchedulerClock = SystemClock(), instance: JobInstance = .local(), logger: Logger,
         processorCount: Int = ProcessInfo.processInfo.activeProcessorCount, workerExecutable: String? = nil,
-        pluginLoader: PluginLoader? = nil
+        pluginLoader: PluginLoader? = nil, crashJournal: CrashJournal? = nil
     ) throws(HostConfigurationError) {
         self.configuration = configuration
-        hotLoading = PluginHotLoading(
-            settings: configuration.plugins,
-            loader: pluginLoader ?? PluginHotLoading.defaultLoader(configuration.plugins, logger: logger, workerExecutable: workerExecutable))
+        // The host's trial processes are killed when it stops: a hot-load under way never holds
+        // its shutdown.
+        let children = ChildProcessSet()
+        var loader = pluginLoader ?? PluginHotLoading.defaultLoader(configuration.plugins, logger: logger, workerExecutable: workerExecutable)
+        loader.preflight?.children = children
+        hotLoading = PluginHotLoading(settings: configuration.plugins, loader: loader)
         self.registry = registry
         self.logger = logger
         self.providers = providers
         self.processorCount = processorCount
-        let jobs = try JobCatalog.prepare(
-            configuration, providers: providers, processorCount: processorCount, workerExecutable: workerExecutable)
+        var trials: JobTrials?
+        if configuration.plugins.preflight, let workerExecutable {
+            trials = JobTrials(
+                executable: workerExecutable, children: children,
+                limit: .milliseconds(Int64((configuration.plugins.preflightTimeoutSeconds * 1000).rounded())), logger: logger)
+        }
+        preparation = JobPreparation(
+            providers: providers, processorCount: processorCount, workerExecutable: workerExecutable, trials: trials,
+            journal: crashJournal)
+        var jobs: [PreparedJob] = []
+        var setAside: [(job: JobConfiguration, reason: String)] = []
+        let requests = configuration.jobs.indices.map { index in
+            JobPreparation.Request(
+                job: configuration.jobs[index], locate: JobCatalog.locator(configuration, index: index), file: configuration.file)
+        }
+        for (request, outcome) in zip(requests, preparation.prepare(requests)) {
+            switch outcome {
+            case .prepared(let job?): jobs.append(job)
+            case .prepared(nil): setAside.append((request.job, "it was not prepared"))
+            case .refused(let error): throw error
+            case .setAside(let reason): setAside.append((request.job, reason))
+            }
+        }
+        setAsideAtStart = setAside
         let pool = WorkerPool(size: configuration.host.workerThreads ?? WorkerPool.defaultSize)
         var fencingFraction: Double?
         if case .zookeeper(let zookeeper) = configuration.registry { fencingFraction = zookeeper.cancelItemsAtSessionFraction }
         services = HostServices(
             pool: pool, instance: instance, clock: clock, logger: logger, workerExecutable: workerExecutable,
-            fencingFraction: fencingFraction)
+            fencingFraction: fencingFraction, children: children)
         timer = TimerService(clock: clock, armLeadMilliseconds: Self.armLeadMilliseconds)
         var runtimes: [String: JobRuntime] = [:]
         for job in jobs {
@@ -110,7 +146,14 @@ public final class ShardworkHost: Service, Sendable {
         }
         guard first else { return }
         for runtime in runtimes.values.sorted(by: { $0.name < $1.name }) {
-            try await register(runtime)
+            do {
+                try await register(runtime)
+            } catch let error as JobRegistrationError where error.setsAside {
+                await setAside(runtime, reason: error.message)
+            }
+        }
+        for (job, reason) in setAsideAtStart {
+            await setAsideBeforeRegistration(job, reason: reason)
         }
         let runtimes = self.runtimes
         let maintenanceInterval = Self.maintenanceIntervalMilliseconds
@@ -151,10 +194,15 @@ public final class ShardworkHost: Service, Sendable {
         let effective = try await runtime.coordinator.register(runtime.job.configuration, rejoining: rejoining)
         if effective != runtime.job.configuration {
             // The registry's copy wins (no `overwrite`): run the job as the cluster knows it.
-            do {
-                runtime.replace(with: try prepare(effective))
-            } catch {
-                throw JobRegistrationError(job: runtime.name, message: "the registry's configuration cannot run here: \(error)")
+            switch await preparation.prepare(effective) {
+            case .prepared(let job):
+                runtime.replace(with: job)
+            case .refused(let error):
+                throw JobRegistrationError(
+                    job: runtime.name, message: "the registry's configuration cannot run here: \(error.field): \(error.message)",
+                    setsAside: true)
+            case .setAside(let reason):
+                throw JobRegistrationError(job: runtime.name, message: "the registry's configuration cannot run here: \(reason)", setsAside: true)
             }
         }
         let stored = try await runtime.coordinator.registry.textIfPresent(runtime.coordinator.paths.config)
@@ -184,10 +232,6 @@ public final class ShardworkHost: Service, Sendable {
         }
     }
 
-    func prepare(_ job: JobConfiguration) throws(HostConfigurationError) -> PreparedJob {
-        try JobCatalog.prepare(
-            job, providers: providers, processorCount: processorCount, workerExecutable: services.workerExecutable)
-    }
 
     // MARK: Operations
 
@@ -399,8 +443,9 @@ public final class ShardworkHost: Service, Sendable {
 
     /// ElasticJob's config listeners (reference §4.12): a changed cron reschedules, a changed total
     /// (or strategy) flags a resharding, turning monitorExecution off clears running markers. A
-    /// configuration that does not read or that the plugins refuse is logged, naming the node, and
-    /// the job keeps its last good configuration.
+    /// configuration that does not read, that the plugins refuse, or whose providers cannot be made
+    /// here safely sets the job aside on this host, with the reason (``setAside(_:reason:)``): the
+    /// job is taken up again when its configuration changes.
     private func applyStoredConfiguration(_ runtime: JobRuntime) async throws {
         let coordinator = runtime.coordinator
         guard let stored = try await coordinator.storedConfiguration() else { return }
@@ -410,7 +455,7 @@ public final class ShardworkHost: Service, Sendable {
         do {
             changed = try ElasticJobYAML.decode(stored.text, jobType: current.jobType, job: runtime.name)
         } catch {
-            logger.error("job '\(runtime.name)': the configuration in \(coordinator.paths.config) is invalid, so the job keeps its last good one: \(error)")
+            await setAside(runtime, reason: "its configuration (version \(stored.version)) is invalid: \(error)")
             return
         }
         guard changed != current else { return }
@@ -422,10 +467,14 @@ public final class ShardworkHost: Service, Sendable {
             return
         }
         let prepared: PreparedJob
-        do {
-            prepared = try prepare(changed)
-        } catch {
-            logger.error("job '\(runtime.name)': the configuration in \(coordinator.paths.config) cannot run here, so the job keeps its last good one: \(error)")
+        switch await preparation.prepare(changed) {
+        case .prepared(let job):
+            prepared = job
+        case .refused(let error):
+            await setAside(runtime, reason: "its new configuration (version \(stored.version)) cannot run here: \(error.field): \(error.message)")
+            return
+        case .setAside(let reason):
+            await setAside(runtime, reason: "its new configuration (version \(stored.version)): \(reason)")
             return
         }
         runtime.replace(with: prepared)
@@ -585,6 +634,14 @@ public final class ShardworkHost: Service, Sendable {
 
     // MARK: Stopping
 
+    /// Kills the host's trial processes (trial loads of plugins, trials of jobs), now and from now
+    /// on: the hot-loads and job checks waiting on them end at once, refused. Called when the host
+    /// begins to stop, so that none of them holds its shutdown (or the control API's, which waits
+    /// for the requests it serves).
+    public func abandonChildProcesses() {
+        services.children.stop()
+    }
+
     /// Waits for graceful shutdown, then drains (see ``shutdown()``).
     public func run() async throws {
         try await start()
@@ -600,6 +657,7 @@ public final class ShardworkHost: Service, Sendable {
             return !state.stopped
         }
         guard first else { return }
+        abandonChildProcesses()
         timer.stop()
         // Fires armed for instants the stopped timer will not reach hold their runtimes; and with
         // the waves gone, stopping each job does not look for its fire in them.

@@ -12,16 +12,20 @@ public struct PluginPreflight: Sendable {
     /// Arguments placed before the file.
     public var arguments: [String]
     public var timeout: Duration
+    /// The set the trial processes belong to: a host stops it when it stops, so that no trial load
+    /// holds the host's shutdown.
+    public var children: ChildProcessSet?
 
-    public init(executable: String, arguments: [String], timeout: Duration = .seconds(30)) {
+    public init(executable: String, arguments: [String], timeout: Duration = .seconds(30), children: ChildProcessSet? = nil) {
         self.executable = executable
         self.arguments = arguments
         self.timeout = timeout
+        self.children = children
     }
 
     /// A preflight through the `shardwork` binary at `executable`.
-    public static func shardwork(executable: String) -> PluginPreflight {
-        PluginPreflight(executable: executable, arguments: ["plugins", "inspect", "--json", "--in-process"])
+    public static func shardwork(executable: String, timeout: Duration = .seconds(30)) -> PluginPreflight {
+        PluginPreflight(executable: executable, arguments: ["plugins", "inspect", "--json", "--in-process"], timeout: timeout)
     }
 
     /// The child's inspection of `file`. `checked` holds the checks the caller already made on the
@@ -31,13 +35,17 @@ public struct PluginPreflight: Sendable {
         let outcome: ChildProcess.Outcome
         do {
             outcome = try ChildProcess.run(
-                executable, arguments + [file], environment: ChildProcess.pluginChildEnvironment, timeout: timeout)
+                executable, arguments + [file], environment: ChildProcess.pluginChildEnvironment, timeout: timeout, set: children)
         } catch {
             failed.fail("load", ["could not start the trial-load process \(executable): \(error)"])
             return failed
         }
         let stderrTail = String(decoding: outcome.standardError, as: UTF8.self)
             .split(separator: "\n").suffix(5).joined(separator: " | ")
+        if outcome.stopped {
+            failed.fail("load", ["the host stopped while a separate trial process loaded it; the host did not load it"])
+            return failed
+        }
         if outcome.timedOut {
             failed.fail("load", [
                 "loading it did not finish within \(timeout) in a separate trial process, which was killed; "

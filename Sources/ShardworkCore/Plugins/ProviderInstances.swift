@@ -34,6 +34,8 @@ final class ProviderInstance: @unchecked Sendable {
     // it is set once and destroyed once, in deinit.
     let provider: RegisteredProvider
     let pointer: UnsafeMutableRawPointer?
+    /// The job the instance was made for, for the crash journal.
+    let crashContext: CrashContext?
     private let destroy: (@convention(c) (UnsafeMutableRawPointer?) -> Void)?
 
     typealias Create = @convention(c) (
@@ -43,10 +45,11 @@ final class ProviderInstance: @unchecked Sendable {
 
     init(
         _ provider: RegisteredProvider, setup: ProviderSetup, create: Create?,
-        destroy: (@convention(c) (UnsafeMutableRawPointer?) -> Void)?
+        destroy: (@convention(c) (UnsafeMutableRawPointer?) -> Void)?, crashContext: CrashContext?
     ) throws(ProviderCallError) {
         self.provider = provider
         self.destroy = destroy
+        self.crashContext = crashContext
         var instance: UnsafeMutableRawPointer?
         let arena = CArena()
         var cSetup = shardwork_provider_setup(
@@ -56,7 +59,9 @@ final class ProviderInstance: @unchecked Sendable {
             properties: arena.properties(setup.properties))
         var error = ErrorRecord()
         let status = withExtendedLifetime(arena) {
-            create?(provider.table.context, &cSetup, &instance, &error.value) ?? SHARDWORK_FAILED
+            crashContext.during(.creating) {
+                create?(provider.table.context, &cSetup, &instance, &error.value) ?? SHARDWORK_FAILED
+            }
         }
         guard status == SHARDWORK_OK else {
             throw error.callError(provider, status: create == nil ? SHARDWORK_FAILED : status)
@@ -65,7 +70,9 @@ final class ProviderInstance: @unchecked Sendable {
     }
 
     deinit {
-        destroy?(pointer)
+        guard let destroy else { return }
+        let pointer = self.pointer
+        crashContext.during(.destroying) { destroy(pointer) }
     }
 }
 
@@ -76,10 +83,10 @@ public final class ShardingStrategyInstance: Sendable {
 
     public var provider: RegisteredProvider { instance.provider }
 
-    public init(_ provider: RegisteredProvider, setup: ProviderSetup) throws(ProviderCallError) {
+    public init(_ provider: RegisteredProvider, setup: ProviderSetup, crashContext: CrashContext? = nil) throws(ProviderCallError) {
         precondition(provider.kind == .shardingStrategy, "\(provider.label) is not a sharding strategy")
         table = provider.table.vtable.assumingMemoryBound(to: shardwork_sharding_strategy_vtable.self).pointee
-        instance = try ProviderInstance(provider, setup: setup, create: table.create, destroy: table.destroy)
+        instance = try ProviderInstance(provider, setup: setup, create: table.create, destroy: table.destroy, crashContext: crashContext)
     }
 
     /// The most items a job may have (``JobLimits/maximumShardingTotalCount``).
@@ -107,9 +114,11 @@ public final class ShardingStrategyInstance: Sendable {
         let status = withExtendedLifetime(arena) {
             keyOrder.withUnsafeMutableBufferPointer { keys in
                 owners.withUnsafeMutableBufferPointer { owners in
-                    table.shard?(
-                        instance.pointer, arena.string(jobName), ids, UInt32(instances.count), UInt32(totalCount),
-                        keys.baseAddress, owners.baseAddress, &error.value) ?? SHARDWORK_FAILED
+                    instance.crashContext.during(.sharding) {
+                        table.shard?(
+                            instance.pointer, arena.string(jobName), ids, UInt32(instances.count), UInt32(totalCount),
+                            keys.baseAddress, owners.baseAddress, &error.value) ?? SHARDWORK_FAILED
+                    }
                 }
             }
         }
@@ -129,17 +138,19 @@ public final class ExecutorStrategyInstance: Sendable {
 
     public var provider: RegisteredProvider { instance.provider }
 
-    public init(_ provider: RegisteredProvider, setup: ProviderSetup) throws(ProviderCallError) {
+    public init(_ provider: RegisteredProvider, setup: ProviderSetup, crashContext: CrashContext? = nil) throws(ProviderCallError) {
         precondition(provider.kind == .executorStrategy, "\(provider.label) is not an executor strategy")
         table = provider.table.vtable.assumingMemoryBound(to: shardwork_executor_strategy_vtable.self).pointee
-        instance = try ProviderInstance(provider, setup: setup, create: table.create, destroy: table.destroy)
+        instance = try ProviderInstance(provider, setup: setup, create: table.create, destroy: table.destroy, crashContext: crashContext)
     }
 
     /// How many items of one fire may run at once, for a machine with `processorCount` processors.
     public func threadCount(processorCount: Int) throws(ProviderCallError) -> Int {
         var threads: UInt32 = 0
         var error = ErrorRecord()
-        let status = table.thread_count?(instance.pointer, UInt32(clamping: processorCount), &threads, &error.value) ?? SHARDWORK_FAILED
+        let status = instance.crashContext.during(.sizing) {
+            table.thread_count?(instance.pointer, UInt32(clamping: processorCount), &threads, &error.value) ?? SHARDWORK_FAILED
+        }
         guard status == SHARDWORK_OK else { throw error.callError(instance.provider, status: status) }
         guard threads > 0 else {
             throw ProviderCallError(
@@ -158,10 +169,10 @@ public final class ErrorHandlerInstance: Sendable {
 
     public var provider: RegisteredProvider { instance.provider }
 
-    public init(_ provider: RegisteredProvider, setup: ProviderSetup) throws(ProviderCallError) {
+    public init(_ provider: RegisteredProvider, setup: ProviderSetup, crashContext: CrashContext? = nil) throws(ProviderCallError) {
         precondition(provider.kind == .errorHandler, "\(provider.label) is not an error handler")
         table = provider.table.vtable.assumingMemoryBound(to: shardwork_error_handler_vtable.self).pointee
-        instance = try ProviderInstance(provider, setup: setup, create: table.create, destroy: table.destroy)
+        instance = try ProviderInstance(provider, setup: setup, create: table.create, destroy: table.destroy, crashContext: crashContext)
     }
 
     public func handle(_ failure: JobFailure) throws(ProviderCallError) -> ErrorDisposition {
@@ -179,7 +190,9 @@ public final class ErrorHandlerInstance: Sendable {
             code: failure.code)
         var error = ErrorRecord()
         let status = withExtendedLifetime(arena) {
-            table.handle?(instance.pointer, &cFailure, &error.value) ?? SHARDWORK_FAILED
+            instance.crashContext.during(.handling) {
+                table.handle?(instance.pointer, &cFailure, &error.value) ?? SHARDWORK_FAILED
+            }
         }
         switch status {
         case SHARDWORK_OK: return .handled
@@ -196,13 +209,13 @@ public final class JobListenerInstance: Sendable {
 
     public var provider: RegisteredProvider { instance.provider }
 
-    public init(_ provider: RegisteredProvider, setup: ProviderSetup) throws(ProviderCallError) {
+    public init(_ provider: RegisteredProvider, setup: ProviderSetup, crashContext: CrashContext? = nil) throws(ProviderCallError) {
         precondition(provider.kind == .jobListener, "\(provider.label) is not a job listener")
         table = provider.table.vtable.assumingMemoryBound(to: shardwork_job_listener_vtable.self).pointee
-        instance = try ProviderInstance(provider, setup: setup, create: table.create, destroy: table.destroy)
+        instance = try ProviderInstance(provider, setup: setup, create: table.create, destroy: table.destroy, crashContext: crashContext)
     }
 
-    public var order: Int { Int(table.order?(instance.pointer) ?? Int32.max) }
+    public var order: Int { Int(instance.crashContext.during(.listening) { table.order?(instance.pointer) ?? Int32.max }) }
 
     public func beforeFire(_ fire: FireInfo) throws(ProviderCallError) {
         try call(table.before_fire, fire)
@@ -235,7 +248,9 @@ public final class JobListenerInstance: Sendable {
                         items: items.baseAddress,
                         item_parameters: parameters,
                         item_statuses: statuses)
-                    return function?(instance.pointer, &cFire, &error.value) ?? SHARDWORK_FAILED
+                    return instance.crashContext.during(.listening) {
+                        function?(instance.pointer, &cFire, &error.value) ?? SHARDWORK_FAILED
+                    }
                 }
             }
         }
@@ -270,12 +285,14 @@ public final class JobTypeInstance: Sendable {
 
     public var provider: RegisteredProvider { instance.provider }
     public let shape: Shape
+    /// The job the instance was made for, for the crash journal.
+    var crashContext: CrashContext? { instance.crashContext }
 
-    public init(_ provider: RegisteredProvider, setup: ProviderSetup) throws(ProviderCallError) {
+    public init(_ provider: RegisteredProvider, setup: ProviderSetup, crashContext: CrashContext? = nil) throws(ProviderCallError) {
         precondition(provider.kind == .jobType, "\(provider.label) is not a job type")
         table = provider.table.vtable.assumingMemoryBound(to: shardwork_job_type_vtable.self).pointee
         shape = table.shape == UInt32(SHARDWORK_JOB_SHAPE_DATAFLOW) ? .dataflow : .simple
-        instance = try ProviderInstance(provider, setup: setup, create: table.create, destroy: table.destroy)
+        instance = try ProviderInstance(provider, setup: setup, create: table.create, destroy: table.destroy, crashContext: crashContext)
         pointer = instance.pointer
     }
 
@@ -307,7 +324,9 @@ public final class JobTypeInstance: Sendable {
     /// Runs a simple job's item whose C context was made ahead (``ItemCall``).
     func execute(_ call: ItemCall) throws(ProviderCallError) {
         var error = ErrorRecord()
-        let status = table.execute?(pointer, call.context, &error.value) ?? SHARDWORK_FAILED
+        let status = instance.crashContext.during(.running) {
+            table.execute?(pointer, call.context, &error.value) ?? SHARDWORK_FAILED
+        }
         guard status == SHARDWORK_OK else { throw error.callError(instance.provider, status: status) }
     }
 
@@ -338,7 +357,9 @@ public final class JobTypeInstance: Sendable {
         var error = ErrorRecord()
         var batch: UnsafeMutableRawPointer?
         var count: UInt64 = 0
-        let status = table.fetch?(pointer, call.context, &batch, &count, &error.value) ?? SHARDWORK_FAILED
+        let status = instance.crashContext.during(.running) {
+            table.fetch?(pointer, call.context, &batch, &count, &error.value) ?? SHARDWORK_FAILED
+        }
         guard status == SHARDWORK_OK else { throw error.callError(instance.provider, status: status) }
         guard count > 0 else {
             if batch != nil { table.release_batch?(instance.pointer, batch) }
@@ -354,7 +375,9 @@ public final class JobTypeInstance: Sendable {
 
     func process(_ call: ItemCall, _ batch: Batch) throws(ProviderCallError) {
         var error = ErrorRecord()
-        let status = table.process?(pointer, call.context, batch.pointer, &error.value) ?? SHARDWORK_FAILED
+        let status = instance.crashContext.during(.running) {
+            table.process?(pointer, call.context, batch.pointer, &error.value) ?? SHARDWORK_FAILED
+        }
         guard status == SHARDWORK_OK else { throw error.callError(instance.provider, status: status) }
     }
 }

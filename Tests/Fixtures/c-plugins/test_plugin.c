@@ -18,7 +18,8 @@
  *
  * Hostile behaviour, for the tests that the host survives it:
  *  - every provider whose instance is made by create_plain crashes in `create` (a write through a
- *    null pointer) when the `c.crash.create` property is set;
+ *    null pointer) when the `c.crash.create` property is set (always, in VARIANT_CRASH_CREATE),
+ *    and never returns from it when `c.hang.create` is;
  *  - c-echo with job parameter "noisy" logs a forged log line (a line break and a fake timestamp),
  *    terminal escape codes, a 4 MB message, and a message at level 99; with "forged-failure" it
  *    fails with such a message;
@@ -55,9 +56,16 @@ static int marker;
 static int32_t create_plain(void *context, const shardwork_provider_setup *setup, void **instance,
                             shardwork_error *error) {
     (void)context;
+#ifdef VARIANT_CRASH_CREATE
+    if (1) {
+#else
     if (shardwork_property_get(&setup->properties, "c.crash.create") != NULL) {
+#endif
         volatile int *nowhere = NULL;
         *nowhere = 1;
+    }
+    if (shardwork_property_get(&setup->properties, "c.hang.create") != NULL) {
+        for (;;) sleep(1);
     }
     if (shardwork_property_get(&setup->properties, "c.reject") != NULL) {
         shardwork_error_set(error, 0, "c.reject", "the property `c.reject` is set, so this instance refuses");

@@ -1,0 +1,104 @@
+import Foundation
+import ShardworkCore
+import ShardworkSDK
+import ShardworkTestSupport
+import Testing
+
+/// A job can fail; the host cannot. Providers that crash or hang while they are made are tried in
+/// a separate process first, and the job is set aside on the host, which runs the rest.
+@Suite("No poison: jobs whose providers crash or hang", .timeLimit(.minutes(3)))
+struct NoPoisonTests {
+    static let sturdy = """
+          - jobName: sturdy
+            jobType: c-echo
+            cron: "* * * * * ?"
+            shardingTotalCount: 1
+        """
+
+    @Test("a job of the host's own file whose provider crashes while it is made is set aside at start; the host starts and fires the rest",
+          arguments: [("c.crash.create", "crashed a separate trial process (Segmentation fault, signal 11)"),
+                      ("c.hang.create", "did not finish within 1.0 seconds in a separate trial process, which was killed")])
+    func configuredJob(property: String, reason: String) async throws {
+        let harness = try await HostHarness("""
+            plugins:
+              preflightTimeoutSeconds: 1
+            jobs:
+              - jobName: fragile
+                jobType: c-echo
+                cron: "* * * * * ?"
+                shardingTotalCount: 2
+                props:
+                  \(property): yes
+            \(Self.sturdy)
+            """)
+        try await harness.host.start()
+        #expect(harness.host.runtimes["fragile"] == nil && harness.host.runtimes["sturdy"] != nil)
+        let recorded = try #require(harness.host.incapableJobs["fragile"])
+        #expect(recorded.contains("making its providers \(reason)"), "\(recorded)")
+        #expect(try await harness.string("/fragile/incapable/\(HostHarness.instance.id)")?.contains(reason) == true)
+        // The job is in the registry for the cluster to see, without an instance of this host.
+        #expect(try await harness.registry.exists("/fragile/config", watch: nil) != nil)
+        #expect(try await harness.registry.exists("/fragile/instances/\(HostHarness.instance.id)", watch: nil) == nil)
+        #expect(harness.lines(containing: "job 'fragile': this host cannot run it").count == 1)
+        harness.advance(toSecond: 1)
+        await harness.waitFor("job 'sturdy' fired for")
+        await harness.host.shutdown()
+    }
+
+    @Test("a job added to the cluster whose provider crashes is set aside by the host that would adopt it, and refused by the check the control API makes")
+    func addedJob() async throws {
+        let harness = try await HostHarness("jobs:\n" + Self.sturdy)
+        try await harness.host.start()
+        var job = JobConfiguration(jobName: "added", jobType: "c-echo", cron: "* * * * * ?", shardingTotalCount: 2)
+        job.props = JobProperties([(key: "c.crash.create", value: "yes")])
+        // What `job add` asks the host that serves it: never made there.
+        do {
+            _ = try await harness.host.validate(job, allowMissingPlugins: false)
+            Issue.record("a job whose provider crashes was accepted")
+        } catch {
+            #expect(error.job == "added" && error.message.contains("crashed a separate trial process"), "\(error)")
+        }
+        // Written to the registry anyway (another host's API, an older version, a tool).
+        try await ClusterOperations(registry: harness.registry).addJob(job, addedBy: "test")
+        #expect(await eventually { harness.host.incapableJobs["added"]?.contains("crashed a separate trial process") == true })
+        #expect(harness.host.runtimes["added"] == nil)
+        harness.advance(toSecond: 1)
+        await harness.waitFor("job 'sturdy' fired for")
+
+        // Fixed in the registry: taken up at once.
+        job.props = JobProperties()
+        try await ClusterOperations(registry: harness.registry).updateConfiguration(job)
+        #expect(await eventually { harness.host.runtimes["added"] != nil }, "\(harness.log.messages)")
+        await harness.host.shutdown()
+    }
+
+    @Test("a new configuration in the registry whose provider crashes sets the running job aside; the host runs on")
+    func changedConfiguration() async throws {
+        let harness = try await HostHarness("jobs:\n" + Self.sturdy)
+        try await harness.host.start()
+        var changed = JobConfiguration(jobName: "sturdy", jobType: "c-echo", cron: "* * * * * ?", shardingTotalCount: 1)
+        changed.props = JobProperties([(key: "c.crash.create", value: "yes")])
+        try await ClusterOperations(registry: harness.registry).updateConfiguration(changed)
+        #expect(await eventually { harness.host.incapableJobs["sturdy"]?.contains("crashed a separate trial process") == true })
+        #expect(harness.host.runtimes["sturdy"] == nil)
+        #expect(harness.lines(containing: "job 'sturdy': stopped on this host: set aside").count == 1)
+        await harness.host.shutdown()
+    }
+
+    @Test("a hot-loaded version whose providers crash when made is refused, naming the job; the running version stays")
+    func hotLoadedVersion() async throws {
+        let harness = try await HostHarness("jobs:\n" + Self.sturdy)
+        try await harness.host.start()
+        let crashing = try await CPluginBuilder.testPlugin(in: harness.plugins.path, named: "libc_next.so", defines: ["VARIANT_CRASH_CREATE"])
+        switch await harness.host.loadPlugin(file: crashing) {
+        case .success(let outcome):
+            Issue.record("loaded: \(outcome)")
+        case .failure(let error):
+            #expect(error.code == .jobsRefused)
+            #expect(error.reasons.contains { $0.job == "sturdy" && $0.message.contains("crashed a separate trial process") }, "\(error)")
+        }
+        harness.advance(toSecond: 1)
+        await harness.waitFor("job 'sturdy' fired for")
+        await harness.host.shutdown()
+    }
+}
