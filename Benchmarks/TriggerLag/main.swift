@@ -70,7 +70,7 @@ for jobs in counts.isEmpty ? [1, 1_000, 10_000] : counts {
     let host: ShardworkHost
     do {
         configuration = try HostConfigurationReader.parse(yaml)
-        host = try ShardworkHost(configuration: configuration, providers: providers, registry: EmbeddedRegistry.standalone(), logger: logger)
+        host = try await ShardworkHost(configuration: configuration, providers: providers, registry: EmbeddedRegistry.standalone(), logger: logger)
         try await host.start()
     } catch {
         fail("\(error)")

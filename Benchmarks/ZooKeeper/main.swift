@@ -50,7 +50,7 @@ func registry(_ namespace: String) async -> ZooKeeperRegistry {
 func host(_ yaml: String, registry: ZooKeeperRegistry, ip: String) async -> ShardworkHost {
     do {
         let configuration = try HostConfigurationReader.parse(yaml)
-        let host = try ShardworkHost(
+        let host = try await ShardworkHost(
             configuration: configuration, providers: providers, registry: registry, instance: .local(ip: ip), logger: logger)
         try await host.start()
         return host

@@ -114,7 +114,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         let host: ShardworkHost
         do {
-            host = try ShardworkHost(
+            host = try await ShardworkHost(
                 configuration: configuration, providers: providers, registry: registry,
                 instance: instance, logger: logger,
                 workerExecutable: PluginOptions.executablePath,

@@ -59,7 +59,7 @@ final class HostProcess: @unchecked Sendable {
     let guardian: ChildGuard
     let log: String
 
-    init(ip: String, config: String, log: String, arguments: [String] = []) throws {
+    init(ip: String, config: String, log: String, arguments: [String] = [], environment: [String: String] = [:]) throws {
         self.ip = ip
         self.log = log
         _ = FileManager.default.createFile(atPath: log, contents: nil)
@@ -67,6 +67,7 @@ final class HostProcess: @unchecked Sendable {
         process = Process()
         process.executableURL = URL(fileURLWithPath: try TestPaths.shardworkBinary)
         process.arguments = ["run", "--config", config, "--log-level", "debug"] + arguments
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.standardOutput = output
         process.standardError = output
         process.standardInput = FileHandle.nullDevice

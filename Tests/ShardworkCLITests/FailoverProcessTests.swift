@@ -97,7 +97,7 @@ struct FailoverProcessTests {
         let scheduled = await cluster.waitForEvent(seconds: 20) { event in
             event.isEnd && event.instance == host.instanceID && !isFailoverRun(event, every: 5)
         }
-        #expect(scheduled != nil, "\(cluster.logs())")
+        #expect(scheduled != nil, "\(host.output.split(separator: "\n").suffix(120).joined(separator: "\n"))")
         await cluster.stopAll()
     }
 

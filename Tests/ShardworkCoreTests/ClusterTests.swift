@@ -42,24 +42,24 @@ final class ClusterHarness: Sendable {
         server = EmbeddedRegistryServer(clock: { clock.now() })
         var hosts: [Member] = []
         for number in 1...count {
-            hosts.append(try Self.member(number, yaml: yaml, server: server, providers: providers, clock: clock))
+            hosts.append(try await Self.member(number, yaml: yaml, server: server, providers: providers, clock: clock))
         }
         self.hosts = hosts
     }
 
-    static func member(_ number: Int, yaml: String, server: EmbeddedRegistryServer, providers: ProviderRegistry, clock: ManualClock) throws -> Member {
+    static func member(_ number: Int, yaml: String, server: EmbeddedRegistryServer, providers: ProviderRegistry, clock: ManualClock) async throws -> Member {
         let instance = JobInstance(id: "10.0.0.\(number)@-@\(number)", serverIP: "10.0.0.\(number)")
         let registry = server.connect()
         let log = CapturedLog()
-        let host = try ShardworkHost(
+        let host = try await ShardworkHost(
             configuration: try HostConfigurationReader.parse(yaml), providers: providers, registry: registry,
             clock: clock, instance: instance, logger: log.logger(), processorCount: 2)
         return Member(instance: instance, registry: registry, host: host, log: log)
     }
 
     /// Another host with the same configuration (not started).
-    func newMember(_ number: Int) throws -> Member {
-        try Self.member(number, yaml: yaml, server: server, providers: providers, clock: clock)
+    func newMember(_ number: Int) async throws -> Member {
+        try await Self.member(number, yaml: yaml, server: server, providers: providers, clock: clock)
     }
 
     func startAll() async throws {
@@ -139,7 +139,7 @@ struct ClusterTests {
         #expect(cluster.items(of: cluster.hosts[1], job: "orders", fire: 2) == [0, 1, 2])
         #expect(cluster.items(of: cluster.hosts[0], job: "orders", fire: 2) == [3, 4, 5])
 
-        let newcomer = try cluster.newMember(4)
+        let newcomer = try await cluster.newMember(4)
         try await newcomer.host.start()
         await cluster.waitForReshardingFlag("orders")
         cluster.advance(toSecond: 3)

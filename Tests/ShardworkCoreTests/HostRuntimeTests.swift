@@ -28,7 +28,7 @@ final class HostHarness: Sendable {
         guard report.refused.isEmpty else { throw TestSetupError("plugins refused: \(report.refused)") }
         let clock = self.clock
         registry = EmbeddedRegistryServer(clock: { clock.now() }).connect()
-        host = try ShardworkHost(
+        host = try await ShardworkHost(
             configuration: try HostConfigurationReader.parse(yaml), providers: providers, registry: registry,
             clock: clock, instance: Self.instance, logger: log.logger(), processorCount: 2,
             workerExecutable: try TestPaths.shardworkBinary)

@@ -35,7 +35,7 @@ final class HotLoadHarness: Sendable {
             """
             .replacingOccurrences(of: "{LEDGER}", with: ledger)
             .replacingOccurrences(of: "{DIR}", with: directory.path)
-        host = try ShardworkHost(
+        host = try await ShardworkHost(
             configuration: try HostConfigurationReader.parse(yaml), providers: providers,
             registry: EmbeddedRegistryServer().connect(), instance: JobInstance(id: "10.0.0.1@-@7", serverIP: "10.0.0.1"),
             logger: log.logger(), processorCount: 2, workerExecutable: try TestPaths.shardworkBinary)

@@ -39,7 +39,7 @@ struct LimitsOnZooKeeperTests {
             configuration.sessionTimeoutMilliseconds = 20_000
             let registry = try await ZooKeeperRegistry.connect(configuration, logger: Logger(label: "zk") { _ in SwiftLogNoOpLogHandler() })
             let log = CapturedLog()
-            let host = try ShardworkHost(
+            let host = try await ShardworkHost(
                 configuration: try HostConfigurationReader.parse(yaml), providers: providers, registry: registry, clock: clock,
                 instance: JobInstance(id: "10.0.0.\(number)@-@\(number)", serverIP: "10.0.0.\(number)"), logger: log.logger(level: .info),
                 processorCount: 2)

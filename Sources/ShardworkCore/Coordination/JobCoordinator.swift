@@ -146,6 +146,19 @@ public final class JobCoordinator: Sendable {
         }
     }
 
+    /// Writes this instance's node again with its own value (another tool changed it).
+    public func rewriteInstance() async throws {
+        defer { cache.invalidate() }
+        let path = paths.instance(instance.id)
+        let value = [UInt8](utf8: instance.yaml)
+        if let stat = try await registry.exists(path, watch: nil), stat.ephemeralOwner == registry.sessionID {
+            _ = try await registry.setData(path, data: value, version: nil)
+        } else {
+            try await registry.deleteIfPresent(path)
+            try await registry.create(path, data: value, mode: .ephemeral)
+        }
+    }
+
     /// Only the leader writes the flag.
     public func setReshardingFlag() async throws {
         defer { cache.invalidate() }
@@ -292,7 +305,7 @@ public final class JobCoordinator: Sendable {
         for id in try await registry.childrenIfPresent(paths.instances) {
             let ip = CoordinationRules.serverIP(of: id)
             if statuses[ip] == nil { statuses[ip] = try await registry.string(paths.server(ip)) }
-            if statuses[ip] == ServerStatus.enabled.rawValue { available.insert(id) }
+            if CoordinationRules.isEnabled(statuses[ip] ?? nil) { available.insert(id) }
         }
         return available
     }
@@ -306,7 +319,21 @@ public final class JobCoordinator: Sendable {
         guard !items.isEmpty else { return }
         let data = [UInt8](utf8: instance.id)
         defer { cache.invalidate() }
-        try await registry.multi(items.map { .create(paths.itemRunning($0), data: data, mode: persistent ? .persistent : .ephemeral) })
+        let failure: RegistryError?
+        do {
+            try await registry.multi(items.map { .create(paths.itemRunning($0), data: data, mode: persistent ? .persistent : .ephemeral) })
+            failure = nil
+        } catch {
+            failure = error
+        }
+        guard let failure else { return }
+        if failure.code.isUncertain {
+            // The transaction may have been applied although its answer was lost: markers left
+            // behind would keep the items from ever running here again. They go once the registry
+            // answers, before the fire ends.
+            try? await clearRunning(items)
+        }
+        throw failure
     }
 
     /// Removes the running markers of a fire's items in one transaction (or one by one, skipping
@@ -337,9 +364,30 @@ public final class JobCoordinator: Sendable {
         try await deleteAll(items.map(paths.itemMisfire))
     }
 
+    /// How long removing a fire's markers waits for a lost connection to come back (its markers
+    /// are ephemeral, or failed over, once the session is gone).
+    static let markerRemovalPatience: Duration = .seconds(10)
+
     private func deleteAll(_ nodes: [String]) async throws {
         guard !nodes.isEmpty else { return }
         defer { cache.invalidate() }
+        let started = ContinuousClock.now
+        while true {
+            let failure: RegistryError?
+            do {
+                try await deleteAllOnce(nodes)
+                failure = nil
+            } catch {
+                failure = error
+            }
+            guard let failure else { return }
+            // The connection is down: markers left now would hold their items; try again.
+            guard failure.code.isUncertain, ContinuousClock.now - started < Self.markerRemovalPatience else { throw failure }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    private func deleteAllOnce(_ nodes: [String]) async throws(RegistryError) {
         let failure: RegistryError?
         do {
             try await registry.multi(nodes.map { .delete($0, version: nil) })

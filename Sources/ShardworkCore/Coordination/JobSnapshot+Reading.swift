@@ -26,9 +26,13 @@ extension JobSnapshot {
         snapshot.reshardingNecessary = leaderSharding.contains("necessary")
         snapshot.shardingProcessing = leaderSharding.contains("processing")
         for id in try await reader.children(paths.instances) {
-            let value = try await registry.string(paths.instance(id)) ?? ""
-            snapshot.instances[id] = JobInstance.parse(value)
-                ?? JobInstance(id: id, serverIP: String(id.split(separator: "@").first ?? ""))
+            // Watched: a value another tool writes is seen (and written back by its host) at once.
+            guard let value = try await reader.text(paths.instance(id))?.text else { continue }
+            // An instance is who its id says: `{ip}@-@{pid}`, the value ElasticJob and every host
+            // write. A value that says otherwise is reported, not believed.
+            let instance = JobInstance(id: id, serverIP: CoordinationRules.serverIP(of: id))
+            if JobInstance.parse(value) != instance { snapshot.unexpectedInstanceValues[id] = value }
+            snapshot.instances[id] = instance
         }
         for ip in try await reader.children(paths.servers) {
             snapshot.servers[ip] = try await reader.text(paths.server(ip))?.text ?? ""

@@ -32,6 +32,10 @@ public struct JobSnapshot: Sendable, Equatable {
     public var instances: [String: JobInstance] = [:]
     /// Server status by IP (`servers/{ip}`).
     public var servers: [String: String] = [:]
+    /// Instance nodes whose value is not the instance its id names (`jobInstanceId: {id}`,
+    /// `serverIp: {the id's address}`), by id, with the value: another tool wrote them. The
+    /// snapshot takes such an instance as its id says; its host writes the node again.
+    public var unexpectedInstanceValues: [String: String] = [:]
     /// Items by number (children of `sharding/`).
     public var items: [Int: Item] = [:]
     /// Items of crashed instances waiting for a taker (children of `leader/failover/items`).
@@ -56,18 +60,25 @@ public enum CoordinationRules {
         a.utf16.lexicographicallyPrecedes(b.utf16)
     }
 
-    /// Whether a server takes part: its status is `ENABLED` and some live instance runs on it
+    /// Whether a server node's value enables its server: as ElasticJob's `isEnableServer` reads
+    /// it, anything but `DISABLED` (a node that is missing enables nothing here: every host writes
+    /// its own before it takes part).
+    public static func isEnabled(_ status: String?) -> Bool {
+        guard let status else { return false }
+        return status != ServerStatus.disabled.rawValue
+    }
+
+    /// Whether a server takes part: its status is not `DISABLED` and some live instance runs on it
     /// (ElasticJob's `isAvailableServer`).
     public static func isServerAvailable(_ snapshot: JobSnapshot, ip: String) -> Bool {
-        snapshot.servers[ip] == ServerStatus.enabled.rawValue
-            && snapshot.instances.values.contains { $0.serverIP == ip }
+        isEnabled(snapshot.servers[ip]) && snapshot.instances.values.contains { $0.serverIP == ip }
     }
 
     /// The instances a strategy shards over: live instances whose server is `ENABLED`, in descending
     /// order of instance id, as ElasticJob's `getAvailableJobInstances` hands them to the strategy.
     public static func availableInstances(_ snapshot: JobSnapshot) -> [String] {
         snapshot.instances.values
-            .filter { snapshot.servers[$0.serverIP] == ServerStatus.enabled.rawValue }
+            .filter { isEnabled(snapshot.servers[$0.serverIP]) }
             .map(\.id)
             .sorted { javaPrecedes($1, $0) }
     }
@@ -128,6 +139,18 @@ public enum CoordinationRules {
         }
     }
 
+    /// Items of `0..<total` assigned to an instance that is not live, with that instance: nobody
+    /// runs them until a resharding. A departure is normally seen as a membership change and flags
+    /// one; these are the ones such a change missed (an instance that died while no leader looked,
+    /// an owner written by another tool), which the leader flags from what it finds.
+    public static func itemsOfGoneOwners(_ snapshot: JobSnapshot, total: Int) -> [Int: String] {
+        var gone: [Int: String] = [:]
+        for item in 0..<total {
+            if let owner = snapshot.items[item]?.owner, snapshot.instances[owner] == nil { gone[item] = owner }
+        }
+        return gone
+    }
+
     /// The instance id's address (`ip@-@pid` → `ip`).
     static func serverIP(of instanceID: String) -> String {
         instanceID.components(separatedBy: "@-@").first ?? instanceID
@@ -150,7 +173,7 @@ public enum CoordinationRules {
             guard record.failover == nil, let runner = record.running, !runner.isEmpty else { return false }
             if runner == idleLocal { return true }
             guard snapshot.instances[runner] == nil else { return false }
-            return snapshot.servers[serverIP(of: runner)] == ServerStatus.enabled.rawValue
+            return isEnabled(snapshot.servers[serverIP(of: runner)])
         }
     }
 

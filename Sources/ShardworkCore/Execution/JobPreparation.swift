@@ -13,9 +13,9 @@ struct JobPreparation: Sendable {
     let journal: CrashJournal?
 
     /// One job to prepare, with where its fields were written (for a host's own file).
-    struct Request {
+    struct Request: Sendable {
         var job: JobConfiguration
-        var locate: (String) -> FilePosition? = { _ in nil }
+        var locate: @Sendable (String) -> FilePosition? = { _ in nil }
         var file: String?
     }
 

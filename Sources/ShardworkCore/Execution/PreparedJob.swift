@@ -121,7 +121,7 @@ public enum JobCatalog {
     }
 
     /// Where the fields of the `index`-th job of a host's file were written.
-    static func locator(_ configuration: HostConfiguration, index: Int) -> (String) -> FilePosition? {
+    static func locator(_ configuration: HostConfiguration, index: Int) -> @Sendable (String) -> FilePosition? {
         { field in configuration.locations["jobs[\(index)].\(field)"] ?? configuration.locations["jobs[\(index)].jobName"] }
     }
 

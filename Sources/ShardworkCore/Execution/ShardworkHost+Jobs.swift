@@ -70,6 +70,10 @@ extension ShardworkHost {
             names = try await registry.children("/", watch: arm ? rootWatcher() : nil)
         } catch {
             if arm { adoption.state.withLock { $0.watchArmed = false } }
+            if error.code == .noNode, await namespaceLost() {
+                Task { await restoreNamespace() }
+                return
+            }
             logger.error("cannot look for jobs added to the cluster: \(error)")
             return
         }
@@ -162,7 +166,11 @@ extension ShardworkHost {
             return true
         }
         guard inserted else { return }
-        syncs.withLock { $0[name] = JobSync() }
+        syncs.withLock {
+            var sync = JobSync()
+            sync.dynamic = !configuredHere
+            $0[name] = sync
+        }
         do {
             // The job is the registry's: never write its root or configuration (it may have been
             // removed since it was read).

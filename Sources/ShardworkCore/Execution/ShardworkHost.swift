@@ -60,11 +60,23 @@ public final class ShardworkHost: Service, Sendable {
         /// The snapshot cache generation of the last sync that went through: while it is still the
         /// cache's, nothing changed in the registry and the periodic check has nothing to do.
         var syncedGeneration: UInt64?
+        /// Added to the cluster (`job add`) rather than configured here: its `dynamic` node goes
+        /// back with it if the namespace has to be written again.
+        var dynamic = false
     }
+
+    /// The namespace as this host registered in it: the registry transaction that created the node
+    /// `/` stands for. Another one (or none) means the namespace was deleted while the host ran.
+    let namespaceCreated = Mutex<Int64?>(nil)
+    /// The namespace restore under way, and a count raised when one starts and when it ends: a sync
+    /// that saw a job's configuration missing while one ran looks again instead of retiring the job.
+    let namespaceRestore = Mutex<(task: Task<Void, Never>?, generation: UInt64)>((nil, 0))
 
     let syncs: Mutex<[String: JobSync]>
     /// The jobs of the registry this host cannot run (see ``adoptJobs()``).
     let incapable = Mutex<[String: IncapableJob]>([:])
+    /// The unusual registry values already logged (``explainOnce(_:_:)``).
+    let explained = Mutex<Set<String>>([])
     let adoption = AdoptionState()
 
     /// The timer key of the host's periodic check (job names cannot contain `/`).
@@ -79,13 +91,14 @@ public final class ShardworkHost: Service, Sendable {
     /// With a `workerExecutable` and `plugins.preflight` on, each job's providers are first tried in
     /// a separate process (``JobTrials``); with a `crashJournal`, a job this host died for before is
     /// refused while it is unchanged. A job either of them condemns is set aside rather than
-    /// failing the host: the host starts without it.
+    /// failing the host: the host starts without it. The trial runs on a thread of its own, never
+    /// holding one of Swift's cooperative threads.
     public init(
         configuration: HostConfiguration, providers: ProviderRegistry, registry: any RegistryCenter,
         clock: any SchedulerClock = SystemClock(), instance: JobInstance = .local(), logger: Logger,
         processorCount: Int = ProcessInfo.processInfo.activeProcessorCount, workerExecutable: String? = nil,
         pluginLoader: PluginLoader? = nil, crashJournal: CrashJournal? = nil
-    ) throws(HostConfigurationError) {
+    ) async throws(HostConfigurationError) {
         self.configuration = configuration
         // The host's trial processes are killed when it stops: a hot-load under way never holds
         // its shutdown.
@@ -112,7 +125,11 @@ public final class ShardworkHost: Service, Sendable {
             JobPreparation.Request(
                 job: configuration.jobs[index], locate: JobCatalog.locator(configuration, index: index), file: configuration.file)
         }
-        for (request, outcome) in zip(requests, preparation.prepare(requests)) {
+        let preparation = self.preparation
+        let outcomes = await withCheckedContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(returning: preparation.prepare(requests)) }
+        }
+        for (request, outcome) in zip(requests, outcomes) {
             switch outcome {
             case .prepared(let job?): jobs.append(job)
             case .prepared(nil): setAside.append((request.job, "it was not prepared"))
@@ -155,6 +172,8 @@ public final class ShardworkHost: Service, Sendable {
         for (job, reason) in setAsideAtStart {
             await setAsideBeforeRegistration(job, reason: reason)
         }
+        let namespace = try await registry.exists("/", watch: nil)
+        namespaceCreated.withLock { $0 = namespace?.createdTransaction }
         let runtimes = self.runtimes
         let maintenanceInterval = Self.maintenanceIntervalMilliseconds
         // Fires are armed ahead of their instant and started in waves (see ``JobRuntime/arm(deadline:)``).
@@ -304,16 +323,37 @@ public final class ShardworkHost: Service, Sendable {
         else { return }
         let coordinator = runtime.coordinator
         let me = services.instance
+        let restoreGeneration = namespaceRestore.withLock { $0.generation }
         do {
             var snapshot = try await coordinator.snapshot()
             let generation = coordinator.cacheGeneration
+            let configReplaced = snapshot.configCreated.map { created in
+                syncs.withLock { $0[runtime.name]?.configCreated }.map { $0 != created } ?? false
+            } ?? false
+            if snapshot.configVersion == nil || configReplaced {
+                if await namespaceLost() {
+                    // Not this job removed: the whole namespace (the registry lost it, or an
+                    // operator deleted it). A lost registry never loses a job: every host writes its
+                    // jobs back.
+                    await restoreNamespace()
+                    scheduleSync(runtime)
+                    return
+                }
+                // A restore under way (or one since this sync began) may be writing this job back.
+                let restoring = namespaceRestore.withLock { $0.task }
+                await restoring?.value
+                if restoring != nil || namespaceRestore.withLock({ $0.generation }) != restoreGeneration {
+                    scheduleSync(runtime)
+                    return
+                }
+            }
             if snapshot.configVersion == nil {
                 // ElasticJob's removeJobConfiguration deletes the job's whole subtree: the job
                 // stops everywhere.
                 await retire(runtime, reason: "removed from the cluster (its configuration is gone from the registry)")
                 return
             }
-            if let created = snapshot.configCreated, let known = syncs.withLock({ $0[runtime.name]?.configCreated }), created != known {
+            if configReplaced {
                 // Removed and added again since this host looked: what it registered went with the
                 // old job. It starts afresh, as a host that sees the job for the first time.
                 await retire(runtime, reason: "removed from the cluster and added again; taking it up afresh")
@@ -332,10 +372,15 @@ public final class ShardworkHost: Service, Sendable {
                 logger.notice("job '\(runtime.name)': this instance's node was gone from the registry; registering it again")
                 try await coordinator.registerInstance()
                 snapshot = try await coordinator.snapshot()
+            } else if let value = snapshot.unexpectedInstanceValues[me.id] {
+                logger.warning("job '\(runtime.name)': \(coordinator.paths.instance(me.id)) held \(LogText.quoted(value)), not this instance's own value; writing it again")
+                try await coordinator.rewriteInstance()
+                snapshot = try await coordinator.snapshot()
             }
+            explainUnusualValues(snapshot, of: runtime)
             let myServer = snapshot.servers[me.serverIP]
             var becameLeader = false
-            if snapshot.leader == nil, myServer == ServerStatus.enabled.rawValue {
+            if snapshot.leader == nil, CoordinationRules.isEnabled(myServer) {
                 try await coordinator.electLeader()
                 snapshot = try await coordinator.snapshot()
                 if snapshot.leader == me.id {
@@ -355,9 +400,18 @@ public final class ShardworkHost: Service, Sendable {
             // Only the leader writes the flag. A change seen while another instance still led (its
             // server being disabled, say) was not flagged by anyone: a new leader flags a resharding,
             // as ElasticJob's listeners do once they have waited for the election.
-            if let previous, previous != membership || becameLeader,
-               !(runtime.job.configuration.staticSharding && !snapshot.items.isEmpty) {
+            let keepsAssignment = runtime.job.configuration.staticSharding && !snapshot.items.isEmpty
+            if let previous, previous != membership || becameLeader, !keepsAssignment {
                 try await coordinator.setReshardingFlag()
+            } else if CoordinationRules.isLeader(snapshot, me.id), !snapshot.reshardingNecessary, !keepsAssignment, !membership.isEmpty {
+                // Level-triggered: items whose owner is gone wait for a resharding, whether or not a
+                // membership change was seen (this host may have become leader after it happened).
+                let gone = CoordinationRules.itemsOfGoneOwners(snapshot, total: runtime.job.configuration.shardingTotalCount)
+                if !gone.isEmpty {
+                    let owners = Set(gone.values).sorted().map { LogText.quoted($0, limit: 80) }.joined(separator: ", ")
+                    logger.notice("job '\(runtime.name)': items \(gone.keys.sorted().map(String.init).joined(separator: ",")) are assigned to instances that are gone (\(owners)); resharding at the next fire")
+                    try await coordinator.setReshardingFlag()
+                }
             }
             if snapshot.configVersion != syncs.withLock({ $0[runtime.name]?.configVersion }) {
                 try await applyStoredConfiguration(runtime)
@@ -375,6 +429,108 @@ public final class ShardworkHost: Service, Sendable {
         }
     }
 
+    /// Whether the namespace this host registered in is gone, or was deleted and created again.
+    func namespaceLost() async -> Bool {
+        let stat: NodeStat?
+        do {
+            stat = try await registry.exists("/", watch: nil)
+        } catch {
+            return false  // unknown now: the next look decides
+        }
+        guard let stat else { return true }
+        guard let known = namespaceCreated.withLock({ $0 }) else { return false }
+        return stat.createdTransaction != known
+    }
+
+    /// Writes every job of this host back into a namespace that was deleted (or deleted and created
+    /// again), as at a start: the jobs it runs with their current configuration, the jobs of its
+    /// file it has set aside, and the `dynamic` marker of jobs added to the cluster. Level-triggered
+    /// like a session expiry: every host that notices does it; writes that another host made first
+    /// are kept.
+    func restoreNamespace() async {
+        let task = namespaceRestore.withLock { restore -> Task<Void, Never> in
+            if let running = restore.task { return running }
+            restore.generation &+= 1
+            let task = Task { await self.writeJobsBack() }
+            restore.task = task
+            return task
+        }
+        await task.value
+        namespaceRestore.withLock { restore in
+            if restore.task == task {
+                restore.task = nil
+                restore.generation &+= 1
+            }
+        }
+    }
+
+    private func writeJobsBack() async {
+        logger.warning("registry: the namespace was deleted, or deleted and created again; writing this host's jobs back into it")
+        do {
+            try await registry.ensureNamespace()
+            let stat = try await registry.exists("/", watch: nil)
+            namespaceCreated.withLock { $0 = stat?.createdTransaction }
+        } catch {
+            logger.error("registry: cannot create the namespace again: \(error)")
+            return
+        }
+        adoption.state.withLock { state in
+            state.watchArmed = false
+            state.foreign = []
+        }
+        let record = DynamicJobRecord(
+            addedBy: "\(services.instance.id), restoring the namespace", addedAt: Date().formatted(.iso8601))
+        for runtime in runtimes.values.sorted(by: { $0.name < $1.name }) {
+            guard let sync = syncs.withLock({ $0[runtime.name] }), sync.active else { continue }
+            runtime.coordinator.invalidateCache(watchesLost: true)
+            do {
+                try await register(runtime)
+                if sync.dynamic {
+                    try await registry.createIfAbsent(runtime.coordinator.paths.dynamic, data: [UInt8](utf8: record.json))
+                }
+                syncs.withLock { $0[runtime.name]?.membership = nil }
+                scheduleSync(runtime)
+            } catch {
+                logger.error("job '\(runtime.name)': cannot write it back into the namespace: \(error)")
+            }
+        }
+        let known = Set(runtimes.keys)
+        for job in configuration.jobs where !known.contains(job.jobName) {
+            if let entry = incapable.withLock({ $0[job.jobName] }) {
+                incapable.withLock { $0[job.jobName]?.watched = false }
+                await setAsideBeforeRegistration(job, reason: entry.reason)
+            }
+        }
+        logger.notice("registry: this host's jobs are back in the namespace")
+        await adoptJobs()
+    }
+
+    /// Logs once each value of the job's nodes that a host would not write, with its path and what
+    /// this host makes of it (another tool wrote it; ElasticJob's reading is kept where it has one).
+    private func explainUnusualValues(_ snapshot: JobSnapshot, of runtime: JobRuntime) {
+        let paths = runtime.coordinator.paths
+        for (id, value) in snapshot.unexpectedInstanceValues.sorted(by: { $0.key < $1.key }) where id != services.instance.id {
+            explainOnce(
+                "\(paths.instance(id))=\(value)",
+                "job '\(runtime.name)': \(paths.instance(id)) holds \(LogText.quoted(value)), not the instance its id names; taken as that instance (server \(CoordinationRules.serverIP(of: id))), whose host writes it again")
+        }
+        for (ip, value) in snapshot.servers.sorted(by: { $0.key < $1.key })
+        where value != ServerStatus.enabled.rawValue && value != ServerStatus.disabled.rawValue {
+            explainOnce(
+                "\(paths.server(ip))=\(value)",
+                "job '\(runtime.name)': \(paths.server(ip)) holds \(LogText.quoted(value)), which is neither ENABLED nor DISABLED; taken as ENABLED, as ElasticJob takes anything but DISABLED")
+        }
+    }
+
+    /// Logs `message` (a warning) the first time `key` is seen.
+    func explainOnce(_ key: String, _ message: @autoclosure () -> String) {
+        let first = explained.withLock { explained -> Bool in
+            if explained.count > 10_000 { explained.removeAll() }
+            return explained.insert(key).inserted
+        }
+        if first { logger.warning("\(message())") }
+    }
+
     /// Failover (reference §4.4), level-triggered: items that were running on instances that are
     /// gone are queued; this instance's own claims that are not running here run again (after a
     /// new session, say); and when the job is idle here, one queued item is taken and run at once.
@@ -390,7 +546,7 @@ public final class ShardworkHost: Service, Sendable {
             try await coordinator.flagCrashed(crashed, in: snapshot)
             snapshot = try await coordinator.snapshot()
         }
-        guard !runtime.isRunning, services.mayStartItems, snapshot.servers[me.serverIP] == ServerStatus.enabled.rawValue else { return }
+        guard !runtime.isRunning, services.mayStartItems, CoordinationRules.isEnabled(snapshot.servers[me.serverIP]) else { return }
         var mine: [Int: UInt64] = [:]
         for (item, record) in snapshot.items where item < total && record.failovering == me.id {
             mine[item] = record.failoveringEpoch ?? 0
@@ -534,6 +690,9 @@ public final class ShardworkHost: Service, Sendable {
     /// The periodic check: every active job whose registry state changed syncs, and ElasticJob's
     /// reconcile runs where it is due.
     private func maintain() {
+        // Children of the namespace found not to be jobs for this host are looked at again: one
+        // may have become one since (its nodes written one by one rather than in one transaction).
+        adoption.state.withLock { $0.foreign = [] }
         Task { await self.adoptJobs() }
         for runtime in runtimes.values {
             // A job whose registry state has not changed since its last sync has nothing to sync
@@ -613,6 +772,11 @@ public final class ShardworkHost: Service, Sendable {
     }
 
     private func reregister() async {
+        if await namespaceLost() {
+            // Gone with the old session (ZooKeeper lost its data, say): written back whole.
+            await restoreNamespace()
+            return
+        }
         for runtime in runtimes.values where syncs.withLock({ $0[runtime.name]?.active ?? false }) {
             runtime.coordinator.invalidateCache(watchesLost: true)
             do {

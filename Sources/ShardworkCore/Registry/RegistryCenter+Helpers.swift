@@ -65,7 +65,7 @@ extension RegistryCenter {
     /// Deletes a node and everything under it; nothing happens when it does not exist.
     public func deleteRecursively(_ path: String) async throws(RegistryError) {
         for child in try await childrenIfPresent(path) {
-            try await deleteRecursively(path + "/" + child)
+            try await deleteRecursively(path == "/" ? "/" + child : path + "/" + child)
         }
         try await deleteIfPresent(path)
     }

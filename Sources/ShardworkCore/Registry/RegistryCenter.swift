@@ -62,11 +62,16 @@ public protocol RegistryCenter: AnyObject, Sendable {
     /// When the registry was last heard from (an answer or an event), on the monotonic clock;
     /// `nil` when the registry cannot tell.
     var lastContact: ContinuousClock.Instant? { get }
+
+    /// Creates the node that `/` stands for when it is missing (a ZooKeeper namespace that was
+    /// deleted); nothing for a registry whose root always exists.
+    func ensureNamespace() async throws(RegistryError)
 }
 
 extension RegistryCenter {
     public var sessionTimeout: Duration? { nil }
     public var lastContact: ContinuousClock.Instant? { nil }
+    public func ensureNamespace() async throws(RegistryError) {}
 }
 
 /// How a node is created.
@@ -229,6 +234,16 @@ public struct RegistryError: Error, Sendable, Equatable, CustomStringConvertible
 }
 
 extension RegistryError.Code {
+    /// The connection was lost before the answer came, directly or as the reason a transaction
+    /// failed: the write may or may not have been applied.
+    public var isUncertain: Bool {
+        switch self {
+        case .connectionLoss: true
+        case .transactionFailed(_, let underlying): underlying.isUncertain
+        default: false
+        }
+    }
+
     /// A missing node, directly or as the reason a transaction failed.
     public var isNoNode: Bool {
         switch self {

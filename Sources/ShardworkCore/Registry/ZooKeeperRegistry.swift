@@ -83,7 +83,7 @@ public final class ZooKeeperRegistry: RegistryCenter {
             try? await Task.sleep(for: .milliseconds(20))
         }
         do {
-            try await registry.ensureNamespace()
+            try await registry.createNamespace()
         } catch {
             await registry.close()
             throw StartError(description: "cannot create the namespace node \(registry.root) on ZooKeeper at \(configuration.serverLists): \(error)")
@@ -482,7 +482,16 @@ public final class ZooKeeperRegistry: RegistryCenter {
     }
 
     /// Creates `/{namespace}` (and its parents) when missing, as Curator does for a namespace.
-    private func ensureNamespace() async throws(ZooKeeperError) {
+    /// Creates `/{namespace}` when it is missing: an operator deleted it while the hosts ran.
+    public func ensureNamespace() async throws(RegistryError) {
+        do {
+            try await createNamespace()
+        } catch {
+            throw map(error, "/")
+        }
+    }
+
+    private func createNamespace() async throws(ZooKeeperError) {
         var path = ""
         for segment in root.split(separator: "/") {
             path += "/" + segment

@@ -124,6 +124,7 @@ public final class CrashJournal: Sendable {
         // Rewritten whole, so that it stays small; then appended to by the handler.
         let kept = entries.map { "crash\t\($0.signal)\t\($0.phase?.rawValue ?? 0)\t\($0.job)\t\($0.fingerprint)\n" }.joined()
         try kept.write(toFile: path, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path)
         let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
         guard fd >= 0 else {
             throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path, NSLocalizedDescriptionKey: String(cString: strerror(errno))])
