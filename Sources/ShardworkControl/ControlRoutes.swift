@@ -304,7 +304,7 @@ struct ControlRoutes: Sendable {
         } catch let error as HTTPError {
             throw ControlError(status: error.status, message: error.body ?? "\(error.status)")
         } catch {
-            logger.error("control API: \(error)")
+            logger.error("control API: \(LogText.escaped("\(error)"))")
             throw ControlError(status: .internalServerError, message: "\(error)")
         }
     }

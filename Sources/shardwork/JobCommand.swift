@@ -46,8 +46,8 @@ struct JobCommand: AsyncParsableCommand {
             if control.json { return printRaw(answer) }
             let status = try client.decode(JobStatus.self, from: answer)
             let brief = status.brief
-            print("job \(brief.jobName) (\(brief.jobType)): \(brief.status.rawValue), cron \(brief.cron ?? "(one-off)"), \(brief.shardingTotalCount) items, leader \(status.leader ?? "(none)")\(status.reshardingNecessary ? ", resharding at the next fire" : "")")
-            if let error = brief.configurationError { print("configuration: \(error)") }
+            print(shown("job \(brief.jobName) (\(brief.jobType)): \(brief.status.rawValue), cron \(brief.cron ?? "(one-off)"), \(brief.shardingTotalCount) items, leader \(status.leader ?? "(none)")\(status.reshardingNecessary ? ", resharding at the next fire" : "")"))
+            if let error = brief.configurationError { print("configuration: \(shown(error))") }
             var items = [["ITEM", "INSTANCE", "STATUS", "RUNNING", "FAILOVER", "EPOCH", "MISFIRE"]]
             for item in status.items {
                 let failover = item.failoveringInstanceId ?? item.failoverInstanceId ?? (item.queuedForFailover ? "(queued)" : "")
@@ -57,10 +57,10 @@ struct JobCommand: AsyncParsableCommand {
                 ])
             }
             print(TextTable.render(items))
-            print("instances: " + (status.instances.isEmpty ? "(none)" : status.instances.map(\.instanceId).joined(separator: ", ")))
-            print("servers: " + (status.servers.isEmpty ? "(none)" : status.servers.map { "\($0.serverIp) \($0.status)" }.joined(separator: ", ")))
+            print(shown("instances: " + (status.instances.isEmpty ? "(none)" : status.instances.map(\.instanceId).joined(separator: ", "))))
+            print(shown("servers: " + (status.servers.isEmpty ? "(none)" : status.servers.map { "\($0.serverIp) \($0.status)" }.joined(separator: ", "))))
             for incapable in status.incapable {
-                print("cannot run it: \(incapable.instanceId): \(incapable.reason)")
+                print("cannot run it: \(shown(incapable.instanceId)): \(shown(incapable.reason))")
             }
         }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import ShardworkCore
 
 enum JSONOutput {
     static func encode(_ value: some Encodable) throws -> String {
@@ -27,9 +28,15 @@ enum JSONOutput {
     }
 }
 
+/// Text from a host's answer or the registry, as a terminal shows it: escaped and bounded, so that
+/// a value another tool wrote can neither move the cursor nor start a line of its own.
+func shown(_ text: String) -> String { LogText.escaped(text, limit: 2_000) }
+
 enum TextTable {
-    /// Left-aligned columns separated by two spaces; the last column is not padded.
+    /// Left-aligned columns separated by two spaces; the last column is not padded. Every cell is
+    /// ``shown(_:)``.
     static func render(_ rows: [[String]]) -> String {
+        let rows = rows.map { $0.map(shown) }
         guard let columns = rows.map(\.count).max() else { return "" }
         var widths = Array(repeating: 0, count: columns)
         for row in rows {

@@ -18,7 +18,8 @@ final class HostHarness: Sendable {
     let host: ShardworkHost
     let plugins: TemporaryDirectory
 
-    init(_ yaml: String) async throws {
+    /// `logger`: where the host logs, instead of the harness's captured log.
+    init(_ yaml: String, logger: Logger? = nil) async throws {
         plugins = try TemporaryDirectory()
         try await CPluginBuilder.testPlugin(in: plugins.path, named: "libc_test.so")
         try await CPluginBuilder.testPlugin(
@@ -30,7 +31,7 @@ final class HostHarness: Sendable {
         registry = EmbeddedRegistryServer(clock: { clock.now() }).connect()
         host = try await ShardworkHost(
             configuration: try HostConfigurationReader.parse(yaml), providers: providers, registry: registry,
-            clock: clock, instance: Self.instance, logger: log.logger(), processorCount: 2,
+            clock: clock, instance: Self.instance, logger: logger ?? log.logger(), processorCount: 2,
             workerExecutable: try TestPaths.shardworkBinary)
     }
 

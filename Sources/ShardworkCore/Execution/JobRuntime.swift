@@ -261,7 +261,7 @@ public final class JobRuntime: Sendable {
                         : items
                     try await self.coordinator.setMisfire(marked)
                 } catch {
-                    self.logger.error("job '\(self.name)': cannot record the misfire in the registry: \(error)")
+                    self.logger.error("job '\(self.name)': cannot record the misfire in the registry: \(LogText.escaped("\(error)"))")
                 }
             }
         }
@@ -423,7 +423,7 @@ public final class JobRuntime: Sendable {
             _ = await runListeners(job, fire, before: false)
             logFire(fireTime: fireTime, source: source, items: items, outcomes: outcomes, runs: runs, started: started)
         } catch {
-            logger.error("job '\(name)': the fire of \(Self.format(fireTime)) failed in the registry: \(error)")
+            logger.error("job '\(name)': the fire of \(Self.format(fireTime)) failed in the registry: \(LogText.escaped("\(error)"))")
         }
     }
 
@@ -457,7 +457,7 @@ public final class JobRuntime: Sendable {
             _ = await runListeners(job, fire, before: false)
             logFire(fireTime: fireTime, source: .failover, items: items, outcomes: outcomes, runs: 1, started: started)
         } catch {
-            logger.error("job '\(name)': the failover run of items \(items.map(String.init).joined(separator: ",")) failed in the registry: \(error)")
+            logger.error("job '\(name)': the failover run of items \(items.map(String.init).joined(separator: ",")) failed in the registry: \(LogText.escaped("\(error)"))")
             // The claim stays this instance's and is run again at a later look at the job; not in a
             // tight loop while the registry misbehaves.
             try? await Task.sleep(for: .seconds(1))
@@ -636,7 +636,7 @@ public final class JobRuntime: Sendable {
         case .success(let disposition):
             return disposition
         case .failure(let error):
-            logger.error("job '\(name)': the error handler failed while handling '\(message)': \(error)")
+            logger.error("job '\(name)': the error handler failed while handling \(LogText.quoted(message)): \(LogText.escaped("\(error)"))")
             return .handled
         }
     }

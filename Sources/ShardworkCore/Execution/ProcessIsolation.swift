@@ -21,6 +21,8 @@ final class IsolatedJobType: Sendable {
     let setup: WorkerMessage.Setup
     let logger: Logger
     static let killGraceSeconds = 2.0
+    /// The longest line of a worker's output that is read as a message.
+    static let longestWorkerLine = 1 << 20
 
     /// An item waiting for its outcome.
     private final class Pending: Sendable {
@@ -180,6 +182,11 @@ final class IsolatedJobType: Sendable {
             let chunk = handle.readChunkRetryingInterrupts()
             if chunk.isEmpty { break }
             buffer.append(chunk)
+            if buffer.count > Self.longestWorkerLine, buffer.firstIndex(of: 0x0A) == nil {
+                // Not a message (a plugin writing to the worker's standard output itself): dropped,
+                // so that it cannot grow without bound.
+                buffer.removeAll()
+            }
             while let newline = buffer.firstIndex(of: 0x0A) {
                 let line = buffer[buffer.startIndex..<newline]
                 buffer.removeSubrange(buffer.startIndex...newline)
@@ -194,7 +201,7 @@ final class IsolatedJobType: Sendable {
                     worker.ready.signal()
                 case .log(let id, let level, let text):
                     let target = id.flatMap { id in worker.pending.withLock { $0[id] } }?.logger ?? logger
-                    target.log(level: Logger.Level(pluginLevel: level), "\(text)")
+                    target.log(level: Logger.Level(pluginLevel: level), "\(LogText.escaped(text))")
                 case .succeeded(let id):
                     worker.pending.withLock { $0[id] }?.finish(.succeeded)
                 case .failed(let id, let text, let code):

@@ -74,7 +74,7 @@ extension ShardworkHost {
                 Task { await restoreNamespace() }
                 return
             }
-            logger.error("cannot look for jobs added to the cluster: \(error)")
+            logger.error("cannot look for jobs added to the cluster: \(LogText.escaped("\(error)"))")
             return
         }
         let configured = Set(configuration.jobs.map(\.jobName))
@@ -85,10 +85,15 @@ extension ShardworkHost {
         let known = Set(table.withLock { Array($0.keys) })
         let foreign = adoption.state.withLock { $0.foreign }
         for name in names.sorted() where !known.contains(name) && !foreign.contains(name) {
+            if let problem = RegistryNames.jobNameProblem(name) {
+                // Not a name any host writes: explained once, never registered under.
+                explainOnce("/\(name)", "the registry holds a node \(LogText.quoted("/" + name)) whose name \(problem); it is not taken for a job")
+                continue
+            }
             do {
                 try await consider(name, configuredHere: configured.contains(name))
             } catch {
-                logger.error("job '\(name)': cannot look at it in the registry: \(error)")
+                logger.error("job \(LogText.quoted(name)): cannot look at it in the registry: \(LogText.escaped("\(error)"))")
             }
         }
     }
@@ -176,7 +181,7 @@ extension ShardworkHost {
             // removed since it was read).
             try await register(runtime, rejoining: true)
         } catch {
-            logger.error("job '\(name)': cannot register it to run here: \(error)")
+            logger.error("job '\(name)': cannot register it to run here: \(LogText.escaped("\(error)"))")
             syncs.withLock { _ = $0.removeValue(forKey: name) }
             table.withLock { _ = $0.removeValue(forKey: name) }
             await runtime.coordinator.unregister()
@@ -254,7 +259,7 @@ extension ShardworkHost {
             let version = try await coordinator.registerConfiguration(job)
             await markIncapable(job.jobName, reason: reason, version: version)
         } catch {
-            logger.error("job '\(job.jobName)': set aside on this host (\(LogText.escaped(reason))), and cannot be written to the registry: \(error)")
+            logger.error("job '\(job.jobName)': set aside on this host (\(LogText.escaped(reason))), and cannot be written to the registry: \(LogText.escaped("\(error)"))")
         }
     }
 
@@ -269,7 +274,7 @@ extension ShardworkHost {
                 _ = try await registry.setData(path, data: [UInt8](utf8: reason), version: nil)
             }
         } catch {
-            logger.error("job '\(job)': cannot record in the registry that this host cannot run it: \(error)")
+            logger.error("job '\(job)': cannot record in the registry that this host cannot run it: \(LogText.escaped("\(error)"))")
         }
     }
 

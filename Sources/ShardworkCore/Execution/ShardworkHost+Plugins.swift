@@ -253,7 +253,7 @@ extension ShardworkHost {
         switch result {
         case .success(let outcome) where outcome.alreadyLoaded: logger.info("\(outcome)")
         case .success(let outcome): logger.notice("\(outcome)")
-        case .failure(let error): logger.error("\(error)")
+        case .failure(let error): logger.error("\(LogText.escaped("\(error)"))")
         }
         return result
     }

@@ -425,7 +425,7 @@ public final class ShardworkHost: Service, Sendable {
                 syncs.withLock { $0[runtime.name]?.syncedGeneration = generation }
             }
         } catch {
-            logger.error("job '\(runtime.name)': cannot bring the job in step with the registry: \(error)")
+            logger.error("job '\(runtime.name)': cannot bring the job in step with the registry: \(LogText.escaped("\(error)"))")
         }
     }
 
@@ -471,7 +471,7 @@ public final class ShardworkHost: Service, Sendable {
             let stat = try await registry.exists("/", watch: nil)
             namespaceCreated.withLock { $0 = stat?.createdTransaction }
         } catch {
-            logger.error("registry: cannot create the namespace again: \(error)")
+            logger.error("registry: cannot create the namespace again: \(LogText.escaped("\(error)"))")
             return
         }
         adoption.state.withLock { state in
@@ -491,7 +491,7 @@ public final class ShardworkHost: Service, Sendable {
                 syncs.withLock { $0[runtime.name]?.membership = nil }
                 scheduleSync(runtime)
             } catch {
-                logger.error("job '\(runtime.name)': cannot write it back into the namespace: \(error)")
+                logger.error("job '\(runtime.name)': cannot write it back into the namespace: \(LogText.escaped("\(error)"))")
             }
         }
         let known = Set(runtimes.keys)
@@ -726,7 +726,7 @@ public final class ShardworkHost: Service, Sendable {
             logger.warning("job '\(runtime.name)': the assignment names instances that are gone; reconciling with a resharding")
             try await runtime.coordinator.setReshardingFlag()
         } catch {
-            logger.error("job '\(runtime.name)': reconcile failed: \(error)")
+            logger.error("job '\(runtime.name)': reconcile failed: \(LogText.escaped("\(error)"))")
         }
     }
 
@@ -791,7 +791,7 @@ public final class ShardworkHost: Service, Sendable {
                 }
                 _ = try await runtime.coordinator.register(runtime.job.configuration, rejoining: true)
             } catch {
-                logger.error("job '\(runtime.name)': cannot register again on the new session: \(error)")
+                logger.error("job '\(runtime.name)': cannot register again on the new session: \(LogText.escaped("\(error)"))")
             }
         }
     }

@@ -160,7 +160,7 @@ public struct PluginLoader: Sendable {
                     metadata: ["file": "\(file)", "providers": "\(plugin.providers.count)"])
             } catch {
                 report.refused.append(error)
-                logger.error("\(error)")
+                logger.error("\(LogText.escaped("\(error)"))")
             }
         }
         return report
@@ -298,8 +298,9 @@ enum PluginHostAPI {
             log: { context, level, message in
                 guard let context else { return }
                 let sink = Unmanaged<LogSink>.fromOpaque(context).takeUnretainedValue()
-                let text = message.map { String(cString: $0) } ?? ""
-                sink.logger.log(level: Logger.Level(pluginLevel: level), "\(text)")
+                let logLevel = Logger.Level(pluginLevel: level)
+                guard sink.logger.logLevel <= logLevel else { return }
+                sink.logger.log(level: logLevel, "\(LogText.escaped(cString: message))")
             }
         ))
         return UnsafePointer(api)
@@ -307,6 +308,9 @@ enum PluginHostAPI {
 }
 
 extension Logger.Level {
+    /// A plugin's log level (`SHARDWORK_LOG_*`), clamped: at most `error`. `critical` says the
+    /// host itself is in danger, which only the host can say; a level the header does not define
+    /// (99, say) counts as an error.
     init(pluginLevel: Int32) {
         switch pluginLevel {
         case ...0: self = .trace
@@ -314,8 +318,7 @@ extension Logger.Level {
         case 2: self = .info
         case 3: self = .notice
         case 4: self = .warning
-        case 5: self = .error
-        default: self = .critical
+        default: self = .error
         }
     }
 }

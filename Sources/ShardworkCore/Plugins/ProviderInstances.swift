@@ -414,7 +414,9 @@ final class ItemCall: @unchecked Sendable {
             log: { context, level, message in
                 guard let context else { return }
                 let services = Unmanaged<ItemServices>.fromOpaque(context).takeUnretainedValue()
-                services.logger.log(level: Logger.Level(pluginLevel: level), "\(message.map { String(cString: $0) } ?? "")")
+                let logLevel = Logger.Level(pluginLevel: level)
+                guard services.logger.logLevel <= logLevel else { return }
+                services.logger.log(level: logLevel, "\(LogText.escaped(cString: message))")
             }))
         return api
     }()

@@ -183,7 +183,7 @@ public final class ZooKeeperRegistry: RegistryCenter {
                     try self.openClient()
                     return
                 } catch {
-                    self.logger.error("registry: cannot open a ZooKeeper session: \(error)")
+                    self.logger.error("registry: cannot open a ZooKeeper session: \(LogText.escaped("\(error)"))")
                     try? await Task.sleep(for: backoff.next())
                 }
             }

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Text from outside the host (plugin log messages and errors, HTTP bodies, script output, registry
 /// values, names that failed their check) made safe for one log line: line breaks, control
 /// characters (terminal escape codes among them) and invisible formatting characters are written as
@@ -10,9 +14,26 @@ public enum LogText {
     /// `text` escaped (`\n`, `\r`, `\t`, others as `\u{1B}`) and cut after `limit` bytes, with how
     /// much was left out.
     public static func escaped(_ text: some StringProtocol, limit: Int = defaultLimit) -> String {
+        escaped(text, limit: limit, totalBytes: text.utf8.count)
+    }
+
+    /// ``escaped(_:limit:)`` of a C string, without copying more of it than the limit needs (a
+    /// plugin's 4 MB message is measured, not copied).
+    public static func escaped(cString pointer: UnsafePointer<CChar>?, limit: Int = defaultLimit) -> String {
+        guard let pointer else { return "" }
+        let length = strlen(pointer)
+        // Enough bytes for the limit and the character it may end inside.
+        let taken = min(length, limit + 4)
+        let text = pointer.withMemoryRebound(to: UInt8.self, capacity: taken) {
+            String(decoding: UnsafeBufferPointer(start: $0, count: taken), as: UTF8.self)
+        }
+        return escaped(text, limit: limit, totalBytes: taken == length ? text.utf8.count : length)
+    }
+
+    private static func escaped(_ text: some StringProtocol, limit: Int, totalBytes: Int) -> String {
         let utf8 = text.utf8
         // The common case, checked in one pass over the bytes: printable ASCII within the limit.
-        if utf8.count <= limit, utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) { return String(text) }
+        if totalBytes <= limit, utf8.count <= limit, utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) { return String(text) }
         var out = ""
         var written = 0
         var consumed = 0
@@ -23,8 +44,8 @@ public enum LogText {
             written += piece.utf8.count
             consumed += String(scalar).utf8.count
         }
-        if consumed < utf8.count {
-            out += "… (\(utf8.count - consumed) more bytes)"
+        if consumed < totalBytes {
+            out += "… (\(totalBytes - consumed) more bytes)"
         }
         return out
     }

@@ -9,6 +9,7 @@ HMAC-SHA256 of the body under it ("hmac") and DingTalk's sign for the request's 
 
 What it answers depends on the path:
   /status/CODE      CODE, with body "status CODE"
+  /forged           500, with a body made to forge log lines (a line break, a fake entry, escapes)
   /delay/MS         200 after MS milliseconds
   /errcode/N        200 with {"errcode":N,"errmsg":"..."} (WeChat Work's and DingTalk's answer)
   anything else     200 "ok"
@@ -87,6 +88,10 @@ def main():
             elif segments[0] == "delay" and len(segments) > 1:
                 time.sleep(int(segments[1]) / 1000)
                 reply = b"slept"
+            elif segments[0] == "forged":
+                # A body made to forge log lines: a line break, a fake entry, terminal escapes.
+                status = 500
+                reply = b"oops\n2026-12-06T00:00:00+0000 critical shardwork: [ShardworkCore] host compromised\x1b[31m"
             elif segments[0] == "errcode" and len(segments) > 1:
                 reply = json.dumps({"errcode": int(segments[1]), "errmsg": "test answer " + segments[1]}).encode()
             try:
