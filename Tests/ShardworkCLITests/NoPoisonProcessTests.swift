@@ -1,7 +1,9 @@
 import Foundation
+import Logging
 import ShardworkCore
 import ShardworkTestSupport
 import Testing
+import ZooKeeper
 
 /// No single bad value, plugin or request takes a real host, or a cluster of them, down.
 
@@ -55,6 +57,40 @@ private func processes(with words: [String]) -> [Int32] {
         let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
         return words.allSatisfy { word in arguments.contains { $0.contains(word) } } ? pid : nil
     }
+}
+
+/// Deletes `path` and everything under it with a client of its own, over again while hosts write
+/// into it (as zkCli's `deleteall` would be run again); true once it is gone.
+private func deleteAll(_ path: String, on servers: String) async throws -> Bool {
+    let client = try ZooKeeperClient(servers: servers, sessionTimeout: .seconds(10), logger: Logger(label: "zk") { _ in SwiftLogNoOpLogHandler() })
+    defer { Task { await client.close() } }
+    /// Deletes `node` and its subtree; the error code of the first failure other than a node
+    /// already gone, or `nil`.
+    func remove(_ node: String) async -> ZooKeeperError.Code? {
+        var children: [String] = []
+        var failure: ZooKeeperError?
+        do {
+            children = try await client.children(node)
+        } catch {
+            failure = error
+        }
+        if let failure { return failure.code == .noNode ? nil : failure.code }
+        for child in children {
+            if let code = await remove(node + "/" + child) { return code }
+        }
+        do {
+            try await client.delete(node, version: nil)
+        } catch {
+            failure = error
+        }
+        if let failure, failure.code != .noNode { return failure.code }
+        return nil
+    }
+    for _ in 0..<20 {
+        // A host may write a node meanwhile (`notEmpty`): delete again.
+        if await remove(path) == nil { return true }
+    }
+    return false
 }
 
 private let sturdyJob = """
@@ -211,11 +247,8 @@ struct NoPoisonProcessTests {
             #expect(await cluster.waitForFire(of: job) { $0.count == 2 } != nil, "\(job): \(cluster.logs())")
         }
         for recreate in [false, true] {
-            // As an operator would, with ZooKeeper's own shell.
-            let zkCli = try await Subprocess.run(
-                "/usr/share/zookeeper/bin/zkCli.sh",
-                ["-server", cluster.ensemble.connectString.components(separatedBy: ",")[0], "deleteall", "/\(cluster.namespace)"])
-            #expect(zkCli.succeeded, "\(zkCli.standardError)")
+            // As an operator would (zkCli's `deleteall`), while the hosts write into it.
+            #expect(try await deleteAll("/\(cluster.namespace)", on: cluster.ensemble.connectString), "\(cluster.logs())")
             if recreate { try await cluster.observer.ensureNamespace() }
             let deletedAt = now()
             for (job, total) in [("configured", 4), ("added", 2)] {

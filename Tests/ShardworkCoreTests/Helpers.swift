@@ -112,7 +112,11 @@ struct ShardingVector: Sendable {
 /// right after the event a test waited for. It blocks the calling thread: only for synchronous
 /// tests. Async tests use `eventually`, which suspends, so that Swift's few cooperative threads stay
 /// free for the code under test.
-func eventuallyBlocking(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
+///
+/// The default bound is an upper bound on a wait, never a claim about timing (figures belong in the
+/// benchmarks): generous, so that a suite sharing two cores with ZooKeeper servers and host
+/// processes does not fail a test that was only waiting. A condition that holds returns at once.
+func eventuallyBlocking(seconds: Double = 30, _ condition: () -> Bool) -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
         if condition() { return true }
@@ -122,7 +126,7 @@ func eventuallyBlocking(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
 }
 
 /// `eventuallyBlocking` for async tests: it suspends between polls.
-func eventually(seconds: Double = 10, _ condition: () async -> Bool) async -> Bool {
+func eventually(seconds: Double = 30, _ condition: () async -> Bool) async -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
         if await condition() { return true }

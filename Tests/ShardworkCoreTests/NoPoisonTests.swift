@@ -102,3 +102,90 @@ struct NoPoisonTests {
         await harness.host.shutdown()
     }
 }
+
+/// Item timeouts bound what items that never stop can hold.
+@Suite("No poison: items that ignore their timeout", .timeLimit(.minutes(3)))
+struct ItemTimeoutTests {
+    @Test("an in-process item that ignores its timeout holds one thread, is not started again while it runs, and is reported once")
+    func inProcess() async throws {
+        let harness = try await HostHarness("""
+            host:
+              workerThreads: 2
+            jobs:
+              - jobName: hangs
+                jobType: c-wait
+                cron: "* * * * * ?"
+                shardingTotalCount: 1
+                jobErrorHandlerType: c-recorder
+                props:
+                  c.wait.ms: 20000
+                  c.wait.ignore-cancel: yes
+                  shardwork.item.timeout.seconds: 0.2
+            """)
+        try await harness.host.start()
+        let pool = harness.host.services.pool
+        for second in 1...6 {
+            harness.advance(toSecond: Int64(second))
+            await harness.waitFor("job 'hangs' fired for", count: second)
+        }
+        // One run, one held thread: without the rule every fire started the item again, stuck again,
+        // and left one more thread behind.
+        #expect(harness.lines(containing: "item 0 starts waiting").count == 1)
+        #expect(pool.stuckThreads == 1)
+        #expect(pool.threads <= pool.size + 1, "\(pool.threads) threads")
+        #expect(harness.lines(containing: "item 0 still runs").count == 1)
+        #expect(harness.lines(containing: "is not started again until it returns").count == 1)
+        #expect(harness.lines(containing: "recorded failure: job=hangs item=0 origin=1 code=0 message=not started: its run given up on at its timeout is still running").count == 5)
+        await harness.host.shutdown()
+    }
+
+    @Test("the pool adds at most its size in threads for items that never return; past that its capacity shrinks, its thread count does not grow")
+    func poolCap() {
+        let pool = WorkerPool(size: 2)
+        let release = DispatchSemaphore(value: 0)
+        for _ in 0..<6 {
+            pool.submit { release.wait() }
+            pool.markStuck()
+        }
+        #expect(eventuallyBlocking { pool.threads == 4 })
+        usleep(100_000)
+        #expect(pool.threads == 4 && pool.stuckThreads == 6)
+        for _ in 0..<6 {
+            release.signal()
+            pool.releaseStuck()
+        }
+        pool.shutdown()
+    }
+
+    @Test("an isolated item that ignores its timeout takes only itself down: healthy items sent to its worker finish, then the worker is killed")
+    func isolated() async throws {
+        let harness = try await HostHarness("""
+            jobs:
+              - jobName: mixed
+                jobType: c-wait
+                cron: "* * * * * ?"
+                shardingTotalCount: 2
+                shardingItemParameters: 0=60000,1=800
+                jobErrorHandlerType: c-recorder
+                props:
+                  c.wait.ignore-cancel: yes
+                  shardwork.item.timeout.seconds: 3
+                  shardwork.isolation: process
+            """)
+        try await harness.host.start()
+        harness.advance(toSecond: 1)
+        await harness.waitFor("recorded failure: job=mixed item=0 origin=1 code=0 message=the item did not finish within its timeout")
+        // Item 0 was asked to stop and goes on; 2 s later its worker is condemned. A fire now sends
+        // item 1 to that worker while it still serves.
+        try await Task.sleep(for: .milliseconds(1500))
+        harness.advance(toSecond: 2)
+        await harness.waitFor("did not stop a cancelled item within 2.0 s")
+        await harness.waitFor("item 1 waited 800 ms", count: 2)
+        await harness.waitFor("job 'mixed' fired for", count: 2)
+        #expect(harness.lines(containing: "recorded failure: job=mixed item=1").isEmpty, "\(harness.log.messages)")
+        harness.advance(toSecond: 3)
+        await harness.waitFor("item 1 waited 800 ms", count: 3)
+        #expect(harness.lines(containing: "recorded failure: job=mixed item=1").isEmpty, "\(harness.log.messages)")
+        await harness.host.shutdown()
+    }
+}

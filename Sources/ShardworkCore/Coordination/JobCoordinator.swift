@@ -99,11 +99,14 @@ public final class JobCoordinator: Sendable {
             try await registry.createIfAbsent(paths.server(instance.serverIP), data: [UInt8](utf8: ServerStatus.enabled.rawValue))
         }
         try await registerInstance()
-        // A membership change: the leader flags a resharding, applied at the next fire. With
-        // static sharding an existing assignment is kept.
+        // A membership change: a resharding is flagged, applied at the next fire. ElasticJob leaves
+        // that to the leader's listener, which misses a join that happened before it started
+        // looking (a leader elected, or a job adopted, just then); the instance that joins flags it
+        // itself, so that no join goes unseen. With static sharding an existing assignment is kept.
         let hasAssignment = !(try await registry.children(paths.sharding, watch: nil)).isEmpty
         if !(effective.staticSharding && hasAssignment) {
-            try await setReshardingFlag()
+            try await registry.createIfAbsent(paths.reshardingNecessary)
+            cache.invalidate()
         }
         return effective
     }

@@ -49,25 +49,28 @@ public final class ItemBatch: Sendable {
     private let total: Int
     private let pool: WorkerPool
     private let timeout: Double?
+    private let stuck: StuckItems?
     private let run: Run
 
-    private init(items: [Int], pool: WorkerPool, timeout: Double?, run: @escaping Run) {
+    private init(items: [Int], pool: WorkerPool, timeout: Double?, stuck: StuckItems?, run: @escaping Run) {
         state = Mutex(State(pending: items[...]))
         total = items.count
         self.pool = pool
         self.timeout = timeout
+        self.stuck = stuck
         self.run = run
     }
 
     /// Runs `items` and returns when every one has an outcome. `cancellation` lets the caller ask
     /// every running item to stop (the host's shutdown deadline).
+    /// `stuck` records the items given up on at their timeout that have not returned yet.
     public static func run(
         _ items: [Int], concurrency: Int, pool: WorkerPool, timeout: Double?,
-        cancellation: ItemBatchCancellation? = nil, run: @escaping Run
+        cancellation: ItemBatchCancellation? = nil, stuck: StuckItems? = nil, run: @escaping Run
     ) async -> [Int: ItemOutcome] {
         guard !items.isEmpty else { return [:] }
         return await withCheckedContinuation { continuation in
-            ItemBatch(items: items, pool: pool, timeout: timeout, run: run).start(
+            ItemBatch(items: items, pool: pool, timeout: timeout, stuck: stuck, run: run).start(
                 concurrency: concurrency, cancellation: cancellation, completion: { continuation.resume(returning: $0) })
         }
     }
@@ -95,6 +98,7 @@ public final class ItemBatch: Sendable {
             let outcome = run(item) { [self] in isCancelled(item) }
             if !finish(item, outcome) {
                 // This item timed out earlier; the pool counted this thread as stuck.
+                stuck?.returned(item)
                 pool.releaseStuck()
                 return
             }
@@ -135,6 +139,7 @@ public final class ItemBatch: Sendable {
             return (true, takeCompletion(&state), !state.pending.isEmpty, state.outcomes)
         }
         guard timedOut else { return }
+        stuck?.givenUp(item)
         pool.markStuck()
         if morePending { pool.submit { [self] in runner() } }
         completion?(outcomes)
@@ -173,4 +178,50 @@ public final class ItemBatchCancellation: Sendable {
     public func cancelAll() {
         everything.store(true, ordering: .releasing)
     }
+}
+
+/// A job's items that were given up on at their timeout and have not returned: each holds a
+/// thread of the host (a thread cannot be stopped), so such an item is not started again until it
+/// returns, which bounds what one job's items can hold to one thread per item, and never runs an
+/// item twice at once. Each is reported once, when a fire finds it still running.
+public final class StuckItems: Sendable {
+    private let items = Mutex<[Int: (since: ContinuousClock.Instant, reported: Bool)]>([:])
+    private let onReturn: @Sendable (_ item: Int, _ after: Duration) -> Void
+
+    /// `onReturn` is told when an item given up on returns at last, and how long after.
+    public init(onReturn: @escaping @Sendable (_ item: Int, _ after: Duration) -> Void = { _, _ in }) {
+        self.onReturn = onReturn
+    }
+
+    func givenUp(_ item: Int) {
+        items.withLock { $0[item] = (ContinuousClock.now, false) }
+    }
+
+    /// The item returned: how long after it was given up on, if it was.
+    func returned(_ item: Int) {
+        if let entry = items.withLock({ $0.removeValue(forKey: item) }) {
+            onReturn(item, ContinuousClock.now - entry.since)
+        }
+    }
+
+    /// The items of `items` still running since they were given up on, and those of them not
+    /// reported before (now marked reported).
+    func holding(_ items: [Int]) -> (held: Set<Int>, unreported: [Int: Duration]) {
+        self.items.withLock { stuck in
+            var held = Set<Int>()
+            var unreported: [Int: Duration] = [:]
+            for item in items {
+                guard let entry = stuck[item] else { continue }
+                held.insert(item)
+                if !entry.reported {
+                    stuck[item]?.reported = true
+                    unreported[item] = ContinuousClock.now - entry.since
+                }
+            }
+            return (held, unreported)
+        }
+    }
+
+    /// How many items of the job hold a thread now.
+    public var count: Int { items.withLock { $0.count } }
 }

@@ -96,6 +96,8 @@ public final class JobRuntime: Sendable {
     let armedFires = Atomic<Int>(0)
     /// Set when the job needs resharding while a streaming dataflow item runs: it stops fetching.
     let reshardingNeeded = Atomic<Bool>(false)
+    /// Items given up on at their timeout that have not returned (``StuckItems``).
+    let stuckItems: StuckItems
 
     public let coordinator: JobCoordinator
     let services: HostServices
@@ -156,6 +158,10 @@ public final class JobRuntime: Sendable {
         logger[metadataKey: "job"] = "\(job.name)"
         logger[metadataKey: "instance"] = "\(services.instance.id)"
         self.logger = logger
+        let name = job.name
+        stuckItems = StuckItems { [logger] item, after in
+            logger.notice("job '\(name)': item \(item) returned \(after) after it was given up on at its timeout; its thread is free")
+        }
         current = Mutex((job, Self.isolation(for: job, services: services, logger: logger)))
     }
 
@@ -512,9 +518,20 @@ public final class JobRuntime: Sendable {
         if configuration.monitorExecution {
             try await coordinator.markRunning(items, persistent: configuration.failover)
         }
-        let outcomes = await ItemBatch.run(
-            items, concurrency: job.threadCount, pool: services.pool, timeout: job.itemTimeoutSeconds,
-            cancellation: services.cancellation
+        // An item still running since it was given up on at its timeout (it does not stop when
+        // asked) is not started again: it would run twice at once, and hold one more thread.
+        let (held, unreported) = stuckItems.holding(items)
+        for (item, since) in unreported.sorted(by: { $0.key < $1.key }) {
+            logger.warning("""
+                job '\(name)': item \(item) still runs \(since) after it was given up on at its timeout: it does not stop when asked. \
+                It holds a thread of this host and is not started again until it returns (\(services.pool.stuckThreads) threads of \
+                this host are held so; the pool adds at most \(services.pool.size) threads for them). Make the job stop when asked \
+                (isCancelled), or run it with shardwork.isolation: process, where such an item's worker is killed
+                """)
+        }
+        var outcomes = await ItemBatch.run(
+            items.filter { !held.contains($0) }, concurrency: job.threadCount, pool: services.pool, timeout: job.itemTimeoutSeconds,
+            cancellation: services.cancellation, stuck: stuckItems
         ) { item, isCancelled in
             let context = Self.context(job, item: item, taskID: taskID, fireTime: fireTime, epoch: epochs[item] ?? 0)
             let invocation = self.invocation(context, isCancelled: isCancelled, owned: owned)
@@ -525,6 +542,10 @@ public final class JobRuntime: Sendable {
             return Self.runItem(jobType, streaming: job.streamingProcess, ItemCall(invocation)) { [self] in
                 reshardingNeeded.load(ordering: .relaxed)
             }
+        }
+        for item in held {
+            outcomes[item] = .failed(
+                message: "not started: its run given up on at its timeout is still running, and does not stop when asked", code: 0)
         }
         if registry.sessionID != session {
             // The session ended while the items ran: other instances may own them now, with newer

@@ -15,7 +15,9 @@ import Glibc
 /// One worker process serves the job, running its items concurrently. It starts when the job's
 /// first item runs, and again after it dies: a crash fails the items it was running, with the
 /// signal, and the next item gets a fresh worker. The host forwards cancellation; a worker that does
-/// not finish a cancelled item within `killGraceSeconds` is killed, which ends a hang for good.
+/// not finish a cancelled item within `killGraceSeconds` takes no new item (the next one starts a
+/// fresh worker) and is killed as soon as the items still running in it are only such overdue
+/// ones: a hang ends for good, and takes no healthy item with it.
 final class IsolatedJobType: Sendable {
     let executable: String
     let setup: WorkerMessage.Setup
@@ -50,6 +52,10 @@ final class IsolatedJobType: Sendable {
         let ready = DispatchSemaphore(value: 0)
         let setupFailure = Mutex<String?>(nil)
         let pending = Mutex<[UInt64: Pending]>([:])
+        /// Items cancelled that did not stop within the grace: the worker is killed once they are
+        /// all its unfinished items.
+        let overdue = Mutex<Set<UInt64>>([])
+        let killed = Atomic<Bool>(false)
         private let writeLock = Mutex(())
 
         init(process: Process, input: FileHandle) {
@@ -104,15 +110,21 @@ final class IsolatedJobType: Sendable {
             fireTimeMilliseconds: context.fireTimeMilliseconds, fencingEpoch: context.fencingEpoch)))
 
         var cancelledAt: Date?
-        var killed = false
+        var overdue = false
         while pending.done.wait(timeout: .now() + .milliseconds(50)) == .timedOut {
-            guard invocation.control.isCancelled, !killed else { continue }
+            guard invocation.control.isCancelled, !overdue else { continue }
             if let cancelledAt {
                 if Date().timeIntervalSince(cancelledAt) > Self.killGraceSeconds {
-                    logger.warning("the worker process \(worker.process.processIdentifier) did not stop a cancelled item within \(Self.killGraceSeconds) s; killing it")
-                    // Its end fails every item it was running, this one included.
-                    kill(worker.process.processIdentifier, SIGKILL)
-                    killed = true
+                    overdue = true
+                    // No new item goes to this worker; it ends once only overdue items remain in it.
+                    state.withLock { state in if state.worker === worker { state.worker = nil } }
+                    worker.overdue.withLock { _ = $0.insert(id) }
+                    let others = worker.pending.withLock { $0.filter { $0.key != id && $0.value.outcome.withLock { $0 } == nil }.count }
+                    logger.warning("""
+                        the worker process \(worker.process.processIdentifier) did not stop a cancelled item within \(Self.killGraceSeconds) s; \
+                        \(others == 0 ? "killing it" : "it takes no new item, and is killed once its other \(others) items end")
+                        """)
+                    killIfOnlyOverdue(worker)
                 }
             } else {
                 cancelledAt = Date()
@@ -121,6 +133,17 @@ final class IsolatedJobType: Sendable {
         }
         worker.pending.withLock { _ = $0.removeValue(forKey: id) }
         return pending.outcome.withLock { $0 } ?? .failed(message: "the worker process gave no outcome", code: 0)
+    }
+
+    /// Kills `worker` when every item still unfinished in it is overdue (its end fails them).
+    private func killIfOnlyOverdue(_ worker: Worker) {
+        let overdue = worker.overdue.withLock { $0 }
+        guard !overdue.isEmpty else { return }
+        let unfinished = worker.pending.withLock { pending in
+            Set(pending.filter { $0.value.outcome.withLock { $0 } == nil }.keys)
+        }
+        guard unfinished.isSubset(of: overdue), !worker.killed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        kill(worker.process.processIdentifier, SIGKILL)
     }
 
     /// Ends the worker process (the host is stopping).
@@ -204,8 +227,10 @@ final class IsolatedJobType: Sendable {
                     target.log(level: Logger.Level(pluginLevel: level), "\(LogText.escaped(text))")
                 case .succeeded(let id):
                     worker.pending.withLock { $0[id] }?.finish(.succeeded)
+                    killIfOnlyOverdue(worker)
                 case .failed(let id, let text, let code):
                     worker.pending.withLock { $0[id] }?.finish(.failed(message: text, code: code))
+                    killIfOnlyOverdue(worker)
                 }
             }
         }

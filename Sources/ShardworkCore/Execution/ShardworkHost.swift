@@ -71,6 +71,12 @@ public final class ShardworkHost: Service, Sendable {
     /// The namespace restore under way, and a count raised when one starts and when it ends: a sync
     /// that saw a job's configuration missing while one ran looks again instead of retiring the job.
     let namespaceRestore = Mutex<(task: Task<Void, Never>?, generation: UInt64)>((nil, 0))
+    /// Jobs added to the cluster that this host stopped because their configuration was gone, with
+    /// when: a namespace is deleted node by node (zkCli's `deleteall`), so its jobs look removed one
+    /// by one before the namespace itself goes. Those gone shortly before it are written back too.
+    let recentlyRemoved = Mutex<[String: (job: JobConfiguration, at: ContinuousClock.Instant)]>([:])
+    /// How long before a namespace's loss a job added to the cluster may have gone with it.
+    static let namespaceLossWindow: Duration = .seconds(60)
 
     let syncs: Mutex<[String: JobSync]>
     /// The jobs of the registry this host cannot run (see ``adoptJobs()``).
@@ -350,6 +356,10 @@ public final class ShardworkHost: Service, Sendable {
             if snapshot.configVersion == nil {
                 // ElasticJob's removeJobConfiguration deletes the job's whole subtree: the job
                 // stops everywhere.
+                if syncs.withLock({ $0[runtime.name]?.dynamic ?? false }) {
+                    let job = runtime.job.configuration
+                    recentlyRemoved.withLock { $0[runtime.name] = (job, ContinuousClock.now) }
+                }
                 await retire(runtime, reason: "removed from the cluster (its configuration is gone from the registry)")
                 return
             }
@@ -494,11 +504,30 @@ public final class ShardworkHost: Service, Sendable {
                 logger.error("job '\(runtime.name)': cannot write it back into the namespace: \(LogText.escaped("\(error)"))")
             }
         }
+        // Jobs this host does not run now: those of its file (as a restart would write them), and
+        // jobs added to the cluster that it stopped shortly before, as the namespace went node by
+        // node. Written as configurations; adoption takes them up.
         let known = Set(runtimes.keys)
-        for job in configuration.jobs where !known.contains(job.jobName) {
+        var returning: [(job: JobConfiguration, dynamic: Bool)] = configuration.jobs.filter { !known.contains($0.jobName) }.map { ($0, false) }
+        let cutoff = ContinuousClock.now - Self.namespaceLossWindow
+        let removed = recentlyRemoved.withLock { removed in
+            defer { removed = [:] }
+            return removed.filter { $0.value.at >= cutoff && !known.contains($0.key) }
+        }
+        returning += removed.values.map { ($0.job, true) }.sorted { $0.job.jobName < $1.job.jobName }
+        for (job, dynamic) in returning {
             if let entry = incapable.withLock({ $0[job.jobName] }) {
                 incapable.withLock { $0[job.jobName]?.watched = false }
                 await setAsideBeforeRegistration(job, reason: entry.reason)
+                continue
+            }
+            do {
+                _ = try await JobCoordinator(registry: registry, job: job.jobName, instance: services.instance).registerConfiguration(job)
+                if dynamic {
+                    try await registry.createIfAbsent(JobNodePath(job: job.jobName).dynamic, data: [UInt8](utf8: record.json))
+                }
+            } catch {
+                logger.error("job '\(job.jobName)': cannot write it back into the namespace: \(LogText.escaped("\(error)"))")
             }
         }
         logger.notice("registry: this host's jobs are back in the namespace")

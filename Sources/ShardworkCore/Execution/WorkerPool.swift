@@ -10,7 +10,9 @@ import Foundation
 ///
 /// An item that outlives its timeout keeps its thread (a thread cannot be stopped), so the pool
 /// starts a replacement and the capacity for other work stays the same; when the stuck item
-/// finally returns, the surplus thread ends.
+/// finally returns, the surplus thread ends. Replacements are capped at the pool's size: items that
+/// never return can hold at most that many threads beyond it, and past the cap the pool's capacity
+/// shrinks instead of its thread count growing.
 public final class WorkerPool: @unchecked Sendable {
     // Everything below is guarded by `condition`.
     private let condition = NSCondition()
@@ -42,10 +44,14 @@ public final class WorkerPool: @unchecked Sendable {
         work.append(body)
         if idleCount > 0 {
             condition.signal()
-        } else if threadCount < size + stuckCount {
+        } else if threadCount < capacity {
             startThread()
         }
     }
+
+    /// How many threads the pool may have: its size, and one replacement per stuck thread up to
+    /// its size again.
+    private var capacity: Int { size + min(stuckCount, size) }
 
     /// Runs every one of `bodies` on pool threads, in order, with one lock and one wake-up for the
     /// lot: how the timer releases a burst of fires that came due at one instant.
@@ -66,7 +72,7 @@ public final class WorkerPool: @unchecked Sendable {
                 for _ in 0..<bodies.count { condition.signal() }
             }
         }
-        var starts = min(work.count - idleCount, size + stuckCount - threadCount)
+        var starts = min(work.count - idleCount, capacity - threadCount)
         while starts > 0 {
             startThread()
             starts -= 1
@@ -80,7 +86,14 @@ public final class WorkerPool: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         stuckCount += 1
-        if !work.isEmpty && idleCount == 0 && !stopped { startThread() }
+        if !work.isEmpty && idleCount == 0 && !stopped && threadCount < capacity { startThread() }
+    }
+
+    /// How many threads are held by work past its deadline now.
+    public var stuckThreads: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return stuckCount
     }
 
     /// The work that ``markStuck()`` was called for has returned.
@@ -117,7 +130,7 @@ public final class WorkerPool: @unchecked Sendable {
         condition.lock()
         while true {
             // Surplus threads (started for stuck work that has since returned) end when idle.
-            if threadCount > size + stuckCount || (stopped && work.isEmpty) {
+            if threadCount > capacity || (stopped && work.isEmpty) {
                 threadCount -= 1
                 condition.unlock()
                 return

@@ -10,8 +10,9 @@
  *    before/after with the items; fails when the job parameter is "listener-fails".
  *  - job type "c-crash" (simple): an item whose parameter is "crash" dies of a segmentation fault
  *    after 100 ms; the others log "survived".
- *  - job type "c-wait" (simple): waits `c.wait.ms` milliseconds (default 200) in 5 ms steps, stopping
- *    early with a failure when the host cancels the item, unless `c.wait.ignore-cancel` is set.
+ *  - job type "c-wait" (simple): waits `c.wait.ms` milliseconds (default 200; an item parameter that
+ *    is a whole number overrides it) in 5 ms steps, stopping early with a failure when the host
+ *    cancels the item, unless `c.wait.ignore-cancel` is set. It logs "item N starts waiting" (debug).
  *  - job type "c-echo" (simple): fails items whose parameter is "fail" (code 7); with job parameter
  *    "check-host" it logs what the host says about cancellation and the fencing epoch.
  *  - job type "c-countdown" (dataflow): each fetch returns one batch of 3 until 2 batches were fetched.
@@ -317,7 +318,12 @@ static void wait_destroy(void *instance) { free(instance); }
 static int32_t wait_execute(void *instance, const shardwork_item_context *item, shardwork_error *error) {
     const waiter *state = instance;
     char line[128];
-    for (long waited = 0; waited < state->milliseconds; waited += 5) {
+    /* An item parameter of a whole number waits that long instead. */
+    long milliseconds = state->milliseconds;
+    if (item->sharding_parameter != NULL && atol(item->sharding_parameter) > 0) milliseconds = atol(item->sharding_parameter);
+    snprintf(line, sizeof line, "item %u starts waiting %ld ms", item->sharding_item, milliseconds);
+    item->host->log(item->host_context, SHARDWORK_LOG_DEBUG, line);
+    for (long waited = 0; waited < milliseconds; waited += 5) {
         if (!state->ignore_cancel && item->host->is_cancelled(item->host_context)) {
             snprintf(line, sizeof line, "item %u stopped after %ld ms: cancelled", item->sharding_item, waited);
             item->host->log(item->host_context, SHARDWORK_LOG_INFO, line);
@@ -326,7 +332,7 @@ static int32_t wait_execute(void *instance, const shardwork_item_context *item, 
         }
         usleep(5000);
     }
-    snprintf(line, sizeof line, "item %u waited %ld ms", item->sharding_item, state->milliseconds);
+    snprintf(line, sizeof line, "item %u waited %ld ms", item->sharding_item, milliseconds);
     item->host->log(item->host_context, SHARDWORK_LOG_INFO, line);
     return SHARDWORK_OK;
 }
