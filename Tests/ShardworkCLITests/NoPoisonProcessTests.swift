@@ -260,4 +260,38 @@ struct NoPoisonProcessTests {
             #expect(await cluster.exists("/added/dynamic"))
         }
     }
+
+    @Test("generated configurations through the real binary: each exits 2 with one located line, or starts and stops on SIGTERM with 0; never a signal or a hang")
+    func generatedConfigurations() async throws {
+        let seed = ProcessInfo.processInfo.environment["SHARDWORK_GENERATED_SEED"].flatMap { UInt64($0) } ?? UInt64(Date().timeIntervalSince1970)
+        print("generated runs: seed \(seed) (SHARDWORK_GENERATED_SEED replays it)")
+        var random = SplitMix64(seed: seed &+ 2)
+        let lone = try await LoneHost()
+        var outcomes: [String: Int] = [:]
+        for index in 0..<24 {
+            var yaml = GeneratedConfiguration.base
+            for _ in 0...Int.random(in: 0..<2, using: &random) { yaml = GeneratedConfiguration.mutate(yaml, &random) }
+            let text = yaml.render().replacingOccurrences(of: "{PLUGINS}", with: lone.plugins) + "\n"
+            try text.write(toFile: lone.config, atomically: true, encoding: .utf8)
+            let label = "case \(index) of seed \(seed)"
+            let host = try lone.start()
+            let settled = await waitUntil(seconds: 60) { !host.process.isRunning || host.output.contains(" started: ") }
+            #expect(settled, "\(label): neither refused nor started within a minute\n--- input:\n\(text.prefix(1500))\n--- output:\n\(host.output.suffix(1500))")
+            if host.process.isRunning {
+                let status = await host.stop(SIGTERM)
+                #expect(status == 0 && host.process.terminationReason == .exit, "\(label): a started host stopped with \(status)\n\(host.output.suffix(1500))")
+                outcomes["started", default: 0] += 1
+            } else {
+                _ = try? await onOwnThread { host.process.waitUntilExit() }
+                host.guardian.release()
+                let lines = host.output.split(separator: "\n").filter { $0.hasPrefix("shardwork: ") }
+                #expect(host.process.terminationReason == .exit && host.process.terminationStatus == 2,
+                        "\(label): exited with \(host.process.terminationStatus) (\(host.process.terminationReason == .exit ? "status" : "signal"))\n--- input:\n\(text.prefix(1500))\n--- output:\n\(host.output.suffix(1500))")
+                // One line, naming the file (and, from the reader, the place in it).
+                #expect(lines.count == 1 && lines[0].contains(lone.config), "\(label): \(host.output.suffix(800))")
+                outcomes["refused", default: 0] += 1
+            }
+        }
+        print("generated runs: \(outcomes)")
+    }
 }

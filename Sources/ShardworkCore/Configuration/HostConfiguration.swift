@@ -149,12 +149,14 @@ public struct HostConfigurationError: Error, Sendable, Equatable, CustomStringCo
         self.message = message
     }
 
+    /// One line, whatever the input held: every part is escaped (``LogText``), so that a value
+    /// quoted in the message can neither break the line nor reach a terminal as an escape code.
     public var description: String {
-        var text = file ?? "configuration"
+        var text = LogText.escaped(file ?? "configuration", limit: 1_000)
         if let location { text += ":\(location)" }
         text += ": "
-        if let job { text += "job '\(job)': " }
-        if !field.isEmpty { text += "\(field): " }
-        return text + message
+        if let job { text += "job '\(LogText.escaped(job, limit: 200))': " }
+        if !field.isEmpty { text += "\(LogText.escaped(field, limit: 200)): " }
+        return text + LogText.escaped(message, limit: 16_384)
     }
 }

@@ -153,7 +153,7 @@ struct Reader {
 
     func describe(_ node: Node) -> String {
         switch node {
-        case .scalar(let scalar): scalar.string.isEmpty ? "an empty value" : "'\(scalar.string)'"
+        case .scalar(let scalar): scalar.string.isEmpty ? "an empty value" : LogText.quoted(scalar.string)
         case .mapping: "a mapping"
         case .sequence: "a list"
         case .alias: "an alias"
