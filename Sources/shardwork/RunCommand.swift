@@ -43,6 +43,8 @@ struct RunCommand: AsyncParsableCommand {
     var logLevel: String?
 
     func run() async throws {
+        // From the first moment: a stop signal during the start ends it cleanly (StopSignals).
+        let stopSignals = StopSignals([SIGTERM, SIGINT, SIGHUP])
         var options = PluginOptions()
         options.logLevel = logLevel ?? ProcessInfo.processInfo.environment["SHARDWORK_LOG_LEVEL"] ?? "info"
         let logger = try options.makeLogger()
@@ -123,6 +125,7 @@ struct RunCommand: AsyncParsableCommand {
             throw CLIFailure.badInput(error.description)
         }
         logger.info("plugins: \(report.loaded.map { "\($0.name) \($0.version)" }.joined(separator: ", ")); \(report.refused.count) refused")
+        stopSignals.hostRegisters()
         do {
             try await host.start()
         } catch {
@@ -142,6 +145,13 @@ struct RunCommand: AsyncParsableCommand {
             // SIGHUP too: a terminal that closes sends it, and a host then drains like on SIGTERM
             // rather than dying in the middle of its items.
             gracefulShutdownSignals: [.sigterm, .sigint, .sighup], logger: logger))
+        // A signal that came during the start (or comes later: the group hears it too) drains.
+        Task {
+            for await _ in stopSignals.remembered {
+                await group.triggerGracefulShutdown()
+                return
+            }
+        }
         do {
             try await group.run()
         } catch let error as ControlServerError {

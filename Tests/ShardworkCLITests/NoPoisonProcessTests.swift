@@ -294,4 +294,17 @@ struct NoPoisonProcessTests {
         }
         print("generated runs: \(outcomes)")
     }
+
+    @Test("a stop signal before the host listens for one (waiting for ZooKeeper at start) ends it at once with 0, rather than killing it")
+    func signalDuringStart() async throws {
+        let lone = try await LoneHost()
+        let port = try await SharedZooKeeper.unusedPort()
+        try lone.configure(
+            sturdyJob,
+            extra: "registry:\n  zookeeper:\n    serverLists: 127.0.0.1:\(port)\n    namespace: nowhere\n    waitForServer: true\n    baseSleepTimeMilliseconds: 100\n    maxSleepTimeMilliseconds: 200")
+        let host = try lone.start()
+        #expect(await waitUntil { host.output.contains("not connected to ZooKeeper") }, "\(host.output)")
+        #expect(await host.stop(SIGTERM) == 0, "\(host.output)")
+        #expect(host.process.terminationReason == .exit)
+    }
 }

@@ -491,6 +491,9 @@ struct HostRuntimeTests {
         harness.advance(toSecond: 5)
         await harness.waitFor("did not stop a cancelled item within 2.0 s; killing it")
         await harness.waitFor("recorded failure: job=stuck item=0 origin=1 code=0 message=the item did not finish within its timeout of 0.3 seconds")
+        // The fire has ended before the next instant (a fire that found it running would be skipped).
+        let runtime = try #require(harness.host.runtimes["stuck"])
+        #expect(await eventually { !runtime.isRunning })
         harness.advance(toSecond: 10)
         await harness.waitFor("job 'stuck' fired for", count: 2)
         await harness.host.shutdown()

@@ -74,6 +74,30 @@ struct RegistryValuesTests {
         await cluster.shutdownAll()
     }
 
+    @Test("a leader node no session owns, naming no live instance, is removed, and a host is elected and shards")
+    func strayLeader() async throws {
+        let cluster = try await ClusterHarness(ClusterTests.job, hosts: 2)
+        try await cluster.startAll()
+        cluster.advance(toSecond: 1)
+        await cluster.waitForFires("orders", count: 1)
+        let peer = cluster.server.connect()
+        // Another tool replaces the leader with a persistent node naming nobody, and asks for a
+        // resharding nobody could do.
+        try await peer.delete("/orders/leader/election/instance", version: nil)
+        _ = try await peer.create("/orders/leader/election/instance", data: [UInt8](utf8: "10.9.9.9@-@999"), mode: .persistent)
+        _ = try await peer.createIfAbsent("/orders/leader/sharding/necessary")
+        #expect(await eventually {
+            let leader = try? await peer.string("/orders/leader/election/instance")
+            return cluster.hosts.contains { $0.instance.id == leader }
+        })
+        #expect(cluster.hosts.flatMap { $0.lines(containing: "holds '10.9.9.9@-@999', which no session owns and no live instance is") }.count >= 1)
+        cluster.advance(toSecond: 2)
+        await cluster.waitForFires("orders", count: 2)
+        #expect(cluster.hosts.flatMap { cluster.items(of: $0, job: "orders", fire: 2) }.sorted() == [0, 1, 2, 3, 4, 5])
+        await peer.close()
+        await cluster.shutdownAll()
+    }
+
     @Test("the rule: owners that are not live instances, and only those")
     func goneOwners() {
         var snapshot = JobSnapshot()

@@ -177,6 +177,14 @@ public final class JobCoordinator: Sendable {
         }
     }
 
+    /// Removes a leader node that no session owns and that names no live instance (another tool
+    /// wrote it): it would keep every instance from being elected, and the job from resharding.
+    public func removeStrayLeader(_ value: String) async throws {
+        defer { cache.invalidate() }
+        guard let node = try await registry.textIfPresent(paths.leaderInstance), node.text == value, node.stat.ephemeralOwner == 0 else { return }
+        try await registry.delete(paths.leaderInstance, version: node.stat.version)
+    }
+
     /// Asks instance `id` to stop running the job (remote shutdown).
     public func requestShutdown(of id: String) async throws {
         try await registry.ensurePath(paths.shutdown)

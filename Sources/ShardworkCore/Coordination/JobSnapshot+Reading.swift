@@ -19,8 +19,9 @@ extension JobSnapshot {
             snapshot.triggerRequested = try await reader.exists(paths.trigger(instanceID)) != nil
             snapshot.shutdownRequested = try await reader.exists(paths.shutdown(instanceID)) != nil
         }
-        if try await reader.exists(paths.leaderInstance) != nil {
+        if let stat = try await reader.exists(paths.leaderInstance) {
             snapshot.leader = try await registry.string(paths.leaderInstance)
+            snapshot.leaderIsEphemeral = stat.ephemeralOwner != 0
         }
         let leaderSharding = try await reader.children(paths.leaderSharding)
         snapshot.reshardingNecessary = leaderSharding.contains("necessary")

@@ -26,6 +26,9 @@ public struct JobSnapshot: Sendable, Equatable {
 
     /// The leader's instance id.
     public var leader: String?
+    /// Whether the leader node belongs to a session (ephemeral, as every host writes it): one that
+    /// does not was written by another tool and outlives any host.
+    public var leaderIsEphemeral = true
     public var reshardingNecessary = false
     public var shardingProcessing = false
     /// Live instances by id (children of `instances/`).

@@ -85,7 +85,12 @@ public final class ItemBatch: Sendable {
             $0.cancellation = cancellation
             $0.stamp = cancellation?.stamp ?? 0
         }
-        pool.submit(contentsOf: Array(repeating: { self.runner() }, count: max(1, min(concurrency, total))))
+        let accepted = pool.submit(contentsOf: Array(repeating: { self.runner() }, count: max(1, min(concurrency, total))))
+        guard !accepted else { return }
+        // The host is stopping and its pool takes no work: the items end, not run, at once.
+        while let item = next() {
+            _ = finish(item, .failed(message: "not run: the host is stopping", code: 0))
+        }
     }
 
     /// One of the batch's runners: takes items until none is left, or until its item timed out

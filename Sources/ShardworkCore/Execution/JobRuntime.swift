@@ -63,7 +63,10 @@ public final class HostServices: Sendable {
     /// thread of Swift's cooperative pool.
     func onWorker<Value: Sendable>(_ body: @escaping @Sendable () -> Value) async -> Value {
         await withCheckedContinuation { continuation in
-            pool.submit { continuation.resume(returning: body()) }
+            let accepted = pool.submit { continuation.resume(returning: body()) }
+            // The host is stopping and its pool takes no work: a thread of its own, rather than a
+            // fire that waits for ever.
+            if !accepted { Thread.detachNewThread { continuation.resume(returning: body()) } }
         }
     }
 }

@@ -388,6 +388,11 @@ public final class ShardworkHost: Service, Sendable {
                 snapshot = try await coordinator.snapshot()
             }
             explainUnusualValues(snapshot, of: runtime)
+            if let leader = snapshot.leader, !snapshot.leaderIsEphemeral, snapshot.instances[leader] == nil {
+                logger.warning("job '\(runtime.name)': \(coordinator.paths.leaderInstance) holds \(LogText.quoted(leader)), which no session owns and no live instance is: no instance could be elected; removing it")
+                try await coordinator.removeStrayLeader(leader)
+                snapshot = try await coordinator.snapshot()
+            }
             let myServer = snapshot.servers[me.serverIP]
             var becameLeader = false
             if snapshot.leader == nil, CoordinationRules.isEnabled(myServer) {

@@ -36,17 +36,20 @@ public final class WorkerPool: @unchecked Sendable {
         max(4, 2 * ProcessInfo.processInfo.activeProcessorCount)
     }
 
-    /// Runs `body` on a pool thread, in submission order as threads become free.
-    public func submit(_ body: @escaping @Sendable () -> Void) {
+    /// Runs `body` on a pool thread, in submission order as threads become free. Returns false,
+    /// running nothing, when the pool has been shut down.
+    @discardableResult
+    public func submit(_ body: @escaping @Sendable () -> Void) -> Bool {
         condition.lock()
         defer { condition.unlock() }
-        guard !stopped else { return }
+        guard !stopped else { return false }
         work.append(body)
         if idleCount > 0 {
             condition.signal()
         } else if threadCount < capacity {
             startThread()
         }
+        return true
     }
 
     /// How many threads the pool may have: its size, and one replacement per stuck thread up to
