@@ -84,11 +84,11 @@ func pluginHostBenchmarks() {
     let instances = (0..<1000).map { "10.0.\($0 / 256).\($0 % 256)@-@\(1000 + $0)" }
     for strategyName in ["average", "odd-even", "round-robin"] {
         Benchmark(
-            "Shard 10,000 items over 1,000 instances: \(strategyName)",
+            "Shard 1,024 items (the most a job may have) over 1,000 instances: \(strategyName)",
             configuration: .init(metrics: [.wallClock, .mallocCountTotal], maxDuration: .seconds(10))
         ) { benchmark, strategy in
             for _ in benchmark.scaledIterations {
-                blackHole(try? strategy.shard(jobName: "orderSyncJob", instances: instances, totalCount: 10_000))
+                blackHole(try? strategy.shard(jobName: "orderSyncJob", instances: instances, totalCount: JobLimits.maximumShardingTotalCount))
             }
         } setup: { () -> ShardingStrategyInstance in
             let registry = ProviderRegistry()
@@ -97,6 +97,28 @@ func pluginHostBenchmarks() {
                   let strategy = try? ShardingStrategyInstance(provider, setup: ProviderSetup(jobName: "orderSyncJob", providerName: strategyName))
             else { fatalError("the standard sharding plugin did not load from \(buildDirectory)") }
             return strategy
+        }
+    }
+
+    // Trying jobs' providers in a separate process before the host makes them: what a host pays
+    // at start (all its jobs in one trial process) and for each job it adopts or checks.
+    for count in [1, 100] {
+        Benchmark(
+            "Trial of \(count) job(s)' providers in a separate process",
+            configuration: .init(metrics: [.wallClock], maxDuration: .seconds(20), maxIterations: 30)
+        ) { benchmark, plans in
+            // A new set of trials each time: verdicts are kept by fingerprint.
+            let trials = JobTrials(executable: "\(buildDirectory)/shardwork", children: ChildProcessSet(), logger: quietLogger)
+            benchmark.startMeasurement()
+            let verdicts = trials.verdicts(for: plans, processorCount: 2)
+            benchmark.stopMeasurement()
+            if verdicts.values.contains(where: { $0 != .passed }) { benchmark.error("a trial did not pass: \(verdicts)") }
+        } setup: { () -> [JobPlan] in
+            let registry = ProviderRegistry()
+            _ = PluginLoader(logger: quietLogger).loadAll(PluginSearchPath(), into: registry)
+            return (0..<count).compactMap { index in
+                try? JobCatalog.plan(JobConfiguration(jobName: "job-\(index)", jobType: "log-item", cron: "* * * * * ?", shardingTotalCount: 4), providers: registry)
+            }
         }
     }
 }

@@ -4,7 +4,9 @@
 //     checked against the server's own counts (the zxid from `srvr`, and `mntr`), with 1, 10 and 100
 //     items, monitorExecution off and on;
 //  2. the time from a membership change (a host joins or leaves) to the new assignment in the
-//     registry, with 100 items and 10 hosts.
+//     registry, with 100 items and 10 hosts;
+//  3. the largest job a configuration accepts (1,024 items, the longest names): how long its
+//     fires take, first, steady, and after a resharding.
 // Run with scripts/benchmark; results in docs/performance.md.
 import Foundation
 import Logging
@@ -196,4 +198,67 @@ for (name, times, flags) in [("a host joins", joins, joinFlags), ("a host leaves
     let flagMedian = flags.sorted().dropFirst(flags.count / 2).first.map(ms) ?? "-"
     print("| \(name) | \(sorted.count) | \(flagMedian) | \(ms(sorted[sorted.count / 2])) | \(ms(sorted.last!)) |")
 }
+
+// MARK: 3. The largest job
+
+print()
+print("## The largest job: \(JobLimits.maximumShardingTotalCount) items, the longest job name and namespace, monitorExecution and failover")
+print()
+let largestNamespace = String("largest-job-benchmark".padding(toLength: RegistryNames.maximumNamespaceBytes, withPad: "n", startingAt: 0))
+let largestJob = String(repeating: "j", count: RegistryNames.maximumJobNameBytes)
+let largestLedger = scratch.file("largest.jsonl")
+let largestYAML = """
+    jobs:
+      - jobName: \(largestJob)
+        jobType: log-item
+        cron: "0/5 * * * * ?"
+        shardingTotalCount: \(JobLimits.maximumShardingTotalCount)
+        monitorExecution: true
+        failover: true
+        props:
+          log-item.ledger: \(largestLedger)
+    """
+
+/// Each fire's last item end, by fire time, from the ledger.
+func lastEnds() -> [Int64: (items: Int, lastEnd: Int64)] {
+    var fires: [Int64: (items: Int, lastEnd: Int64)] = [:]
+    let text = (try? String(contentsOfFile: largestLedger, encoding: .utf8)) ?? ""
+    for line in text.split(separator: "\n") where line.hasPrefix("{\"event\":\"end\"") {
+        guard let fireRange = line.range(of: "\"fire\":"), let fire = Int64(line[fireRange.upperBound...].prefix { $0.isNumber }),
+              let endRange = line.range(of: "\"end\":"), let end = Int64(line[endRange.upperBound...].prefix { $0.isNumber })
+        else { continue }
+        let previous = fires[fire] ?? (0, 0)
+        fires[fire] = (previous.items + 1, max(previous.lastEnd, end))
+    }
+    return fires
+}
+
+/// The first complete fire after `time`: every item ended. Its instant to its last item's end.
+func nextCompleteFire(after time: Int64) async -> Int64 {
+    let deadline = ContinuousClock.now + .seconds(120)
+    while ContinuousClock.now < deadline {
+        if let (fire, entry) = lastEnds().filter({ $0.key > time && $0.value.items >= JobLimits.maximumShardingTotalCount }).min(by: { $0.key < $1.key }) {
+            return entry.lastEnd - fire
+        }
+        try? await Task.sleep(for: .milliseconds(100))
+    }
+    fail("no complete fire of the largest job after \(time)")
+}
+
+let startedLargest = now()
+var largestHosts: [ShardworkHost] = []
+for index in 1...2 {
+    largestHosts.append(await host(largestYAML, registry: await registry(largestNamespace), ip: "127.0.0.\(50 + index)"))
+}
+let firstFire = await nextCompleteFire(after: startedLargest)
+let steadyFire = await nextCompleteFire(after: startedLargest + firstFire + 5_000)
+let joinedAt = now()
+largestHosts.append(await host(largestYAML, registry: await registry(largestNamespace), ip: "127.0.0.53"))
+let reshardedFire = await nextCompleteFire(after: joinedAt)
+for running in largestHosts { await running.shutdown() }
+print("| fire | instant to the last item's end |")
+print("|---|---:|")
+print("| the first, sharding over 2 hosts | \(firstFire) ms |")
+print("| a steady one, 2 hosts | \(steadyFire) ms |")
+print("| the one after a third host joined, resharding over 3 | \(reshardedFire) ms |")
 ensemble.stopAll()

@@ -325,17 +325,32 @@ public final class JobRuntime: Sendable {
     public var isRunning: Bool { state.withLock { $0.running } }
 
     private func fire(scheduledAt fireTime: Int64, source: FireSource) async {
-        await runFire(fireTime: source == .trigger || source == .failover ? services.clock.now() : fireTime, source: source)
-        await afterRun(scheduledAt: fireTime)
+        let report = await runFire(fireTime: source == .trigger || source == .failover ? services.clock.now() : fireTime, source: source)
+        await afterRun(scheduledAt: fireTime, report: report)
     }
 
     /// After a run: the runs that came meanwhile (failover work, a misfire, a trigger), then the
-    /// end of the fire.
-    private func afterRun(scheduledAt fireTime: Int64) async {
-        while let next = nextRun() {
-            await runFire(fireTime: next == .trigger || next == .failover ? services.clock.now() : fireTime, source: next)
+    /// end of the fire. Each run's summary is logged once the job has moved on from it (to its next
+    /// run, or idle): a reader of the log that sees a fire end may count on the job being past it.
+    private func afterRun(scheduledAt fireTime: Int64, report: FireReport?) async {
+        var report = report
+        while true {
+            let next = nextRun()
+            if let report { logFire(report) }
+            guard let next else { break }
+            report = await runFire(fireTime: next == .trigger || next == .failover ? services.clock.now() : fireTime, source: next)
         }
         fireEnded()
+    }
+
+    /// What a run's summary line says.
+    struct FireReport {
+        var fireTime: Int64
+        var source: FireSource
+        var items: [Int]
+        var outcomes: [Int: ItemOutcome]
+        var runs: Int
+        var started: Int64
     }
 
     /// What runs next once a run has ended, or `nil` (and the job is idle) when nothing does.
@@ -365,7 +380,9 @@ public final class JobRuntime: Sendable {
         onFireEnded.withLock { $0 }?.call()
     }
 
-    private func runFire(fireTime: Int64, source: FireSource) async {
+    /// One run of the fire; its summary, or `nil` when it did not run (skipped, or failed in the
+    /// registry, which is logged here).
+    private func runFire(fireTime: Int64, source: FireSource) async -> FireReport? {
         // The preparation and its worker are taken together, once: every item of the fire runs on
         // the same version, whatever replaces them meanwhile.
         let (job, isolated) = current.withLock { ($0.job, $0.isolated) }
@@ -373,11 +390,10 @@ public final class JobRuntime: Sendable {
         let started = services.clock.now()
         guard services.mayStartItems, !services.registrySilent(coordinator.registry) else {
             logger.warning("job '\(name)': the fire of \(Self.format(fireTime)) is skipped: the registry connection is down, and no new item starts without it")
-            return
+            return nil
         }
         if source == .failover {
-            await runFailoverItems(job, isolated, fireTime: fireTime, started: started)
-            return
+            return await runFailoverItems(job, isolated, fireTime: fireTime, started: started)
         }
         var items: [Int] = []
         var outcomes: [Int: ItemOutcome] = [:]
@@ -391,7 +407,7 @@ public final class JobRuntime: Sendable {
                 let message = "Time different between job server and register center exceed '\(difference.magnitude / 1000)' seconds, "
                     + "max time different is '\(configuration.maxTimeDiffSeconds)' seconds."
                 if await handleFailure(job, origin: .environment, item: nil, fireTime: fireTime, taskID: "", message: message, code: 0) == .propagate {
-                    return
+                    return nil
                 }
             }
 
@@ -399,7 +415,7 @@ public final class JobRuntime: Sendable {
             if CoordinationRules.needsSharding(snapshot) {
                 guard let settled = try await awaitSharding(snapshot, job: job) else {
                     logger.warning("job '\(name)': the fire of \(Self.format(fireTime)) is skipped: the new assignment did not settle within \(Self.shardingWait)")
-                    return
+                    return nil
                 }
                 snapshot = settled
             }
@@ -414,7 +430,7 @@ public final class JobRuntime: Sendable {
                 jobParameter: configuration.jobParameter, fireTimeMilliseconds: fireTime, items: items,
                 itemParameters: job.itemParameters.filter { items.contains($0.key) })
 
-            if await !runListeners(job, fire, before: true) { return }
+            if await !runListeners(job, fire, before: true) { return nil }
             if items.isEmpty {
                 logger.debug("Sharding item for job '\(name)' is empty.")
             } else {
@@ -430,22 +446,23 @@ public final class JobRuntime: Sendable {
                 (item, outcomes[item].map { $0.succeeded ? ItemStatus.succeeded : .failed } ?? .notRun)
             })
             _ = await runListeners(job, fire, before: false)
-            logFire(fireTime: fireTime, source: source, items: items, outcomes: outcomes, runs: runs, started: started)
+            return FireReport(fireTime: fireTime, source: source, items: items, outcomes: outcomes, runs: runs, started: started)
         } catch {
             logger.error("job '\(name)': the fire of \(Self.format(fireTime)) failed in the registry: \(LogText.escaped("\(error)"))")
+            return nil
         }
     }
 
     /// A failover run: the claimed items of crashed instances, with their claims' epochs. The
     /// markers are the claim's (`failover`, `failovering`) and the usual `running`; all go in one
     /// transaction at the end. If a listener vetoes the run, the items go back to the queue.
-    private func runFailoverItems(_ job: PreparedJob, _ isolated: IsolatedJobType?, fireTime: Int64, started: Int64) async {
+    private func runFailoverItems(_ job: PreparedJob, _ isolated: IsolatedJobType?, fireTime: Int64, started: Int64) async -> FireReport? {
         let claims = state.withLock { state -> [Int: UInt64] in
             defer { state.failoverPending = [:] }
             return state.failoverPending
         }
         let items = claims.keys.sorted()
-        guard !items.isEmpty else { return }
+        guard !items.isEmpty else { return nil }
         let configuration = job.configuration
         state.withLock { $0.currentItems = items }
         let taskID = self.taskID(items)
@@ -457,19 +474,20 @@ public final class JobRuntime: Sendable {
         do {
             guard await runListeners(job, fire, before: true) else {
                 try await coordinator.requeueFailover(items)
-                return
+                return nil
             }
             let (outcomes, _) = try await execute(job, isolated, items, epochs: claims, fireTime: fireTime, taskID: taskID, failover: true)
             fire.itemStatuses = Dictionary(uniqueKeysWithValues: items.map { item in
                 (item, outcomes[item].map { $0.succeeded ? ItemStatus.succeeded : .failed } ?? .notRun)
             })
             _ = await runListeners(job, fire, before: false)
-            logFire(fireTime: fireTime, source: .failover, items: items, outcomes: outcomes, runs: 1, started: started)
+            return FireReport(fireTime: fireTime, source: .failover, items: items, outcomes: outcomes, runs: 1, started: started)
         } catch {
             logger.error("job '\(name)': the failover run of items \(items.map(String.init).joined(separator: ",")) failed in the registry: \(LogText.escaped("\(error)"))")
             // The claim stays this instance's and is run again at a later look at the job; not in a
             // tight loop while the registry misbehaves.
             try? await Task.sleep(for: .seconds(1))
+            return nil
         }
     }
 
@@ -694,11 +712,11 @@ public final class JobRuntime: Sendable {
         return services.clock.now() - stat.modifiedTime
     }
 
-    private func logFire(fireTime: Int64, source: FireSource, items: [Int], outcomes: [Int: ItemOutcome], runs: Int, started: Int64) {
-        let duration = services.clock.now() - started
+    private func logFire(_ report: FireReport) {
+        let duration = services.clock.now() - report.started
         // The message is built only when info is logged: with thousands of jobs a fire is cheap,
         // and formatting it is not.
-        logger.info("\(Self.fireSummary(name: name, fireTime: fireTime, source: source, items: items, outcomes: outcomes, runs: runs)) in \(duration) ms")
+        logger.info("\(Self.fireSummary(name: name, fireTime: report.fireTime, source: report.source, items: report.items, outcomes: report.outcomes, runs: report.runs)) in \(duration) ms")
     }
 
     static func fireSummary(name: String, fireTime: Int64, source: FireSource, items: [Int], outcomes: [Int: ItemOutcome], runs: Int) -> String {
@@ -922,18 +940,21 @@ extension JobRuntime {
                         fire.job, origin: .item, item: item, fireTime: fire.deadline, taskID: fire.taskID,
                         message: message, code: outcome.code)
                 }
-                logFire(fireTime: fire.deadline, source: .schedule, items: items, outcomes: outcomes, runs: 1, started: fire.deadline)
-                await afterRun(scheduledAt: fire.deadline)
+                await afterRun(
+                    scheduledAt: fire.deadline,
+                    report: FireReport(fireTime: fire.deadline, source: .schedule, items: items, outcomes: outcomes, runs: 1, started: fire.deadline))
             }
             return
         }
+        // Logged once the job has moved on from this fire (as ``afterRun(scheduledAt:report:)`` does).
+        let next = nextRun()
         if logger.logLevel <= .info {
-            logFire(fireTime: fire.deadline, source: .schedule, items: items, outcomes: fire.outcomesByItem, runs: 1, started: fire.deadline)
+            logFire(FireReport(fireTime: fire.deadline, source: .schedule, items: items, outcomes: fire.outcomesByItem, runs: 1, started: fire.deadline))
         }
-        if let next = nextRun() {
+        if let next {
             Task {
-                await runFire(fireTime: next == .trigger || next == .failover ? services.clock.now() : fire.deadline, source: next)
-                await afterRun(scheduledAt: fire.deadline)
+                let report = await runFire(fireTime: next == .trigger || next == .failover ? services.clock.now() : fire.deadline, source: next)
+                await afterRun(scheduledAt: fire.deadline, report: report)
             }
         } else {
             fireEnded()

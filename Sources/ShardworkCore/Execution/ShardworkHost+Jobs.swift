@@ -319,8 +319,9 @@ extension ShardworkHost {
         }
     }
 
-    /// Checks a job the way start-up does, against this host's plugins: its providers are tried in
-    /// a separate process (never made in this host, which serves the request). With
+    /// Checks a job the way start-up does, against this host's plugins. With trials (the default),
+    /// its providers are tried in a separate process and never made in this host, which serves the
+    /// request; without, they are made here and dropped. With
     /// `allowMissingPlugins`, a job type or strategy this host lacks is accepted (other hosts may have
     /// it; this one will be incapable of it) once everything else is valid; the answer then says
     /// what is missing.

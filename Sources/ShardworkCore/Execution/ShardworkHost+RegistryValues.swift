@@ -1,0 +1,126 @@
+import Foundation
+
+/// Values of the registry that no host would write, and a namespace that was deleted under the
+/// hosts: explained once, and handled (docs/registry-layout.md, "Values another tool wrote").
+extension ShardworkHost {
+    /// Whether the namespace this host registered in is gone, or was deleted and created again.
+    func namespaceLost() async -> Bool {
+        let stat: NodeStat?
+        do {
+            stat = try await registry.exists("/", watch: nil)
+        } catch {
+            return false  // unknown now: the next look decides
+        }
+        guard let stat else { return true }
+        guard let known = namespaceCreated.withLock({ $0 }) else { return false }
+        return stat.createdTransaction != known
+    }
+
+    /// Writes every job of this host back into a namespace that was deleted (or deleted and created
+    /// again), as at a start: the jobs it runs with their current configuration (and the `dynamic`
+    /// marker of those added to the cluster), the jobs of its file, and the jobs added to the
+    /// cluster that it stopped shortly before. Level-triggered like a session expiry: every host
+    /// that notices does it; writes that another host made first are kept.
+    func restoreNamespace() async {
+        let task = namespaceRestore.withLock { restore -> Task<Void, Never> in
+            if let running = restore.task { return running }
+            restore.generation &+= 1
+            let task = Task { await self.writeJobsBack() }
+            restore.task = task
+            return task
+        }
+        await task.value
+        namespaceRestore.withLock { restore in
+            if restore.task == task {
+                restore.task = nil
+                restore.generation &+= 1
+            }
+        }
+    }
+
+    private func writeJobsBack() async {
+        logger.warning("registry: the namespace was deleted, or deleted and created again; writing this host's jobs back into it")
+        do {
+            try await registry.ensureNamespace()
+            let stat = try await registry.exists("/", watch: nil)
+            namespaceCreated.withLock { $0 = stat?.createdTransaction }
+        } catch {
+            logger.error("registry: cannot create the namespace again: \(LogText.escaped("\(error)"))")
+            return
+        }
+        adoption.state.withLock { state in
+            state.watchArmed = false
+            state.foreign = []
+        }
+        let record = DynamicJobRecord(
+            addedBy: "\(services.instance.id), restoring the namespace", addedAt: Date().formatted(.iso8601))
+        for runtime in runtimes.values.sorted(by: { $0.name < $1.name }) {
+            guard let sync = syncs.withLock({ $0[runtime.name] }), sync.active else { continue }
+            runtime.coordinator.invalidateCache(watchesLost: true)
+            do {
+                try await register(runtime)
+                if sync.dynamic {
+                    try await registry.createIfAbsent(runtime.coordinator.paths.dynamic, data: [UInt8](utf8: record.json))
+                }
+                syncs.withLock { $0[runtime.name]?.membership = nil }
+                scheduleSync(runtime)
+            } catch {
+                logger.error("job '\(runtime.name)': cannot write it back into the namespace: \(LogText.escaped("\(error)"))")
+            }
+        }
+        // Jobs this host does not run now: those of its file (as a restart would write them), and
+        // jobs added to the cluster that it stopped shortly before, as the namespace went node by
+        // node. Written as configurations; adoption takes them up.
+        let known = Set(runtimes.keys)
+        var returning: [(job: JobConfiguration, dynamic: Bool)] = configuration.jobs.filter { !known.contains($0.jobName) }.map { ($0, false) }
+        let cutoff = ContinuousClock.now - Self.namespaceLossWindow
+        let removed = recentlyRemoved.withLock { removed in
+            defer { removed = [:] }
+            return removed.filter { $0.value.at >= cutoff && !known.contains($0.key) }
+        }
+        returning += removed.values.map { ($0.job, true) }.sorted { $0.job.jobName < $1.job.jobName }
+        for (job, dynamic) in returning {
+            if let entry = incapable.withLock({ $0[job.jobName] }) {
+                incapable.withLock { $0[job.jobName]?.watched = false }
+                await setAsideBeforeRegistration(job, reason: entry.reason)
+                continue
+            }
+            do {
+                _ = try await JobCoordinator(registry: registry, job: job.jobName, instance: services.instance).registerConfiguration(job)
+                if dynamic {
+                    try await registry.createIfAbsent(JobNodePath(job: job.jobName).dynamic, data: [UInt8](utf8: record.json))
+                }
+            } catch {
+                logger.error("job '\(job.jobName)': cannot write it back into the namespace: \(LogText.escaped("\(error)"))")
+            }
+        }
+        logger.notice("registry: this host's jobs are back in the namespace")
+        await adoptJobs()
+    }
+
+    /// Logs once each value of the job's nodes that a host would not write, with its path and what
+    /// this host makes of it (another tool wrote it; ElasticJob's reading is kept where it has one).
+    func explainUnusualValues(_ snapshot: JobSnapshot, of runtime: JobRuntime) {
+        let paths = runtime.coordinator.paths
+        for (id, value) in snapshot.unexpectedInstanceValues.sorted(by: { $0.key < $1.key }) where id != services.instance.id {
+            explainOnce(
+                "\(paths.instance(id))=\(value)",
+                "job '\(runtime.name)': \(paths.instance(id)) holds \(LogText.quoted(value)), not the instance its id names; taken as that instance (server \(CoordinationRules.serverIP(of: id))), whose host writes it again")
+        }
+        for (ip, value) in snapshot.servers.sorted(by: { $0.key < $1.key })
+        where value != ServerStatus.enabled.rawValue && value != ServerStatus.disabled.rawValue {
+            explainOnce(
+                "\(paths.server(ip))=\(value)",
+                "job '\(runtime.name)': \(paths.server(ip)) holds \(LogText.quoted(value)), which is neither ENABLED nor DISABLED; taken as ENABLED, as ElasticJob takes anything but DISABLED")
+        }
+    }
+
+    /// Logs `message` (a warning) the first time `key` is seen.
+    func explainOnce(_ key: String, _ message: @autoclosure () -> String) {
+        let first = explained.withLock { explained -> Bool in
+            if explained.count > 10_000 { explained.removeAll() }
+            return explained.insert(key).inserted
+        }
+        if first { logger.warning("\(message())") }
+    }
+}
