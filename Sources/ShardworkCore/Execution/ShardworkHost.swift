@@ -437,7 +437,11 @@ public final class ShardworkHost: Service, Sendable {
                 syncs.withLock { $0[runtime.name]?.syncedGeneration = generation }
             }
         } catch {
-            logger.error("job '\(runtime.name)': cannot bring the job in step with the registry: \(LogText.escaped("\(error)"))")
+            // A sync still under way when the host stops finds the registry closed: not an error.
+            let stopping = lifecycle.withLock { $0.stopped }
+            logger.log(
+                level: stopping ? .debug : .error,
+                "job '\(runtime.name)': cannot bring the job in step with the registry: \(LogText.escaped("\(error)"))")
         }
     }
 
