@@ -136,6 +136,31 @@ struct NoPoisonProcessTests {
         #expect(await third.stop() == 0)
     }
 
+    @Test("a host that dies in an item run in process (a fire armed ahead) records the job, and at its next start sets it aside and runs the rest")
+    func crashWhileRunning() async throws {
+        let lone = try await LoneHost()
+        // In process, without listeners or running markers: the item is started from its wave.
+        try lone.configure(
+            """
+              - jobName: brittle
+                jobType: c-crash
+                cron: "* * * * * ?"
+                shardingTotalCount: 1
+                shardingItemParameters: "0=crash"
+            """ + "\n" + sturdyJob)
+        let first = try lone.start()
+        _ = try? await onOwnThread { first.process.waitUntilExit() }
+        first.guardian.release()
+        #expect(first.process.terminationReason == .uncaughtSignal && first.process.terminationStatus == SIGSEGV, "\(first.output)")
+        #expect(lone.journal.contains("crash\t11\t\(CrashPhase.running.rawValue)\tbrittle\t"), "journal: \(lone.journal)")
+
+        let second = try lone.start()
+        let refused = await waitUntil { second.output.contains("job 'brittle': this host cannot run it") && second.output.contains("job 'sturdy' fired for") }
+        #expect(refused, "\(second.output)")
+        #expect(second.output.contains("while running one of its items (crash journal)"), "\(second.output)")
+        #expect(await second.stop() == 0)
+    }
+
     @Test("SIGTERM during a hot-load whose trial would take ten minutes stops the host at once, and the trial with it")
     func shutdownDuringHotLoad() async throws {
         let lone = try await LoneHost()

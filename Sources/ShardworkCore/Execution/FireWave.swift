@@ -116,7 +116,7 @@ final class ArmedFire: @unchecked Sendable {
             let outcome: ItemOutcome
             if let direct, let contexts {
                 var error = ErrorRecord()
-                let status = jobType.crashContext.during(.running) { direct.function(direct.instance, contexts + index, &error.value) }
+                let status = direct.call(contexts + index, &error.value)
                 if status == SHARDWORK_OK {
                     outcome = .succeeded
                 } else {

@@ -305,15 +305,24 @@ public final class JobTypeInstance: Sendable {
     /// to contexts it made ahead (an armed fire); `nil` for a dataflow job type.
     var directExecute: DirectExecute? {
         guard shape == .simple, let function = table.execute else { return nil }
-        return DirectExecute(function: function, instance: pointer)
+        return DirectExecute(function: function, instance: pointer, crashMark: crashContext?.mark)
     }
 
     struct DirectExecute: @unchecked Sendable {
-        // The plugin's function and its instance for this job, valid while the job type lives.
+        // The plugin's function, its instance for this job and the job's crash context, valid
+        // while the job type lives.
         let function: @convention(c) (
             UnsafeMutableRawPointer?, UnsafePointer<shardwork_item_context>?, UnsafeMutablePointer<shardwork_error>?
         ) -> Int32
         let instance: UnsafeMutableRawPointer?
+        let crashMark: CrashContext.Mark?
+
+        /// Runs the item of `context`, in the crash journal's view of the job.
+        @inline(__always)
+        func call(_ context: UnsafePointer<shardwork_item_context>, _ error: UnsafeMutablePointer<shardwork_error>) -> Int32 {
+            guard let crashMark else { return function(instance, context, error) }
+            return crashMark.during(.running) { function(instance, context, error) }
+        }
     }
 
     /// The error of a failed call through ``directExecute``.

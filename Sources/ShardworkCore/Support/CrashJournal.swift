@@ -49,12 +49,27 @@ public final class CrashContext: @unchecked Sendable {
     /// of a fatal signal meanwhile, the journal records it. Costs two thread-local stores.
     @inline(__always)
     func during<Value, Failure: Error>(_ phase: CrashPhase, _ body: () throws(Failure) -> Value) throws(Failure) -> Value {
-        var previous: UnsafePointer<CChar>?
-        var previousLength = 0
-        var previousPhase: Int32 = 0
-        shardwork_crash_context_swap(bytes, length, phase.rawValue, &previous, &previousLength, &previousPhase)
-        defer { shardwork_crash_context_swap(previous, previousLength, previousPhase, nil, nil, nil) }
-        return try withExtendedLifetime(self) { () throws(Failure) -> Value in try body() }
+        try withExtendedLifetime(self) { () throws(Failure) -> Value in try mark.during(phase, body) }
+    }
+
+    /// The context's C memory, for a caller that keeps it next to other hot data and holds the
+    /// context (or what owns it) meanwhile: an armed fire, whose start must not read more objects.
+    var mark: Mark { Mark(bytes: bytes, length: length) }
+
+    struct Mark: @unchecked Sendable {
+        // Valid while the context lives.
+        let bytes: UnsafeMutablePointer<CChar>
+        let length: Int
+
+        @inline(__always)
+        func during<Value, Failure: Error>(_ phase: CrashPhase, _ body: () throws(Failure) -> Value) throws(Failure) -> Value {
+            var previous: UnsafePointer<CChar>?
+            var previousLength = 0
+            var previousPhase: Int32 = 0
+            shardwork_crash_context_swap(bytes, length, phase.rawValue, &previous, &previousLength, &previousPhase)
+            defer { shardwork_crash_context_swap(previous, previousLength, previousPhase, nil, nil, nil) }
+            return try body()
+        }
     }
 }
 
