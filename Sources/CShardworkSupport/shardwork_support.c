@@ -30,6 +30,10 @@ pid_t shardwork_spawn(const char *path, char *const argv[], char *const envp[],
     if (status == 0) status = posix_spawn_file_actions_adddup2(&actions, stdout_fd, STDOUT_FILENO);
     if (status == 0) status = posix_spawn_file_actions_adddup2(&actions, stderr_fd, STDERR_FILENO);
     if (status == 0 && directory != NULL) status = posix_spawn_file_actions_addchdir_np(&actions, directory);
+    /* Nothing else of the host's reaches the child: descriptors opened without O_CLOEXEC (by a
+       library, or by a plugin) would otherwise stay open in a trial or worker process for as long
+       as it lives, keeping a listening socket bound or a file busy for writing or execution. */
+    if (status == 0) status = posix_spawn_file_actions_addclosefrom_np(&actions, STDERR_FILENO + 1);
 
     /* The host ignores SIGPIPE, and swift-service-lifecycle ignores the signals it watches; an
        ignored disposition survives exec, so the child would inherit it. */

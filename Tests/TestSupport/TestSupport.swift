@@ -173,3 +173,21 @@ public enum BuiltInPlugins {
         "dingtalk", "email", "ignore", "log", "throw", "webhook", "wechat",
     ]
 }
+
+/// Writes an executable file (a script a test runs) through a descriptor that no child process can
+/// inherit. Tests spawn processes from many threads at once; a process spawned while the file was
+/// open for writing would hold it open, and running the file would fail with ETXTBSY ("Text file
+/// busy") for as long as that process lives.
+public func writeExecutable(_ text: String, to path: String) throws {
+    let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
+    guard descriptor >= 0 else { throw TestSetupError("cannot create \(path): \(String(cString: strerror(errno)))") }
+    defer { close(descriptor) }
+    let bytes = Array(text.utf8)
+    var written = 0
+    while written < bytes.count {
+        let count = bytes[written...].withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        guard count > 0 else { throw TestSetupError("cannot write \(path): \(String(cString: strerror(errno)))") }
+        written += count
+    }
+    fchmod(descriptor, 0o755)
+}
