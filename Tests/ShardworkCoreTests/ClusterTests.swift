@@ -21,12 +21,15 @@ final class ClusterHarness: Sendable {
         let registry: EmbeddedRegistry
         let host: ShardworkHost
         let log: CapturedLog
+        /// Every event of the host, from before it starts.
+        let events: EventRecorder
 
         init(instance: JobInstance, registry: EmbeddedRegistry, host: ShardworkHost, log: CapturedLog) {
             self.instance = instance
             self.registry = registry
             self.host = host
             self.log = log
+            events = EventRecorder(host.events)
         }
 
         func lines(containing text: String) -> [String] { log.messages.filter { $0.contains(text) } }
@@ -70,21 +73,25 @@ final class ClusterHarness: Sendable {
         clock.advance(to: (Self.start / 1000 + seconds) * 1000)
     }
 
-    /// The items each host ran for `job` at its `fire`-th fire (1-based), from the C echo job's lines.
+    /// The items each host ran for `job` at its `fire`-th fire (1-based), from its fire events.
     func items(of member: Member, job: String, fire: Int) -> [Int] {
         let fireTime = (Self.start / 1000 + Int64(fire)) * 1000
-        return member.lines(containing: "echo \(job) item ").filter { $0.hasSuffix("fired \(fireTime)") }.compactMap { line in
-            // "info: echo orders item 3/6 parameter ..."
-            let words = line.split(separator: " ")
-            guard let at = words.firstIndex(of: "item"), at + 1 < words.count else { return nil }
-            return Int(words[at + 1].split(separator: "/").first ?? "")
+        return member.events.fireEnds(job).filter { $0.fireTime == fireTime }.flatMap { end in
+            Array(repeating: end.items, count: end.runs).flatMap { $0 }
         }.sorted()
     }
 
+    /// Waits until each host has been through `count` fires of `job`: ended, or skipped.
     func waitForFires(_ job: String, count: Int, on members: [Member]? = nil, sourceLocation: SourceLocation = #_sourceLocation) async {
         for member in members ?? hosts {
-            let arrived = await eventually { member.lines(containing: "job '\(job)' fired for").count + member.lines(containing: "job '\(job)': the fire of").count >= count }
-            #expect(arrived, "\(member.instance.id) did not fire \(job) \(count) times:\n\(member.log.messages.joined(separator: "\n"))", sourceLocation: sourceLocation)
+            let arrived = await member.events.waitFor(count: count) { kind in
+                switch kind {
+                case .fireEnded(let end): end.job == job
+                case .fireSkipped(let skipped, _, _): skipped == job
+                default: false
+                }
+            }
+            #expect(arrived, "\(member.instance.id) did not fire \(job) \(count) times:\n\(member.events.kinds().map { "\($0)" }.joined(separator: "\n"))", sourceLocation: sourceLocation)
         }
     }
 
@@ -170,7 +177,8 @@ struct ClusterTests {
         await cluster.waitForFires("orders", count: 2)
         #expect(cluster.items(of: other, job: "orders", fire: 2) == [0, 1, 2, 3, 4, 5])
         #expect(cluster.items(of: disabled, job: "orders", fire: 2).isEmpty)
-        #expect(disabled.lines(containing: "steps down as leader").count == 1)
+        #expect(disabled.events.kinds(job: "orders").filter { $0 == .leaderResigned(job: "orders") }.count == 1)
+        #expect(other.events.kinds(job: "orders").contains(.leaderElected(job: "orders")))
         await cluster.shutdownAll()
     }
 
@@ -187,7 +195,7 @@ struct ClusterTests {
         await cluster.waitForFires("report", count: 1)
         let all = cluster.hosts.flatMap { $0.lines(containing: "echo report item ") }
         #expect(all.count == 4)
-        #expect(cluster.hosts.allSatisfy { $0.lines(containing: "(trigger)").count == 1 })
+        #expect(cluster.hosts.allSatisfy { $0.events.fireEnds("report").map(\.source) == [.trigger] })
         await cluster.shutdownAll()
     }
 
@@ -209,7 +217,10 @@ struct ClusterTests {
         await cluster.waitForFires("orders", count: 2, on: [cluster.hosts[0]])
         #expect(cluster.items(of: cluster.hosts[0], job: "orders", fire: 2) == [0, 1, 2, 3, 4, 5])
         #expect(cluster.items(of: target, job: "orders", fire: 2).isEmpty)
-        #expect(target.lines(containing: "stopped on this host by a shutdown command").count == 1)
+        #expect(await target.events.waitFor { if case .jobStopped = $0 { true } else { false } })
+        #expect(target.events.kinds(job: "orders").filter { if case .jobStopped = $0 { true } else { false } } == [
+            .jobStopped(job: "orders", reason: "shut down by a command"),
+        ])
         await cluster.shutdownAll()
     }
 
@@ -240,17 +251,22 @@ struct ClusterTests {
         await cluster.waitForReshardingFlag("orders")
         cluster.advance(toSecond: 2)
         await cluster.waitForFires("orders", count: 2)
-        #expect(victim.lines(containing: "is skipped: the registry connection is down").count == 1)
+        #expect(victim.events.kinds(job: "orders").filter { if case .fireSkipped = $0 { true } else { false } } == [
+            .fireSkipped(job: "orders", fireTime: (ClusterHarness.start / 1000 + 2) * 1000, reason: .registryUnavailable),
+        ])
+        #expect(victim.events.kinds().contains(.registry(.sessionExpired)))
         #expect(cluster.items(of: cluster.hosts[0], job: "orders", fire: 2) == [0, 1, 2, 3, 4, 5])
 
         victim.registry.renewSession()
-        #expect(await eventually { (try? await peer.exists("/orders/instances/\(victim.instance.id)", watch: nil)) != nil })
+        // Registered again, and items may start on it: the new session's event says both.
+        #expect(await victim.events.waitFor { if case .registry(.sessionRenewed) = $0 { true } else { false } })
+        #expect(try await peer.exists("/orders/instances/\(victim.instance.id)", watch: nil) != nil)
         await cluster.waitForReshardingFlag("orders")
         cluster.advance(toSecond: 3)
         await cluster.waitForFires("orders", count: 3)
-        #expect(cluster.items(of: victim, job: "orders", fire: 3) == [0, 1, 2])
+        #expect(cluster.items(of: victim, job: "orders", fire: 3) == [0, 1, 2], "\(victim.events.kinds())")
         #expect(cluster.items(of: cluster.hosts[0], job: "orders", fire: 3) == [3, 4, 5])
-        #expect(victim.lines(containing: "registering every job again").count == 1)
+        #expect(victim.events.kinds().count { if case .registry(.sessionRenewed) = $0 { true } else { false } } == 1)
         await cluster.shutdownAll()
     }
 
@@ -265,7 +281,7 @@ struct ClusterTests {
         changed.reconcileIntervalMinutes = 0
         try await peer.setData("/orders/config", data: [UInt8](utf8: ElasticJobYAML.encode(changed)), version: nil)
         for member in cluster.hosts {
-            #expect(await eventually { member.lines(containing: "applied the registry's new configuration").count == 1 })
+            #expect(await member.events.waitFor { if case .configurationApplied(job: "orders", _) = $0 { true } else { false } })
         }
         await cluster.waitForReshardingFlag("orders")
         // Every 2 seconds now, with 4 items: a fire at second 2, none at 3, one at 4.
@@ -297,7 +313,8 @@ struct ClusterTests {
             let recorded = await eventually { (try? await peer.string("/orders/incapable/\(member.instance.id)"))?.contains("/orders/config") == true }
             #expect(recorded)
             #expect(member.host.runtimes["orders"] == nil)
-            #expect(member.lines(containing: "this host cannot run it").count == 1)
+            #expect(await member.events.waitFor { if case .jobSetAside(job: "orders", _) = $0 { true } else { false } })
+            #expect(member.events.kinds(job: "orders").count { if case .jobSetAside = $0 { true } else { false } } == 1)
         }
         #expect(await eventually { (try? await peer.children("/orders/instances", watch: nil))?.isEmpty == true })
         // Nobody leads or shards a job nobody runs.

@@ -44,8 +44,11 @@ struct FireWaveTests {
     /// Writes a new configuration for a job into the registry and waits until the host applied it.
     static func apply(_ configuration: JobConfiguration, in harness: HostHarness) async throws {
         let path = "/\(configuration.jobName)/config"
+        let job = configuration.jobName
+        let applied: @Sendable (HostEvent.Kind) -> Bool = { if case .configurationApplied(job: job, _) = $0 { true } else { false } }
+        let before = harness.events.count(applied)
         _ = try await harness.registry.setData(path, data: [UInt8](utf8: ElasticJobYAML.encode(configuration)), version: nil)
-        await harness.waitFor("job '\(configuration.jobName)': applied the registry's new configuration")
+        #expect(await harness.events.waitFor(count: before + 1, applied))
     }
 
     @Test("every fire armed for an instant starts once from its wave; long items of some jobs hold none of the others back")
@@ -125,24 +128,23 @@ struct FireWaveTests {
         let runtime = try #require(harness.host.runtimes["slow"])
         // :01 shards and runs; :02 is armed and its wave starts it.
         harness.advance(toSecond: 1)
-        await harness.waitFor("job 'slow' fired for")
+        await harness.waitForFires("slow")
         await Self.arm([runtime], forSecond: 2, in: harness)
         harness.advance(toSecond: 2)
         #expect(await eventually { runtime.armedFireCount == 1 && runtime.isRunning })
         // :03 is armed while :02 runs; its wave finds the job running.
         await Self.arm([runtime], forSecond: 3, in: harness)
         harness.advance(toSecond: 3)
-        if misfire {
-            await harness.waitFor("found the previous fire still running")
-            await harness.waitFor("job 'slow' fired for", count: 3)
-        } else {
-            await harness.waitFor("job 'slow' fired for", count: 2)
-        }
+        await harness.waitForFires("slow", count: misfire ? 3 : 2)
         #expect(await eventually { !runtime.isRunning })
         #expect(runtime.armedFireCount == 1, "the wave did not start the fire that found the job running")
         #expect(harness.lines(containing: "item 0 waited 3000 ms").count == (misfire ? 3 : 2))
-        #expect(harness.lines(containing: "found the previous fire still running").count == (misfire ? 1 : 0))
-        #expect(harness.lines(containing: "(misfire)").count == (misfire ? 1 : 0))
+        let third = Self.instant(3)
+        #expect(harness.events.kinds(job: "slow").filter { if case .misfire = $0 { true } else { false } } == [
+            .misfire(job: "slow", fireTime: third, kept: misfire),
+        ])
+        // With misfire on, the fire of :03 runs after :02's, as a misfire.
+        #expect(harness.fireEnds("slow").map(\.source) == (misfire ? [.schedule, .schedule, .misfire] : [.schedule, .schedule]))
         await harness.host.shutdown()
     }
 
@@ -161,7 +163,7 @@ struct FireWaveTests {
         try await harness.host.start()
         let runtime = try #require(harness.host.runtimes["orders"])
         harness.advance(toSecond: 1)
-        await harness.waitFor("job 'orders' fired for")
+        await harness.waitForFires("orders")
         await Self.arm([runtime], forSecond: 2, in: harness)
         // The only worker thread is taken by something else across :02 and :03.
         let gate = DispatchSemaphore(value: 0)
@@ -171,13 +173,13 @@ struct FireWaveTests {
         try await Task.sleep(for: .milliseconds(100))
         #expect(runtime.armedDeadline == Self.instant(2), "the fire of :02 stays armed until its wave starts it")
         harness.advance(toSecond: 3)
-        await harness.waitFor("found the previous fire still running")
+        #expect(await harness.events.waitFor { $0 == .misfire(job: "orders", fireTime: Self.instant(3), kept: true) })
         gate.signal()
         // :02 runs, then once more for the fire of :03 that found it pending. (The misfire marker
         // written meanwhile changed the job's registry state, so the fire of :02 may take the
         // general path, which runs both in one fire.)
         #expect(await eventually { Self.echoes(of: "orders", at: 2, in: harness) == 2 && !runtime.isRunning }, "\(harness.log.messages)")
-        #expect(harness.lines(containing: "running the misfired fire now").count + harness.lines(containing: "(misfire)").count >= 1)
+        #expect(await harness.events.waitFor { if case .fireEnded(let end) = $0 { end.runs == 2 || end.source == .misfire } else { false } })
         #expect(Self.echoes(of: "orders", at: 3, in: harness) == 0)
         await harness.host.shutdown()
         #expect(Self.echoes(of: "orders", at: 2, in: harness) == 2, "no more runs")
@@ -192,9 +194,9 @@ struct FireWaveTests {
         let slow = try #require(harness.host.runtimes["slow"])
         let quick = try (0..<6).map { try #require(harness.host.runtimes["quick-\($0)"]) }
         harness.advance(toSecond: 1)
-        #expect(await eventually { harness.lines(containing: "fired for").count == 7 && !slow.isRunning })
+        #expect(await eventually { harness.events.count { if case .fireEnded = $0 { true } else { false } } == 7 && !slow.isRunning })
         harness.advance(toSecond: 2)
-        #expect(await eventually { harness.lines(containing: "fired for").count == 13 })
+        #expect(await eventually { harness.events.count { if case .fireEnded = $0 { true } else { false } } == 13 })
         // A new cron for the slow job (the same instant :03 next) schedules its key again, after
         // the quick jobs' keys: it is armed last, and the one runner starts the quick fires first.
         harness.clock.advance(to: Self.instant(3) - 300)
@@ -219,20 +221,22 @@ struct FireWaveTests {
         let runtime = try #require(harness.host.runtimes["orders"])
         // Each instant only once both jobs' fires of the one before have ended.
         harness.advance(toSecond: 1)
-        await harness.waitFor("fired for", count: 2)
+        await harness.waitForFires("orders", count: 1)
+        await harness.waitForFires("other", count: 1)
         harness.advance(toSecond: 2)
-        await harness.waitFor("fired for", count: 4)
+        await harness.waitForFires("orders", count: 2)
+        await harness.waitForFires("other", count: 2)
         await Self.arm([runtime], forSecond: 3, in: harness)
         let changed = JobConfiguration(jobName: "orders", jobType: "c-echo", cron: "*/5 * * * * ?", shardingTotalCount: 1)
         try await Self.apply(changed, in: harness)
         #expect(runtime.armedDeadline == nil)
         // The other job's wave comes at :03; nothing of orders fires then, and it fires at :05.
         harness.advance(toSecond: 3)
-        await harness.waitFor("job 'other' fired for", count: 3)
+        await harness.waitForFires("other", count: 3)
         harness.advance(toSecond: 4)
-        await harness.waitFor("job 'other' fired for", count: 4)
+        await harness.waitForFires("other", count: 4)
         harness.advance(toSecond: 5)
-        await harness.waitFor("job 'orders' fired for", count: 3)
+        await harness.waitForFires("orders", count: 3)
         #expect(Self.echoes(of: "orders", at: 3, in: harness) == 0)
         #expect(Self.echoes(of: "orders", at: 5, in: harness) == 1)
         await harness.host.shutdown()
@@ -244,7 +248,7 @@ struct FireWaveTests {
         try await harness.host.start()
         let runtime = try #require(harness.host.runtimes["orders"])
         harness.advance(toSecond: 1)
-        await harness.waitFor("job 'orders' fired for")
+        await harness.waitForFires("orders")
         // Without a cached snapshot the arming reads one on a task; the preparation is replaced
         // (as a configuration change or a hot-load does) before that read comes back.
         runtime.coordinator.invalidateCache()
@@ -263,7 +267,7 @@ struct FireWaveTests {
         try await harness.host.start()
         let runtime = try #require(harness.host.runtimes["orders"])
         harness.advance(toSecond: 1)
-        await harness.waitFor("job 'orders' fired for")
+        await harness.waitForFires("orders")
         await Self.arm([runtime], forSecond: 2, in: harness)
         runtime.stop()
         #expect(runtime.armedDeadline == nil)

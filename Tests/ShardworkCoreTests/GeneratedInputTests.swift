@@ -174,12 +174,12 @@ struct GeneratedInputTests {
             }
             // A name no host would write, now and then.
             if round % 25 == 0 { try? await peer.ensurePath("/bad\u{1B}[31mname") }
-            let before = harness.lines(containing: "job 'canary' fired for").count
             // The canary's last fire has ended (a fire that found it running would be skipped).
             let canary = harness.host.runtimes["canary"]
             _ = await eventually { canary?.isRunning == false }
             harness.advance(toSecond: Int64(round))
-            let fired = await eventually { harness.lines(containing: "job 'canary' fired for").count > before }
+            let instant = (HostHarness.start / 1000 + Int64(round)) * 1000
+            let fired = await harness.events.waitFor { if case .fireEnded(let end) = $0 { end.job == "canary" && end.fireTime == instant } else { false } }
             #expect(fired, "round \(round) of seed \(Self.seed): the host stopped firing after \(path) = \(value.map { LogText.quoted($0) } ?? "(deleted)")")
             if !fired { break }
         }

@@ -17,6 +17,8 @@ final class HostHarness: Sendable {
     let registry: EmbeddedRegistry
     let host: ShardworkHost
     let plugins: TemporaryDirectory
+    /// Every event of the host, from before it starts.
+    let events: EventRecorder
 
     /// `logger`: where the host logs, instead of the harness's captured log.
     init(_ yaml: String, logger: Logger? = nil) async throws {
@@ -33,6 +35,7 @@ final class HostHarness: Sendable {
             configuration: try HostConfigurationReader.parse(yaml), providers: providers, registry: registry,
             clock: clock, instance: Self.instance, logger: logger ?? log.logger(), processorCount: 2,
             workerExecutable: try TestPaths.shardworkBinary)
+        events = EventRecorder(host.events)
     }
 
     /// Advances the clock to `seconds` whole seconds after the start's second.
@@ -47,6 +50,15 @@ final class HostHarness: Sendable {
         let arrived = await eventually { lines(containing: text).count >= count }
         #expect(arrived, "waited for \(count) lines with '\(text)'; log:\n\(log.messages.joined(separator: "\n"))", sourceLocation: sourceLocation)
     }
+
+    /// Waits until `count` fires of `job` have ended (their ``FireEnd`` events).
+    func waitForFires(_ job: String, count: Int = 1, sourceLocation: SourceLocation = #_sourceLocation) async {
+        let arrived = await events.waitForFires(job, count: count)
+        #expect(arrived, "waited for \(count) fires of '\(job)'; events:\n\(events.kinds().map { "\($0)" }.joined(separator: "\n"))",
+                sourceLocation: sourceLocation)
+    }
+
+    func fireEnds(_ job: String) -> [FireEnd] { events.fireEnds(job) }
 
     func string(_ path: String) async throws -> String? { try await registry.string(path) }
 }
@@ -70,7 +82,7 @@ struct HostRuntimeTests {
         }
         // The first fire shards (the flag is set): the general path.
         harness.advance(toSecond: 1)
-        await harness.waitFor("job 'orders' fired for", count: 1)
+        await harness.waitForFires("orders", count: 1)
         #expect(runtime.armedFireCount == 0)
 
         // Armed 250 ms ahead, released at the instant.
@@ -78,7 +90,7 @@ struct HostRuntimeTests {
         #expect(await eventually { runtime.armedDeadline == second + 2000 }, "\(harness.log.messages)")
         #expect(echoes(0, at: second + 2000) == 0, "nothing runs before the instant")
         harness.advance(toSecond: 2)
-        await harness.waitFor("job 'orders' fired for", count: 2)
+        await harness.waitForFires("orders", count: 2)
         #expect(runtime.armedFireCount == 1)
         #expect(echoes(0, at: second + 2000) == 1 && echoes(1, at: second + 2000) == 1)
 
@@ -87,7 +99,7 @@ struct HostRuntimeTests {
         #expect(await eventually { runtime.armedDeadline == second + 3000 })
         try await harness.registry.create("/orders/sharding/1/disabled", data: [], mode: .persistent)
         harness.advance(toSecond: 3)
-        await harness.waitFor("job 'orders' fired for", count: 3)
+        await harness.waitForFires("orders", count: 3)
         #expect(runtime.armedFireCount == 1, "the general path ran it")
         #expect(echoes(0, at: second + 3000) == 1 && echoes(1, at: second + 3000) == 0)
     }
@@ -113,7 +125,7 @@ struct HostRuntimeTests {
         #expect(harness.lines(containing: "echo").isEmpty)
 
         harness.advance(toSecond: 1)
-        await harness.waitFor("job 'orders' fired for")
+        await harness.waitForFires("orders")
         let fireTime = (HostHarness.start / 1000 + 1) * 1000
         for (item, city) in [(0, "Beijing"), (1, "Shanghai"), (2, "Guangzhou")] {
             #expect(harness.lines(containing: "echo orders item \(item)/3 parameter \(city) task orders@-@0,1,2@-@READY@-@10.0.0.1@-@7 fired \(fireTime)").count == 1)
@@ -125,7 +137,7 @@ struct HostRuntimeTests {
         #expect(try await harness.registry.exists("/orders/leader/sharding/necessary", watch: nil) == nil)
 
         harness.advance(toSecond: 2)
-        await harness.waitFor("job 'orders' fired for", count: 2)
+        await harness.waitForFires("orders", count: 2)
         #expect(harness.lines(containing: "echo orders item 0/3").count == 2)
         await harness.host.shutdown()
         // Seen from another session, as another host would: the instance left, its config stays.
@@ -148,11 +160,13 @@ struct HostRuntimeTests {
             """)
         try await harness.host.start()
         harness.advance(toSecond: 1)
-        await harness.waitFor("job 'orders' fired for")
+        await harness.waitForFires("orders")
         #expect(harness.lines(containing: "echo orders item 0/3").count == 1)
         #expect(harness.lines(containing: "echo orders item 2/3").count == 1)
         #expect(harness.lines(containing: "recorded failure: job=orders item=1 origin=1 code=7 message=item 1 failed on purpose").count == 1)
-        #expect(harness.lines(containing: "items 0,1,2: 2 succeeded, 1 failed (1)").count == 1)
+        let end = try #require(harness.fireEnds("orders").first)
+        #expect(end.items == [0, 1, 2] && end.failedItems == [1])
+        #expect(end.outcomes[1] == .failed(message: "item 1 failed on purpose", code: 7))
         await harness.host.shutdown()
     }
 
@@ -172,7 +186,7 @@ struct HostRuntimeTests {
             """)
         try await harness.host.start()
         harness.advance(toSecond: 1)
-        await harness.waitFor("job 'orders' fired for")
+        await harness.waitForFires("orders")
         let sequence = harness.log.messages.compactMap { line -> String? in
             if line.contains("listener: before") { return line.contains("d-listener") ? "d-before" : "c-before" }
             if line.contains("listener: after") { return line.contains("d-listener") ? "d-after" : "c-after" }
@@ -211,15 +225,22 @@ struct HostRuntimeTests {
         })
         harness.advance(toSecond: 2)
         harness.advance(toSecond: 3)
+        // Both fires found the first running: kept (once) with misfire on, dropped with it off.
+        let misfires = await harness.events.waitFor(count: 2) { if case .misfire(job: "slow", _, _) = $0 { true } else { false } }
+        #expect(misfires)
         if enabled {
-            await harness.waitFor("found the previous fire still running", count: 2)
             #expect(await eventually { misfireMarked.withLock { $0 } })
         }
-        await harness.waitFor("job 'slow' fired for")
+        #expect(harness.events.kinds(job: "slow").filter { if case .misfire = $0 { true } else { false } } == [
+            .misfire(job: "slow", fireTime: (HostHarness.start / 1000 + 2) * 1000, kept: enabled),
+            .misfire(job: "slow", fireTime: (HostHarness.start / 1000 + 3) * 1000, kept: enabled),
+        ])
+        await harness.waitForFires("slow")
         #expect(await eventually { !runtime.isRunning })
         #expect(harness.lines(containing: "item 0 waited 1000 ms").count == (enabled ? 2 : 1))
+        // One fire, its items run twice with misfire on (ElasticJob's misfire loop).
+        #expect(harness.fireEnds("slow").map(\.runs) == [enabled ? 2 : 1])
         if enabled {
-            #expect(harness.lines(containing: "run 2 times (misfire)").count == 1)
             #expect(try await harness.registry.exists("/slow/sharding/0/misfire", watch: nil) == nil)
         }
         await harness.host.shutdown()
@@ -238,10 +259,10 @@ struct HostRuntimeTests {
             """)
         try await harness.host.start()
         harness.advance(toSecond: 1)
-        await harness.waitFor("job 'flow' fired for")
+        await harness.waitForFires("flow")
         #expect(harness.lines(containing: "processed 1+2+3").count == (streaming ? 2 : 1))
         harness.advance(toSecond: 2)
-        await harness.waitFor("job 'flow' fired for", count: 2)
+        await harness.waitForFires("flow", count: 2)
         #expect(harness.lines(containing: "processed 1+2+3").count == 2)
         await harness.host.shutdown()
     }
@@ -268,13 +289,13 @@ struct HostRuntimeTests {
             """)
         try await harness.host.start()
         harness.advance(toSecond: 1)
-        await harness.waitFor("job 'hangs' fired for")
-        await harness.waitFor("job 'healthy' fired for")
+        await harness.waitForFires("hangs")
+        await harness.waitForFires("healthy")
         #expect(harness.lines(containing: "recorded failure: job=hangs item=0 origin=1 code=0 message=the item did not finish within its timeout of 0.2 seconds").count == 1)
         // The hanging item still holds a thread; the pool replaced it, so both jobs fire again.
         harness.advance(toSecond: 2)
-        await harness.waitFor("job 'hangs' fired for", count: 2)
-        await harness.waitFor("job 'healthy' fired for", count: 2)
+        await harness.waitForFires("hangs", count: 2)
+        await harness.waitForFires("healthy", count: 2)
         #expect(harness.lines(containing: "echo healthy item 1/2").count == 2)
         await harness.host.shutdown()
     }
@@ -350,7 +371,7 @@ struct HostRuntimeTests {
             transactions.insert(stat.createdTransaction)
         }
         #expect(transactions.count == 1)
-        await harness.waitFor("job 'watched' fired for")
+        await harness.waitForFires("watched")
         for item in 0..<3 {
             #expect(try await registry.exists("/watched/sharding/\(item)/running", watch: nil) == nil)
         }
@@ -373,10 +394,10 @@ struct HostRuntimeTests {
         #expect(await eventually { runtime.isRunning })
         try await harness.host.trigger("once")
         try await harness.host.trigger("once")
-        await harness.waitFor("job 'once' fired for", count: 2)
+        await harness.waitForFires("once", count: 2)
         #expect(await eventually { !runtime.isRunning })
         #expect(harness.lines(containing: "item 0 waited 300 ms").count == 2)
-        #expect(harness.lines(containing: "(trigger)").count == 2)
+        #expect(harness.fireEnds("once").map(\.source) == [.trigger, .trigger])
         await harness.host.shutdown()
     }
 
@@ -439,14 +460,14 @@ struct HostRuntimeTests {
             """)
         try await harness.host.start()
         harness.advance(toSecond: 1)
-        await harness.waitFor("job 'fragile' fired for")
-        await harness.waitFor("job 'sturdy' fired for")
+        await harness.waitForFires("fragile")
+        await harness.waitForFires("sturdy")
         #expect(harness.lines(containing: "item 1 survived").count == 1)
         #expect(harness.lines(containing: "recorded failure: job=fragile item=0 origin=1 code=0 message=the job's worker process").count == 1)
         #expect(harness.lines(containing: "crashed: Segmentation fault (signal 11)").count >= 1)
         harness.advance(toSecond: 2)
-        await harness.waitFor("job 'fragile' fired for", count: 2)
-        await harness.waitFor("job 'sturdy' fired for", count: 2)
+        await harness.waitForFires("fragile", count: 2)
+        await harness.waitForFires("sturdy", count: 2)
         #expect(harness.lines(containing: "item 1 survived").count == 2)
         await harness.host.shutdown()
     }
@@ -466,7 +487,7 @@ struct HostRuntimeTests {
             """)
         try await harness.host.start()
         harness.advance(toSecond: 1)
-        await harness.waitFor("job 'far' fired for")
+        await harness.waitForFires("far")
         #expect(harness.lines(containing: "echo far item 0/2 parameter (none) task far@-@0,1@-@READY@-@10.0.0.1@-@7").count == 1)
         #expect(harness.lines(containing: "recorded failure: job=far item=1 origin=1 code=7 message=item 1 failed on purpose").count == 1)
         await harness.host.shutdown()
@@ -495,7 +516,7 @@ struct HostRuntimeTests {
         let runtime = try #require(harness.host.runtimes["stuck"])
         #expect(await eventually { !runtime.isRunning })
         harness.advance(toSecond: 10)
-        await harness.waitFor("job 'stuck' fired for", count: 2)
+        await harness.waitForFires("stuck", count: 2)
         await harness.host.shutdown()
     }
 }

@@ -39,9 +39,10 @@ struct NoPoisonTests {
         // The job is in the registry for the cluster to see, without an instance of this host.
         #expect(try await harness.registry.exists("/fragile/config", watch: nil) != nil)
         #expect(try await harness.registry.exists("/fragile/instances/\(HostHarness.instance.id)", watch: nil) == nil)
-        #expect(harness.lines(containing: "job 'fragile': this host cannot run it").count == 1)
+        #expect(await harness.events.waitFor { if case .jobSetAside(job: "fragile", _) = $0 { true } else { false } })
+        #expect(harness.events.kinds(job: "fragile").count { if case .jobSetAside = $0 { true } else { false } } == 1)
         harness.advance(toSecond: 1)
-        await harness.waitFor("job 'sturdy' fired for")
+        await harness.waitForFires("sturdy")
         await harness.host.shutdown()
     }
 
@@ -63,7 +64,7 @@ struct NoPoisonTests {
         #expect(await eventually { harness.host.incapableJobs["added"]?.contains("crashed a separate trial process") == true })
         #expect(harness.host.runtimes["added"] == nil)
         harness.advance(toSecond: 1)
-        await harness.waitFor("job 'sturdy' fired for")
+        await harness.waitForFires("sturdy")
 
         // Fixed in the registry: taken up at once.
         job.props = JobProperties()
@@ -81,7 +82,9 @@ struct NoPoisonTests {
         try await ClusterOperations(registry: harness.registry).updateConfiguration(changed)
         #expect(await eventually { harness.host.incapableJobs["sturdy"]?.contains("crashed a separate trial process") == true })
         #expect(harness.host.runtimes["sturdy"] == nil)
-        #expect(harness.lines(containing: "job 'sturdy': stopped on this host: set aside").count == 1)
+        let stopped: @Sendable (HostEvent.Kind) -> Bool = { if case .jobStopped("sturdy", let reason) = $0 { reason.hasPrefix("set aside") } else { false } }
+        #expect(await harness.events.waitFor(stopped))
+        #expect(harness.events.count(stopped) == 1)
         await harness.host.shutdown()
     }
 
@@ -98,7 +101,7 @@ struct NoPoisonTests {
             #expect(error.reasons.contains { $0.job == "sturdy" && $0.message.contains("crashed a separate trial process") }, "\(error)")
         }
         harness.advance(toSecond: 1)
-        await harness.waitFor("job 'sturdy' fired for")
+        await harness.waitForFires("sturdy")
         await harness.host.shutdown()
     }
 }
@@ -126,7 +129,7 @@ struct ItemTimeoutTests {
         let pool = harness.host.services.pool
         for second in 1...6 {
             harness.advance(toSecond: Int64(second))
-            await harness.waitFor("job 'hangs' fired for", count: second)
+            await harness.waitForFires("hangs", count: second)
         }
         // One run, one held thread: without the rule every fire started the item again, stuck again,
         // and left one more thread behind.
@@ -181,7 +184,7 @@ struct ItemTimeoutTests {
         harness.advance(toSecond: 2)
         await harness.waitFor("did not stop a cancelled item within 2.0 s")
         await harness.waitFor("item 1 waited 800 ms", count: 2)
-        await harness.waitFor("job 'mixed' fired for", count: 2)
+        await harness.waitForFires("mixed", count: 2)
         #expect(harness.lines(containing: "recorded failure: job=mixed item=1").isEmpty, "\(harness.log.messages)")
         harness.advance(toSecond: 3)
         await harness.waitFor("item 1 waited 800 ms", count: 3)

@@ -24,10 +24,10 @@ struct RegistryValuesTests {
         let leaderID = try await peer.string("/orders/leader/election/instance")
         let leader = try #require(cluster.hosts.first { $0.instance.id == leaderID })
         #expect(leader.lines(containing: "items 4 are assigned to instances that are gone ('10.9.9.9@-@999'); resharding at the next fire").count == 1)
-        let fires = cluster.hosts.map { $0.lines(containing: "job 'orders' fired for").count }
+        let fires = cluster.hosts.map { $0.events.fireEnds("orders").count }
         cluster.advance(toSecond: 7)
         for (member, count) in zip(cluster.hosts, fires) {
-            #expect(await eventually { member.lines(containing: "job 'orders' fired for").count > count })
+            #expect(await member.events.waitForFires("orders", count: count + 1))
         }
         #expect(cluster.hosts.flatMap { cluster.items(of: $0, job: "orders", fire: 7) }.sorted() == [0, 1, 2, 3, 4, 5])
         await peer.close()

@@ -37,10 +37,14 @@ public final class JobCoordinator: Sendable {
         cache.setListener(handler)
     }
 
-    public init(registry: any RegistryCenter, job: String, instance: JobInstance) {
+    /// Where the coordinator publishes what it decided for this instance (its election).
+    let events: HostEvents?
+
+    public init(registry: any RegistryCenter, job: String, instance: JobInstance, events: HostEvents? = nil) {
         self.registry = registry
         self.paths = JobNodePath(job: job)
         self.instance = instance
+        self.events = events
     }
 
     // MARK: Registration
@@ -133,7 +137,9 @@ public final class JobCoordinator: Sendable {
     /// the first to create it wins.
     public func electLeader() async throws {
         defer { cache.invalidate() }
-        try await registry.createIfAbsent(paths.leaderInstance, data: [UInt8](utf8: instance.id), mode: .ephemeral)
+        if try await registry.createIfAbsent(paths.leaderInstance, data: [UInt8](utf8: instance.id), mode: .ephemeral) {
+            events?.publish(.leaderElected(job: paths.job))
+        }
     }
 
     /// Writes this instance's ephemeral node (again, after a new session or if it went missing).

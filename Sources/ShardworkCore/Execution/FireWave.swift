@@ -68,6 +68,9 @@ final class ArmedFire: @unchecked Sendable {
     let job: PreparedJob
     let items: [Int]
     let taskID: String
+    /// When the fire started (the wave's reading of the clock), written by the runner that claims
+    /// it before any item runs.
+    var startedAt: Int64 = 0
 
     init(
         runtime: JobRuntime, deadline: Int64, job: PreparedJob, jobType: JobTypeInstance, cache: SnapshotCache, cacheGeneration: UInt64,
@@ -95,6 +98,11 @@ final class ArmedFire: @unchecked Sendable {
 
     deinit {
         contexts?.deallocate()
+    }
+
+    /// Each item's fencing epoch, as its context has it.
+    var epochs: [Int: UInt64] {
+        Dictionary(uniqueKeysWithValues: calls.map { ($0.invocation.context.shardingItem, $0.invocation.context.fencingEpoch) })
     }
 
     /// Sets the items' calls, once, before the fire is armed.
@@ -420,3 +428,5 @@ final class FireBoard: Sendable {
         }
     }
 }
+
+extension ArmedFire: ArmedFireToken {}

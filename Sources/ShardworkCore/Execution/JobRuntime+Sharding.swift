@@ -28,6 +28,9 @@ extension JobRuntime {
                 let assignment = CoordinationRules.availableInstances(snapshot).map { id in
                     "\(id): \(CoordinationRules.assignedItems(snapshot, snapshot.instances[id] ?? me, total: total))"
                 }
+                services.events.publish(.sharded(
+                    job: name, items: total, instances: CoordinationRules.availableInstances(snapshot).count,
+                    strategy: job.shardingStrategy.provider.name))
                 logger.info("job '\(name)': sharded \(total) items with \(job.shardingStrategy.provider.name): \(assignment.joined(separator: "; "))")
                 return snapshot
             }

@@ -36,6 +36,8 @@ public final class HostServices: Sendable {
     public let hostName: String
     public let clock: any SchedulerClock
     public let logger: Logger
+    /// What happens on the host, as values (see ``HostEvents``).
+    public let events: HostEvents
 
     /// The fraction of the session timeout of silence from the registry after which the host's
     /// items are no longer its own (`registry.zookeeper.cancelItemsAtSessionFraction`); `nil`
@@ -57,6 +59,7 @@ public final class HostServices: Sendable {
         self.hostName = hostName
         self.clock = clock
         self.logger = logger
+        events = HostEvents(clock: clock)
     }
 
     /// Runs blocking work (a plugin call) on a worker thread and waits for it without holding a
@@ -91,10 +94,9 @@ public enum FireSource: String, Sendable {
 public final class JobRuntime: Sendable {
     // What an armed fire's start reads comes first, so that it shares the object's first cache
     // lines (see ``ArmedFire``).
-    private let state = Mutex(State())
-    /// The job as prepared now, and its worker process if its items run isolated. A configuration
-    /// change in the registry replaces both; a fire uses the one it started with.
-    private let current: Mutex<(job: PreparedJob, isolated: IsolatedJobType?)>
+    /// The fire state and the job as prepared now, under one lock: decisions are made by
+    /// ``JobFireState`` with the lock held, and carried out after it is released.
+    private let state: Mutex<Locked>
     /// Fires started from an armed preparation.
     let armedFires = Atomic<Int>(0)
     /// Set when the job needs resharding while a streaming dataflow item runs: it stops fetching.
@@ -109,8 +111,8 @@ public final class JobRuntime: Sendable {
     /// Workers of earlier preparations whose fire was running when they were replaced.
     private let retiredWorkers = Mutex<[IsolatedJobType]>([])
 
-    public var job: PreparedJob { current.withLock { $0.job } }
-    var isolated: IsolatedJobType? { current.withLock { $0.isolated } }
+    public var job: PreparedJob { state.withLock { $0.job } }
+    var isolated: IsolatedJobType? { state.withLock { $0.isolated } }
 
     /// Stops the job's worker processes: the current one and any kept for a fire that ran.
     func shutdownWorkers() {
@@ -118,30 +120,20 @@ public final class JobRuntime: Sendable {
         for worker in retiredWorkers.withLock({ workers in defer { workers = [] }; return workers }) { worker.shutdown() }
     }
 
-    private struct State {
-        var running = false
-        var stopped = false
-        /// A fire came while one was running (at most one extra run is kept).
-        var misfirePending = false
+    private struct Locked {
+        var fires: JobFireState<ArmedFire>
         /// The registry write of the misfire markers, which must land before they are cleared.
+        /// Started with the lock held, so that the run that clears them always finds it.
         var misfireWrite: Task<Void, Never>?
-        /// A trigger came while one was running (at most one is kept).
-        var triggerPending = false
-        var currentItems: [Int] = []
-        /// The armed fire running now, whose items are the current ones (kept rather than copied
-        /// into `currentItems`: its start touches as little memory as it can).
-        var currentFire: ArmedFire?
-        /// Items taken over from a crashed instance, with the epochs of their claims, waiting to
-        /// run (at once when idle, after the current fire otherwise).
-        var failoverPending: [Int: UInt64] = [:]
-        /// The next scheduled fire, prepared ahead of its instant (see ``arm(deadline:)``).
-        var armed: ArmedFire?
-        /// The instant and next fire time of the last fire that its wave took.
-        var released: (deadline: Int64, next: Int64?)?
-        /// Raised when the job's preparation is replaced: an arming that started before (on the
-        /// timer's thread, or a task reading the snapshot) must not publish its fire.
-        var armGeneration: UInt64 = 0
+        /// The job as prepared now, and its worker process if its items run isolated. A
+        /// configuration change in the registry replaces both; a fire uses the one it started with.
+        var job: PreparedJob
+        var isolated: IsolatedJobType?
+        /// Tasks waiting for the job to be idle (``untilIdle()``), by waiter.
+        var idleWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
     }
+
+    private let nextIdleWaiter = Atomic<UInt64>(0)
 
     /// Called after every fire (and failover run) ends: the host looks for failover work then
     /// (ElasticJob's enquiry execution).
@@ -152,7 +144,7 @@ public final class JobRuntime: Sendable {
     private let itemLoggers = Mutex<[Int: Logger]>([:])
 
     /// A scheduled fire later than this is counted as missed (the host was paused, the clock jumped).
-    static let lateFireMilliseconds: Int64 = 1_000
+    static var lateFireMilliseconds: Int64 { JobFireState<ArmedFire>.lateFireMilliseconds }
 
     public init(job: PreparedJob, coordinator: JobCoordinator, services: HostServices) {
         self.coordinator = coordinator
@@ -165,7 +157,9 @@ public final class JobRuntime: Sendable {
         stuckItems = StuckItems { [logger] item, after in
             logger.notice("job '\(name)': item \(item) returned \(after) after it was given up on at its timeout; its thread is free")
         }
-        current = Mutex((job, Self.isolation(for: job, services: services, logger: logger)))
+        state = Mutex(Locked(
+            fires: JobFireState(preparation: ObjectIdentifier(job), misfireEnabled: job.configuration.misfire),
+            job: job, isolated: Self.isolation(for: job, services: services, logger: logger)))
     }
 
     private static func isolation(for job: PreparedJob, services: HostServices, logger: Logger) -> IsolatedJobType? {
@@ -176,12 +170,17 @@ public final class JobRuntime: Sendable {
     /// Takes a new preparation of the job (its configuration changed in the registry). Fires that
     /// start from now on use it; a running fire finishes with the one it started with.
     func replace(with prepared: PreparedJob) {
-        let replaced = current.withLock { current -> IsolatedJobType? in
-            let old = current.isolated
-            let keepWorker = old != nil && current.job.isolation == prepared.isolation
-            current = (prepared, keepWorker ? old : Self.isolation(for: prepared, services: services, logger: logger))
-            return keepWorker ? nil : old
+        // A fire armed with the old preparation is stale: the timer's handler runs the fire at its
+        // instant afresh, if the new schedule still has it; an arming under way is void.
+        let (replaced, dropped) = state.withLock { state -> (IsolatedJobType?, ArmedFire?) in
+            let old = state.isolated
+            let keepWorker = old != nil && state.job.isolation == prepared.isolation
+            state.job = prepared
+            state.isolated = keepWorker ? old : Self.isolation(for: prepared, services: services, logger: logger)
+            let dropped = state.fires.replacePreparation(ObjectIdentifier(prepared), misfireEnabled: prepared.configuration.misfire)
+            return (keepWorker ? nil : old, dropped)
         }
+        if let dropped { services.fireBoard.remove(dropped) }
         if let replaced {
             // Items of a running fire may still be in the old worker: it goes when the fire ends.
             if isRunning {
@@ -191,10 +190,6 @@ public final class JobRuntime: Sendable {
             }
         }
         itemLoggers.withLock { $0.removeAll() }
-        // A fire armed with the old preparation is stale: the timer's handler runs the fire at its
-        // instant afresh, if the new schedule still has it; an arming under way is void.
-        state.withLock { $0.armGeneration &+= 1 }
-        dropArmed()
     }
 
     public var name: String { coordinator.paths.job }
@@ -205,94 +200,69 @@ public final class JobRuntime: Sendable {
     /// when the previous fire is still running. Returns the next fire time. A fire that its wave
     /// started (or is starting) is the wave's: only the next fire time is wanted then.
     public func timerFired(deadline: Int64, now: Int64) -> Int64? {
-        let late = now - deadline > Self.lateFireMilliseconds
-        enum Action { case start, misfire, skipLate, none, released(ArmedFire?, Int64?) }
-        var unreleasedArmed: ArmedFire?
-        defer { if let unreleasedArmed { services.fireBoard.remove(unreleasedArmed) } }
-        let action: Action = state.withLock { state in
-            if let armed = state.armed, armed.deadline == deadline, armed.isReleased {
-                return .released(armed, nil)
-            }
-            if let released = state.released, released.deadline == deadline { return .released(nil, released.next) }
-            if state.stopped { return .none }
-            if state.running || state.armed?.isReleased == true {
-                // Running, or an earlier fire's wave has it and not started it yet (every worker
-                // thread is busy): this fire found the job running.
-                return recordMisfire(&state) ? .misfire : .none
-            }
-            // An armed fire that no wave took (armed too late, or its wave came too late) goes the
-            // general way.
-            if let unreleased = state.armed {
-                state.armed = nil
-                unreleasedArmed = unreleased
-            }
-            if late && !job.configuration.misfire { return .skipLate }
-            state.running = true
-            return .start
+        let (decision, dropped) = state.withLock { state in
+            let outcome = state.fires.timerFired(deadline: deadline, now: now)
+            if case .misfire(_, let marks?) = outcome.0 { writeMisfireMarks(marks, &state) }
+            return outcome
         }
-        switch action {
-        case .released(let armed?, _):
-            return armed.preparation == ObjectIdentifier(job) ? armed.next : job.schedule?.nextFireTime(after: deadline)
-        case .released(nil, let next):
+        if let dropped { services.fireBoard.remove(dropped) }
+        switch decision {
+        case .takenByWave(.known(let next)):
             return next
-        case .start:
-            let source: FireSource = late ? .misfire : .schedule
+        case .takenByWave(.fromSchedule):
+            return job.schedule?.nextFireTime(after: deadline)
+        case .start(let source):
             Task { await self.fire(scheduledAt: deadline, source: source) }
-        case .misfire:
-            logMisfire(deadline)
-        case .skipLate:
-            logger.warning("job '\(name)': the fire of \(Self.format(deadline)) was missed (\(now - deadline) ms late) and misfire is off; skipped")
+        case .misfire(let kept, _):
+            misfired(deadline, kept: kept)
+        case .missed(let late):
+            missed(deadline, lateMilliseconds: late)
         case .none:
             break
         }
         // Computed after the fire is off, so it delays nothing that starts now.
-        return job.schedule?.nextFireTime(after: late ? now : deadline)
+        return job.schedule?.nextFireTime(after: now - deadline > Self.lateFireMilliseconds ? now : deadline)
     }
 
-    /// A fire came while the previous one is running: with misfire on, one extra run is kept and
-    /// the items are marked misfired in the registry. Returns whether the fire was kept (call with
-    /// the state locked).
-    private func recordMisfire(_ state: inout State) -> Bool {
-        guard job.configuration.misfire else { return false }
-        if !state.misfirePending {
-            state.misfirePending = true
-            let items = state.currentFire?.items ?? state.currentItems
-            let previous = state.misfireWrite
-            state.misfireWrite = Task {
-                await previous?.value
-                do {
-                    // Before the running fire knows its items, ElasticJob's rule applies:
-                    // the misfire marks the items assigned to this instance now.
-                    let marked = items.isEmpty
-                        ? CoordinationRules.assignedItems(
-                            try await self.coordinator.snapshot(), self.services.instance,
-                            total: self.job.configuration.shardingTotalCount)
-                        : items
-                    try await self.coordinator.setMisfire(marked)
-                } catch {
-                    self.logger.error("job '\(self.name)': cannot record the misfire in the registry: \(LogText.escaped("\(error)"))")
+    /// Starts the registry write of a kept misfire's markers (call with the state locked: the run
+    /// that clears them must find the write). Writes chain: each waits for the one before.
+    private func writeMisfireMarks(_ marks: JobFireState<ArmedFire>.MisfireMarks, _ state: inout Locked) {
+        let previous = state.misfireWrite
+        let total = state.job.configuration.shardingTotalCount
+        state.misfireWrite = Task {
+            await previous?.value
+            do {
+                let marked: [Int]
+                switch marks {
+                case .items(let items):
+                    marked = items
+                case .assignedNow:
+                    marked = CoordinationRules.assignedItems(try await self.coordinator.snapshot(), self.services.instance, total: total)
                 }
+                try await self.coordinator.setMisfire(marked)
+            } catch {
+                self.logger.error("job '\(self.name)': cannot record the misfire in the registry: \(LogText.escaped("\(error)"))")
             }
         }
-        return true
     }
 
-    private func logMisfire(_ deadline: Int64) {
-        logger.info("job '\(name)': the fire of \(Self.format(deadline)) found the previous fire still running; it will run once after it")
+    /// A fire found the previous one still running: kept for a run after it (misfire on), or not.
+    private func misfired(_ deadline: Int64, kept: Bool) {
+        services.events.publish(.misfire(job: name, fireTime: deadline, kept: kept))
+        if kept {
+            logger.info("job '\(name)': the fire of \(Self.format(deadline)) found the previous fire still running; it will run once after it")
+        }
+    }
+
+    /// A fire came more than a second late with misfire off: skipped.
+    private func missed(_ deadline: Int64, lateMilliseconds: Int64) {
+        services.events.publish(.missedFire(job: name, fireTime: deadline, lateMilliseconds: lateMilliseconds))
+        logger.warning("job '\(name)': the fire of \(Self.format(deadline)) was missed (\(lateMilliseconds) ms late) and misfire is off; skipped")
     }
 
     /// Runs the job once now. If a fire is running, runs once after it (triggers do not pile up).
     public func trigger() {
-        let start = state.withLock { state -> Bool in
-            if state.stopped { return false }
-            if state.running {
-                state.triggerPending = true
-                return false
-            }
-            state.running = true
-            return true
-        }
-        if start {
+        if state.withLock({ $0.fires.trigger() }) == .start {
             Task { await self.fire(scheduledAt: self.services.clock.now(), source: .trigger) }
         }
     }
@@ -300,29 +270,22 @@ public final class JobRuntime: Sendable {
     /// Runs items taken over from a crashed instance: at once when the job is idle here
     /// (notification execution), otherwise right after the current fire (enquiry execution).
     public func runFailover(_ claims: [Int: UInt64]) {
-        let start = state.withLock { state -> Bool in
-            state.failoverPending.merge(claims) { _, new in new }
-            if state.stopped || state.running { return false }
-            state.running = true
-            return true
-        }
-        if start {
+        if state.withLock({ $0.fires.failoverClaimed(claims) }) == .start {
             Task { await self.fire(scheduledAt: self.services.clock.now(), source: .failover) }
         }
     }
 
     /// No fire starts after this; a running one finishes (``isRunning`` turns false).
     public func stop() {
-        let armed = state.withLock { state in
-            state.stopped = true
-            defer { state.armed = nil }
-            return state.armed
-        }
         // An armed fire holds this runtime: off its wave, so that a removed job is freed now.
-        if let armed { services.fireBoard.remove(armed) }
+        if let armed = state.withLock({ $0.fires.stop() }) { services.fireBoard.remove(armed) }
     }
 
-    public var isRunning: Bool { state.withLock { $0.running } }
+    public var isRunning: Bool { state.withLock { $0.fires.running } }
+
+    /// While the job is idle here, a stamp that changes when a run starts; `nil` while it runs. Two
+    /// equal stamps mean the job stayed idle in between.
+    var idleStamp: UInt64? { state.withLock { $0.fires.idleStamp } }
 
     private func fire(scheduledAt fireTime: Int64, source: FireSource) async {
         let report = await runFire(fireTime: source == .trigger || source == .failover ? services.clock.now() : fireTime, source: source)
@@ -336,42 +299,52 @@ public final class JobRuntime: Sendable {
         var report = report
         while true {
             let next = nextRun()
-            if let report { logFire(report) }
+            if let report { reportFireEnd(report) }
             guard let next else { break }
             report = await runFire(fireTime: next == .trigger || next == .failover ? services.clock.now() : fireTime, source: next)
         }
         fireEnded()
     }
 
-    /// What a run's summary line says.
+    /// What a run's summary line and its end event say.
     struct FireReport {
         var fireTime: Int64
         var source: FireSource
         var items: [Int]
         var outcomes: [Int: ItemOutcome]
+        var fenced: [Int] = []
         var runs: Int
         var started: Int64
     }
 
     /// What runs next once a run has ended, or `nil` (and the job is idle) when nothing does.
     private func nextRun() -> FireSource? {
-        state.withLock { state -> FireSource? in
-            state.currentItems = []
-            state.currentFire = nil
-            if !state.stopped, !state.failoverPending.isEmpty {
-                return .failover
+        let (next, waiters) = state.withLock { state -> (FireSource?, [CheckedContinuation<Void, Never>]) in
+            guard let next = state.fires.runEnded() else {
+                defer { state.idleWaiters = [:] }
+                return (nil, Array(state.idleWaiters.values))
             }
-            if !state.stopped, state.misfirePending {
-                // A fire came after the misfire check of the run that just ended.
-                state.misfirePending = false
-                return .misfire
+            return (next, [])
+        }
+        for waiter in waiters { waiter.resume() }
+        return next
+    }
+
+    /// Returns once no run of the job is under way or due here (at once if none is), or when the
+    /// calling task is cancelled. Stop the job first to wait for its last run.
+    func untilIdle() async {
+        let id = nextIdleWaiter.wrappingAdd(1, ordering: .relaxed).oldValue
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let idle = state.withLock { state -> Bool in
+                    if !state.fires.running || Task.isCancelled { return true }
+                    state.idleWaiters[id] = continuation
+                    return false
+                }
+                if idle { continuation.resume() }
             }
-            if !state.stopped, state.triggerPending {
-                state.triggerPending = false
-                return .trigger
-            }
-            state.running = false
-            return nil
+        } onCancel: {
+            state.withLock { $0.idleWaiters.removeValue(forKey: id) }?.resume()
         }
     }
 
@@ -385,10 +358,11 @@ public final class JobRuntime: Sendable {
     private func runFire(fireTime: Int64, source: FireSource) async -> FireReport? {
         // The preparation and its worker are taken together, once: every item of the fire runs on
         // the same version, whatever replaces them meanwhile.
-        let (job, isolated) = current.withLock { ($0.job, $0.isolated) }
+        let (job, isolated) = state.withLock { ($0.job, $0.isolated) }
         let configuration = job.configuration
         let started = services.clock.now()
         guard services.mayStartItems, !services.registrySilent(coordinator.registry) else {
+            services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .registryUnavailable))
             logger.warning("job '\(name)': the fire of \(Self.format(fireTime)) is skipped: the registry connection is down, and no new item starts without it")
             return nil
         }
@@ -397,6 +371,7 @@ public final class JobRuntime: Sendable {
         }
         var items: [Int] = []
         var outcomes: [Int: ItemOutcome] = [:]
+        var fenced: [Int] = []
         var runs = 0
         do {
             // Magnitudes, which cannot overflow whatever the registry's clock says; the limit is a
@@ -407,6 +382,7 @@ public final class JobRuntime: Sendable {
                 let message = "Time different between job server and register center exceed '\(difference.magnitude / 1000)' seconds, "
                     + "max time different is '\(configuration.maxTimeDiffSeconds)' seconds."
                 if await handleFailure(job, origin: .environment, item: nil, fireTime: fireTime, taskID: "", message: message, code: 0) == .propagate {
+                    services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .aborted))
                     return nil
                 }
             }
@@ -414,6 +390,7 @@ public final class JobRuntime: Sendable {
             var snapshot = try await coordinator.snapshot()
             if CoordinationRules.needsSharding(snapshot) {
                 guard let settled = try await awaitSharding(snapshot, job: job) else {
+                    services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .shardingDidNotSettle))
                     logger.warning("job '\(name)': the fire of \(Self.format(fireTime)) is skipped: the new assignment did not settle within \(Self.shardingWait)")
                     return nil
                 }
@@ -422,7 +399,7 @@ public final class JobRuntime: Sendable {
             items = CoordinationRules.itemsToRun(
                 snapshot, services.instance, total: configuration.shardingTotalCount,
                 failover: configuration.failover, monitorExecution: configuration.monitorExecution)
-            state.withLock { $0.currentItems = items }
+            state.withLock { $0.fires.itemsKnown(items) }
             let epochs = Dictionary(uniqueKeysWithValues: items.map { ($0, snapshot.items[$0]?.ownerEpoch ?? 0) })
             let taskID = self.taskID(items)
             var fire = FireInfo(
@@ -430,15 +407,20 @@ public final class JobRuntime: Sendable {
                 jobParameter: configuration.jobParameter, fireTimeMilliseconds: fireTime, items: items,
                 itemParameters: job.itemParameters.filter { items.contains($0.key) })
 
-            if await !runListeners(job, fire, before: true) { return nil }
+            if await !runListeners(job, fire, before: true) {
+                services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .aborted))
+                return nil
+            }
+            reportFireStart(job, fireTime: fireTime, source: source, items: items, epochs: epochs)
             if items.isEmpty {
                 logger.debug("Sharding item for job '\(name)' is empty.")
             } else {
                 while true {
-                    let (runOutcomes, aborted) = try await execute(job, isolated, items, epochs: epochs, fireTime: fireTime, taskID: taskID, failover: false)
-                    outcomes = runOutcomes
+                    let run = try await execute(job, isolated, items, epochs: epochs, fireTime: fireTime, taskID: taskID, failover: false)
+                    outcomes = run.outcomes
+                    fenced = run.fenced
                     runs += 1
-                    if aborted { break }
+                    if run.aborted { break }
                     guard try await misfireRerunNeeded(items) else { break }
                 }
             }
@@ -446,8 +428,9 @@ public final class JobRuntime: Sendable {
                 (item, outcomes[item].map { $0.succeeded ? ItemStatus.succeeded : .failed } ?? .notRun)
             })
             _ = await runListeners(job, fire, before: false)
-            return FireReport(fireTime: fireTime, source: source, items: items, outcomes: outcomes, runs: runs, started: started)
+            return FireReport(fireTime: fireTime, source: source, items: items, outcomes: outcomes, fenced: fenced, runs: runs, started: started)
         } catch {
+            services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .registryFailed("\(error)")))
             logger.error("job '\(name)': the fire of \(Self.format(fireTime)) failed in the registry: \(LogText.escaped("\(error)"))")
             return nil
         }
@@ -457,14 +440,11 @@ public final class JobRuntime: Sendable {
     /// markers are the claim's (`failover`, `failovering`) and the usual `running`; all go in one
     /// transaction at the end. If a listener vetoes the run, the items go back to the queue.
     private func runFailoverItems(_ job: PreparedJob, _ isolated: IsolatedJobType?, fireTime: Int64, started: Int64) async -> FireReport? {
-        let claims = state.withLock { state -> [Int: UInt64] in
-            defer { state.failoverPending = [:] }
-            return state.failoverPending
-        }
+        let claims = state.withLock { $0.fires.takeFailoverClaims() }
         let items = claims.keys.sorted()
         guard !items.isEmpty else { return nil }
         let configuration = job.configuration
-        state.withLock { $0.currentItems = items }
+        state.withLock { $0.fires.itemsKnown(items) }
         let taskID = self.taskID(items)
         var fire = FireInfo(
             jobName: name, taskID: taskID, shardingTotalCount: configuration.shardingTotalCount,
@@ -474,15 +454,19 @@ public final class JobRuntime: Sendable {
         do {
             guard await runListeners(job, fire, before: true) else {
                 try await coordinator.requeueFailover(items)
+                services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .aborted))
                 return nil
             }
-            let (outcomes, _) = try await execute(job, isolated, items, epochs: claims, fireTime: fireTime, taskID: taskID, failover: true)
+            reportFireStart(job, fireTime: fireTime, source: .failover, items: items, epochs: claims)
+            let run = try await execute(job, isolated, items, epochs: claims, fireTime: fireTime, taskID: taskID, failover: true)
+            let outcomes = run.outcomes
             fire.itemStatuses = Dictionary(uniqueKeysWithValues: items.map { item in
                 (item, outcomes[item].map { $0.succeeded ? ItemStatus.succeeded : .failed } ?? .notRun)
             })
             _ = await runListeners(job, fire, before: false)
-            return FireReport(fireTime: fireTime, source: .failover, items: items, outcomes: outcomes, runs: 1, started: started)
+            return FireReport(fireTime: fireTime, source: .failover, items: items, outcomes: outcomes, fenced: run.fenced, runs: 1, started: started)
         } catch {
+            services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .registryFailed("\(error)")))
             logger.error("job '\(name)': the failover run of items \(items.map(String.init).joined(separator: ",")) failed in the registry: \(LogText.escaped("\(error)"))")
             // The claim stays this instance's and is run again at a later look at the job; not in a
             // tight loop while the registry misbehaves.
@@ -492,18 +476,15 @@ public final class JobRuntime: Sendable {
     }
 
     /// Whether failover work is queued or running here.
-    var hasFailoverWork: Bool { state.withLock { !$0.failoverPending.isEmpty } }
+    var hasFailoverWork: Bool { state.withLock { !$0.fires.failoverPending.isEmpty } }
 
     /// After a run: run again once when a fire came meanwhile (ElasticJob's misfire loop: misfire on,
     /// no resharding pending). The misfire markers in the registry record it for operators; the
     /// write that made them is awaited before they are cleared, so none is left behind.
     private func misfireRerunNeeded(_ items: [Int]) async throws -> Bool {
         let (pending, write) = state.withLock { state -> (Bool, Task<Void, Never>?) in
-            defer {
-                state.misfirePending = false
-                state.misfireWrite = nil
-            }
-            return (state.misfirePending && !state.stopped, state.misfireWrite)
+            defer { state.misfireWrite = nil }
+            return (state.fires.takeMisfire(), state.misfireWrite)
         }
         await write?.value
         guard pending, job.configuration.misfire else {
@@ -527,11 +508,19 @@ public final class JobRuntime: Sendable {
         }
     }
 
-    /// One run of the fire's items. Returns the outcomes and whether the error handler asked to
-    /// abort the rest of the fire.
+    /// What one run of a fire's items came to.
+    struct ItemsRun {
+        var outcomes: [Int: ItemOutcome]
+        /// Items stopped by fencing.
+        var fenced: [Int]
+        /// The error handler asked to abort the rest of the fire.
+        var aborted: Bool
+    }
+
+    /// One run of the fire's items.
     func execute(
         _ job: PreparedJob, _ isolated: IsolatedJobType?, _ items: [Int], epochs: [Int: UInt64], fireTime: Int64, taskID: String, failover: Bool
-    ) async throws -> ([Int: ItemOutcome], Bool) {
+    ) async throws -> ItemsRun {
         let configuration = job.configuration
         let (session, _, owned) = ownership()
         let registry = coordinator.registry
@@ -568,20 +557,11 @@ public final class JobRuntime: Sendable {
             outcomes[item] = .failed(
                 message: "not started: its run given up on at its timeout is still running, and does not stop when asked", code: 0)
         }
-        if registry.sessionID != session {
-            // The session ended while the items ran: other instances may own them now, with newer
-            // epochs. Their markers are not ours to clear; markers still naming this instance are
-            // queued for failover by the next look at the job (``CoordinationRules/crashedItems``).
-            logger.warning("job '\(name)': items \(items.map(String.init).joined(separator: ",")) ran past this host's registry session; their markers are left to the instances that own them now")
-        } else {
+        let ending = ItemsEnding(items: items, outcomes: outcomes, sameSession: registry.sessionID == session, owned: owned())
+        reportEnding(ending, requeued: configuration.failover)
+        if case .kept(let done, let fenced) = ending {
             // Still our session. Items the host fenced (asked to stop) before they finished are
             // queued for another run when failover is on: their fire is not lost.
-            let fenced = owned() ? [] : items.filter { outcomes[$0]?.succeeded != true }
-            let done = items.filter { !fenced.contains($0) }
-            if !fenced.isEmpty {
-                let list = fenced.map(String.init).joined(separator: ",")
-                logger.warning("job '\(name)': items \(list) were stopped by fencing\(configuration.failover ? "; queued to run again" : "")")
-            }
             if failover {
                 try await coordinator.completeFailover(done)
                 try await coordinator.requeueFailover(fenced, running: true)
@@ -590,6 +570,31 @@ public final class JobRuntime: Sendable {
                 if configuration.failover { try await coordinator.requeueRunning(fenced) }
             }
         }
+        let propagate = await handleItemFailures(job, items, outcomes, fireTime: fireTime, taskID: taskID)
+        return ItemsRun(outcomes: outcomes, fenced: ending.fenced, aborted: propagate)
+    }
+
+    /// Logs and publishes how a run's items ended as far as ownership goes (both fire paths).
+    private func reportEnding(_ ending: ItemsEnding, requeued: Bool) {
+        switch ending {
+        case .ranPastSession(let items):
+            // The session ended while the items ran: other instances may own them now, with newer
+            // epochs. Their markers are not ours to clear; markers still naming this instance are
+            // queued for failover by the next look at the job (``CoordinationRules/crashedItems``).
+            logger.warning("job '\(name)': items \(items.map(String.init).joined(separator: ",")) ran past this host's registry session; their markers are left to the instances that own them now")
+        case .kept(_, let fenced) where !fenced.isEmpty:
+            services.events.publish(.itemsFenced(job: name, items: fenced, requeued: requeued))
+            logger.warning("job '\(name)': items \(fenced.map(String.init).joined(separator: ",")) were stopped by fencing\(requeued ? "; queued to run again" : "")")
+        case .kept:
+            break
+        }
+    }
+
+    /// Hands each failed item to the job's error handler, in item order (both fire paths). Returns
+    /// whether the handler asked to abort the rest of the fire.
+    private func handleItemFailures(
+        _ job: PreparedJob, _ items: [Int], _ outcomes: [Int: ItemOutcome], fireTime: Int64, taskID: String
+    ) async -> Bool {
         var propagate = false
         for item in items.sorted() {
             guard let outcome = outcomes[item], let message = outcome.failureMessage else { continue }
@@ -597,7 +602,7 @@ public final class JobRuntime: Sendable {
                 propagate = true
             }
         }
-        return (outcomes, propagate)
+        return propagate
     }
 
     /// ElasticJob's task id: `{job}@-@{items}@-@READY@-@{ip}@-@{pid}`.
@@ -712,11 +717,25 @@ public final class JobRuntime: Sendable {
         return services.clock.now() - stat.modifiedTime
     }
 
-    private func logFire(_ report: FireReport) {
-        let duration = services.clock.now() - report.started
+    /// A run began: its start event.
+    private func reportFireStart(_ job: PreparedJob, fireTime: Int64, source: FireSource, items: [Int], epochs: [Int: UInt64]) {
+        guard services.events.isObserved else { return }
+        let provider = job.jobTypeProvider
+        services.events.publish(.fireStarted(FireStart(
+            job: name, fireTime: fireTime, source: source, items: items, epochs: epochs, startedAt: services.clock.now(),
+            jobType: provider?.name ?? job.configuration.jobType, plugin: provider?.plugin.name ?? "",
+            pluginVersion: provider?.plugin.version ?? "")))
+    }
+
+    /// A run ended and the job has moved on from it: its end event and its summary line.
+    private func reportFireEnd(_ report: FireReport) {
+        let now = services.clock.now()
+        services.events.publish(.fireEnded(FireEnd(
+            job: name, fireTime: report.fireTime, source: report.source, items: report.items, outcomes: report.outcomes,
+            fenced: report.fenced, runs: report.runs, startedAt: report.started, endedAt: now)))
         // The message is built only when info is logged: with thousands of jobs a fire is cheap,
         // and formatting it is not.
-        logger.info("\(Self.fireSummary(name: name, fireTime: report.fireTime, source: report.source, items: report.items, outcomes: report.outcomes, runs: report.runs)) in \(duration) ms")
+        logger.info("\(Self.fireSummary(name: name, fireTime: report.fireTime, source: report.source, items: report.items, outcomes: report.outcomes, runs: report.runs)) in \(now - report.started) ms")
     }
 
     static func fireSummary(name: String, fireTime: Int64, source: FireSource, items: [Int], outcomes: [Int: ItemOutcome], runs: Int) -> String {
@@ -751,7 +770,7 @@ public final class JobRuntime: Sendable {
 
 extension JobRuntime {
     /// The instant of the fire armed now, if one is.
-    public var armedDeadline: Int64? { state.withLock { $0.armed?.deadline } }
+    public var armedDeadline: Int64? { state.withLock { $0.fires.armed?.deadline } }
 
     /// How many fires started from an armed preparation (the rest took the general path).
     public var armedFireCount: Int { armedFires.load(ordering: .relaxed) }
@@ -770,7 +789,7 @@ extension JobRuntime {
     /// in the wave of its instant. Nothing is armed when the job cannot be, the snapshot is not
     /// cached, or a resharding is due; that fire then takes the general path.
     public func arm(deadline: Int64) {
-        arm(deadline: deadline, armGeneration: state.withLock { $0.armGeneration })
+        arm(deadline: deadline, armGeneration: state.withLock { $0.fires.armGeneration })
     }
 
     /// `armGeneration`: the arming generation when the arming began; if the job's preparation has
@@ -822,41 +841,28 @@ extension JobRuntime {
                 armed = fire
             }
         }
-        enum Outcome { case armed(replacing: ArmedFire?), kept }
-        let outcome = state.withLock { state -> Outcome in
-            if state.stopped || state.armGeneration != armGeneration { return .kept }
-            if let earlier = state.armed, earlier !== armed, earlier.isReleased { return .kept }
-            defer { state.armed = armed }
-            return .armed(replacing: state.armed)
-        }
-        guard case .armed(let replaced) = outcome else { return }
+        let decision = state.withLock { $0.fires.arm(armed, generation: armGeneration) }
+        guard case .armed(let replaced) = decision else { return }
         // A fire armed earlier and not handed to a wave is stale now: off its wave.
         if let replaced, replaced !== armed { services.fireBoard.remove(replaced) }
         // In the wave only once it is the armed fire: a wave that takes it finds it so.
         guard let armed else { return }
         if !services.fireBoard.add(armed) {
             // Its instant's wave has gone already: the timer's handler runs it the general way.
-            state.withLock { state in
-                if state.armed === armed { state.armed = nil }
-            }
-        } else if state.withLock({ $0.armed !== armed }) {
+            state.withLock { $0.fires.dropArmed(armed) }
+        } else if !state.withLock({ $0.fires.isArmed(armed) }) {
             // Stopped or dropped while it was being added: off the wave again.
             services.fireBoard.remove(armed)
         }
     }
 
     /// Whether the armed fire is one that its wave has and has not started yet.
-    private var hasPendingReleasedFire: Bool { state.withLock { $0.armed?.isReleased == true } }
+    private var hasPendingReleasedFire: Bool { state.withLock { $0.fires.hasPendingReleasedFire } }
 
     /// Drops the armed fire, unless its wave has it already (then the wave starts it): it is stale
     /// (the job's preparation changed, or its fires are no longer armed).
     func dropArmed() {
-        let dropped = state.withLock { state -> ArmedFire? in
-            guard let armed = state.armed, !armed.isReleased else { return nil }
-            state.armed = nil
-            return armed
-        }
-        if let dropped { services.fireBoard.remove(dropped) }
+        if let dropped = state.withLock({ $0.fires.dropArmed() }) { services.fireBoard.remove(dropped) }
     }
 
     /// Starts an armed fire that its wave gives this thread: claims it (it must still be the armed
@@ -865,38 +871,27 @@ extension JobRuntime {
     /// allows several at once). Returns true when the items ran and ended on this thread: the
     /// caller ends the fire with ``finishArmed(_:)`` once its other starts are out.
     func release(_ fire: ArmedFire, gate: WaveGate) -> Bool {
-        enum Claim { case start, stale(late: Bool), misfire, skipLate, none }
-        let claim: Claim = state.withLock { state in
-            guard !state.stopped, state.armed === fire else { return .none }
-            state.armed = nil
-            // The fire holds its preparation, so an equal identifier is the same preparation.
-            let samePreparation = current.withLock { ObjectIdentifier($0.job) == fire.preparation }
-            state.released = (fire.deadline, samePreparation ? fire.next : job.schedule?.nextFireTime(after: fire.deadline))
-            if state.running { return recordMisfire(&state) ? .misfire : .none }
-            // Late (every worker thread was busy for more than a second), or its registry state
-            // or preparation changed since it was armed: the general path runs it afresh, as the
-            // timer would have (a late one as a misfire, or not at all with misfire off).
-            let late = gate.now - fire.deadline > Self.lateFireMilliseconds
-            guard !late, samePreparation, services.mayStartItems, gate.session == fire.session, !gate.silent,
-                  services.fencingGeneration.load(ordering: .acquiring) == fire.fencingGeneration,
-                  fire.cache.generation == fire.cacheGeneration
-            else {
-                if late && !job.configuration.misfire { return .skipLate }
-                state.running = true
-                return .stale(late: late)
-            }
-            state.running = true
-            state.currentFire = fire
-            return .start
+        // Whether anything the fire was armed with changed by now: the registry session, fencing,
+        // the snapshot it was made from; and whether items may start at all. If so, or if it is
+        // late (every worker thread was busy for more than a second), or its preparation changed,
+        // the general path runs it afresh, as the timer would have (a late one as a misfire, or
+        // not at all with misfire off).
+        let fresh = services.mayStartItems && gate.session == fire.session && !gate.silent
+            && services.fencingGeneration.load(ordering: .acquiring) == fire.fencingGeneration
+            && fire.cache.generation == fire.cacheGeneration
+        let decision = state.withLock { state in
+            let decision = state.fires.release(fire, now: gate.now, fresh: fresh)
+            if case .misfire(_, let marks?) = decision { writeMisfireMarks(marks, &state) }
+            return decision
         }
-        switch claim {
+        switch decision {
         case .none:
             return false
-        case .misfire:
-            logMisfire(fire.deadline)
+        case .misfire(let kept, _):
+            misfired(fire.deadline, kept: kept)
             return false
-        case .skipLate:
-            logger.warning("job '\(name)': the fire of \(Self.format(fire.deadline)) was missed (it could not start within a second) and misfire is off; skipped")
+        case .missed(let late):
+            missed(fire.deadline, lateMilliseconds: late)
             return false
         case .stale(let late):
             Task { await self.fire(scheduledAt: fire.deadline, source: late ? .misfire : .schedule) }
@@ -906,6 +901,10 @@ extension JobRuntime {
         }
         fire.stamp.store(services.cancellation.stamp, ordering: .releasing)
         armedFires.wrappingAdd(1, ordering: .relaxed)
+        fire.startedAt = gate.now
+        if services.events.isObserved {
+            reportFireStart(fire.job, fireTime: fire.deadline, source: .schedule, items: fire.items, epochs: fire.epochs)
+        }
         if fire.helpers > 0 {
             services.pool.submit(contentsOf: Array(repeating: { [self] in
                 if fire.runItems() { finishArmed(fire) }
@@ -924,32 +923,31 @@ extension JobRuntime {
         let owned = sameSession
             && services.fencingGeneration.load(ordering: .acquiring) == fire.fencingGeneration && !services.registrySilent(registry)
         let allSucceeded = fire.allSucceeded
-        if !sameSession {
-            logger.warning("job '\(name)': items \(items.map(String.init).joined(separator: ",")) ran past this host's registry session")
-        } else if !owned && !allSucceeded {
-            let outcomes = fire.outcomesByItem
-            let fenced = items.filter { outcomes[$0]?.succeeded != true }
-            logger.warning("job '\(name)': items \(fenced.map(String.init).joined(separator: ",")) were stopped by fencing")
+        // Without markers: nothing to clear or queue, only what to say (the same as `execute`).
+        let ending: ItemsEnding
+        if allSucceeded && sameSession {
+            ending = .kept(done: items, fenced: [])
+        } else {
+            ending = ItemsEnding(items: items, outcomes: fire.outcomesByItem, sameSession: sameSession, owned: owned)
+            reportEnding(ending, requeued: false)
         }
         guard allSucceeded else {
             let outcomes = fire.outcomesByItem
             Task {
-                for item in items {
-                    guard let outcome = outcomes[item], let message = outcome.failureMessage else { continue }
-                    _ = await handleFailure(
-                        fire.job, origin: .item, item: item, fireTime: fire.deadline, taskID: fire.taskID,
-                        message: message, code: outcome.code)
-                }
+                _ = await handleItemFailures(fire.job, items, outcomes, fireTime: fire.deadline, taskID: fire.taskID)
                 await afterRun(
                     scheduledAt: fire.deadline,
-                    report: FireReport(fireTime: fire.deadline, source: .schedule, items: items, outcomes: outcomes, runs: 1, started: fire.deadline))
+                    report: FireReport(
+                        fireTime: fire.deadline, source: .schedule, items: items, outcomes: outcomes, fenced: ending.fenced, runs: 1,
+                        started: fire.startedAt))
             }
             return
         }
-        // Logged once the job has moved on from this fire (as ``afterRun(scheduledAt:report:)`` does).
+        // Reported once the job has moved on from this fire (as ``afterRun(scheduledAt:report:)`` does).
         let next = nextRun()
-        if logger.logLevel <= .info {
-            logFire(FireReport(fireTime: fire.deadline, source: .schedule, items: items, outcomes: fire.outcomesByItem, runs: 1, started: fire.deadline))
+        if logger.logLevel <= .info || services.events.isObserved {
+            reportFireEnd(FireReport(
+                fireTime: fire.deadline, source: .schedule, items: items, outcomes: fire.outcomesByItem, runs: 1, started: fire.startedAt))
         }
         if let next {
             Task {

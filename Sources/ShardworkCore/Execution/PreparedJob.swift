@@ -54,6 +54,9 @@ public final class PreparedJob: Sendable {
 
     /// The job's fingerprint: its configuration and the plugin files of its providers.
     public var fingerprint: String { crashContext.fingerprint }
+
+    /// The job type's provider, as events name it.
+    var jobTypeProvider: RegisteredProvider? { providers.first { $0.kind == .jobType } }
 }
 
 /// A job checked against the loaded plugins by everything that needs no provider instance: its

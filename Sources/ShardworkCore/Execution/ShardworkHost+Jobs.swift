@@ -107,7 +107,7 @@ extension ShardworkHost {
             if present.contains(name) {
                 // Still there, or being removed or added right now (no configuration yet): the
                 // next change to the namespace looks again.
-                guard case let stat?? = try? await registry.exists(JobNodePath(job: name).config, watch: nil),
+                guard case let stat? = try? await registry.exists(JobNodePath(job: name).config, watch: nil),
                       let created, stat.createdTransaction != created
                 else { continue }
             }
@@ -164,7 +164,8 @@ extension ShardworkHost {
             return
         }
         let runtime = JobRuntime(
-            job: prepared, coordinator: JobCoordinator(registry: registry, job: name, instance: services.instance), services: services)
+            job: prepared, coordinator: JobCoordinator(registry: registry, job: name, instance: services.instance, events: services.events),
+            services: services)
         let inserted = table.withLock { table -> Bool in
             guard table[name] == nil else { return false }
             table[name] = runtime
@@ -192,6 +193,7 @@ extension ShardworkHost {
         }
         schedule(runtime, after: services.clock.now())
         scheduleSync(runtime)
+        services.events.publish(.jobAdopted(job: name))
         logger.notice("job '\(name)': runs on this host now (\(configuredHere ? "configured here and back in the registry" : "added to the cluster"), job type \(jobType), configuration version \(stored.stat.version))")
     }
 
@@ -225,6 +227,7 @@ extension ShardworkHost {
             return (previous, previous?.watched != true)
         }
         if previous?.reason != reason {
+            services.events.publish(.jobSetAside(job: job, reason: reason))
             logger.warning("job '\(job)': this host cannot run it, so it takes no items of it: \(reason)")
         }
         await writeIncapable(job, reason: reason)
@@ -246,7 +249,7 @@ extension ShardworkHost {
     /// configuration changes, or a plugin is loaded.
     func setAside(_ runtime: JobRuntime, reason: String) async {
         let version = try? await registry.exists(runtime.coordinator.paths.config, watch: nil)?.version
-        await retire(runtime, reason: "set aside: \(LogText.escaped(reason))")
+        await leave(runtime, .retired(reason: "set aside: \(LogText.escaped(reason))"))
         await markIncapable(runtime.name, reason: reason, version: version)
     }
 
@@ -298,21 +301,39 @@ extension ShardworkHost {
         incapable.withLock { $0.mapValues(\.reason) }
     }
 
-    /// Stops the job on this host and forgets it: it was removed from the cluster, or it cannot run
-    /// here any more. Running items finish first; the instance leaves the job.
-    func retire(_ runtime: JobRuntime, reason: String) async {
+    /// How a job leaves this host.
+    enum Departure {
+        /// Removed from the cluster, or it cannot run here any more: the host forgets it.
+        case retired(reason: String)
+        /// A shutdown command for this instance: the host remembers it, so that the job stays off
+        /// here until it is removed from the cluster (and perhaps added again).
+        case shutDownByCommand
+    }
+
+    /// Stops the job on this host: no fire starts, a running one finishes first, then the
+    /// instance leaves the job (the other instances reshard). Once per job: a later call for a job
+    /// already leaving does nothing.
+    func leave(_ runtime: JobRuntime, _ departure: Departure) async {
         let first = syncs.withLock { syncs -> Bool in
             guard syncs[runtime.name]?.active == true else { return false }
             syncs[runtime.name]?.active = false
+            if case .shutDownByCommand = departure { syncs[runtime.name]?.shutDown = true }
             return true
         }
         guard first else { return }
         timer.cancel(runtime.name)
         runtime.stop()
+        let reason = switch departure {
+        case .retired(let reason): reason
+        case .shutDownByCommand: "shut down by a command"
+        }
+        services.events.publish(.jobStopped(job: runtime.name, reason: reason))
         logger.notice("job '\(runtime.name)': stopped on this host: \(reason)")
-        while runtime.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
+        await runtime.untilIdle()
+        if case .shutDownByCommand = departure { try? await runtime.coordinator.takeShutdownCommand() }
         runtime.shutdownWorkers()
         await runtime.coordinator.unregister()
+        guard case .retired = departure else { return }
         syncs.withLock { _ = $0.removeValue(forKey: runtime.name) }
         table.withLock { table in
             if table[runtime.name] === runtime { table.removeValue(forKey: runtime.name) }
@@ -351,7 +372,7 @@ extension ShardworkHost {
 
 extension ShardworkHost {
     /// The operation APIs over this host's registry: with ZooKeeper they act on the whole cluster.
-    public var operations: ClusterOperations { ClusterOperations(registry: registry, logger: logger) }
+    public var operations: ClusterOperations { ClusterOperations(registry: registry, logger: logger, events: services.events) }
 
     /// Writes an uploaded plugin file where ``loadPlugin(file:)`` can take it: a private directory
     /// beside the plugin cache. The caller removes it after the load (the cache keeps its own copy).

@@ -251,9 +251,15 @@ extension ShardworkHost {
             result = hotLoading.ledger.withLock { ledger in hotLoad(file, label: label, &ledger) }
         }
         switch result {
-        case .success(let outcome) where outcome.alreadyLoaded: logger.info("\(outcome)")
-        case .success(let outcome): logger.notice("\(outcome)")
-        case .failure(let error): logger.error("\(LogText.escaped("\(error)"))")
+        case .success(let outcome) where outcome.alreadyLoaded:
+            logger.info("\(outcome)")
+        case .success(let outcome):
+            services.events.publish(.pluginLoaded(
+                name: outcome.plugin, version: outcome.version, generation: outcome.generation, file: outcome.file))
+            logger.notice("\(outcome)")
+        case .failure(let error):
+            services.events.publish(.pluginRefused(file: label, reason: "\(error)"))
+            logger.error("\(LogText.escaped("\(error)"))")
         }
         return result
     }

@@ -94,6 +94,7 @@ extension ShardworkHost {
                 logger.error("job '\(job.jobName)': cannot write it back into the namespace: \(LogText.escaped("\(error)"))")
             }
         }
+        services.events.publish(.registry(.namespaceRestored))
         logger.notice("registry: this host's jobs are back in the namespace")
         await adoptJobs()
     }

@@ -25,6 +25,9 @@ public final class ShardworkHost: Service, Sendable {
     let table: Mutex<[String: JobRuntime]>
     public let registry: any RegistryCenter
     public let services: HostServices
+    /// What happens on this host, as values: fires, leadership, failover, fencing, the registry
+    /// session, plugins, jobs and operations (see ``HostEvent``).
+    public var events: HostEvents { services.events }
     let timer: TimerService
     let logger: Logger
     /// What re-preparing a job after a configuration change (or a plugin hot-load) needs.
@@ -152,7 +155,8 @@ public final class ShardworkHost: Service, Sendable {
         var runtimes: [String: JobRuntime] = [:]
         for job in jobs {
             runtimes[job.name] = JobRuntime(
-                job: job, coordinator: JobCoordinator(registry: registry, job: job.name, instance: instance), services: services)
+                job: job, coordinator: JobCoordinator(registry: registry, job: job.name, instance: instance, events: services.events),
+                services: services)
         }
         table = Mutex(runtimes)
         syncs = Mutex(Dictionary(uniqueKeysWithValues: jobs.map { ($0.name, JobSync()) }))
@@ -169,6 +173,7 @@ public final class ShardworkHost: Service, Sendable {
         for runtime in runtimes.values.sorted(by: { $0.name < $1.name }) {
             do {
                 try await register(runtime)
+                services.events.publish(.jobAdopted(job: runtime.name))
             } catch let error as JobRegistrationError where error.setsAside {
                 await setAside(runtime, reason: error.message)
             }
@@ -357,18 +362,18 @@ public final class ShardworkHost: Service, Sendable {
                     let job = runtime.job.configuration
                     recentlyRemoved.withLock { $0[runtime.name] = (job, ContinuousClock.now) }
                 }
-                await retire(runtime, reason: "removed from the cluster (its configuration is gone from the registry)")
+                await leave(runtime, .retired(reason: "removed from the cluster (its configuration is gone from the registry)"))
                 return
             }
             if configReplaced {
                 // Removed and added again since this host looked: what it registered went with the
                 // old job. It starts afresh, as a host that sees the job for the first time.
-                await retire(runtime, reason: "removed from the cluster and added again; taking it up afresh")
+                await leave(runtime, .retired(reason: "removed from the cluster and added again; taking it up afresh"))
                 await adoptJobs()
                 return
             }
             if snapshot.shutdownRequested {
-                await shutDownJob(runtime)
+                await leave(runtime, .shutDownByCommand)
                 return
             }
             if snapshot.triggerRequested, try await coordinator.takeTrigger() {
@@ -402,6 +407,7 @@ public final class ShardworkHost: Service, Sendable {
             } else if snapshot.leader == me.id, myServer == ServerStatus.disabled.rawValue {
                 logger.info("job '\(runtime.name)': this instance's server is disabled; it steps down as leader")
                 try await coordinator.abdicate()
+                services.events.publish(.leaderResigned(job: runtime.name))
                 snapshot = try await coordinator.snapshot()
             }
             let membership = CoordinationRules.availableInstances(snapshot)
@@ -452,13 +458,21 @@ public final class ShardworkHost: Service, Sendable {
         let coordinator = runtime.coordinator
         let me = services.instance
         let total = runtime.job.configuration.shardingTotalCount
+        // A marker or claim naming this instance is a leftover (of an earlier session, say) only if
+        // the job was idle here from before the snapshot was read until after: a snapshot read
+        // while a run of this host's was under way still shows its markers, though the run may have
+        // ended (and cleared them) by now; taking them for leftovers would run those items again.
+        let idleBefore = runtime.idleStamp
         var snapshot = try await coordinator.snapshot()
-        let crashed = CoordinationRules.crashedItems(snapshot, total: total, idleLocal: runtime.isRunning ? nil : me.id)
+        var idleThroughout = idleBefore != nil && runtime.idleStamp == idleBefore
+        let crashed = CoordinationRules.crashedItems(snapshot, total: total, idleLocal: idleThroughout ? me.id : nil)
         if !crashed.isEmpty {
             let list = crashed.map(String.init).joined(separator: ",")
             logger.warning("job '\(runtime.name)': items \(list) were running on instances that are gone; queued for another instance to run")
             try await coordinator.flagCrashed(crashed, in: snapshot)
+            services.events.publish(.failoverQueued(job: runtime.name, items: crashed))
             snapshot = try await coordinator.snapshot()
+            idleThroughout = idleThroughout && runtime.idleStamp == idleBefore
         }
         guard !runtime.isRunning, services.mayStartItems, CoordinationRules.isEnabled(snapshot.servers[me.serverIP]) else { return }
         var mine: [Int: UInt64] = [:]
@@ -466,12 +480,15 @@ public final class ShardworkHost: Service, Sendable {
             mine[item] = record.failoveringEpoch ?? 0
         }
         if !mine.isEmpty {
+            // Otherwise the next look, after the run, reads them afresh.
+            guard idleThroughout else { return }
             try await coordinator.prepareRerun(of: Array(mine.keys), in: snapshot)
             runtime.runFailover(mine)
             return
         }
         guard let item = CoordinationRules.nextFailoverItem(snapshot, total: total) else { return }
         if let epoch = try await coordinator.claimFailover(item) {
+            services.events.publish(.failoverTaken(job: runtime.name, item: item, epoch: epoch))
             logger.notice("job '\(runtime.name)': took item \(item) of a crashed instance (epoch \(epoch))")
             runtime.runFailover([item: epoch])
         }
@@ -494,6 +511,7 @@ public final class ShardworkHost: Service, Sendable {
                         self.fence("no answer from the registry for \(silence) (over \(fraction) of the \(timeout) session timeout)")
                     } else if self.services.fenced.load(ordering: .acquiring) {
                         self.services.fenced.store(false, ordering: .releasing)
+                        self.services.events.publish(.registry(.heardAgain))
                         self.logger.notice("registry: heard from again; items may start")
                     }
                 }
@@ -508,6 +526,7 @@ public final class ShardworkHost: Service, Sendable {
         guard !services.fenced.exchange(true, ordering: .acquiringAndReleasing) else { return }
         services.fencingGeneration.add(1, ordering: .acquiringAndReleasing)
         services.cancellation.cancelRunning()
+        services.events.publish(.registry(.fenced(reason: reason)))
         logger.warning("registry: \(reason): running items are asked to stop and none starts, before another host can be handed them")
     }
 
@@ -532,7 +551,7 @@ public final class ShardworkHost: Service, Sendable {
         if let missing = missingProviders(changed) {
             // Capability-aware: an instance that cannot run the new configuration leaves the job,
             // so that it is handed no items, and says why in the registry.
-            await retire(runtime, reason: "its new configuration (version \(stored.version)) cannot run here: \(missing)")
+            await leave(runtime, .retired(reason: "its new configuration (version \(stored.version)) cannot run here: \(missing)"))
             await markIncapable(changed.jobName, reason: missing, version: stored.version)
             return
         }
@@ -561,23 +580,8 @@ public final class ShardworkHost: Service, Sendable {
             try await coordinator.clearRunning(Array(0..<max(current.shardingTotalCount, changed.shardingTotalCount)))
             what.append("monitorExecution off")
         }
+        services.events.publish(.configurationApplied(job: runtime.name, version: Int(stored.version)))
         logger.info("job '\(runtime.name)': applied the registry's new configuration (version \(stored.version))\(what.isEmpty ? "" : ": " + what.joined(separator: "; "))")
-    }
-
-    /// A shutdown command for this instance: the job stops here (it finishes a running fire first)
-    /// and this instance leaves the job; the other instances reshard.
-    private func shutDownJob(_ runtime: JobRuntime) async {
-        syncs.withLock {
-            $0[runtime.name]?.active = false
-            $0[runtime.name]?.shutDown = true
-        }
-        timer.cancel(runtime.name)
-        runtime.stop()
-        logger.notice("job '\(runtime.name)': stopped on this host by a shutdown command")
-        while runtime.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
-        try? await runtime.coordinator.takeShutdownCommand()
-        runtime.shutdownWorkers()
-        await runtime.coordinator.unregister()
     }
 
     /// The timer's release at an instant: every wave due starts now, on the worker pool, and the
@@ -659,22 +663,31 @@ public final class ShardworkHost: Service, Sendable {
                 case .connected(let id):
                     let renewed = current != nil && id != current
                     current = id
+                    let restored = !renewed && !services.registryConnected.load(ordering: .acquiring)
                     if renewed {
                         logger.notice("registry: new session \(String(id, radix: 16)); registering every job again")
                         await reregister()
                         await rewriteIncapable()
                         await adoptJobs()
-                    } else if !services.registryConnected.load(ordering: .acquiring) {
+                    } else if restored {
                         logger.notice("registry: connection restored (session \(String(id, radix: 16)))")
                     }
                     services.registryConnected.store(true, ordering: .releasing)
                     services.fenced.store(false, ordering: .releasing)
+                    // Once items may start again: a reader of the event may count on it.
+                    if renewed {
+                        services.events.publish(.registry(.sessionRenewed(session: id)))
+                    } else if restored {
+                        services.events.publish(.registry(.connectionRestored(session: id)))
+                    }
                     for runtime in runtimes.values { scheduleSync(runtime) }
                 case .disconnected:
                     services.registryConnected.store(false, ordering: .releasing)
+                    services.events.publish(.registry(.connectionLost))
                     logger.warning("registry: connection lost; no new item starts until it is back")
                 case .expired:
                     services.registryConnected.store(false, ordering: .releasing)
+                    services.events.publish(.registry(.sessionExpired))
                     fence("the registry session expired")
                     for runtime in runtimes.values { runtime.coordinator.invalidateCache(watchesLost: true) }
                     logger.warning("registry: session expired; its ephemeral nodes are gone; waiting for a new session")
@@ -698,9 +711,9 @@ public final class ShardworkHost: Service, Sendable {
                 // removed and added again) while the session was gone is never written back.
                 let stored = try await runtime.coordinator.registry.exists(runtime.coordinator.paths.config, watch: nil)
                 guard let stored, stored.createdTransaction == syncs.withLock({ $0[runtime.name]?.configCreated }) else {
-                    await retire(runtime, reason: stored == nil
+                    await leave(runtime, .retired(reason: stored == nil
                         ? "removed from the cluster while the registry session was gone"
-                        : "removed from the cluster and added again while the registry session was gone; taking it up afresh")
+                        : "removed from the cluster and added again while the registry session was gone; taking it up afresh"))
                     continue
                 }
                 _ = try await runtime.coordinator.register(runtime.job.configuration, rejoining: true)
@@ -742,13 +755,21 @@ public final class ShardworkHost: Service, Sendable {
         services.fireBoard.close()
         stopWatchingPlugins()
         for runtime in runtimes.values { runtime.stop() }
-        let deadline = Date().addingTimeInterval(configuration.host.shutdownTimeoutSeconds)
         var busy = runtimes.values.filter(\.isRunning)
         if !busy.isEmpty {
             logger.info("stopping: waiting up to \(configuration.host.shutdownTimeoutSeconds) s for \(busy.count) running jobs")
-        }
-        while !busy.isEmpty, Date() < deadline {
-            try? await Task.sleep(for: .milliseconds(20))
+            // Whichever comes first: every running job idle, or the deadline.
+            let waiting = busy
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for runtime in waiting { await runtime.untilIdle() }
+                }
+                group.addTask { [timeout = configuration.host.shutdownTimeoutSeconds] in
+                    try? await Task.sleep(for: .milliseconds(Int64(timeout * 1000)))
+                }
+                await group.next()
+                group.cancelAll()
+            }
             busy = busy.filter(\.isRunning)
         }
         if !busy.isEmpty {
@@ -763,5 +784,6 @@ public final class ShardworkHost: Service, Sendable {
         await registry.close()
         services.pool.shutdown()
         logger.info("host \(services.instance.id) stopped")
+        services.events.finish()
     }
 }

@@ -17,6 +17,8 @@ public final class ClusterOperations: Sendable {
     let registry: any RegistryCenter
     private let logger: Logger
     private let now: @Sendable () -> Date
+    /// The event stream of the host serving the operations, if one does.
+    private let events: HostEvents?
 
     /// How many times a write planned from a read is planned again when a concurrent change to the
     /// nodes it depends on made it fail.
@@ -29,13 +31,20 @@ public final class ClusterOperations: Sendable {
     /// - Parameters:
     ///   - registry: the cluster's registry (for ZooKeeper, in the cluster's namespace).
     ///   - now: the clock that dates jobs added with ``addJob(_:addedBy:)``.
+    ///   - events: where operations that changed the cluster are published (a host's stream).
     public init(
         registry: any RegistryCenter, logger: Logger = Logger(label: "shardwork.operations"),
-        now: @escaping @Sendable () -> Date = Date.init
+        now: @escaping @Sendable () -> Date = Date.init, events: HostEvents? = nil
     ) {
         self.registry = registry
         self.logger = logger
         self.now = now
+        self.events = events
+    }
+
+    /// An operation changed the cluster: its event, on the host's stream.
+    private func performed(_ operation: String, job: String, _ detail: @autoclosure () -> String) {
+        events?.publish(.operationPerformed(operation: operation, job: job, detail: detail()))
     }
 
     // MARK: Statistics
@@ -126,6 +135,7 @@ public final class ClusterOperations: Sendable {
             }
             return (operations, live)
         }
+        performed("trigger", job: name, "\(triggered.count) instance(s)")
         logger.info("job '\(name)' triggered on \(triggered.count) instance(s)")
         return triggered
     }
@@ -187,7 +197,10 @@ public final class ClusterOperations: Sendable {
             }
             return (operations, targets.map { ServerStatusChange(jobName: $0.paths.job, serverIp: $0.ip, status: status.rawValue) })
         }
-        for change in changes { logger.info("server \(change.serverIp) of job '\(change.jobName)' is \(change.status)") }
+        for change in changes {
+            performed(change.status == ServerStatus.disabled.rawValue ? "disable" : "enable", job: change.jobName, "server \(change.serverIp)")
+            logger.info("server \(change.serverIp) of job '\(change.jobName)' is \(change.status)")
+        }
         return changes
     }
 
@@ -205,6 +218,7 @@ public final class ClusterOperations: Sendable {
             }
             return (operations.count == 1 ? [] : operations, ())
         }
+        performed("disable", job: name, "item \(item)")
         logger.info("item \(item) of job '\(name)' is disabled")
     }
 
@@ -216,6 +230,7 @@ public final class ClusterOperations: Sendable {
             guard try await registry.exists(paths.itemDisabled(item), watch: nil) != nil else { return ([], ()) }
             return ([.check(paths.config, version: version), .delete(paths.itemDisabled(item), version: nil)], ())
         }
+        performed("enable", job: name, "item \(item)")
         logger.info("item \(item) of job '\(name)' is enabled")
     }
 
@@ -268,7 +283,10 @@ public final class ClusterOperations: Sendable {
             }
             return (operations, requests)
         }
-        for request in requests { logger.info("instance \(request.instanceId) asked to stop job '\(request.jobName)'") }
+        for request in requests {
+            performed("shutdown", job: request.jobName, "instance \(request.instanceId)")
+            logger.info("instance \(request.instanceId) asked to stop job '\(request.jobName)'")
+        }
         return requests
     }
 
@@ -292,6 +310,7 @@ public final class ClusterOperations: Sendable {
             // Depth first, reversed: every node after everything under it.
             return (entries.reversed().map { .delete($0.path, version: nil) }, entries)
         }
+        performed("remove", job: name, "\(removed.count) node(s)")
         logger.info("job '\(name)' removed: \(removed.count) node(s)")
         return removed
     }
@@ -359,6 +378,7 @@ public final class ClusterOperations: Sendable {
             guard case .set(let stat) = results.last else { throw RegistryError(.other("the update returned no stat"), path: paths.config) }
             return StoredJobConfiguration(configuration: checked, yaml: yaml, version: stat.version)
         }
+        performed("configure", job: name, "version \(updated.version)")
         logger.info("job '\(name)': configuration updated to version \(updated.version)")
         return updated
     }
@@ -405,6 +425,7 @@ public final class ClusterOperations: Sendable {
                 throw exists  // added by someone else meanwhile
             }
         }
+        performed("add", job: name, "by \(addedBy)")
         logger.info("job '\(name)' added by \(addedBy)")
         return StoredJobConfiguration(configuration: checked, yaml: yaml, version: 0)
     }
