@@ -75,9 +75,7 @@ struct PluginOptions: ParsableArguments {
 enum LoggingBootstrap {
     private static let done: Void = {
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .trace  // each Logger sets its own level
-            return handler
+            ConsoleLogHandler(label: label)  // at trace: each Logger sets its own level
         }
     }()
 

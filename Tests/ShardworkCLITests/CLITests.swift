@@ -391,5 +391,9 @@ struct RunCommandTests {
         #expect(log.contains("job 'inventory-sync' fired for"))
         #expect(log.contains("inventory-sync item 0: processed 2, 1"))
         #expect(log.contains("stopped"))
+        // Every line is stamped to the millisecond: `2026-12-06T07:21:04.123+0000 info shardwork: …`.
+        let stamp = #/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4} (trace|debug|info|notice|warning|error|critical) /#
+        let lines = log.split(separator: "\n")
+        #expect(!lines.isEmpty && lines.allSatisfy { $0.firstMatch(of: stamp) != nil }, "\(lines.filter { $0.firstMatch(of: stamp) == nil }.prefix(3))")
     }
 }
