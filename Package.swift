@@ -145,6 +145,13 @@ let package = Package(
             dependencies: ["ShardworkCore", "ShardworkTestSupport", "ZooKeeper", .product(name: "ShardworkSDK", package: "SDK")],
             swiftSettings: strictSettings
         ),
+        // Pure tests: no plugin, registry server, host or child process; they run in seconds
+        // (`swift test --filter ShardworkUnitTests`).
+        .testTarget(
+            name: "ShardworkUnitTests",
+            dependencies: ["ShardworkCore", "ShardworkTestSupport", .product(name: "ShardworkSDK", package: "SDK")],
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "ShardworkCLITests",
             dependencies: ["ShardworkTestSupport", "ShardworkCore", "ZooKeeper"],

@@ -222,11 +222,12 @@ final class Cluster: @unchecked Sendable {
         (try? await observer.children("/\(job)/instances", watch: nil)) ?? []
     }
 
-    /// Each host's notable log lines (not its per-fire and per-item chatter), for failure messages.
+    /// Each host's notable log lines (not its per-fire and per-item chatter at info and below, but
+    /// every notice, warning and error, failover takeovers included), for failure messages.
     func logs() -> String {
         hosts.values.sorted { $0.ip < $1.ip }.map { host in
             let lines = host.output.split(separator: "\n").filter { line in
-                !line.contains(" debug ") && !line.contains("' fired for ") && !line.contains(" item ")
+                !line.contains(" debug ") && !(line.contains(" info ") && (line.contains("' fired for ") || line.contains(" item ")))
             }
             return "--- \(host.ip) (pid \(host.pid)):\n" + lines.suffix(40).joined(separator: "\n")
         }.joined(separator: "\n")

@@ -6,54 +6,6 @@ import Testing
 
 @Suite("Host events")
 struct HostEventsTests {
-    static func fire(_ number: Int) -> HostEvent.Kind {
-        .misfire(job: "job-\(number)", fireTime: Int64(number), kept: true)
-    }
-
-    @Test("with no subscriber an event is not even made")
-    func nobodyListening() {
-        let events = HostEvents(clock: ManualClock(now: 0))
-        let made = Atomic<Int>(0)
-        func event() -> HostEvent.Kind {
-            made.add(1, ordering: .relaxed)
-            return Self.fire(1)
-        }
-        #expect(!events.isObserved)
-        events.publish(event())
-        #expect(made.load(ordering: .relaxed) == 0)
-        let subscription = events.subscribe()
-        #expect(events.isObserved)
-        events.publish(event())
-        #expect(made.load(ordering: .relaxed) == 1)
-        subscription.cancel()
-        #expect(!events.isObserved, "a cancelled subscription is gone at once")
-        events.publish(event())
-        #expect(made.load(ordering: .relaxed) == 1)
-    }
-
-    @Test("every subscriber gets every event in order; one that falls behind loses what does not fit, counted, and publishing never waits")
-    func slowSubscriber() async {
-        let clock = ManualClock(now: 1_000)
-        let events = HostEvents(clock: clock)
-        let slow = events.subscribe(buffer: 8)
-        let reader = events.subscribe()
-        // Nobody reads while 100 events are published: the slow one's buffer fills at 8.
-        for number in 0..<100 { events.publish(Self.fire(number)) }
-        #expect(slow.dropped == 92)
-        #expect(reader.dropped == 0)
-        #expect(events.dropped == 92)
-        slow.cancel()
-        reader.cancel()
-        var kept: [HostEvent] = []
-        for await event in slow { kept.append(event) }
-        #expect(kept.map(\.kind) == (0..<8).map(Self.fire), "the first 8, in order")
-        var all: [HostEvent] = []
-        for await event in reader { all.append(event) }
-        #expect(all.map(\.kind) == (0..<100).map(Self.fire))
-        #expect(all.allSatisfy { $0.time == 1_000 }, "stamped with the host's clock")
-        #expect(!events.isObserved)
-    }
-
     @Test("a subscriber's iteration ends when the host stops")
     func endsWithHost() async throws {
         let harness = try await HostHarness("""

@@ -1,5 +1,6 @@
 import Foundation
 import ShardworkCore
+import Synchronization
 
 /// A test's precondition failed (a missing build product, a tool that did not run). The message
 /// says how to fix it.
@@ -121,16 +122,58 @@ public enum Subprocess {
 /// Builds the C plugins the tests need, with the system's C compiler.
 public enum CPluginBuilder {
     /// Compiles `source` into a shared object at `output` with `-D` definitions.
+    ///
+    /// Each distinct build (the source's and the SDK header's text, the flags) is compiled once and
+    /// kept in the build directory (`c-test-plugins/`, named by a hash of all that); every caller
+    /// gets a fresh copy at its `output`, so tests that load or alter their copy never share it.
     public static func build(source: String, output: String, defines: [String] = [], extraFlags: [String] = []) async throws {
+        let arguments = ["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-fvisibility=hidden", "-I", TestPaths.sdkInclude]
+            + defines.map { "-D" + $0 } + extraFlags
+        let sourceText = try String(contentsOfFile: source, encoding: .utf8)
+        let header = (try? String(contentsOfFile: TestPaths.sdkInclude + "/shardwork_plugin.h", encoding: .utf8)) ?? ""
+        let key = fnv1a([source, sourceText, header] + arguments)
+        let task = builds.withLock { builds in
+            if let task = builds[key] { return task }
+            let task = Task { try await compileOnce(source: source, arguments: arguments, key: key) }
+            builds[key] = task
+            return task
+        }
+        let built = try await task.value
+        try? FileManager.default.removeItem(atPath: output)
+        try FileManager.default.copyItem(atPath: built, toPath: output)
+    }
+
+    /// One task per distinct build in this process.
+    private static let builds = Mutex<[String: Task<String, any Error>]>([:])
+
+    private static func compileOnce(source: String, arguments: [String], key: String) async throws -> String {
+        let directory = TestPaths.buildDirectory + "/c-test-plugins"
+        let built = "\(directory)/\(key).so"
+        if FileManager.default.fileExists(atPath: built) { return built }
         guard let compiler = Subprocess.which("cc") ?? Subprocess.which("gcc") else {
             throw TestSetupError("no C compiler (cc or gcc) on the PATH; scripts/test installs gcc")
         }
-        let arguments = ["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-fvisibility=hidden", "-I", TestPaths.sdkInclude]
-            + defines.map { "-D" + $0 } + extraFlags + ["-o", output, source]
-        let outcome = try await Subprocess.run(compiler, arguments)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        // Compiled under a name of its own, then renamed: another test process never sees half a file.
+        let partial = "\(built).\(getpid()).partial"
+        let outcome = try await Subprocess.run(compiler, arguments + ["-o", partial, source])
         guard outcome.succeeded else {
-            throw TestSetupError("cc \(arguments.joined(separator: " ")) failed:\n\(outcome.standardError)")
+            throw TestSetupError("cc \((arguments + ["-o", partial, source]).joined(separator: " ")) failed:\n\(outcome.standardError)")
         }
+        guard rename(partial, built) == 0 else { throw TestSetupError("cannot rename \(partial) to \(built)") }
+        return built
+    }
+
+    /// FNV-1a, 64 bits, of the parts (each followed by a zero byte), in hexadecimal.
+    private static func fnv1a(_ parts: [String]) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for part in parts {
+            for byte in part.utf8 + [0] {
+                hash ^= UInt64(byte)
+                hash = hash &* 0x0000_0100_0000_01b3
+            }
+        }
+        return String(hash, radix: 16)
     }
 
     /// The test plugin (Tests/Fixtures/c-plugins/test_plugin.c) built with `defines` into `directory`.

@@ -55,6 +55,10 @@ final class ArmedFire: @unchecked Sendable {
     private let remaining: Atomic<Int>
     /// The host's cancellation stamp when the fire started (see ``ItemBatchCancellation``).
     let stamp = Atomic<UInt64>(0)
+    /// When the fire started (the wave's reading of the clock), written with `stamp` by the runner
+    /// that claims it, next to it: a start touches no other cache line for it. (An atomic rather
+    /// than a `var`: a class's stored `var` costs an exclusivity check at every access.)
+    let startedAt = Atomic<Int64>(0)
     /// The wave the fire joined (set by the board, under its lock; read from other threads).
     /// Once the wave is launched, the wave starts the fire.
     private let joined = Mutex<WeakWave>(WeakWave())
@@ -68,9 +72,6 @@ final class ArmedFire: @unchecked Sendable {
     let job: PreparedJob
     let items: [Int]
     let taskID: String
-    /// When the fire started (the wave's reading of the clock), written by the runner that claims
-    /// it before any item runs.
-    var startedAt: Int64 = 0
 
     init(
         runtime: JobRuntime, deadline: Int64, job: PreparedJob, jobType: JobTypeInstance, cache: SnapshotCache, cacheGeneration: UInt64,

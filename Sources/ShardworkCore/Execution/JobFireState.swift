@@ -24,37 +24,42 @@ protocol ArmedFireToken: AnyObject {
 /// wait for the end of the run, and when it ends the next thing to run is, in order, failover work,
 /// a kept misfire, a trigger.
 struct JobFireState<Armed: ArmedFireToken> {
+    // What a wave's start reads and writes comes first (running, stopped, the armed fire, the
+    // preparation, the released instant, the current fire): thousands of starts in one instant each
+    // touch this memory cold, so it is kept to as few cache lines as it can be.
+
     /// A run is under way (or handed to a task that starts it).
     private(set) var running = false {
         didSet { if running && !oldValue { runsStarted &+= 1 } }
     }
-    /// How many times the job went from idle to running: equal counts read while idle mean no run
-    /// happened in between.
-    private(set) var runsStarted: UInt64 = 0
-
-    /// While idle, a stamp that changes when a run starts; `nil` while running.
-    var idleStamp: UInt64? { running ? nil : runsStarted }
     /// The job stopped on this host: nothing starts any more.
     private(set) var stopped = false
+    /// The job's misfire setting, from its preparation.
+    private(set) var misfireEnabled: Bool
     /// A fire came while one was running, and misfire is on: one more run is due.
     private(set) var misfirePending = false
     /// A trigger came while one was running: one more run is due.
     private(set) var triggerPending = false
-    /// Items taken over from a crashed instance, with their claims' epochs, waiting to run.
-    private(set) var failoverPending: [Int: UInt64] = [:]
-    /// The items of the run under way, once known (the general path learns them from the registry).
-    private(set) var currentItems: [Int] = []
-    /// The armed fire running now, whose items are the current ones.
-    private(set) var currentFire: Armed?
     /// The next scheduled fire, prepared ahead of its instant.
     private(set) var armed: Armed?
+    /// The job's preparation now.
+    private(set) var preparation: ObjectIdentifier
     /// The instant of the last fire its wave took, and what is known of the fire after it.
     private(set) var released: (deadline: Int64, next: NextFire)?
+    /// The armed fire running now, whose items are the current ones.
+    private(set) var currentFire: Armed?
+    /// How many times the job went from idle to running: equal counts read while idle mean no run
+    /// happened in between.
+    private(set) var runsStarted: UInt64 = 0
+    /// The items of the run under way, once known (the general path learns them from the registry).
+    private(set) var currentItems: [Int] = []
+    /// Items taken over from a crashed instance, with their claims' epochs, waiting to run.
+    private(set) var failoverPending: [Int: UInt64] = [:]
     /// Raised when the job's preparation is replaced: an arming that began before publishes nothing.
     private(set) var armGeneration: UInt64 = 0
-    /// The job's preparation now, and whether its misfire setting is on.
-    private(set) var preparation: ObjectIdentifier
-    private(set) var misfireEnabled: Bool
+
+    /// While idle, a stamp that changes when a run starts; `nil` while running.
+    var idleStamp: UInt64? { running ? nil : runsStarted }
 
     /// A scheduled fire later than this is a missed fire (the host was paused, the clock jumped,
     /// every worker thread was busy).

@@ -901,7 +901,7 @@ extension JobRuntime {
         }
         fire.stamp.store(services.cancellation.stamp, ordering: .releasing)
         armedFires.wrappingAdd(1, ordering: .relaxed)
-        fire.startedAt = gate.now
+        fire.startedAt.store(gate.now, ordering: .relaxed)
         if services.events.isObserved {
             reportFireStart(fire.job, fireTime: fire.deadline, source: .schedule, items: fire.items, epochs: fire.epochs)
         }
@@ -939,7 +939,7 @@ extension JobRuntime {
                     scheduledAt: fire.deadline,
                     report: FireReport(
                         fireTime: fire.deadline, source: .schedule, items: items, outcomes: outcomes, fenced: ending.fenced, runs: 1,
-                        started: fire.startedAt))
+                        started: fire.startedAt.load(ordering: .relaxed)))
             }
             return
         }
@@ -947,7 +947,7 @@ extension JobRuntime {
         let next = nextRun()
         if logger.logLevel <= .info || services.events.isObserved {
             reportFireEnd(FireReport(
-                fireTime: fire.deadline, source: .schedule, items: items, outcomes: fire.outcomesByItem, runs: 1, started: fire.startedAt))
+                fireTime: fire.deadline, source: .schedule, items: items, outcomes: fire.outcomesByItem, runs: 1, started: fire.startedAt.load(ordering: .relaxed)))
         }
         if let next {
             Task {
