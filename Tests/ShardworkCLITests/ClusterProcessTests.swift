@@ -229,7 +229,11 @@ final class Cluster: @unchecked Sendable {
             let lines = host.output.split(separator: "\n").filter { line in
                 !line.contains(" debug ") && !(line.contains(" info ") && (line.contains("' fired for ") || line.contains(" item ")))
             }
+            // A crash report is long: its first lines (what crashed, and where) are kept whole.
+            let crash = host.output.split(separator: "\n", omittingEmptySubsequences: false)
+                .drop { !$0.contains("*** ") && !$0.contains("Fatal error") }.prefix(60)
             return "--- \(host.ip) (pid \(host.pid)):\n" + lines.suffix(40).joined(separator: "\n")
+                + (crash.isEmpty ? "" : "\n--- \(host.ip) crashed:\n" + crash.joined(separator: "\n"))
         }.joined(separator: "\n")
     }
 }

@@ -79,10 +79,24 @@ extension ShardworkHost {
         }
         let configured = Set(configuration.jobs.map(\.jobName))
         let present = Set(names)
+        let known = Set(table.withLock { Array($0.keys) })
+        // A namespace deleted and created again (an operator's `deleteall`, node by node, then the
+        // root anew) while a look at one of this host's jobs saw only that job's configuration gone
+        // left the job stopped here as if removed; the root's creation tells the two apart. Looked
+        // at only while this host has such jobs: configured here and not running, or added and
+        // stopped within the last minute.
+        let cutoff = ContinuousClock.now - Self.namespaceLossWindow
+        let recentlyStopped = recentlyRemoved.withLock { removed in
+            removed = removed.filter { $0.value.at >= cutoff }
+            return !removed.isEmpty
+        }
+        if !configured.subtracting(known).isEmpty || recentlyStopped, await namespaceLost() {
+            Task { await restoreNamespace() }
+            return
+        }
         // Jobs gone from the registry are no longer incapable here.
         incapable.withLock { entries in entries = entries.filter { present.contains($0.key) } }
         await forgetShutDownJobs(present: present)
-        let known = Set(table.withLock { Array($0.keys) })
         let foreign = adoption.state.withLock { $0.foreign }
         for name in names.sorted() where !known.contains(name) && !foreign.contains(name) {
             if let problem = RegistryNames.jobNameProblem(name) {

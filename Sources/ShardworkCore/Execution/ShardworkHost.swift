@@ -320,127 +320,86 @@ public final class ShardworkHost: Service, Sendable {
         }
     }
 
-    /// Looks at the job's state in the registry and does what it calls for (reference §4):
-    /// a shutdown command stops the job here; a trigger runs it once; a missing instance node is
-    /// written again (its deletion is never taken for a shutdown); with no leader, an election; a
-    /// leader whose server is disabled steps down; the leader flags a resharding when the available
-    /// instances changed; a new configuration in the registry is applied.
+    /// Looks at the job's state in the registry and does what it calls for (reference §4), one
+    /// step at a time as ``ClusterSync/nextStep(_:_:_:)`` decides from the snapshot: a shutdown
+    /// command stops the job here; a trigger runs it once; a missing instance node is written again
+    /// (its deletion is never taken for a shutdown); with no leader, an election; a leader whose
+    /// server is disabled steps down; the leader flags a resharding when the available instances
+    /// changed; a new configuration in the registry is applied; failover work is looked for.
     func sync(_ runtime: JobRuntime) async {
         guard services.registryConnected.load(ordering: .acquiring), !lifecycle.withLock({ $0.stopped }),
               syncs.withLock({ $0[runtime.name]?.active ?? false })
         else { return }
         let coordinator = runtime.coordinator
-        let me = services.instance
         let restoreGeneration = namespaceRestore.withLock { $0.generation }
+        var progress = ClusterSync.Progress()
         do {
-            var snapshot = try await coordinator.snapshot()
-            let generation = coordinator.cacheGeneration
-            let configReplaced = snapshot.configCreated.map { created in
-                syncs.withLock { $0[runtime.name]?.configCreated }.map { $0 != created } ?? false
-            } ?? false
-            if snapshot.configVersion == nil || configReplaced {
-                if await namespaceLost() {
-                    // Not this job removed: the whole namespace (the registry lost it, or an
-                    // operator deleted it). A lost registry never loses a job: every host writes its
-                    // jobs back.
-                    await restoreNamespace()
-                    scheduleSync(runtime)
+            while true {
+                let snapshot = try await coordinator.snapshot()
+                let generation = coordinator.cacheGeneration
+                let step = ClusterSync.nextStep(snapshot, syncContext(runtime), progress)
+                switch step {
+                case .configurationGone(let replaced):
+                    await configurationGone(runtime, replaced: replaced, restoreGeneration: restoreGeneration)
+                    return
+                case .shutDown:
+                    await leave(runtime, .shutDownByCommand)
+                    return
+                case .takeTrigger:
+                    progress.triggerTaken = true
+                    if try await coordinator.takeTrigger() {
+                        logger.info("job '\(runtime.name)': triggered")
+                        runtime.trigger()
+                    }
+                case .registerInstance:
+                    progress.instanceChecked = true
+                    logger.notice("job '\(runtime.name)': this instance's node was gone from the registry; registering it again")
+                    try await coordinator.registerInstance()
+                case .rewriteInstance(let value):
+                    progress.instanceChecked = true
+                    logger.warning("job '\(runtime.name)': \(coordinator.paths.instance(services.instance.id)) held \(LogText.quoted(value)), not this instance's own value; writing it again")
+                    try await coordinator.rewriteInstance()
+                case .removeStrayLeader(let leader):
+                    progress.strayLeaderChecked = true
+                    logger.warning("job '\(runtime.name)': \(coordinator.paths.leaderInstance) holds \(LogText.quoted(leader)), which no session owns and no live instance is: no instance could be elected; removing it")
+                    try await coordinator.removeStrayLeader(leader)
+                case .elect:
+                    progress.electionChecked = true
+                    try await coordinator.electLeader()
+                    if try await coordinator.snapshot().leader == services.instance.id {
+                        logger.info("job '\(runtime.name)': this instance is the leader now")
+                        progress.becameLeader = true
+                    }
+                case .abdicate:
+                    progress.electionChecked = true
+                    logger.info("job '\(runtime.name)': this instance's server is disabled; it steps down as leader")
+                    try await coordinator.abdicate()
+                    services.events.publish(.leaderResigned(job: runtime.name))
+                case .membership(let membership, let cause):
+                    progress.instanceChecked = true
+                    progress.strayLeaderChecked = true
+                    progress.electionChecked = true
+                    progress.membershipChecked = true
+                    explainUnusualValues(snapshot, of: runtime)
+                    syncs.withLock { $0[runtime.name]?.membership = membership }
+                    if case .goneOwners(let gone) = cause {
+                        let owners = Set(gone.values).sorted().map { LogText.quoted($0, limit: 80) }.joined(separator: ", ")
+                        logger.notice("job '\(runtime.name)': items \(gone.keys.sorted().map(String.init).joined(separator: ",")) are assigned to instances that are gone (\(owners)); resharding at the next fire")
+                    }
+                    if cause != nil { try await coordinator.setReshardingFlag() }
+                case .applyConfiguration:
+                    progress.configurationChecked = true
+                    try await applyStoredConfiguration(runtime)
+                case .failOver:
+                    progress.failoverChecked = true
+                    try await failOver(runtime)
+                case .done:
+                    // A look that went through and read a snapshot still cached now has seen this state.
+                    if coordinator.cachedGeneration == generation {
+                        syncs.withLock { $0[runtime.name]?.syncedGeneration = generation }
+                    }
                     return
                 }
-                // A restore under way (or one since this sync began) may be writing this job back.
-                let restoring = namespaceRestore.withLock { $0.task }
-                await restoring?.value
-                if restoring != nil || namespaceRestore.withLock({ $0.generation }) != restoreGeneration {
-                    scheduleSync(runtime)
-                    return
-                }
-            }
-            if snapshot.configVersion == nil {
-                // ElasticJob's removeJobConfiguration deletes the job's whole subtree: the job
-                // stops everywhere.
-                if syncs.withLock({ $0[runtime.name]?.dynamic ?? false }) {
-                    let job = runtime.job.configuration
-                    recentlyRemoved.withLock { $0[runtime.name] = (job, ContinuousClock.now) }
-                }
-                await leave(runtime, .retired(reason: "removed from the cluster (its configuration is gone from the registry)"))
-                return
-            }
-            if configReplaced {
-                // Removed and added again since this host looked: what it registered went with the
-                // old job. It starts afresh, as a host that sees the job for the first time.
-                await leave(runtime, .retired(reason: "removed from the cluster and added again; taking it up afresh"))
-                await adoptJobs()
-                return
-            }
-            if snapshot.shutdownRequested {
-                await leave(runtime, .shutDownByCommand)
-                return
-            }
-            if snapshot.triggerRequested, try await coordinator.takeTrigger() {
-                logger.info("job '\(runtime.name)': triggered")
-                runtime.trigger()
-            }
-            if snapshot.instances[me.id] == nil {
-                logger.notice("job '\(runtime.name)': this instance's node was gone from the registry; registering it again")
-                try await coordinator.registerInstance()
-                snapshot = try await coordinator.snapshot()
-            } else if let value = snapshot.unexpectedInstanceValues[me.id] {
-                logger.warning("job '\(runtime.name)': \(coordinator.paths.instance(me.id)) held \(LogText.quoted(value)), not this instance's own value; writing it again")
-                try await coordinator.rewriteInstance()
-                snapshot = try await coordinator.snapshot()
-            }
-            explainUnusualValues(snapshot, of: runtime)
-            if let leader = snapshot.leader, !snapshot.leaderIsEphemeral, snapshot.instances[leader] == nil {
-                logger.warning("job '\(runtime.name)': \(coordinator.paths.leaderInstance) holds \(LogText.quoted(leader)), which no session owns and no live instance is: no instance could be elected; removing it")
-                try await coordinator.removeStrayLeader(leader)
-                snapshot = try await coordinator.snapshot()
-            }
-            let myServer = snapshot.servers[me.serverIP]
-            var becameLeader = false
-            if snapshot.leader == nil, CoordinationRules.isEnabled(myServer) {
-                try await coordinator.electLeader()
-                snapshot = try await coordinator.snapshot()
-                if snapshot.leader == me.id {
-                    logger.info("job '\(runtime.name)': this instance is the leader now")
-                    becameLeader = true
-                }
-            } else if snapshot.leader == me.id, myServer == ServerStatus.disabled.rawValue {
-                logger.info("job '\(runtime.name)': this instance's server is disabled; it steps down as leader")
-                try await coordinator.abdicate()
-                services.events.publish(.leaderResigned(job: runtime.name))
-                snapshot = try await coordinator.snapshot()
-            }
-            let membership = CoordinationRules.availableInstances(snapshot)
-            let previous = syncs.withLock { syncs -> [String]? in
-                defer { syncs[runtime.name]?.membership = membership }
-                return syncs[runtime.name]?.membership
-            }
-            // Only the leader writes the flag. A change seen while another instance still led (its
-            // server being disabled, say) was not flagged by anyone: a new leader flags a resharding,
-            // as ElasticJob's listeners do once they have waited for the election.
-            let keepsAssignment = runtime.job.configuration.staticSharding && !snapshot.items.isEmpty
-            if let previous, previous != membership || becameLeader, !keepsAssignment {
-                try await coordinator.setReshardingFlag()
-            } else if CoordinationRules.isLeader(snapshot, me.id), !snapshot.reshardingNecessary, !keepsAssignment, !membership.isEmpty {
-                // Level-triggered: items whose owner is gone wait for a resharding, whether or not a
-                // membership change was seen (this host may have become leader after it happened).
-                let gone = CoordinationRules.itemsOfGoneOwners(snapshot, total: runtime.job.configuration.shardingTotalCount)
-                if !gone.isEmpty {
-                    let owners = Set(gone.values).sorted().map { LogText.quoted($0, limit: 80) }.joined(separator: ", ")
-                    logger.notice("job '\(runtime.name)': items \(gone.keys.sorted().map(String.init).joined(separator: ",")) are assigned to instances that are gone (\(owners)); resharding at the next fire")
-                    try await coordinator.setReshardingFlag()
-                }
-            }
-            if snapshot.configVersion != syncs.withLock({ $0[runtime.name]?.configVersion }) {
-                try await applyStoredConfiguration(runtime)
-            }
-            let configuration = runtime.job.configuration
-            if configuration.failover && configuration.monitorExecution {
-                try await failOver(runtime)
-            }
-            // A sync that went through and read a snapshot still cached now has seen this state.
-            if coordinator.cachedGeneration == generation {
-                syncs.withLock { $0[runtime.name]?.syncedGeneration = generation }
             }
         } catch {
             // A sync still under way when the host stops finds the registry closed: not an error.
@@ -448,6 +407,50 @@ public final class ShardworkHost: Service, Sendable {
             logger.log(
                 level: stopping ? .debug : .error,
                 "job '\(runtime.name)': cannot bring the job in step with the registry: \(LogText.escaped("\(error)"))")
+        }
+    }
+
+    /// What this host knows of the job, for ``ClusterSync``.
+    private func syncContext(_ runtime: JobRuntime) -> ClusterSync.Context {
+        let configuration = runtime.job.configuration
+        let known = syncs.withLock { $0[runtime.name] }
+        return ClusterSync.Context(
+            me: services.instance, configCreated: known?.configCreated, appliedConfigVersion: known?.configVersion,
+            membership: known?.membership, staticSharding: configuration.staticSharding,
+            shardingTotalCount: configuration.shardingTotalCount, failsOver: configuration.failover && configuration.monitorExecution)
+    }
+
+    /// The job's configuration is gone from the registry, or was replaced: the namespace was lost
+    /// (every host writes its jobs back), a restore under way is writing it back (look again), or
+    /// the job was removed (it stops here; added again, it is taken up afresh).
+    private func configurationGone(_ runtime: JobRuntime, replaced: Bool, restoreGeneration: UInt64) async {
+        if await namespaceLost() {
+            // Not this job removed: the whole namespace (the registry lost it, or an operator
+            // deleted it). A lost registry never loses a job: every host writes its jobs back.
+            await restoreNamespace()
+            scheduleSync(runtime)
+            return
+        }
+        // A restore under way (or one since this sync began) may be writing this job back.
+        let restoring = namespaceRestore.withLock { $0.task }
+        await restoring?.value
+        if restoring != nil || namespaceRestore.withLock({ $0.generation }) != restoreGeneration {
+            scheduleSync(runtime)
+            return
+        }
+        if replaced {
+            // Removed and added again since this host looked: what it registered went with the
+            // old job. It starts afresh, as a host that sees the job for the first time.
+            await leave(runtime, .retired(reason: "removed from the cluster and added again; taking it up afresh"))
+            await adoptJobs()
+        } else {
+            // ElasticJob's removeJobConfiguration deletes the job's whole subtree: the job stops
+            // everywhere.
+            if syncs.withLock({ $0[runtime.name]?.dynamic ?? false }) {
+                let job = runtime.job.configuration
+                recentlyRemoved.withLock { $0[runtime.name] = (job, ContinuousClock.now) }
+            }
+            await leave(runtime, .retired(reason: "removed from the cluster (its configuration is gone from the registry)"))
         }
     }
 
