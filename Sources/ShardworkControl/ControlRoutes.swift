@@ -93,7 +93,7 @@ struct ControlRoutes: Sendable {
             try await answer {
                 let name = try job(context)
                 let removed = try await operations.removeJob(name)
-                logger.notice("control API: job '\(name)' removed from the cluster")
+                logger.notice("control API: job removed from the cluster", metadata: ["job": "\(name)"])
                 return ControlJSON.response(removed)
             }
         }
@@ -184,7 +184,7 @@ struct ControlRoutes: Sendable {
         let configuration = try readJob(text)
         let missing = try await validate(configuration, request)
         let added = try await operations.addJob(configuration, addedBy: "control API of \(host.services.instance.id)")
-        logger.notice("control API: job '\(configuration.jobName)' added to the cluster")
+        logger.notice("control API: job added to the cluster", metadata: ["job": "\(configuration.jobName)"])
         _ = added
         return ControlJSON.response(
             Done(message: "job '\(configuration.jobName)' added; every host that can run it starts firing it", warning: missing.map(Self.missingWarning)),
@@ -210,7 +210,7 @@ struct ControlRoutes: Sendable {
         }
         let missing = try await validate(configuration, request)
         let version = try await operations.updateConfiguration(configuration, expectedVersion: expected).version
-        logger.notice("control API: configuration of job '\(name)' changed (version \(version))")
+        logger.notice("control API: job configuration changed (version \(version))", metadata: ["job": "\(name)"])
         return ControlJSON.response(
             Done(message: "configuration of job '\(name)' changed; every instance applies it", warning: missing.map(Self.missingWarning), version: version))
     }

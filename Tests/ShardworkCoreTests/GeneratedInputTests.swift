@@ -29,30 +29,6 @@ struct GeneratedInputTests {
         }
     }
 
-    /// Counts the fires a host logs, and keeps no line.
-    final class FireCounter: Sendable {
-        let fires = Atomic<Int>(0)
-
-        func logger() -> Logger {
-            var logger = Logger(label: "generated") { _ in Handler(counter: self) }
-            logger.logLevel = .info
-            return logger
-        }
-
-        struct Handler: LogHandler {
-            let counter: FireCounter
-            var metadata: Logger.Metadata = [:]
-            var logLevel: Logger.Level = .info
-            subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-                get { metadata[key] }
-                set { metadata[key] = newValue }
-            }
-            func log(event: LogEvent) {
-                if "\(event.message)".contains(" fired for ") { counter.fires.add(1, ordering: .relaxed) }
-            }
-        }
-    }
-
     /// A refusal a user can act on: one line, naming where (file and position) or at least what.
     static func expectLocated(_ error: HostConfigurationError, _ label: String, _ text: String) {
         let description = error.description
@@ -82,12 +58,12 @@ struct GeneratedInputTests {
                 continue
             }
             let clock = ManualClock(now: HostHarness.start)
-            let counter = FireCounter()
+            let quiet = Logger(label: "generated") { _ in SwiftLogNoOpLogHandler() }
             let host: ShardworkHost
             do {
                 host = try await ShardworkHost(
                     configuration: configuration, providers: plugins.providers, registry: EmbeddedRegistryServer(clock: { clock.now() }).connect(),
-                    clock: clock, instance: HostHarness.instance, logger: counter.logger(), processorCount: 2,
+                    clock: clock, instance: HostHarness.instance, logger: quiet, processorCount: 2,
                     workerExecutable: executable)
             } catch {
                 Self.expectLocated(error, label, text)
@@ -101,10 +77,11 @@ struct GeneratedInputTests {
                 await host.shutdown()
                 continue
             }
+            let events = EventRecorder(host.events)
             for job in host.runtimes.keys { try? await host.trigger(job) }
             clock.advance(to: HostHarness.start + 2_000)
             if !host.runtimes.isEmpty {
-                let fired = await eventually { counter.fires.load(ordering: .relaxed) > 0 }
+                let fired = await events.waitFor { if case .fireEnded = $0 { true } else { false } }
                 #expect(fired, "\(label): started, but nothing fired\n--- input:\n\(text.prefix(2000))")
             }
             host.services.cancellation.cancelAll()

@@ -33,7 +33,7 @@ struct LimitsOnZooKeeperTests {
                   c.wait.ms: 1
             """
         let clock = ManualClock(now: HostHarness.start)
-        var hosts: [(host: ShardworkHost, log: CapturedLog)] = []
+        var hosts: [(host: ShardworkHost, log: CapturedLog, events: EventRecorder)] = []
         func join(_ number: Int) async throws {
             var configuration = ZooKeeperConfiguration(serverLists: ensemble.connectString, namespace: namespace)
             configuration.sessionTimeoutMilliseconds = 20_000
@@ -43,17 +43,18 @@ struct LimitsOnZooKeeperTests {
                 configuration: try HostConfigurationReader.parse(yaml), providers: providers, registry: registry, clock: clock,
                 instance: JobInstance(id: "10.0.0.\(number)@-@\(number)", serverIP: "10.0.0.\(number)"), logger: log.logger(level: .info),
                 processorCount: 2)
+            let events = EventRecorder(host.events)
             try await host.start()
-            hosts.append((host, log))
+            hosts.append((host, log, events))
         }
         /// Fires at `second` and waits until every host has; returns how many items each ran then.
         func fire(_ second: Int64) async -> [Int] {
             let fireTime = (HostHarness.start / 1000 + second) * 1000
             let before = hosts.map { host in host.log.messages.filter { $0.contains("waited 1 ms") }.count }
-            let fires = hosts.map { host in host.log.messages.filter { $0.contains("fired for") }.count }
+            let fires = hosts.map { $0.events.count { if case .fireEnded = $0 { true } else { false } } }
             clock.advance(to: fireTime)
-            for ((host, log), fires) in zip(hosts, fires) {
-                let fired = await eventually(seconds: 60) { log.messages.filter { $0.contains("fired for") }.count > fires }
+            for ((host, log, events), fires) in zip(hosts, fires) {
+                let fired = await events.waitFor(count: fires + 1, seconds: 60) { if case .fireEnded = $0 { true } else { false } }
                 #expect(fired, "\(host.services.instance.id): \(log.messages.suffix(20).joined(separator: "\n"))")
                 #expect(!log.messages.contains { $0.hasPrefix("error") }, "\(log.messages.filter { $0.hasPrefix("error") }.prefix(5))")
             }
@@ -75,6 +76,6 @@ struct LimitsOnZooKeeperTests {
         ran = await fire(2)
         #expect(ran.reduce(0, +) == total && ran.allSatisfy { $0 > 0 }, "items run per host: \(ran)")
         print("limits: the fire after a resharding over three hosts took \(ContinuousClock.now - started)")
-        for (host, _) in hosts { await host.shutdown() }
+        for (host, _, _) in hosts { await host.shutdown() }
     }
 }

@@ -31,7 +31,7 @@ extension JobRuntime {
                 services.events.publish(.sharded(
                     job: name, items: total, instances: CoordinationRules.availableInstances(snapshot).count,
                     strategy: job.shardingStrategy.provider.name))
-                logger.info("job '\(name)': sharded \(total) items with \(job.shardingStrategy.provider.name): \(assignment.joined(separator: "; "))")
+                logger.info("sharded \(total) items with \(job.shardingStrategy.provider.name): \(assignment.joined(separator: "; "))")
                 return snapshot
             }
             let waited = ContinuousClock.now - started

@@ -155,7 +155,7 @@ public final class JobRuntime: Sendable {
         self.logger = logger
         let name = job.name
         stuckItems = StuckItems { [logger] item, after in
-            logger.notice("job '\(name)': item \(item) returned \(after) after it was given up on at its timeout; its thread is free")
+            logger.notice("item \(item) returned \(after) after it was given up on at its timeout; its thread is free")
         }
         state = Mutex(Locked(
             fires: JobFireState(preparation: ObjectIdentifier(job), misfireEnabled: job.configuration.misfire),
@@ -241,7 +241,7 @@ public final class JobRuntime: Sendable {
                 }
                 try await self.coordinator.setMisfire(marked)
             } catch {
-                self.logger.error("job '\(self.name)': cannot record the misfire in the registry: \(LogText.escaped("\(error)"))")
+                self.logger.error("cannot record the misfire in the registry: \(LogText.escaped("\(error)"))")
             }
         }
     }
@@ -250,14 +250,14 @@ public final class JobRuntime: Sendable {
     private func misfired(_ deadline: Int64, kept: Bool) {
         services.events.publish(.misfire(job: name, fireTime: deadline, kept: kept))
         if kept {
-            logger.info("job '\(name)': the fire of \(Self.format(deadline)) found the previous fire still running; it will run once after it")
+            logger.info("the fire of \(Self.format(deadline)) found the previous fire still running; it will run once after it")
         }
     }
 
     /// A fire came more than a second late with misfire off: skipped.
     private func missed(_ deadline: Int64, lateMilliseconds: Int64) {
         services.events.publish(.missedFire(job: name, fireTime: deadline, lateMilliseconds: lateMilliseconds))
-        logger.warning("job '\(name)': the fire of \(Self.format(deadline)) was missed (\(lateMilliseconds) ms late) and misfire is off; skipped")
+        logger.warning("the fire of \(Self.format(deadline)) was missed (\(lateMilliseconds) ms late) and misfire is off; skipped")
     }
 
     /// Runs the job once now. If a fire is running, runs once after it (triggers do not pile up).
@@ -363,7 +363,7 @@ public final class JobRuntime: Sendable {
         let started = services.clock.now()
         guard services.mayStartItems, !services.registrySilent(coordinator.registry) else {
             services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .registryUnavailable))
-            logger.warning("job '\(name)': the fire of \(Self.format(fireTime)) is skipped: the registry connection is down, and no new item starts without it")
+            logger.warning("the fire of \(Self.format(fireTime)) is skipped: the registry connection is down, and no new item starts without it")
             return nil
         }
         if source == .failover {
@@ -391,7 +391,7 @@ public final class JobRuntime: Sendable {
             if CoordinationRules.needsSharding(snapshot) {
                 guard let settled = try await awaitSharding(snapshot, job: job) else {
                     services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .shardingDidNotSettle))
-                    logger.warning("job '\(name)': the fire of \(Self.format(fireTime)) is skipped: the new assignment did not settle within \(Self.shardingWait)")
+                    logger.warning("the fire of \(Self.format(fireTime)) is skipped: the new assignment did not settle within \(Self.shardingWait)")
                     return nil
                 }
                 snapshot = settled
@@ -413,7 +413,7 @@ public final class JobRuntime: Sendable {
             }
             reportFireStart(job, fireTime: fireTime, source: source, items: items, epochs: epochs)
             if items.isEmpty {
-                logger.debug("Sharding item for job '\(name)' is empty.")
+                logger.debug("no items on this host")
             } else {
                 while true {
                     let run = try await execute(job, isolated, items, epochs: epochs, fireTime: fireTime, taskID: taskID, failover: false)
@@ -431,7 +431,7 @@ public final class JobRuntime: Sendable {
             return FireReport(fireTime: fireTime, source: source, items: items, outcomes: outcomes, fenced: fenced, runs: runs, started: started)
         } catch {
             services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .registryFailed("\(error)")))
-            logger.error("job '\(name)': the fire of \(Self.format(fireTime)) failed in the registry: \(LogText.escaped("\(error)"))")
+            logger.error("the fire of \(Self.format(fireTime)) failed in the registry: \(LogText.escaped("\(error)"))")
             return nil
         }
     }
@@ -450,7 +450,7 @@ public final class JobRuntime: Sendable {
             jobName: name, taskID: taskID, shardingTotalCount: configuration.shardingTotalCount,
             jobParameter: configuration.jobParameter, fireTimeMilliseconds: fireTime, items: items,
             itemParameters: job.itemParameters.filter { items.contains($0.key) })
-        logger.notice("job '\(name)': running items \(items.map(String.init).joined(separator: ",")) taken over from a crashed instance")
+        logger.notice("running items \(items.map(String.init).joined(separator: ",")) taken over from a crashed instance")
         do {
             guard await runListeners(job, fire, before: true) else {
                 try await coordinator.requeueFailover(items)
@@ -467,7 +467,7 @@ public final class JobRuntime: Sendable {
             return FireReport(fireTime: fireTime, source: .failover, items: items, outcomes: outcomes, fenced: run.fenced, runs: 1, started: started)
         } catch {
             services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .registryFailed("\(error)")))
-            logger.error("job '\(name)': the failover run of items \(items.map(String.init).joined(separator: ",")) failed in the registry: \(LogText.escaped("\(error)"))")
+            logger.error("the failover run of items \(items.map(String.init).joined(separator: ",")) failed in the registry: \(LogText.escaped("\(error)"))")
             // The claim stays this instance's and is run again at a later look at the job; not in a
             // tight loop while the registry misbehaves.
             try? await Task.sleep(for: .seconds(1))
@@ -494,7 +494,7 @@ public final class JobRuntime: Sendable {
         let snapshot = try await coordinator.snapshot()
         try await coordinator.clearMisfire(items)
         guard !snapshot.reshardingNecessary else { return false }
-        logger.info("job '\(name)': running the misfired fire now")
+        logger.info("running the misfired fire now")
         return true
     }
 
@@ -533,7 +533,7 @@ public final class JobRuntime: Sendable {
         let (held, unreported) = stuckItems.holding(items)
         for (item, since) in unreported.sorted(by: { $0.key < $1.key }) {
             logger.warning("""
-                job '\(name)': item \(item) still runs \(since) after it was given up on at its timeout: it does not stop when asked. \
+                item \(item) still runs \(since) after it was given up on at its timeout: it does not stop when asked. \
                 It holds a thread of this host and is not started again until it returns (\(services.pool.stuckThreads) threads of \
                 this host are held so; the pool adds at most \(services.pool.size) threads for them). Make the job stop when asked \
                 (isCancelled), or run it with shardwork.isolation: process, where such an item's worker is killed
@@ -581,10 +581,10 @@ public final class JobRuntime: Sendable {
             // The session ended while the items ran: other instances may own them now, with newer
             // epochs. Their markers are not ours to clear; markers still naming this instance are
             // queued for failover by the next look at the job (``CoordinationRules/crashedItems``).
-            logger.warning("job '\(name)': items \(items.map(String.init).joined(separator: ",")) ran past this host's registry session; their markers are left to the instances that own them now")
+            logger.warning("items \(items.map(String.init).joined(separator: ",")) ran past this host's registry session; their markers are left to the instances that own them now")
         case .kept(_, let fenced) where !fenced.isEmpty:
             services.events.publish(.itemsFenced(job: name, items: fenced, requeued: requeued))
-            logger.warning("job '\(name)': items \(fenced.map(String.init).joined(separator: ",")) were stopped by fencing\(requeued ? "; queued to run again" : "")")
+            logger.warning("items \(fenced.map(String.init).joined(separator: ",")) were stopped by fencing\(requeued ? "; queued to run again" : "")")
         case .kept:
             break
         }
@@ -683,7 +683,7 @@ public final class JobRuntime: Sendable {
         case .success(let disposition):
             return disposition
         case .failure(let error):
-            logger.error("job '\(name)': the error handler failed while handling \(LogText.quoted(message)): \(LogText.escaped("\(error)"))")
+            logger.error("the error handler failed while handling \(LogText.quoted(message)): \(LogText.escaped("\(error)"))")
             return .handled
         }
     }
@@ -733,14 +733,14 @@ public final class JobRuntime: Sendable {
         services.events.publish(.fireEnded(FireEnd(
             job: name, fireTime: report.fireTime, source: report.source, items: report.items, outcomes: report.outcomes,
             fenced: report.fenced, runs: report.runs, startedAt: report.started, endedAt: now)))
-        // The message is built only when info is logged: with thousands of jobs a fire is cheap,
-        // and formatting it is not.
-        logger.info("\(Self.fireSummary(name: name, fireTime: report.fireTime, source: report.source, items: report.items, outcomes: report.outcomes, runs: report.runs)) in \(now - report.started) ms")
+        // At debug: thousands of fires a second must not mean thousands of lines a second. The
+        // message is built only when debug is logged: a fire is cheap, formatting it is not.
+        logger.debug("\(Self.fireSummary(fireTime: report.fireTime, source: report.source, items: report.items, outcomes: report.outcomes, runs: report.runs)) in \(now - report.started) ms")
     }
 
-    static func fireSummary(name: String, fireTime: Int64, source: FireSource, items: [Int], outcomes: [Int: ItemOutcome], runs: Int) -> String {
+    static func fireSummary(fireTime: Int64, source: FireSource, items: [Int], outcomes: [Int: ItemOutcome], runs: Int) -> String {
         let failed = outcomes.filter { !$0.value.succeeded }.keys.sorted()
-        var text = "job '\(name)' fired for \(format(fireTime)) (\(source.rawValue)): "
+        var text = "fired for \(format(fireTime)) (\(source.rawValue)): "
         if items.isEmpty {
             text += "no items on this host"
         } else {
@@ -945,7 +945,7 @@ extension JobRuntime {
         }
         // Reported once the job has moved on from this fire (as ``afterRun(scheduledAt:report:)`` does).
         let next = nextRun()
-        if logger.logLevel <= .info || services.events.isObserved {
+        if logger.logLevel <= .debug || services.events.isObserved {
             reportFireEnd(FireReport(
                 fireTime: fire.deadline, source: .schedule, items: items, outcomes: fire.outcomesByItem, runs: 1, started: fire.startedAt.load(ordering: .relaxed)))
         }

@@ -127,7 +127,7 @@ extension ShardworkHost {
             }
             syncs.withLock { _ = $0.removeValue(forKey: name) }
             table.withLock { _ = $0.removeValue(forKey: name) }
-            logger.info("job '\(name)': shut down here by a command, and since removed from the cluster; forgotten")
+            jobLogger(name).info("shut down here by a command, and since removed from the cluster; forgotten")
         }
     }
 
@@ -196,7 +196,7 @@ extension ShardworkHost {
             // removed since it was read).
             try await register(runtime, rejoining: true)
         } catch {
-            logger.error("job '\(name)': cannot register it to run here: \(LogText.escaped("\(error)"))")
+            jobLogger(name).error("cannot register it to run here: \(LogText.escaped("\(error)"))")
             syncs.withLock { _ = $0.removeValue(forKey: name) }
             table.withLock { _ = $0.removeValue(forKey: name) }
             await runtime.coordinator.unregister()
@@ -208,7 +208,7 @@ extension ShardworkHost {
         schedule(runtime, after: services.clock.now())
         scheduleSync(runtime)
         services.events.publish(.jobAdopted(job: name))
-        logger.notice("job '\(name)': runs on this host now (\(configuredHere ? "configured here and back in the registry" : "added to the cluster"), job type \(jobType), configuration version \(stored.stat.version))")
+        jobLogger(name).notice("runs on this host now (\(configuredHere ? "configured here and back in the registry" : "added to the cluster"), job type \(jobType), configuration version \(stored.stat.version))")
     }
 
     /// The providers `job` names that this host has not loaded, described; `nil` when it has them all.
@@ -242,7 +242,7 @@ extension ShardworkHost {
         }
         if previous?.reason != reason {
             services.events.publish(.jobSetAside(job: job, reason: reason))
-            logger.warning("job '\(job)': this host cannot run it, so it takes no items of it: \(reason)")
+            jobLogger(job).warning("this host cannot run it, so it takes no items of it: \(reason)")
         }
         await writeIncapable(job, reason: reason)
         if watch {
@@ -276,7 +276,7 @@ extension ShardworkHost {
             let version = try await coordinator.registerConfiguration(job)
             await markIncapable(job.jobName, reason: reason, version: version)
         } catch {
-            logger.error("job '\(job.jobName)': set aside on this host (\(LogText.escaped(reason))), and cannot be written to the registry: \(LogText.escaped("\(error)"))")
+            jobLogger(job.jobName).error("set aside on this host (\(LogText.escaped(reason))), and cannot be written to the registry: \(LogText.escaped("\(error)"))")
         }
     }
 
@@ -291,7 +291,7 @@ extension ShardworkHost {
                 _ = try await registry.setData(path, data: [UInt8](utf8: reason), version: nil)
             }
         } catch {
-            logger.error("job '\(job)': cannot record in the registry that this host cannot run it: \(LogText.escaped("\(error)"))")
+            jobLogger(job).error("cannot record in the registry that this host cannot run it: \(LogText.escaped("\(error)"))")
         }
     }
 
@@ -342,7 +342,7 @@ extension ShardworkHost {
         case .shutDownByCommand: "shut down by a command"
         }
         services.events.publish(.jobStopped(job: runtime.name, reason: reason))
-        logger.notice("job '\(runtime.name)': stopped on this host: \(reason)")
+        runtime.logger.notice("stopped on this host: \(reason)")
         await runtime.untilIdle()
         if case .shutDownByCommand = departure { try? await runtime.coordinator.takeShutdownCommand() }
         runtime.shutdownWorkers()

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 
 /// Values of the registry that no host would write, and a namespace that was deleted under the
 /// hosts: explained once, and handled (docs/registry-layout.md, "Values another tool wrote").
@@ -65,7 +66,7 @@ extension ShardworkHost {
                 syncs.withLock { $0[runtime.name]?.membership = nil }
                 scheduleSync(runtime)
             } catch {
-                logger.error("job '\(runtime.name)': cannot write it back into the namespace: \(LogText.escaped("\(error)"))")
+                runtime.logger.error("cannot write it back into the namespace: \(LogText.escaped("\(error)"))")
             }
         }
         // Jobs this host does not run now: those of its file (as a restart would write them), and
@@ -91,7 +92,7 @@ extension ShardworkHost {
                     try await registry.createIfAbsent(JobNodePath(job: job.jobName).dynamic, data: [UInt8](utf8: record.json))
                 }
             } catch {
-                logger.error("job '\(job.jobName)': cannot write it back into the namespace: \(LogText.escaped("\(error)"))")
+                jobLogger(job.jobName).error("cannot write it back into the namespace: \(LogText.escaped("\(error)"))")
             }
         }
         services.events.publish(.registry(.namespaceRestored))
@@ -105,23 +106,32 @@ extension ShardworkHost {
         let paths = runtime.coordinator.paths
         for (id, value) in snapshot.unexpectedInstanceValues.sorted(by: { $0.key < $1.key }) where id != services.instance.id {
             explainOnce(
-                "\(paths.instance(id))=\(value)",
-                "job '\(runtime.name)': \(paths.instance(id)) holds \(LogText.quoted(value)), not the instance its id names; taken as that instance (server \(CoordinationRules.serverIP(of: id))), whose host writes it again")
+                "\(paths.instance(id))=\(value)", logger: runtime.logger,
+                "\(paths.instance(id)) holds \(LogText.quoted(value)), not the instance its id names; taken as that instance (server \(CoordinationRules.serverIP(of: id))), whose host writes it again")
         }
         for (ip, value) in snapshot.servers.sorted(by: { $0.key < $1.key })
         where value != ServerStatus.enabled.rawValue && value != ServerStatus.disabled.rawValue {
             explainOnce(
-                "\(paths.server(ip))=\(value)",
-                "job '\(runtime.name)': \(paths.server(ip)) holds \(LogText.quoted(value)), which is neither ENABLED nor DISABLED; taken as ENABLED, as ElasticJob takes anything but DISABLED")
+                "\(paths.server(ip))=\(value)", logger: runtime.logger,
+                "\(paths.server(ip)) holds \(LogText.quoted(value)), which is neither ENABLED nor DISABLED; taken as ENABLED, as ElasticJob takes anything but DISABLED")
         }
     }
 
-    /// Logs `message` (a warning) the first time `key` is seen.
-    func explainOnce(_ key: String, _ message: @autoclosure () -> String) {
+    /// Logs `message` (a warning) the first time `key` is seen, with `logger` (the host's, or a
+    /// job's).
+    func explainOnce(_ key: String, logger: Logger? = nil, _ message: @autoclosure () -> String) {
         let first = explained.withLock { explained -> Bool in
             if explained.count > 10_000 { explained.removeAll() }
             return explained.insert(key).inserted
         }
-        if first { logger.warning("\(message())") }
+        if first { (logger ?? self.logger).warning("\(message())") }
+    }
+
+    /// The host's logger with `job` in its metadata, for what concerns a job that has no runtime
+    /// here (set aside, being adopted, written back).
+    func jobLogger(_ job: String) -> Logger {
+        var logger = self.logger
+        logger[metadataKey: "job"] = "\(job)"
+        return logger
     }
 }

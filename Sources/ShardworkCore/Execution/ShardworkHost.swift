@@ -70,6 +70,9 @@ public final class ShardworkHost: Service, Sendable {
     /// The namespace as this host registered in it: the registry transaction that created the node
     /// `/` stands for. Another one (or none) means the namespace was deleted while the host ran.
     let namespaceCreated = Mutex<Int64?>(nil)
+    /// The host's background loops (the registry session's follower, the fencing watchdog): owned
+    /// by the host, cancelled and awaited when it stops.
+    private let loops = Mutex<[Task<Void, Never>]>([])
     /// The namespace restore under way, and a count raised when one starts and when it ends: a sync
     /// that saw a job's configuration missing while one ran looks again instead of retiring the job.
     let namespaceRestore = Mutex<(task: Task<Void, Never>?, generation: UInt64)>((nil, 0))
@@ -348,31 +351,31 @@ public final class ShardworkHost: Service, Sendable {
                 case .takeTrigger:
                     progress.triggerTaken = true
                     if try await coordinator.takeTrigger() {
-                        logger.info("job '\(runtime.name)': triggered")
+                        runtime.logger.info("triggered")
                         runtime.trigger()
                     }
                 case .registerInstance:
                     progress.instanceChecked = true
-                    logger.notice("job '\(runtime.name)': this instance's node was gone from the registry; registering it again")
+                    runtime.logger.notice("this instance's node was gone from the registry; registering it again")
                     try await coordinator.registerInstance()
                 case .rewriteInstance(let value):
                     progress.instanceChecked = true
-                    logger.warning("job '\(runtime.name)': \(coordinator.paths.instance(services.instance.id)) held \(LogText.quoted(value)), not this instance's own value; writing it again")
+                    runtime.logger.warning("\(coordinator.paths.instance(services.instance.id)) held \(LogText.quoted(value)), not this instance's own value; writing it again")
                     try await coordinator.rewriteInstance()
                 case .removeStrayLeader(let leader):
                     progress.strayLeaderChecked = true
-                    logger.warning("job '\(runtime.name)': \(coordinator.paths.leaderInstance) holds \(LogText.quoted(leader)), which no session owns and no live instance is: no instance could be elected; removing it")
+                    runtime.logger.warning("\(coordinator.paths.leaderInstance) holds \(LogText.quoted(leader)), which no session owns and no live instance is: no instance could be elected; removing it")
                     try await coordinator.removeStrayLeader(leader)
                 case .elect:
                     progress.electionChecked = true
                     try await coordinator.electLeader()
                     if try await coordinator.snapshot().leader == services.instance.id {
-                        logger.info("job '\(runtime.name)': this instance is the leader now")
+                        runtime.logger.info("this instance is the leader now")
                         progress.becameLeader = true
                     }
                 case .abdicate:
                     progress.electionChecked = true
-                    logger.info("job '\(runtime.name)': this instance's server is disabled; it steps down as leader")
+                    runtime.logger.info("this instance's server is disabled; it steps down as leader")
                     try await coordinator.abdicate()
                     services.events.publish(.leaderResigned(job: runtime.name))
                 case .membership(let membership, let cause):
@@ -384,7 +387,7 @@ public final class ShardworkHost: Service, Sendable {
                     syncs.withLock { $0[runtime.name]?.membership = membership }
                     if case .goneOwners(let gone) = cause {
                         let owners = Set(gone.values).sorted().map { LogText.quoted($0, limit: 80) }.joined(separator: ", ")
-                        logger.notice("job '\(runtime.name)': items \(gone.keys.sorted().map(String.init).joined(separator: ",")) are assigned to instances that are gone (\(owners)); resharding at the next fire")
+                        runtime.logger.notice("items \(gone.keys.sorted().map(String.init).joined(separator: ",")) are assigned to instances that are gone (\(owners)); resharding at the next fire")
                     }
                     if cause != nil { try await coordinator.setReshardingFlag() }
                 case .applyConfiguration:
@@ -404,9 +407,9 @@ public final class ShardworkHost: Service, Sendable {
         } catch {
             // A sync still under way when the host stops finds the registry closed: not an error.
             let stopping = lifecycle.withLock { $0.stopped }
-            logger.log(
+            runtime.logger.log(
                 level: stopping ? .debug : .error,
-                "job '\(runtime.name)': cannot bring the job in step with the registry: \(LogText.escaped("\(error)"))")
+                "cannot bring the job in step with the registry: \(LogText.escaped("\(error)"))")
         }
     }
 
@@ -471,7 +474,7 @@ public final class ShardworkHost: Service, Sendable {
         let crashed = CoordinationRules.crashedItems(snapshot, total: total, idleLocal: idleThroughout ? me.id : nil)
         if !crashed.isEmpty {
             let list = crashed.map(String.init).joined(separator: ",")
-            logger.warning("job '\(runtime.name)': items \(list) were running on instances that are gone; queued for another instance to run")
+            runtime.logger.warning("items \(list) were running on instances that are gone; queued for another instance to run")
             try await coordinator.flagCrashed(crashed, in: snapshot)
             services.events.publish(.failoverQueued(job: runtime.name, items: crashed))
             snapshot = try await coordinator.snapshot()
@@ -492,7 +495,7 @@ public final class ShardworkHost: Service, Sendable {
         guard let item = CoordinationRules.nextFailoverItem(snapshot, total: total) else { return }
         if let epoch = try await coordinator.claimFailover(item) {
             services.events.publish(.failoverTaken(job: runtime.name, item: item, epoch: epoch))
-            logger.notice("job '\(runtime.name)': took item \(item) of a crashed instance (epoch \(epoch))")
+            runtime.logger.notice("took item \(item) of a crashed instance (epoch \(epoch))")
             runtime.runFailover([item: epoch])
         }
     }
@@ -505,8 +508,8 @@ public final class ShardworkHost: Service, Sendable {
     private func watchForSilence() {
         guard case .zookeeper(let zookeeper) = configuration.registry, registry.sessionTimeout != nil else { return }
         let fraction = zookeeper.cancelItemsAtSessionFraction
-        Task { [weak self] in
-            while let self, !self.lifecycle.withLock({ $0.stopped }) {
+        own(Task { [weak self] in
+            while !Task.isCancelled, let self, !self.lifecycle.withLock({ $0.stopped }) {
                 guard let timeout = self.registry.sessionTimeout else { return }
                 if let last = self.registry.lastContact {
                     let silence = ContinuousClock.now - last
@@ -520,7 +523,12 @@ public final class ShardworkHost: Service, Sendable {
                 }
                 try? await Task.sleep(for: min(max(timeout / 50, .milliseconds(20)), .milliseconds(250)))
             }
-        }
+        })
+    }
+
+    /// Keeps a background loop to cancel and await when the host stops.
+    private func own(_ loop: Task<Void, Never>) {
+        loops.withLock { $0.append(loop) }
     }
 
     /// Asks every running item to stop (their epochs stop being current) and starts none until
@@ -584,7 +592,7 @@ public final class ShardworkHost: Service, Sendable {
             what.append("monitorExecution off")
         }
         services.events.publish(.configurationApplied(job: runtime.name, version: Int(stored.version)))
-        logger.info("job '\(runtime.name)': applied the registry's new configuration (version \(stored.version))\(what.isEmpty ? "" : ": " + what.joined(separator: "; "))")
+        runtime.logger.info("applied the registry's new configuration (version \(stored.version))\(what.isEmpty ? "" : ": " + what.joined(separator: "; "))")
     }
 
     /// The timer's release at an instant: every wave due starts now, on the worker pool, and the
@@ -644,10 +652,10 @@ public final class ShardworkHost: Service, Sendable {
                   CoordinationRules.hasItemsOfOfflineInstances(snapshot, total: job.shardingTotalCount),
                   !(job.staticSharding && !snapshot.items.isEmpty)
             else { return }
-            logger.warning("job '\(runtime.name)': the assignment names instances that are gone; reconciling with a resharding")
+            runtime.logger.warning("the assignment names instances that are gone; reconciling with a resharding")
             try await runtime.coordinator.setReshardingFlag()
         } catch {
-            logger.error("job '\(runtime.name)': reconcile failed: \(LogText.escaped("\(error)"))")
+            runtime.logger.error("reconcile failed: \(LogText.escaped("\(error)"))")
         }
     }
 
@@ -658,7 +666,7 @@ public final class ShardworkHost: Service, Sendable {
     private func watchSession() {
         let states = registry.sessionStates()
         let initial = registry.sessionID
-        Task { [weak self] in
+        own(Task { [weak self] in
             var current = initial
             for await state in states {
                 guard let self else { return }
@@ -698,7 +706,7 @@ public final class ShardworkHost: Service, Sendable {
                     return
                 }
             }
-        }
+        })
     }
 
     private func reregister() async {
@@ -721,7 +729,7 @@ public final class ShardworkHost: Service, Sendable {
                 }
                 _ = try await runtime.coordinator.register(runtime.job.configuration, rejoining: true)
             } catch {
-                logger.error("job '\(runtime.name)': cannot register again on the new session: \(LogText.escaped("\(error)"))")
+                runtime.logger.error("cannot register again on the new session: \(LogText.escaped("\(error)"))")
             }
         }
     }
@@ -785,6 +793,10 @@ public final class ShardworkHost: Service, Sendable {
             await runtime.coordinator.unregister()
         }
         await registry.close()
+        for loop in loops.withLock({ loops in defer { loops = [] }; return loops }) {
+            loop.cancel()
+            await loop.value
+        }
         services.pool.shutdown()
         logger.info("host \(services.instance.id) stopped")
         services.events.finish()

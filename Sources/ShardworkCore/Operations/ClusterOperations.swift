@@ -136,7 +136,7 @@ public final class ClusterOperations: Sendable {
             return (operations, live)
         }
         performed("trigger", job: name, "\(triggered.count) instance(s)")
-        logger.info("job '\(name)' triggered on \(triggered.count) instance(s)")
+        logger.info("triggered on \(triggered.count) instance(s)", metadata: ["job": "\(name)"])
         return triggered
     }
 
@@ -199,7 +199,7 @@ public final class ClusterOperations: Sendable {
         }
         for change in changes {
             performed(change.status == ServerStatus.disabled.rawValue ? "disable" : "enable", job: change.jobName, "server \(change.serverIp)")
-            logger.info("server \(change.serverIp) of job '\(change.jobName)' is \(change.status)")
+            logger.info("server \(change.serverIp) is \(change.status)", metadata: ["job": "\(change.jobName)"])
         }
         return changes
     }
@@ -219,7 +219,7 @@ public final class ClusterOperations: Sendable {
             return (operations.count == 1 ? [] : operations, ())
         }
         performed("disable", job: name, "item \(item)")
-        logger.info("item \(item) of job '\(name)' is disabled")
+        logger.info("item \(item) is disabled", metadata: ["job": "\(name)"])
     }
 
     /// Enables a sharding item disabled by ``disableItem(job:item:)``.
@@ -231,7 +231,7 @@ public final class ClusterOperations: Sendable {
             return ([.check(paths.config, version: version), .delete(paths.itemDisabled(item), version: nil)], ())
         }
         performed("enable", job: name, "item \(item)")
-        logger.info("item \(item) of job '\(name)' is enabled")
+        logger.info("item \(item) is enabled", metadata: ["job": "\(name)"])
     }
 
     /// Asks instances to stop running jobs, selected as ElasticJob's `JobOperateAPI.shutdown`
@@ -285,7 +285,7 @@ public final class ClusterOperations: Sendable {
         }
         for request in requests {
             performed("shutdown", job: request.jobName, "instance \(request.instanceId)")
-            logger.info("instance \(request.instanceId) asked to stop job '\(request.jobName)'")
+            logger.info("instance \(request.instanceId) asked to stop the job", metadata: ["job": "\(request.jobName)"])
         }
         return requests
     }
@@ -311,7 +311,7 @@ public final class ClusterOperations: Sendable {
             return (entries.reversed().map { .delete($0.path, version: nil) }, entries)
         }
         performed("remove", job: name, "\(removed.count) node(s)")
-        logger.info("job '\(name)' removed: \(removed.count) node(s)")
+        logger.info("removed: \(removed.count) node(s)", metadata: ["job": "\(name)"])
         return removed
     }
 
@@ -379,7 +379,7 @@ public final class ClusterOperations: Sendable {
             return StoredJobConfiguration(configuration: checked, yaml: yaml, version: stat.version)
         }
         performed("configure", job: name, "version \(updated.version)")
-        logger.info("job '\(name)': configuration updated to version \(updated.version)")
+        logger.info("configuration updated to version \(updated.version)", metadata: ["job": "\(name)"])
         return updated
     }
 
@@ -426,7 +426,7 @@ public final class ClusterOperations: Sendable {
             }
         }
         performed("add", job: name, "by \(addedBy)")
-        logger.info("job '\(name)' added by \(addedBy)")
+        logger.info("added by \(addedBy)", metadata: ["job": "\(name)"])
         return StoredJobConfiguration(configuration: checked, yaml: yaml, version: 0)
     }
 
