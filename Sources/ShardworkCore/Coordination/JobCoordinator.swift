@@ -428,20 +428,14 @@ final class SnapshotCache: Sendable {
         var snapshot: JobSnapshot?
         var generation: UInt64 = 0
         var armed: Set<String> = []
-        /// Tasks waiting for the next change (``nextChange(after:within:)``), by waiter.
-        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
 
-        /// A change: the generation moves on, the snapshot goes; returns the waiters to wake.
-        mutating func changed(_ published: borrowing Atomic<UInt64>) -> [CheckedContinuation<Void, Never>] {
+        /// A change: the generation moves on, the snapshot goes.
+        mutating func changed(_ published: borrowing Atomic<UInt64>) {
             generation &+= 1
             published.store(generation, ordering: .releasing)
             snapshot = nil
-            defer { waiters = [:] }
-            return Array(waiters.values)
         }
     }
-
-    private let nextWaiter = Atomic<UInt64>(0)
 
     /// `State.generation`, readable without the lock (an armed fire checks it at its instant).
     private let currentGeneration = Atomic<UInt64>(0)
@@ -471,42 +465,14 @@ final class SnapshotCache: Sendable {
     }
 
     func invalidate() {
-        for waiter in state.withLock({ $0.changed(currentGeneration) }) { waiter.resume() }
+        state.withLock { $0.changed(currentGeneration) }
     }
 
     /// Forgets the snapshot and which watches are armed.
     func reset() {
-        let waiters = state.withLock { state in
+        state.withLock { state in
             state.armed = []
-            return state.changed(currentGeneration)
-        }
-        for waiter in waiters { waiter.resume() }
-    }
-
-    /// Returns once the cache's generation has moved past `generation` (a registry change, or a
-    /// write of this instance), or after `limit`, whichever comes first.
-    func nextChange(after generation: UInt64, within limit: Duration) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.untilChanged(after: generation) }
-            group.addTask { try? await Task.sleep(for: limit) }
-            await group.next()
-            group.cancelAll()
-        }
-    }
-
-    private func untilChanged(after generation: UInt64) async {
-        let id = nextWaiter.wrappingAdd(1, ordering: .relaxed).oldValue
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                let now = state.withLock { state -> Bool in
-                    if state.generation != generation || Task.isCancelled { return true }
-                    state.waiters[id] = continuation
-                    return false
-                }
-                if now { continuation.resume() }
-            }
-        } onCancel: {
-            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
+            state.changed(currentGeneration)
         }
     }
 
@@ -515,11 +481,10 @@ final class SnapshotCache: Sendable {
     func watcher(_ key: String) -> Watcher? {
         guard state.withLock({ $0.armed.insert(key).inserted }) else { return nil }
         return { [self] event in
-            let waiters = state.withLock { state in
+            state.withLock { state in
                 state.armed.remove(key)
-                return state.changed(currentGeneration)
+                state.changed(currentGeneration)
             }
-            for waiter in waiters { waiter.resume() }
             listener.withLock { $0 }?.call(event.path)
         }
     }

@@ -34,18 +34,8 @@ extension JobRuntime {
                 logger.info("sharded \(total) items with \(job.shardingStrategy.provider.name): \(assignment.joined(separator: "; "))")
                 return snapshot
             }
-            let waited = ContinuousClock.now - started
-            guard waited < Self.shardingWait else { return nil }
-            // Nothing to do here but wait for the registry to change (the leader's new assignment,
-            // a new leader): from the state as of `generation`, read again first in case it moved.
-            let generation = coordinator.cacheGeneration
-            let latest = try await coordinator.snapshot()
-            if latest != snapshot {
-                snapshot = latest
-                continue
-            }
-            // At most half a second at a time: a safety net, not the way changes are seen.
-            await coordinator.cache.nextChange(after: generation, within: min(Self.shardingWait - waited, .milliseconds(500)))
+            guard ContinuousClock.now - started < Self.shardingWait else { return nil }
+            try await Task.sleep(for: .milliseconds(50))
             snapshot = try await coordinator.snapshot()
         }
         return snapshot

@@ -153,7 +153,6 @@ public final class JobRuntime: Sendable {
         logger[metadataKey: "job"] = "\(job.name)"
         logger[metadataKey: "instance"] = "\(services.instance.id)"
         self.logger = logger
-        let name = job.name
         stuckItems = StuckItems { [logger] item, after in
             logger.notice("item \(item) returned \(after) after it was given up on at its timeout; its thread is free")
         }
