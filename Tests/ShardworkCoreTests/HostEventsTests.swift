@@ -25,6 +25,10 @@ struct HostEventsTests {
         await harness.host.shutdown()
         #expect(await reading.value >= 1, "at least the job's adoption")
         #expect(!harness.host.events.isObserved)
+        // Subscribed after the host stopped: nothing will come, and the iteration says so at once.
+        var late = 0
+        for await _ in harness.host.events.subscribe() { late += 1 }
+        #expect(late == 0 && !harness.host.events.isObserved)
     }
 
     @Test("a fire is a start and an end event: items, source, epochs, plugin and version, outcomes, times")

@@ -8,7 +8,8 @@ import Synchronization
 /// is not even made: publishers pass it as an autoclosure, so the fire path pays one atomic load.
 public final class HostEvents: Sendable {
     private let clock: any SchedulerClock
-    private let subscribers = Mutex<[UInt64: Subscriber]>([:])
+    /// The subscribers, or `nil` once the host stopped (a later subscription ends at once).
+    private let subscribers = Mutex<[UInt64: Subscriber]?>([:])
     /// How many subscribers there are, read without the lock by every publisher.
     private let subscriberCount = Atomic<Int>(0)
     private let nextID = Atomic<UInt64>(0)
@@ -44,7 +45,7 @@ public final class HostEvents: Sendable {
         guard isObserved else { return }
         var lost = 0
         subscribers.withLock { subscribers in
-            for subscriber in subscribers.values {
+            for subscriber in (subscribers ?? [:]).values {
                 if case .dropped = subscriber.continuation.yield(event) {
                     subscriber.counter.value.wrappingAdd(1, ordering: .relaxed)
                     lost += 1
@@ -61,21 +62,30 @@ public final class HostEvents: Sendable {
         let (stream, continuation) = AsyncStream<HostEvent>.makeStream(bufferingPolicy: .bufferingOldest(max(1, buffer)))
         let counter = HostEventSubscription.Counter()
         continuation.onTermination = { [weak self] _ in self?.remove(id) }
-        subscribers.withLock { $0[id] = Subscriber(continuation: continuation, counter: counter) }
-        subscriberCount.wrappingAdd(1, ordering: .relaxed)
+        let open = subscribers.withLock { subscribers -> Bool in
+            guard subscribers != nil else { return false }
+            subscribers?[id] = Subscriber(continuation: continuation, counter: counter)
+            return true
+        }
+        if open {
+            subscriberCount.wrappingAdd(1, ordering: .relaxed)
+        } else {
+            continuation.finish()
+        }
         return HostEventSubscription(stream: stream, counter: counter, cancel: { continuation.finish() })
     }
 
     private func remove(_ id: UInt64) {
-        let removed = subscribers.withLock { $0.removeValue(forKey: id) != nil }
+        let removed = subscribers.withLock { $0?.removeValue(forKey: id) != nil }
         if removed { subscriberCount.wrappingSubtract(1, ordering: .relaxed) }
     }
 
-    /// Ends every subscription (the host stopped): their iterations end after the events they hold.
+    /// Ends every subscription (the host stopped): their iterations end after the events they hold,
+    /// and a subscription made later ends at once.
     func finish() {
         let all = subscribers.withLock { subscribers in
-            defer { subscribers.removeAll() }
-            return Array(subscribers.values)
+            defer { subscribers = nil }
+            return Array((subscribers ?? [:]).values)
         }
         subscriberCount.wrappingSubtract(all.count, ordering: .relaxed)
         for subscriber in all { subscriber.continuation.finish() }
