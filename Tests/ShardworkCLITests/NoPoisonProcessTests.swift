@@ -305,7 +305,7 @@ struct NoPoisonProcessTests {
             try text.write(toFile: lone.config, atomically: true, encoding: .utf8)
             let label = "case \(index) of seed \(seed)"
             let host = try lone.start()
-            let settled = await waitUntil(seconds: 60) { !host.process.isRunning || host.output.contains(" started: ") }
+            let settled = await waitUntil(seconds: 60) { !host.process.isRunning || host.output.contains("host started") }
             #expect(settled, "\(label): neither refused nor started within a minute\n--- input:\n\(text.prefix(1500))\n--- output:\n\(host.output.suffix(1500))")
             if host.process.isRunning {
                 let status = await host.stop(SIGTERM)

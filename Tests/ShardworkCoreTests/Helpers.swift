@@ -31,8 +31,11 @@ final class CapturedLog: Sendable {
             set { metadata[key] = newValue }
         }
 
+        /// `level: message`, then the call's own metadata (not the logger's, such as `job`) as
+        /// ` key=value`, sorted by key: tests read fixed messages with their data.
         func log(event: LogEvent) {
-            log.append("\(event.level): \(event.message)")
+            let data = (event.metadata ?? [:]).sorted { $0.key < $1.key }.map { " \($0.key)=\($0.value)" }.joined()
+            log.append("\(event.level): \(event.message)\(data)")
         }
     }
 }

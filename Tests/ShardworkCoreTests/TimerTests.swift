@@ -1,5 +1,6 @@
 import Foundation
 import ShardworkCore
+import ShardworkTestSupport
 import Synchronization
 import Testing
 

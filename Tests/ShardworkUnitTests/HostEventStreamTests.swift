@@ -1,4 +1,5 @@
 import ShardworkCore
+import ShardworkTestSupport
 import Synchronization
 import Testing
 

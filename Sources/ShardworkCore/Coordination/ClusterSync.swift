@@ -1,6 +1,6 @@
 /// What one look at a job in the registry calls for, one step at a time: a pure function of the
 /// job's snapshot, what this host knows of the job, and what this look has done so far.
-/// `ShardworkHost.sync` applies each step, reads the snapshot again after every write, and asks
+/// ``ClusterSyncer/sync(_:)`` applies each step, reads the snapshot again after every write, and asks
 /// again, until the answer is ``Step/done``. Level-triggered: whatever the registry shows now is
 /// acted on, however it came to be (reference §4).
 public enum ClusterSync {

@@ -590,11 +590,26 @@ public final class ClusterOperations: Sendable {
     // MARK: Running
 
     /// Runs `body`, turning registry errors into operation errors that say what was being done.
+    /// How long an operation waits before each new try after losing the registry connection: up to
+    /// 3.5 s in all, within the shortest session timeout a host uses.
+    static let connectionRetryWaits: [Duration] = [.milliseconds(500), .seconds(1), .seconds(2)]
+
     private func perform<Value>(
         _ action: String, job: String?, _ body: () async throws -> Value
     ) async throws(OperationError) -> Value {
         do {
-            return try await body()
+            // A connection lost mid-request (a ZooKeeper server that paused, a network blip) is
+            // retried while the session lasts, as Curator's retry loop does for ElasticJob: every
+            // body reads afresh, and its writes are conditional or planned again from a new read.
+            var waits = Self.connectionRetryWaits[...]
+            while true {
+                do {
+                    return try await body()
+                } catch let error as RegistryError where error.code == .connectionLoss && !waits.isEmpty {
+                    logger.debug("\(action): the connection to the registry was lost; trying again", metadata: ["error": "\(error)"])
+                    try? await Task.sleep(for: waits.removeFirst())
+                }
+            }
         } catch let error as OperationError {
             throw error
         } catch let error as RegistryError {

@@ -7,14 +7,15 @@ public protocol SchedulerClock: Sendable {
     /// The same clock in microseconds, so the timer can wake at a deadline rather than up to a
     /// millisecond after it.
     func nowMicroseconds() -> Int64
-    /// A manual clock (tests) does not pass by itself: the timer waits until it is advanced.
-    var isManual: Bool { get }
-    /// Called by a ``TimerService`` so that a manual clock can wake it when it is advanced.
-    func register(_ wake: @escaping @Sendable () -> Void)
+    /// Called by a ``TimerService`` with a function that wakes it. A clock whose time can jump
+    /// (set by hand, say) calls it after each jump, so that what became due fires at once; without
+    /// it the timer notices within a second, the longest it sleeps.
+    func onJump(_ wake: @escaping @Sendable () -> Void)
 }
 
 extension SchedulerClock {
     public func nowMicroseconds() -> Int64 { now() * 1000 }
+    public func onJump(_ wake: @escaping @Sendable () -> Void) {}
 }
 
 /// The system's real-time clock.
@@ -27,38 +28,6 @@ public struct SystemClock: SchedulerClock {
         var spec = timespec()
         clock_gettime(CLOCK_REALTIME, &spec)
         return Int64(spec.tv_sec) * 1_000_000 + Int64(spec.tv_nsec) / 1000
-    }
-
-    public var isManual: Bool { false }
-    public func register(_ wake: @escaping @Sendable () -> Void) {}
-}
-
-/// A clock that moves only when told to, for tests.
-public final class ManualClock: SchedulerClock {
-    private let state: Mutex<(now: Int64, wakes: [@Sendable () -> Void])>
-
-    public init(now: Int64) {
-        state = Mutex((now, []))
-    }
-
-    public func now() -> Int64 { state.withLock { $0.now } }
-    public var isManual: Bool { true }
-
-    public func register(_ wake: @escaping @Sendable () -> Void) {
-        state.withLock { $0.wakes.append(wake) }
-    }
-
-    /// Moves the clock to `time` (never backwards) and wakes the timers that use it.
-    public func advance(to time: Int64) {
-        let wakes = state.withLock { state in
-            state.now = max(state.now, time)
-            return state.wakes
-        }
-        for wake in wakes { wake() }
-    }
-
-    public func advance(by milliseconds: Int64) {
-        advance(to: now() + milliseconds)
     }
 }
 
@@ -106,7 +75,7 @@ public final class TimerService: @unchecked Sendable {
         self.clock = clock
         self.maximumSleepMilliseconds = maximumSleepMilliseconds
         self.armLeadMilliseconds = armLeadMilliseconds
-        clock.register { [weak self] in self?.wake() }
+        clock.onJump { [weak self] in self?.wake() }
     }
 
     /// Starts the timer thread.
@@ -218,7 +187,7 @@ public final class TimerService: @unchecked Sendable {
             }
             var earliest = queue.nextDeadline()
             if armHandler != nil, let arm = armQueue.nextDeadline() { earliest = min(earliest ?? arm, arm) }
-            if let deadline = earliest, !clock.isManual {
+            if let deadline = earliest {
                 let wait = min(deadline * 1000 - nowMicroseconds, maximumSleepMilliseconds * 1000)
                 _ = condition.wait(until: Date(timeIntervalSinceNow: Double(max(wait, 0)) / 1_000_000))
             } else {

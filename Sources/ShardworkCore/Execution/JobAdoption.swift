@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import ShardworkSDK
 import Synchronization
 
@@ -11,8 +12,10 @@ struct IncapableJob: Sendable, Equatable {
     var watched = false
 }
 
-/// Jobs that come and go while the host runs: jobs added to the cluster (`shardwork job add`), jobs
-/// removed from it, and jobs this host cannot run.
+/// Which jobs run on this host: it registers them, applies their changed configurations, stops
+/// them (``leave(_:_:)``), and follows the jobs that come and go while the host runs: jobs added to
+/// the cluster (`shardwork job add`), jobs removed from it, and jobs this host cannot run. It also
+/// writes the host's jobs back into a namespace deleted under it (JobAdoption+Namespace.swift).
 ///
 /// Every host follows the children of the namespace root. A job marked `dynamic` (added through the
 /// control API), or one of the host's own configured jobs that came back after a removal, is adopted
@@ -21,57 +24,70 @@ struct IncapableJob: Sendable, Equatable {
 /// its plugin refuses), the host writes `/{job}/incapable/{id}` (ephemeral) with the reason and no
 /// instance node, so the leader hands it no items; it looks again when the configuration changes or
 /// a plugin is loaded.
-extension ShardworkHost {
-    /// One scan at a time; a request during a scan runs one more afterwards.
-    final class AdoptionState: Sendable {
-        struct State {
-            var scanning = false
-            var again = false
-            /// Children of the root known not to be dynamic jobs (cleared when the children change).
-            var foreign: Set<String> = []
-            var watchArmed = false
-        }
+final class JobAdoption: Sendable {
+    let context: HostContext
+    /// One scan of the namespace at a time; a request during a scan runs one more afterwards.
+    private let scans = CoalescingRunner<String>()
+    /// Children of the root known not to be jobs for this host (cleared when the children change),
+    /// and whether the watch on the root's children is armed.
+    let scanState = Mutex((foreign: Set<String>(), watchArmed: false))
+    /// The jobs of the registry this host cannot run.
+    let incapable = Mutex<[String: IncapableJob]>([:])
+    /// The namespace as this host registered in it: the registry transaction that created the node
+    /// `/` stands for. Another one (or none) means the namespace was deleted while the host ran.
+    let namespaceCreated = Mutex<Int64?>(nil)
+    /// The namespace restore under way, and a count raised when one starts and when it ends: a sync
+    /// that saw a job's configuration missing while one ran looks again instead of retiring the job.
+    let namespaceRestore = Mutex<(task: Task<Void, Never>?, generation: UInt64)>((nil, 0))
+    /// Jobs added to the cluster that this host stopped because their configuration was gone, with
+    /// when (on the host's clock): a namespace is deleted node by node (zkCli's `deleteall`), so its
+    /// jobs look removed one by one before the namespace itself goes. Those gone shortly before it
+    /// are written back too.
+    let recentlyRemoved = Mutex<[String: (job: JobConfiguration, at: Int64)]>([:])
+    /// How long before a namespace's loss a job added to the cluster may have gone with it.
+    static let namespaceLossWindowMilliseconds: Int64 = 60_000
 
-        let state = Mutex(State())
+    init(context: HostContext) {
+        self.context = context
     }
+
+    var services: HostServices { context.services }
+    var registry: any RegistryCenter { context.registry }
+    var logger: Logger { context.logger }
+    var configuration: HostConfiguration { context.configuration }
+    var runtimes: [String: JobRuntime] { context.runtimes }
+    func jobLogger(_ job: String) -> Logger { context.jobLogger(job) }
+
+    /// The count that ``restoreNamespace()`` raises when a restore starts and when it ends.
+    var restoreGeneration: UInt64 { namespaceRestore.withLock { $0.generation } }
 
     /// Looks for jobs to adopt (see the type's documentation). Level-triggered: it runs at start,
     /// when the namespace's children change, at every maintenance tick and after a new session.
     func adoptJobs() async {
-        let start = adoption.state.withLock { state -> Bool in
-            if state.scanning {
-                state.again = true
-                return false
-            }
-            state.scanning = true
-            return true
-        }
-        guard start else { return }
-        repeat {
-            await scanForJobs()
-        } while adoption.state.withLock { state -> Bool in
-            if state.again {
-                state.again = false
-                return true
-            }
-            state.scanning = false
-            return false
-        }
+        await scans.run("/") { await scanForJobs() }
+    }
+
+    /// At the periodic check: children of the namespace found not to be jobs for this host are
+    /// looked at again (one may have become one since, its nodes written one by one rather than in
+    /// one transaction).
+    func rescan() {
+        scanState.withLock { $0.foreign = [] }
+        context.background.spawn("scan for jobs") { [self] in await adoptJobs() }
     }
 
     private func scanForJobs() async {
-        guard services.registryConnected.load(ordering: .acquiring), !lifecycle.withLock({ $0.stopped }) else { return }
+        guard services.registryConnected.load(ordering: .acquiring), !context.isStopped else { return }
         let names: [String]
-        let arm = adoption.state.withLock { state -> Bool in
+        let arm = scanState.withLock { state -> Bool in
             defer { state.watchArmed = true }
             return !state.watchArmed
         }
         do {
             names = try await registry.children("/", watch: arm ? rootWatcher() : nil)
         } catch {
-            if arm { adoption.state.withLock { $0.watchArmed = false } }
+            if arm { scanState.withLock { $0.watchArmed = false } }
             if error.code == .noNode, await namespaceLost() {
-                Task { await restoreNamespace() }
+                context.background.spawn("restore the namespace") { [self] in await restoreNamespace() }
                 return
             }
             logger.error("cannot look for jobs added to the cluster: \(LogText.escaped("\(error)"))")
@@ -79,29 +95,29 @@ extension ShardworkHost {
         }
         let configured = Set(configuration.jobs.map(\.jobName))
         let present = Set(names)
-        let known = Set(table.withLock { Array($0.keys) })
+        let known = Set(context.table.withLock { Array($0.keys) })
         // A namespace deleted and created again (an operator's `deleteall`, node by node, then the
         // root anew) while a look at one of this host's jobs saw only that job's configuration gone
         // left the job stopped here as if removed; the root's creation tells the two apart. Looked
         // at only while this host has such jobs: configured here and not running, or added and
         // stopped within the last minute.
-        let cutoff = ContinuousClock.now - Self.namespaceLossWindow
+        let cutoff = services.clock.now() - Self.namespaceLossWindowMilliseconds
         let recentlyStopped = recentlyRemoved.withLock { removed in
             removed = removed.filter { $0.value.at >= cutoff }
             return !removed.isEmpty
         }
         if !configured.subtracting(known).isEmpty || recentlyStopped, await namespaceLost() {
-            Task { await restoreNamespace() }
+            context.background.spawn("restore the namespace") { [self] in await restoreNamespace() }
             return
         }
         // Jobs gone from the registry are no longer incapable here.
         incapable.withLock { entries in entries = entries.filter { present.contains($0.key) } }
         await forgetShutDownJobs(present: present)
-        let foreign = adoption.state.withLock { $0.foreign }
+        let foreign = scanState.withLock { $0.foreign }
         for name in names.sorted() where !known.contains(name) && !foreign.contains(name) {
             if let problem = RegistryNames.jobNameProblem(name) {
                 // Not a name any host writes: explained once, never registered under.
-                explainOnce("/\(name)", "the registry holds a node \(LogText.quoted("/" + name)) whose name \(problem); it is not taken for a job")
+                context.explainOnce("/\(name)", "the registry holds a node \(LogText.quoted("/" + name)) whose name \(problem); it is not taken for a job")
                 continue
             }
             do {
@@ -116,7 +132,7 @@ extension ShardworkHost {
     /// ElasticJob, unless the cluster removes it: then this host forgets it, and a job added again
     /// under the name (another configuration node) is a new job, which this host takes up like any.
     private func forgetShutDownJobs(present: Set<String>) async {
-        let shutDown = syncs.withLock { syncs in syncs.filter(\.value.shutDown).mapValues(\.configCreated) }
+        let shutDown = context.syncs.withLock { syncs in syncs.filter(\.value.shutDown).mapValues(\.configCreated) }
         for (name, created) in shutDown {
             if present.contains(name) {
                 // Still there, or being removed or added right now (no configuration yet): the
@@ -125,8 +141,8 @@ extension ShardworkHost {
                       let created, stat.createdTransaction != created
                 else { continue }
             }
-            syncs.withLock { _ = $0.removeValue(forKey: name) }
-            table.withLock { _ = $0.removeValue(forKey: name) }
+            context.syncs.withLock { _ = $0.removeValue(forKey: name) }
+            context.table.withLock { _ = $0.removeValue(forKey: name) }
             jobLogger(name).info("shut down here by a command, and since removed from the cluster; forgotten")
         }
     }
@@ -135,11 +151,11 @@ extension ShardworkHost {
     private func rootWatcher() -> Watcher {
         { [weak self] _ in
             guard let self else { return }
-            self.adoption.state.withLock { state in
+            self.scanState.withLock { state in
                 state.watchArmed = false
                 state.foreign = []
             }
-            Task { await self.adoptJobs() }
+            self.context.background.spawn("scan for jobs") { await self.adoptJobs() }
         }
     }
 
@@ -148,7 +164,7 @@ extension ShardworkHost {
     private func consider(_ name: String, configuredHere: Bool) async throws {
         let paths = JobNodePath(job: name)
         if !configuredHere, try await registry.exists(paths.dynamic, watch: nil) == nil {
-            adoption.state.withLock { _ = $0.foreign.insert(name) }
+            scanState.withLock { _ = $0.foreign.insert(name) }
             return
         }
         guard let stored = try await registry.textIfPresent(paths.config),
@@ -167,7 +183,7 @@ extension ShardworkHost {
             return
         }
         let prepared: PreparedJob
-        switch await preparation.prepare(job) {
+        switch await context.preparation.prepare(job) {
         case .prepared(let job):
             prepared = job
         case .refused(let error):
@@ -180,16 +196,14 @@ extension ShardworkHost {
         let runtime = JobRuntime(
             job: prepared, coordinator: JobCoordinator(registry: registry, job: name, instance: services.instance, events: services.events),
             services: services)
-        let inserted = table.withLock { table -> Bool in
+        let inserted = context.table.withLock { table -> Bool in
             guard table[name] == nil else { return false }
             table[name] = runtime
             return true
         }
         guard inserted else { return }
-        syncs.withLock {
-            var sync = JobSync()
-            sync.dynamic = !configuredHere
-            $0[name] = sync
+        context.syncs.withLock {
+            $0[name] = HostContext.JobSync(now: services.clock.now(), dynamic: !configuredHere)
         }
         do {
             // The job is the registry's: never write its root or configuration (it may have been
@@ -197,16 +211,16 @@ extension ShardworkHost {
             try await register(runtime, rejoining: true)
         } catch {
             jobLogger(name).error("cannot register it to run here: \(LogText.escaped("\(error)"))")
-            syncs.withLock { _ = $0.removeValue(forKey: name) }
-            table.withLock { _ = $0.removeValue(forKey: name) }
+            context.syncs.withLock { _ = $0.removeValue(forKey: name) }
+            context.table.withLock { _ = $0.removeValue(forKey: name) }
             await runtime.coordinator.unregister()
             return
         }
         if incapable.withLock({ $0.removeValue(forKey: name) }) != nil {
             _ = try? await registry.deleteIfPresent(paths.incapable(services.instance.id))
         }
-        schedule(runtime, after: services.clock.now())
-        scheduleSync(runtime)
+        context.schedule(runtime, after: services.clock.now())
+        context.requestSync(runtime)
         services.events.publish(.jobAdopted(job: name))
         jobLogger(name).notice("runs on this host now (\(configuredHere ? "configured here and back in the registry" : "added to the cluster"), job type \(jobType), configuration version \(stored.stat.version))")
     }
@@ -222,7 +236,7 @@ extension ShardworkHost {
         ] + job.jobListenerTypes.map { (.jobListener, $0, "jobListenerTypes") }
         for (kind, name, field) in named {
             do {
-                _ = try providers.resolve(kind, name)
+                _ = try context.providers.resolve(kind, name)
             } catch {
                 missing.append("\(field): \(kind) '\(name ?? "")' is not loaded on this host")
             }
@@ -250,7 +264,7 @@ extension ShardworkHost {
                 _ = try await registry.exists(JobNodePath(job: job).config, watch: { [weak self] _ in
                     guard let self else { return }
                     self.incapable.withLock { $0[job]?.watched = false }
-                    Task { await self.adoptJobs() }
+                    self.context.background.spawn("scan for jobs") { await self.adoptJobs() }
                 })
             } catch {
                 incapable.withLock { $0[job]?.watched = false }
@@ -328,14 +342,14 @@ extension ShardworkHost {
     /// instance leaves the job (the other instances reshard). Once per job: a later call for a job
     /// already leaving does nothing.
     func leave(_ runtime: JobRuntime, _ departure: Departure) async {
-        let first = syncs.withLock { syncs -> Bool in
+        let first = context.syncs.withLock { syncs -> Bool in
             guard syncs[runtime.name]?.active == true else { return false }
             syncs[runtime.name]?.active = false
             if case .shutDownByCommand = departure { syncs[runtime.name]?.shutDown = true }
             return true
         }
         guard first else { return }
-        timer.cancel(runtime.name)
+        context.timer.cancel(runtime.name)
         runtime.stop()
         let reason = switch departure {
         case .retired(let reason): reason
@@ -348,8 +362,8 @@ extension ShardworkHost {
         runtime.shutdownWorkers()
         await runtime.coordinator.unregister()
         guard case .retired = departure else { return }
-        syncs.withLock { _ = $0.removeValue(forKey: runtime.name) }
-        table.withLock { table in
+        context.syncs.withLock { _ = $0.removeValue(forKey: runtime.name) }
+        context.table.withLock { table in
             if table[runtime.name] === runtime { table.removeValue(forKey: runtime.name) }
         }
     }
@@ -364,14 +378,14 @@ extension ShardworkHost {
         if allowMissingPlugins, let missing = missingProviders(job) {
             // Everything that needs no plugin is still checked: cron, time zone, item parameters.
             do {
-                _ = try JobCatalog.plan(job, providers: providers, workerExecutable: services.workerExecutable)
+                _ = try JobCatalog.plan(job, providers: context.providers, workerExecutable: services.workerExecutable)
             } catch {
                 let providerFields = ["jobType", "jobShardingStrategyType", "jobExecutorThreadPoolSizeProviderType", "jobErrorHandlerType", "jobListenerTypes"]
                 guard providerFields.contains(error.field) else { throw error }
             }
             return missing
         }
-        switch await preparation.check(job) {
+        switch await context.preparation.check(job) {
         case nil, .prepared?:
             return nil
         case .refused(let error)?:
@@ -380,25 +394,152 @@ extension ShardworkHost {
             throw HostConfigurationError(file: nil, location: nil, job: job.jobName, field: "", message: reason)
         }
     }
-}
 
-// MARK: For the control API
-
-extension ShardworkHost {
-    /// The operation APIs over this host's registry: with ZooKeeper they act on the whole cluster.
-    public var operations: ClusterOperations { ClusterOperations(registry: registry, logger: logger, events: services.events) }
-
-    /// Writes an uploaded plugin file where ``loadPlugin(file:)`` can take it: a private directory
-    /// beside the plugin cache. The caller removes it after the load (the cache keeps its own copy).
-    public func stagePluginUpload(bytes: [UInt8], name: String) throws -> String {
-        let uploads = hotLoading.cache.directory + "/uploads"
-        try FileManager.default.createDirectory(atPath: uploads, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let directory = uploads + "/" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
-        let path = directory + "/" + name
-        guard FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: 0o755]) else {
-            throw HostConfigurationError(file: nil, location: nil, job: nil, field: "plugin", message: "cannot write the upload to \(path)")
+    /// Registers one job in the registry and follows its nodes from then on.
+    func register(_ runtime: JobRuntime, rejoining: Bool = false) async throws {
+        let effective = try await runtime.coordinator.register(runtime.job.configuration, rejoining: rejoining)
+        if effective != runtime.job.configuration {
+            // The registry's copy wins (no `overwrite`): run the job as the cluster knows it.
+            switch await context.preparation.prepare(effective) {
+            case .prepared(let job):
+                runtime.replace(with: job)
+            case .refused(let error):
+                throw JobRegistrationError(
+                    job: runtime.name, message: "the registry's configuration cannot run here: \(error.field): \(error.message)",
+                    setsAside: true)
+            case .setAside(let reason):
+                throw JobRegistrationError(job: runtime.name, message: "the registry's configuration cannot run here: \(reason)", setsAside: true)
+            }
         }
-        return path
+        let stored = try await runtime.coordinator.registry.textIfPresent(runtime.coordinator.paths.config)
+        context.syncs.withLock {
+            $0[runtime.name]?.configVersion = stored?.stat.version
+            $0[runtime.name]?.configCreated = stored?.stat.createdTransaction
+        }
+        runtime.coordinator.onChange { [weak self, weak runtime] path in
+            guard let self, let runtime, ClusterSyncer.affectsSync(path, job: runtime.coordinator.paths) else { return }
+            self.context.requestSync(runtime)
+        }
+        // After every fire of a failover job the host looks for failover work (ElasticJob's
+        // enquiry execution); other jobs have nothing to look for then.
+        runtime.onFireEnded.withLock { $0 = Callback<Void> { [weak self, weak runtime] in
+            guard let self, let runtime else { return }
+            // Two fields, not a copy of the whole configuration: this runs after every fire.
+            let job = runtime.job
+            if job.configuration.failover && job.configuration.monitorExecution { self.context.requestSync(runtime) }
+        } }
+    }
+
+    /// ElasticJob's config listeners (reference §4.12): a changed cron reschedules, a changed total
+    /// (or strategy) flags a resharding, turning monitorExecution off clears running markers. A
+    /// configuration that does not read, that the plugins refuse, or whose providers cannot be made
+    /// here safely sets the job aside on this host, with the reason (``setAside(_:reason:)``): the
+    /// job is taken up again when its configuration changes.
+    func applyStoredConfiguration(_ runtime: JobRuntime) async throws {
+        let coordinator = runtime.coordinator
+        guard let stored = try await coordinator.storedConfiguration() else { return }
+        context.syncs.withLock { $0[runtime.name]?.configVersion = stored.version }
+        let current = runtime.job.configuration
+        let changed: JobConfiguration
+        do {
+            changed = try ElasticJobYAML.decode(stored.text, jobType: current.jobType, job: runtime.name)
+        } catch {
+            await setAside(runtime, reason: "its configuration (version \(stored.version)) is invalid: \(error)")
+            return
+        }
+        guard changed != current else { return }
+        if let missing = missingProviders(changed) {
+            // Capability-aware: an instance that cannot run the new configuration leaves the job,
+            // so that it is handed no items, and says why in the registry.
+            await leave(runtime, .retired(reason: "its new configuration (version \(stored.version)) cannot run here: \(missing)"))
+            await markIncapable(changed.jobName, reason: missing, version: stored.version)
+            return
+        }
+        let prepared: PreparedJob
+        switch await context.preparation.prepare(changed) {
+        case .prepared(let job):
+            prepared = job
+        case .refused(let error):
+            await setAside(runtime, reason: "its new configuration (version \(stored.version)) cannot run here: \(error.field): \(error.message)")
+            return
+        case .setAside(let reason):
+            await setAside(runtime, reason: "its new configuration (version \(stored.version)): \(reason)")
+            return
+        }
+        runtime.replace(with: prepared)
+        var what: [String] = []
+        if changed.cron != current.cron || changed.timeZone != current.timeZone {
+            context.schedule(runtime, after: services.clock.now())
+            what.append("cron '\(current.cron ?? "")' → '\(changed.cron ?? "")'")
+        }
+        if changed.shardingTotalCount != current.shardingTotalCount || changed.jobShardingStrategyType != current.jobShardingStrategyType {
+            try await coordinator.setReshardingFlag()
+            what.append("items \(current.shardingTotalCount) → \(changed.shardingTotalCount), strategy \(changed.jobShardingStrategyType ?? "average")")
+        }
+        if current.monitorExecution && !changed.monitorExecution {
+            try await coordinator.clearRunning(Array(0..<max(current.shardingTotalCount, changed.shardingTotalCount)))
+            what.append("monitorExecution off")
+        }
+        services.events.publish(.configurationApplied(job: runtime.name, version: Int(stored.version)))
+        runtime.logger.info("applied the registry's new configuration (version \(stored.version))\(what.isEmpty ? "" : ": " + what.joined(separator: "; "))")
+    }
+
+    /// The job's configuration is gone from the registry, or was replaced: the namespace was lost
+    /// (every host writes its jobs back), a restore under way is writing it back (look again), or
+    /// the job was removed (it stops here; added again, it is taken up afresh).
+    func configurationGone(_ runtime: JobRuntime, replaced: Bool, restoreGeneration: UInt64) async {
+        if await namespaceLost() {
+            // Not this job removed: the whole namespace (the registry lost it, or an operator
+            // deleted it). A lost registry never loses a job: every host writes its jobs back.
+            await restoreNamespace()
+            context.requestSync(runtime)
+            return
+        }
+        // A restore under way (or one since this sync began) may be writing this job back.
+        let restoring = namespaceRestore.withLock { $0.task }
+        await restoring?.value
+        if restoring != nil || namespaceRestore.withLock({ $0.generation }) != restoreGeneration {
+            context.requestSync(runtime)
+            return
+        }
+        if replaced {
+            // Removed and added again since this host looked: what it registered went with the
+            // old job. It starts afresh, as a host that sees the job for the first time.
+            await leave(runtime, .retired(reason: "removed from the cluster and added again; taking it up afresh"))
+            await adoptJobs()
+        } else {
+            // ElasticJob's removeJobConfiguration deletes the job's whole subtree: the job stops
+            // everywhere.
+            if context.syncs.withLock({ $0[runtime.name]?.dynamic ?? false }) {
+                let job = runtime.job.configuration
+                recentlyRemoved.withLock { $0[runtime.name] = (job, services.clock.now()) }
+            }
+            await leave(runtime, .retired(reason: "removed from the cluster (its configuration is gone from the registry)"))
+        }
+    }
+
+    func registerAgain() async {
+        if await namespaceLost() {
+            // Gone with the old session (ZooKeeper lost its data, say): written back whole.
+            await restoreNamespace()
+            return
+        }
+        for runtime in runtimes.values where context.syncs.withLock({ $0[runtime.name]?.active ?? false }) {
+            runtime.coordinator.invalidateCache(watchesLost: true)
+            do {
+                // Only while the job is still the one this host registered: a job removed (or
+                // removed and added again) while the session was gone is never written back.
+                let stored = try await runtime.coordinator.registry.exists(runtime.coordinator.paths.config, watch: nil)
+                guard let stored, stored.createdTransaction == context.syncs.withLock({ $0[runtime.name]?.configCreated }) else {
+                    await leave(runtime, .retired(reason: stored == nil
+                        ? "removed from the cluster while the registry session was gone"
+                        : "removed from the cluster and added again while the registry session was gone; taking it up afresh"))
+                    continue
+                }
+                _ = try await runtime.coordinator.register(runtime.job.configuration, rejoining: true)
+            } catch {
+                runtime.logger.error("cannot register again on the new session: \(LogText.escaped("\(error)"))")
+            }
+        }
     }
 }

@@ -9,131 +9,14 @@ import Glibc
 import Musl
 #endif
 
-// MARK: What a hot-load answers
-
-/// A hot-load that took effect, or found the same content already loaded.
-public struct PluginLoadOutcome: Sendable, Codable, Equatable, CustomStringConvertible {
-    public var plugin: String
-    public var version: String
-    /// The plugin's generation that serves it now.
-    public var generation: Int
-    /// The file as given.
-    public var file: String
-    /// The content-named copy that was loaded (for identical content: the path already loaded).
-    public var cachePath: String
-    public var sha256: String
-    /// True when this content is the plugin's current generation already: nothing changed.
-    public var alreadyLoaded: Bool
-    /// The generation this one took over from, if the plugin was loaded before.
-    public var superseded: Int?
-    /// The jobs that use this generation from their next fire, by name.
-    public var jobsSwitched: [String]
-
-    public var description: String {
-        if alreadyLoaded {
-            return "plugin \(plugin) \(version) from \(file) is already loaded as generation \(generation) (\(cachePath)); nothing changed"
-        }
-        var text = "plugin \(plugin) \(version) loaded as generation \(generation) from \(file) (\(cachePath))"
-        if let superseded { text += ", superseding generation \(superseded)" }
-        return text + (jobsSwitched.isEmpty
-            ? "; no job uses it"
-            : "; jobs switched from their next fire: " + jobsSwitched.joined(separator: ", "))
-    }
-}
-
-/// A hot-load that changed nothing: the running version (if any) stays in place. It carries every
-/// reason, each naming the job and field when it is a job's.
-public struct PluginHotLoadError: Error, Sendable, Codable, Equatable, CustomStringConvertible {
-    public enum Code: String, Sendable, Codable, Equatable {
-        /// The file failed the loader's checks (or could not be read).
-        case pluginRefused = "plugin-refused"
-        /// Another plugin offers one of its names.
-        case nameConflict = "name-conflict"
-        /// A job that uses the plugin would not run on the new version.
-        case jobsRefused = "jobs-refused"
-        /// `plugins.maxGenerations` images were loaded by hot-loads already.
-        case generationLimit = "generation-limit"
-        /// The file could not be copied into the plugin cache.
-        case cacheFailed = "cache-failed"
-        case hostStopped = "host-stopped"
-    }
-
-    public struct Reason: Sendable, Codable, Equatable, CustomStringConvertible {
-        /// The job the reason is about, if it is a job's.
-        public var job: String?
-        /// The job's field (`jobType`, `props.acme.repeats`, ...).
-        public var field: String?
-        public var message: String
-
-        public init(job: String? = nil, field: String? = nil, message: String) {
-            self.job = job
-            self.field = field
-            self.message = message
-        }
-
-        public var description: String {
-            var text = ""
-            if let job { text += "job '\(job)': " }
-            if let field, !field.isEmpty { text += "\(field): " }
-            return text + message
-        }
-    }
-
-    public var code: Code
-    /// The file as given.
-    public var file: String
-    /// The plugin's name and version, when the file got far enough to tell them.
-    public var plugin: String?
-    public var version: String?
-    public var reasons: [Reason]
-    /// Every check of the loader, when they refused it.
-    public var inspection: PluginInspection?
-
-    public var description: String {
-        var text = "plugin \(file)"
-        if let plugin { text += " (\(plugin) \(version ?? ""))" }
-        return text + " was not loaded; nothing changed: " + reasons.map(\.description).joined(separator: "; ")
-    }
-}
-
-/// One generation of one plugin, as `pluginGenerations()` reports it.
-public struct PluginGenerationStatus: Sendable, Codable, Equatable {
-    public enum State: String, Sendable, Codable, Equatable {
-        /// Its providers answer to the plugin's names.
-        case current
-        /// A newer generation took over its names; running items may still use it.
-        case superseded
-    }
-
-    public struct Provider: Sendable, Codable, Equatable {
-        /// `job-type`, `sharding-strategy`, `executor-strategy`, `error-handler`, `job-listener`.
-        public var kind: String
-        public var name: String
-        public var aliases: [String]
-    }
-
-    public var name: String
-    public var version: String
-    public var generation: Int
-    /// The file as given (in a plugin directory, listed, or to a hot-load).
-    public var file: String
-    /// The path that was loaded (a plugin-cache copy for hot-loads).
-    public var path: String
-    public var sha256: String?
-    public var toolchain: String
-    public var loadedAt: Date
-    public var state: State
-    public var supersededAt: Date?
-    public var providers: [Provider]
-    /// The jobs whose current preparation uses a provider of this generation, by name.
-    public var jobs: [String]
-}
-
-// MARK: The host's hot-load state
-
-/// What a host keeps for hot-loads: how to check a file, where to copy it, how many images were
+/// Hot-loads of new plugin versions into a running host, from a file, an upload through the control
+/// API, or the watched directory: how to check a file, where to copy it, how many images were
 /// mapped, and the watched directory's task.
 final class PluginHotLoading: Sendable {
+    let context: HostContext
+    /// What a generation that took effect may change: jobs this host could not run are looked at
+    /// again.
+    let onLoaded: @Sendable () async -> Void
     let loader: PluginLoader
     let cache: PluginCache
     let maxGenerations: Int
@@ -153,9 +36,11 @@ final class PluginHotLoading: Sendable {
 
     /// Held for the whole of a hot-load, on that hot-load's own thread: one runs at a time.
     let ledger = Mutex(Ledger())
-    let watcher = Mutex<Task<Void, Never>?>(nil)
 
-    init(settings: PluginSettings, loader: PluginLoader) {
+    init(context: HostContext, loader: PluginLoader, onLoaded: @escaping @Sendable () async -> Void) {
+        let settings = context.configuration.plugins
+        self.context = context
+        self.onLoaded = onLoaded
         self.loader = loader
         cache = PluginCache(directory: settings.cacheDirectory ?? PluginSettings.defaultCacheDirectory)
         maxGenerations = settings.maxGenerations
@@ -181,11 +66,12 @@ final class PluginHotLoading: Sendable {
         let preflight = settings.preflight ? workerExecutable.map { PluginPreflight.shardwork(executable: $0, timeout: timeout) } : nil
         return PluginLoader(logger: logger, preflight: preflight)
     }
-}
 
-// MARK: Hot-loading
+    var logger: Logger { context.logger }
+    var providers: ProviderRegistry { context.providers }
+    var runtimes: [String: JobRuntime] { context.runtimes }
+    var services: HostServices { context.services }
 
-extension ShardworkHost {
     /// Loads a new version of a plugin (or a new plugin) into the running host, as a new generation.
     ///
     /// The file is copied to the plugin cache under a name made of its content's SHA-256 and
@@ -203,21 +89,21 @@ extension ShardworkHost {
     ///
     /// `label` is how answers and the generation list name the file, when that is not its path
     /// (an upload through the control API, kept in a staging directory only for the load).
-    public func loadPlugin(file: String, label: String? = nil) async -> Result<PluginLoadOutcome, PluginHotLoadError> {
+    func loadPlugin(file: String, label: String? = nil) async -> Result<PluginLoadOutcome, PluginHotLoadError> {
         let result = await withCheckedContinuation { continuation in
             Thread.detachNewThread { [self] in
                 continuation.resume(returning: hotLoad(file, label: label ?? file))
             }
         }
         if case .success(let outcome) = result, !outcome.alreadyLoaded {
-            await reconsiderIncapableJobs()
+            await onLoaded()
         }
-        hotLoading.cleanCache(logger: logger)
+        cleanCache(logger: logger)
         return result
     }
 
     /// Every generation of every plugin, in load order, with the jobs that use it now.
-    public func pluginGenerations() -> [PluginGenerationStatus] {
+    func pluginGenerations() -> [PluginGenerationStatus] {
         var users: [String: Set<String>] = [:]
         for runtime in runtimes.values {
             for provider in runtime.job.providers {
@@ -244,11 +130,11 @@ extension ShardworkHost {
     /// The whole hot-load, on the calling (non-cooperative) thread, logged.
     private func hotLoad(_ file: String, label: String) -> Result<PluginLoadOutcome, PluginHotLoadError> {
         let result: Result<PluginLoadOutcome, PluginHotLoadError>
-        if lifecycle.withLock({ $0.stopped }) {
+        if context.isStopped {
             result = .failure(PluginHotLoadError(
                 code: .hostStopped, file: label, reasons: [.init(message: "the host has stopped")]))
         } else {
-            result = hotLoading.ledger.withLock { ledger in hotLoad(file, label: label, &ledger) }
+            result = ledger.withLock { ledger in hotLoad(file, label: label, &ledger) }
         }
         switch result {
         case .success(let outcome) where outcome.alreadyLoaded:
@@ -265,7 +151,7 @@ extension ShardworkHost {
     }
 
     private func hotLoad(
-        _ file: String, label: String, _ ledger: inout PluginHotLoading.Ledger
+        _ file: String, label: String, _ ledger: inout Ledger
     ) -> Result<PluginLoadOutcome, PluginHotLoadError> {
         func refusal(_ code: PluginHotLoadError.Code, _ reasons: [PluginHotLoadError.Reason], plugin: PluginInfo? = nil,
                      inspection: PluginInspection? = nil) -> Result<PluginLoadOutcome, PluginHotLoadError> {
@@ -303,18 +189,18 @@ extension ShardworkHost {
             again.file = label
             return .failure(again)
         } else {
-            guard ledger.imagesMapped < hotLoading.maxGenerations else {
+            guard ledger.imagesMapped < maxGenerations else {
                 return refusal(.generationLimit, [.init(message:
                     "this host has loaded \(ledger.imagesMapped) plugin images by hot-loads, its limit (plugins.maxGenerations); "
                         + "loaded images are never unloaded, so restart the host to reclaim their memory, then load the plugin again")])
             }
             let cached: String
             do {
-                cached = try hotLoading.cache.store(bytes, of: file, sha256: sha256)
+                cached = try cache.store(bytes, of: file, sha256: sha256)
             } catch {
                 return refusal(.cacheFailed, [.init(message: error.description)])
             }
-            let (inspection, loaded, mapped) = hotLoading.loader.inspectReportingMapping(cached)
+            let (inspection, loaded, mapped) = loader.inspectReportingMapping(cached)
             if mapped { ledger.imagesMapped += 1 }
             guard let loaded else {
                 var checked = inspection
@@ -347,7 +233,7 @@ extension ShardworkHost {
         var reasons: [PluginHotLoadError.Reason] = []
         // Tried in a separate process against the new version first (one process for them all), so
         // that a version whose providers crash refuses the hot-load instead of ending the host.
-        let outcomes = preparation.prepare(affected.map { JobPreparation.Request(job: $0.job.configuration) }, in: proposal.registry)
+        let outcomes = context.preparation.prepare(affected.map { JobPreparation.Request(job: $0.job.configuration) }, in: proposal.registry)
         for (runtime, outcome) in zip(affected, outcomes) {
             switch outcome {
             case .prepared(let job?):
@@ -386,6 +272,21 @@ extension ShardworkHost {
             jobsSwitched: prepared.map(\.runtime.name)))
     }
 
+    /// Writes an uploaded plugin file where ``loadPlugin(file:label:)`` can take it: a private
+    /// directory beside the plugin cache. The caller removes it after the load (the cache keeps its
+    /// own copy).
+    func stageUpload(bytes: [UInt8], name: String) throws -> String {
+        let uploads = cache.directory + "/uploads"
+        try FileManager.default.createDirectory(atPath: uploads, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let directory = uploads + "/" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        let path = directory + "/" + name
+        guard FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: 0o755]) else {
+            throw HostConfigurationError(file: nil, location: nil, job: nil, field: "plugin", message: "cannot write the upload to \(path)")
+        }
+        return path
+    }
+
     // MARK: The watched directory
 
     /// A file's size and modification time: a file being written changes them between polls.
@@ -395,21 +296,23 @@ extension ShardworkHost {
         var nanoseconds: Int
     }
 
-    /// Polls `plugins.watchDirectory`, as one task, until the host stops: a `*.so` that is new or
-    /// changed, and whose size and modification time held across two polls, is hot-loaded once.
-    func startWatchingPlugins() {
-        guard let directory = hotLoading.watchDirectory else { return }
-        let interval = hotLoading.watchInterval
-        logger.info("plugins: watching \(directory) for new plugin versions every \(interval)")
-        let task = Task { [weak self] in
+    /// Polls `plugins.watchDirectory`, as a task of the host's background, until the host stops: a
+    /// `*.so` that is new or changed, and whose size and modification time held across two polls,
+    /// is hot-loaded once.
+    func startWatching() {
+        guard let directory = watchDirectory else { return }
+        let interval = watchInterval
+        logger.info("plugins: watching a directory for new plugin versions", metadata: ["directory": "\(directory)", "interval": "\(interval)"])
+        context.background.spawn("plugin directory watcher") { [self] in
             var previous: [String: Stamp] = [:]
             var handled: [String: Stamp] = [:]
             var reportedMissing = false
-            while !Task.isCancelled {
-                guard let self, !self.lifecycle.withLock({ $0.stopped }) else { return }
+            while !Task.isCancelled, !context.isStopped {
                 guard let current = Self.scan(directory) else {
                     if !reportedMissing {
-                        self.logger.warning("plugins: cannot read the watched directory \(directory): \(PluginFile.errorText())")
+                        logger.warning(
+                            "plugins: cannot read the watched directory",
+                            metadata: ["directory": "\(directory)", "error": "\(PluginFile.errorText())"])
                         reportedMissing = true
                     }
                     try? await Task.sleep(for: interval)
@@ -419,22 +322,14 @@ extension ShardworkHost {
                 for (file, stamp) in current.sorted(by: { $0.key < $1.key })
                 where previous[file] == stamp && handled[file] != stamp {
                     handled[file] = stamp
-                    self.logger.info("plugins: \(file) in the watched directory is new or changed; loading it")
+                    logger.info("plugins: a file in the watched directory is new or changed; loading it", metadata: ["file": "\(file)"])
                     // The outcome or the refusal is logged by the hot-load itself.
-                    _ = await self.loadPlugin(file: file)
+                    _ = await loadPlugin(file: file)
                 }
                 handled = handled.filter { current[$0.key] != nil }
                 previous = current
                 try? await Task.sleep(for: interval)
             }
-        }
-        hotLoading.watcher.withLock { $0 = task }
-    }
-
-    func stopWatchingPlugins() {
-        hotLoading.watcher.withLock { task in
-            task?.cancel()
-            task = nil
         }
     }
 

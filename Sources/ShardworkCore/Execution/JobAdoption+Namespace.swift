@@ -1,9 +1,9 @@
 import Foundation
 import Logging
 
-/// Values of the registry that no host would write, and a namespace that was deleted under the
-/// hosts: explained once, and handled (docs/registry-layout.md, "Values another tool wrote").
-extension ShardworkHost {
+/// A namespace that was deleted under the hosts (docs/registry-layout.md, "Values another tool
+/// wrote"): every host writes its jobs back.
+extension JobAdoption {
     /// Whether the namespace this host registered in is gone, or was deleted and created again.
     func namespaceLost() async -> Bool {
         let stat: NodeStat?
@@ -26,7 +26,7 @@ extension ShardworkHost {
         let task = namespaceRestore.withLock { restore -> Task<Void, Never> in
             if let running = restore.task { return running }
             restore.generation &+= 1
-            let task = Task { await self.writeJobsBack() }
+            let task = Task { await self.writeJobsBack() }  // awaited by every caller
             restore.task = task
             return task
         }
@@ -49,22 +49,22 @@ extension ShardworkHost {
             logger.error("registry: cannot create the namespace again: \(LogText.escaped("\(error)"))")
             return
         }
-        adoption.state.withLock { state in
+        scanState.withLock { state in
             state.watchArmed = false
             state.foreign = []
         }
         let record = DynamicJobRecord(
-            addedBy: "\(services.instance.id), restoring the namespace", addedAt: Date().formatted(.iso8601))
+            addedBy: "\(services.instance.id), restoring the namespace", addedAt: Date(timeIntervalSince1970: Double(services.clock.now()) / 1000).formatted(.iso8601))
         for runtime in runtimes.values.sorted(by: { $0.name < $1.name }) {
-            guard let sync = syncs.withLock({ $0[runtime.name] }), sync.active else { continue }
+            guard let sync = context.syncs.withLock({ $0[runtime.name] }), sync.active else { continue }
             runtime.coordinator.invalidateCache(watchesLost: true)
             do {
                 try await register(runtime)
                 if sync.dynamic {
                     try await registry.createIfAbsent(runtime.coordinator.paths.dynamic, data: [UInt8](utf8: record.json))
                 }
-                syncs.withLock { $0[runtime.name]?.membership = nil }
-                scheduleSync(runtime)
+                context.syncs.withLock { $0[runtime.name]?.membership = nil }
+                context.requestSync(runtime)
             } catch {
                 runtime.logger.error("cannot write it back into the namespace: \(LogText.escaped("\(error)"))")
             }
@@ -74,7 +74,7 @@ extension ShardworkHost {
         // node. Written as configurations; adoption takes them up.
         let known = Set(runtimes.keys)
         var returning: [(job: JobConfiguration, dynamic: Bool)] = configuration.jobs.filter { !known.contains($0.jobName) }.map { ($0, false) }
-        let cutoff = ContinuousClock.now - Self.namespaceLossWindow
+        let cutoff = services.clock.now() - Self.namespaceLossWindowMilliseconds
         let removed = recentlyRemoved.withLock { removed in
             defer { removed = [:] }
             return removed.filter { $0.value.at >= cutoff && !known.contains($0.key) }
@@ -98,40 +98,5 @@ extension ShardworkHost {
         services.events.publish(.registry(.namespaceRestored))
         logger.notice("registry: this host's jobs are back in the namespace")
         await adoptJobs()
-    }
-
-    /// Logs once each value of the job's nodes that a host would not write, with its path and what
-    /// this host makes of it (another tool wrote it; ElasticJob's reading is kept where it has one).
-    func explainUnusualValues(_ snapshot: JobSnapshot, of runtime: JobRuntime) {
-        let paths = runtime.coordinator.paths
-        for (id, value) in snapshot.unexpectedInstanceValues.sorted(by: { $0.key < $1.key }) where id != services.instance.id {
-            explainOnce(
-                "\(paths.instance(id))=\(value)", logger: runtime.logger,
-                "\(paths.instance(id)) holds \(LogText.quoted(value)), not the instance its id names; taken as that instance (server \(CoordinationRules.serverIP(of: id))), whose host writes it again")
-        }
-        for (ip, value) in snapshot.servers.sorted(by: { $0.key < $1.key })
-        where value != ServerStatus.enabled.rawValue && value != ServerStatus.disabled.rawValue {
-            explainOnce(
-                "\(paths.server(ip))=\(value)", logger: runtime.logger,
-                "\(paths.server(ip)) holds \(LogText.quoted(value)), which is neither ENABLED nor DISABLED; taken as ENABLED, as ElasticJob takes anything but DISABLED")
-        }
-    }
-
-    /// Logs `message` (a warning) the first time `key` is seen, with `logger` (the host's, or a
-    /// job's).
-    func explainOnce(_ key: String, logger: Logger? = nil, _ message: @autoclosure () -> String) {
-        let first = explained.withLock { explained -> Bool in
-            if explained.count > 10_000 { explained.removeAll() }
-            return explained.insert(key).inserted
-        }
-        if first { (logger ?? self.logger).warning("\(message())") }
-    }
-
-    /// The host's logger with `job` in its metadata, for what concerns a job that has no runtime
-    /// here (set aside, being adopted, written back).
-    func jobLogger(_ job: String) -> Logger {
-        var logger = self.logger
-        logger[metadataKey: "job"] = "\(job)"
-        return logger
     }
 }
