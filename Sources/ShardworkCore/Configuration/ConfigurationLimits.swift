@@ -42,9 +42,11 @@ extension JobLimits {
                     "must be at most \(maximumShardingTotalCount), got \(job.shardingTotalCount): a resharding writes every item in one "
                         + "ZooKeeper request, which is limited to 1 MB (docs/configuration.md#limits)")
         }
-        for (field, value) in [("maxTimeDiffSeconds", job.maxTimeDiffSeconds), ("reconcileIntervalMinutes", job.reconcileIntervalMinutes)]
-        where !javaInt.contains(value) {
-            return (field, "must be from \(Int32.min) to \(Int32.max) (a Java int, as ElasticJob keeps it), got \(value)")
+        // Every whole number of the POJO is a Java int (shardingTotalCount, checked above, is well within).
+        for field in JobField.all {
+            if case .whole(let path) = field.value, !javaInt.contains(job[keyPath: path]) {
+                return (field.key, "must be from \(Int32.min) to \(Int32.max) (a Java int, as ElasticJob keeps it), got \(job[keyPath: path])")
+            }
         }
         if let timeout = job.props[HostProperty.itemTimeoutSeconds] {
             guard let seconds = Double(timeout), seconds > 0, seconds <= maximumItemTimeoutSeconds else {

@@ -9,47 +9,39 @@ import Yams
 ///
 /// `jobType` is not part of it: like ElasticJob's job class, it lives in the job's root node.
 public enum ElasticJobYAML {
+    /// `job` as ElasticJob writes it: the fields of the `config` node sorted by name, text that may
+    /// be absent only when present, lists and `props` only when not empty.
     public static func encode(_ job: JobConfiguration) -> String {
         var fields: [(String, String)] = []
-        func scalar(_ key: String, _ value: String?) {
-            if let value { fields.append((key, " " + quoted(value))) }
+        for field in JobField.all where field.isInConfigNode {
+            switch field.value {
+            case .text(let path):
+                fields.append((field.key, " " + quoted(job[keyPath: path])))
+            case .optionalText(let path):
+                if let value = job[keyPath: path] { fields.append((field.key, " " + quoted(value))) }
+            case .flag(let path):
+                fields.append((field.key, " \(job[keyPath: path])"))
+            case .whole(let path):
+                fields.append((field.key, " \(job[keyPath: path])"))
+            case .list(let path):
+                let values = job[keyPath: path]
+                if !values.isEmpty {
+                    fields.append((field.key, "\n" + values.map { "- " + quoted($0) }.joined(separator: "\n")))
+                }
+            case .properties(let path):
+                let properties = job[keyPath: path]
+                if !properties.isEmpty {
+                    fields.append((field.key, "\n" + properties.entries.map { "  " + quoted($0.key) + ": " + quoted($0.value) }.joined(separator: "\n")))
+                }
+            case .notStored:
+                break
+            }
         }
-        scalar("cron", job.cron)
-        scalar("description", job.description)
-        fields.append(("disabled", " \(job.disabled)"))
-        fields.append(("failover", " \(job.failover)"))
-        scalar("jobErrorHandlerType", job.jobErrorHandlerType)
-        scalar("jobExecutorThreadPoolSizeProviderType", job.jobExecutorThreadPoolSizeProviderType)
-        if !job.jobListenerTypes.isEmpty {
-            fields.append(("jobListenerTypes", "\n" + job.jobListenerTypes.map { "- " + quoted($0) }.joined(separator: "\n")))
-        }
-        scalar("jobName", job.jobName)
-        scalar("jobParameter", job.jobParameter)
-        scalar("jobShardingStrategyType", job.jobShardingStrategyType)
-        scalar("label", job.label)
-        fields.append(("maxTimeDiffSeconds", " \(job.maxTimeDiffSeconds)"))
-        fields.append(("misfire", " \(job.misfire)"))
-        fields.append(("monitorExecution", " \(job.monitorExecution)"))
-        fields.append(("overwrite", " \(job.overwrite)"))
-        if !job.props.isEmpty {
-            fields.append(("props", "\n" + job.props.entries.map { "  " + quoted($0.key) + ": " + quoted($0.value) }.joined(separator: "\n")))
-        }
-        fields.append(("reconcileIntervalMinutes", " \(job.reconcileIntervalMinutes)"))
-        scalar("shardingItemParameters", job.shardingItemParameters)
-        fields.append(("shardingTotalCount", " \(job.shardingTotalCount)"))
-        fields.append(("staticSharding", " \(job.staticSharding)"))
-        scalar("timeZone", job.timeZone)
         return fields.sorted { $0.0 < $1.0 }.map { "\($0.0):\($0.1)\n" }.joined()
     }
 
-    /// The POJO's fields, plus the 3.0.4 executor key.
-    static let fields = [
-        "cron", "timeZone", "shardingTotalCount", "shardingItemParameters", "jobParameter", "monitorExecution",
-        "failover", "misfire", "maxTimeDiffSeconds", "reconcileIntervalMinutes", "jobShardingStrategyType",
-        "jobExecutorThreadPoolSizeProviderType", "jobExecutorServiceHandlerType", "jobErrorHandlerType",
-        "jobListenerTypes", "jobExtraConfigurations", "description", "props", "disabled", "overwrite", "label",
-        "staticSharding", "jobName",
-    ]
+    /// The keys the `config` node may hold: the POJO's fields, with the 3.0.4 executor key.
+    static let fields = JobField.all.filter(\.isInConfigNode).map(\.key)
 
     /// Reads the `config` node of job `job`. `jobType` comes from the job's root node. Absent fields
     /// take ElasticJob's YAML defaults. A configuration that names another job is refused: applied,

@@ -57,13 +57,7 @@ public enum HostConfigurationReader {
     }
 
     /// The fields a job may have: ElasticJob's, the 3.0.4 spelling of the executor key, and `jobType`.
-    public static let jobFields = [
-        "jobName", "jobType", "cron", "timeZone", "shardingTotalCount", "shardingItemParameters", "jobParameter",
-        "monitorExecution", "failover", "misfire", "maxTimeDiffSeconds", "reconcileIntervalMinutes",
-        "jobShardingStrategyType", "jobExecutorThreadPoolSizeProviderType", "jobExecutorServiceHandlerType",
-        "jobErrorHandlerType", "jobListenerTypes", "jobExtraConfigurations", "description", "props", "disabled",
-        "overwrite", "label", "staticSharding",
-    ]
+    public static let jobFields = JobField.all.map(\.key)
 }
 
 /// Walks Yams nodes and turns every problem into a located ``HostConfigurationError``.
@@ -487,14 +481,6 @@ struct Reader {
             guard let value = section[key] else { return nil }
             return try string(value, job: jobName, field: key)
         }
-        func flag(_ key: String) throws(HostConfigurationError) -> Bool? {
-            guard let value = section[key] else { return nil }
-            return try boolean(value, job: jobName, field: key)
-        }
-        func whole(_ key: String) throws(HostConfigurationError) -> Int? {
-            guard let value = section[key] else { return nil }
-            return try integer(value, job: jobName, field: key)
-        }
 
         guard let jobType = try text("jobType") else {
             throw error(section.keyNodes["jobType"] ?? node, job: jobName, field: "jobType",
@@ -505,47 +491,53 @@ struct Reader {
         }
         let total = try integer(totalNode, job: jobName, field: "shardingTotalCount")
 
-        var job = JobConfiguration(jobName: jobName, jobType: jobType, cron: try text("cron"), shardingTotalCount: total)
-        job.timeZone = try text("timeZone")
-        if let parameters = try text("shardingItemParameters") {
-            do {
-                _ = try ShardingItemParameters.parse(parameters)
-            } catch {
-                throw self.error(section["shardingItemParameters"], job: jobName, field: "shardingItemParameters", error.description)
+        // The optional fields in the table's order, so that of two faulty fields the same one is
+        // named every time. An absent field keeps the configuration's default, and so does text
+        // given without a value.
+        var job = JobConfiguration(jobName: jobName, jobType: jobType, cron: nil, shardingTotalCount: total)
+        for field in JobField.all where !field.isRequired {
+            guard let value = section[field.key] else { continue }
+            let key = field.key
+            switch field.value {
+            case .text(let path):
+                if let text = try string(value, job: jobName, field: key) { job[keyPath: path] = text }
+            case .optionalText(let path):
+                job[keyPath: path] = try string(value, job: jobName, field: key)
+            case .flag(let path):
+                job[keyPath: path] = try boolean(value, job: jobName, field: key)
+            case .whole(let path):
+                job[keyPath: path] = try integer(value, job: jobName, field: key)
+            case .list(let path):
+                job[keyPath: path] = try stringList(value, job: jobName, field: key)
+            case .properties(let path):
+                job[keyPath: path] = try properties(value, job: jobName)
+            case .notStored:
+                break
             }
-            job.shardingItemParameters = parameters
+            // The rules of single fields, checked as the field is read.
+            switch key {
+            case "shardingItemParameters":
+                do {
+                    _ = try ShardingItemParameters.parse(job.shardingItemParameters)
+                } catch {
+                    throw self.error(value, job: jobName, field: key, error.description)
+                }
+            case "jobExecutorServiceHandlerType":
+                let legacyExecutor = try string(value, job: jobName, field: key)
+                if let executor = job.jobExecutorThreadPoolSizeProviderType, let legacyExecutor, executor != legacyExecutor {
+                    throw error(value, job: jobName, field: key,
+                                "contradicts jobExecutorThreadPoolSizeProviderType ('\(legacyExecutor)' against '\(executor)'); "
+                                    + "they are two spellings of one setting (ElasticJob 3.0.4 and 3.0.5), give one")
+                }
+                job.jobExecutorThreadPoolSizeProviderType = job.jobExecutorThreadPoolSizeProviderType ?? legacyExecutor
+            case "jobExtraConfigurations":
+                if !isNull(value) {
+                    throw error(value, job: jobName, field: key, "ElasticJob's tracing configurations are not supported; remove the field")
+                }
+            default:
+                break
+            }
         }
-        job.jobParameter = try text("jobParameter") ?? ""
-        job.monitorExecution = try flag("monitorExecution") ?? false
-        job.failover = try flag("failover") ?? false
-        job.misfire = try flag("misfire") ?? false
-        job.maxTimeDiffSeconds = try whole("maxTimeDiffSeconds") ?? -1
-        job.reconcileIntervalMinutes = try whole("reconcileIntervalMinutes") ?? 0
-        job.jobShardingStrategyType = try text("jobShardingStrategyType")
-        let executor = try text("jobExecutorThreadPoolSizeProviderType")
-        let legacyExecutor = try text("jobExecutorServiceHandlerType")
-        if let executor, let legacyExecutor, executor != legacyExecutor {
-            throw error(section["jobExecutorServiceHandlerType"], job: jobName, field: "jobExecutorServiceHandlerType",
-                        "contradicts jobExecutorThreadPoolSizeProviderType ('\(legacyExecutor)' against '\(executor)'); "
-                            + "they are two spellings of one setting (ElasticJob 3.0.4 and 3.0.5), give one")
-        }
-        job.jobExecutorThreadPoolSizeProviderType = executor ?? legacyExecutor
-        job.jobErrorHandlerType = try text("jobErrorHandlerType")
-        if let listeners = section["jobListenerTypes"] {
-            job.jobListenerTypes = try stringList(listeners, job: jobName, field: "jobListenerTypes")
-        }
-        if let extra = section["jobExtraConfigurations"], !isNull(extra) {
-            throw error(extra, job: jobName, field: "jobExtraConfigurations",
-                        "ElasticJob's tracing configurations are not supported; remove the field")
-        }
-        job.description = try text("description") ?? ""
-        if let props = section["props"] {
-            job.props = try properties(props, job: jobName)
-        }
-        job.disabled = try flag("disabled") ?? false
-        job.overwrite = try flag("overwrite") ?? false
-        job.label = try text("label")
-        job.staticSharding = try flag("staticSharding") ?? false
 
         if job.failover && !job.monitorExecution {
             throw error(section["failover"], job: jobName, field: "failover",

@@ -4,72 +4,67 @@ import ShardworkSDK
 /// plus `jobType`. `props` is an object of strings. Absent fields take the same defaults as absent
 /// YAML fields (``JobConfiguration``'s); `jobName`, `jobType` and `shardingTotalCount` are required.
 /// Decoding checks only the shape: ``ClusterOperations`` validates the values.
+///
+/// The keys are those of ``JobField/stored``: text that may be absent is written only when present,
+/// every other field always.
 extension JobConfiguration: Codable {
-    private enum CodingKeys: String, CodingKey {
-        case jobName, jobType, cron, timeZone, shardingTotalCount, shardingItemParameters, jobParameter
-        case monitorExecution, failover, misfire, maxTimeDiffSeconds, reconcileIntervalMinutes
-        case jobShardingStrategyType, jobExecutorThreadPoolSizeProviderType, jobErrorHandlerType, jobListenerTypes
-        case description, props, disabled, overwrite, label, staticSharding
+    /// A field's key in the JSON object. It is named `CodingKeys`, as Swift's own keys are, because
+    /// decoding errors print the name.
+    private struct CodingKeys: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
     }
 
     public init(from decoder: any Decoder) throws {
         let values = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(
-            jobName: try values.decode(String.self, forKey: .jobName),
-            jobType: try values.decode(String.self, forKey: .jobType),
-            cron: try values.decodeIfPresent(String.self, forKey: .cron),
-            shardingTotalCount: try values.decode(Int.self, forKey: .shardingTotalCount))
-        func read<Value: Decodable>(_ key: CodingKeys, into field: inout Value) throws {
-            if let value = try values.decodeIfPresent(Value.self, forKey: key) { field = value }
+        var job = JobConfiguration(jobName: "", jobType: "", cron: nil, shardingTotalCount: 0)
+        /// A required field must be there; an optional one replaces the default only when present.
+        func read<Value: Decodable>(_ field: JobField, into path: WritableKeyPath<JobConfiguration, Value>) throws {
+            let key = CodingKeys(stringValue: field.key)
+            if field.isRequired {
+                job[keyPath: path] = try values.decode(Value.self, forKey: key)
+            } else if let value = try values.decodeIfPresent(Value.self, forKey: key) {
+                job[keyPath: path] = value
+            }
         }
-        timeZone = try values.decodeIfPresent(String.self, forKey: .timeZone)
-        try read(.shardingItemParameters, into: &shardingItemParameters)
-        try read(.jobParameter, into: &jobParameter)
-        try read(.monitorExecution, into: &monitorExecution)
-        try read(.failover, into: &failover)
-        try read(.misfire, into: &misfire)
-        try read(.maxTimeDiffSeconds, into: &maxTimeDiffSeconds)
-        try read(.reconcileIntervalMinutes, into: &reconcileIntervalMinutes)
-        jobShardingStrategyType = try values.decodeIfPresent(String.self, forKey: .jobShardingStrategyType)
-        jobExecutorThreadPoolSizeProviderType = try values.decodeIfPresent(String.self, forKey: .jobExecutorThreadPoolSizeProviderType)
-        jobErrorHandlerType = try values.decodeIfPresent(String.self, forKey: .jobErrorHandlerType)
-        try read(.jobListenerTypes, into: &jobListenerTypes)
-        try read(.description, into: &description)
-        if let props = try values.decodeIfPresent([String: String].self, forKey: .props) {
-            self.props = JobProperties(props)
+        // The required fields first, as the YAML reader takes them.
+        for field in JobField.stored.filter(\.isRequired) + JobField.stored.filter({ !$0.isRequired }) {
+            switch field.value {
+            case .text(let path): try read(field, into: path)
+            case .optionalText(let path): job[keyPath: path] = try values.decodeIfPresent(String.self, forKey: CodingKeys(stringValue: field.key))
+            case .flag(let path): try read(field, into: path)
+            case .whole(let path): try read(field, into: path)
+            case .list(let path): try read(field, into: path)
+            case .properties(let path):
+                if let props = try values.decodeIfPresent([String: String].self, forKey: CodingKeys(stringValue: field.key)) {
+                    job[keyPath: path] = JobProperties(props)
+                }
+            case .notStored: break
+            }
         }
-        try read(.disabled, into: &disabled)
-        try read(.overwrite, into: &overwrite)
-        label = try values.decodeIfPresent(String.self, forKey: .label)
-        try read(.staticSharding, into: &staticSharding)
+        self = job
     }
 
     public func encode(to encoder: any Encoder) throws {
         var values = encoder.container(keyedBy: CodingKeys.self)
-        try values.encode(jobName, forKey: .jobName)
-        try values.encode(jobType, forKey: .jobType)
-        try values.encodeIfPresent(cron, forKey: .cron)
-        try values.encodeIfPresent(timeZone, forKey: .timeZone)
-        try values.encode(shardingTotalCount, forKey: .shardingTotalCount)
-        try values.encode(shardingItemParameters, forKey: .shardingItemParameters)
-        try values.encode(jobParameter, forKey: .jobParameter)
-        try values.encode(monitorExecution, forKey: .monitorExecution)
-        try values.encode(failover, forKey: .failover)
-        try values.encode(misfire, forKey: .misfire)
-        try values.encode(maxTimeDiffSeconds, forKey: .maxTimeDiffSeconds)
-        try values.encode(reconcileIntervalMinutes, forKey: .reconcileIntervalMinutes)
-        try values.encodeIfPresent(jobShardingStrategyType, forKey: .jobShardingStrategyType)
-        try values.encodeIfPresent(jobExecutorThreadPoolSizeProviderType, forKey: .jobExecutorThreadPoolSizeProviderType)
-        try values.encodeIfPresent(jobErrorHandlerType, forKey: .jobErrorHandlerType)
-        try values.encode(jobListenerTypes, forKey: .jobListenerTypes)
-        try values.encode(description, forKey: .description)
-        // A key given twice keeps its last value, as the YAML map it came from did.
-        var props: [String: String] = [:]
-        for entry in self.props { props[entry.key] = entry.value }
-        try values.encode(props, forKey: .props)
-        try values.encode(disabled, forKey: .disabled)
-        try values.encode(overwrite, forKey: .overwrite)
-        try values.encodeIfPresent(label, forKey: .label)
-        try values.encode(staticSharding, forKey: .staticSharding)
+        for field in JobField.stored {
+            let key = CodingKeys(stringValue: field.key)
+            switch field.value {
+            case .text(let path): try values.encode(self[keyPath: path], forKey: key)
+            case .optionalText(let path): try values.encodeIfPresent(self[keyPath: path], forKey: key)
+            case .flag(let path): try values.encode(self[keyPath: path], forKey: key)
+            case .whole(let path): try values.encode(self[keyPath: path], forKey: key)
+            case .list(let path): try values.encode(self[keyPath: path], forKey: key)
+            case .properties(let path):
+                // A key given twice keeps its last value, as the YAML map it came from did.
+                var props: [String: String] = [:]
+                for entry in self[keyPath: path] { props[entry.key] = entry.value }
+                try values.encode(props, forKey: key)
+            case .notStored: break
+            }
+        }
     }
 }
