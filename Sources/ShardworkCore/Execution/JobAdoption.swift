@@ -226,15 +226,9 @@ final class JobAdoption: Sendable {
     }
 
     /// The providers `job` names that this host has not loaded, described; `nil` when it has them all.
-    public func missingProviders(_ job: JobConfiguration) -> String? {
+    func missingProviders(_ job: JobConfiguration) -> String? {
         var missing: [String] = []
-        let named: [(ProviderKind, String?, String)] = [
-            (.jobType, job.jobType, "jobType"),
-            (.shardingStrategy, job.jobShardingStrategyType, "jobShardingStrategyType"),
-            (.executorStrategy, job.jobExecutorThreadPoolSizeProviderType, "jobExecutorThreadPoolSizeProviderType"),
-            (.errorHandler, job.jobErrorHandlerType, "jobErrorHandlerType"),
-        ] + job.jobListenerTypes.map { (.jobListener, $0, "jobListenerTypes") }
-        for (kind, name, field) in named {
+        for (field, kind, name) in JobField.providerNames(in: job) {
             do {
                 _ = try context.providers.resolve(kind, name)
             } catch {
@@ -317,7 +311,7 @@ final class JobAdoption: Sendable {
     }
 
     /// Plugins changed: every job this host could not run is looked at again.
-    public func reconsiderIncapableJobs() async {
+    func reconsiderIncapableJobs() async {
         incapable.withLock { entries in
             for key in entries.keys { entries[key]?.version = nil }
         }
@@ -325,7 +319,7 @@ final class JobAdoption: Sendable {
     }
 
     /// The jobs of the registry this host cannot run, with the reasons.
-    public var incapableJobs: [String: String] {
+    var incapableJobs: [String: String] {
         incapable.withLock { $0.mapValues(\.reason) }
     }
 
@@ -374,14 +368,13 @@ final class JobAdoption: Sendable {
     /// `allowMissingPlugins`, a job type or strategy this host lacks is accepted (other hosts may have
     /// it; this one will be incapable of it) once everything else is valid; the answer then says
     /// what is missing.
-    public func validate(_ job: JobConfiguration, allowMissingPlugins: Bool) async throws(HostConfigurationError) -> String? {
+    func validate(_ job: JobConfiguration, allowMissingPlugins: Bool) async throws(HostConfigurationError) -> String? {
         if allowMissingPlugins, let missing = missingProviders(job) {
             // Everything that needs no plugin is still checked: cron, time zone, item parameters.
             do {
                 _ = try JobCatalog.plan(job, providers: context.providers, workerExecutable: services.workerExecutable)
             } catch {
-                let providerFields = ["jobType", "jobShardingStrategyType", "jobExecutorThreadPoolSizeProviderType", "jobErrorHandlerType", "jobListenerTypes"]
-                guard providerFields.contains(error.field) else { throw error }
+                guard JobField.providerFields.contains(where: { $0.key == error.field }) else { throw error }
             }
             return missing
         }
