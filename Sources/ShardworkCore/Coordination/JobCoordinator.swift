@@ -248,6 +248,12 @@ public final class JobCoordinator: Sendable {
     /// Changes whenever the cached snapshot is dropped (a registry change, a write of this instance).
     var cacheGeneration: UInt64 { cache.generation }
 
+    /// Returns at the next change to the job's nodes after `generation` (or at once if there was
+    /// one), or after `limit`.
+    func change(after generation: UInt64, within limit: Duration) async {
+        await cache.change(after: generation, within: limit)
+    }
+
     /// The cache's generation when a snapshot is cached, without copying it; `nil` otherwise.
     var cachedGeneration: UInt64? { cache.cachedGeneration }
 
@@ -428,14 +434,22 @@ final class SnapshotCache: Sendable {
         var snapshot: JobSnapshot?
         var generation: UInt64 = 0
         var armed: Set<String> = []
+        /// Those waiting for the next change (``change(after:within:)``), by id.
+        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
 
-        /// A change: the generation moves on, the snapshot goes.
-        mutating func changed(_ published: borrowing Atomic<UInt64>) {
+        /// A change: the generation moves on, the snapshot goes. Returns the waiters to resume,
+        /// after the lock is released.
+        mutating func changed(_ published: borrowing Atomic<UInt64>) -> [CheckedContinuation<Void, Never>] {
             generation &+= 1
             published.store(generation, ordering: .releasing)
             snapshot = nil
+            guard !waiters.isEmpty else { return [] }
+            defer { waiters = [:] }
+            return Array(waiters.values)
         }
     }
+
+    private let nextWaiter = Atomic<UInt64>(0)
 
     /// `State.generation`, readable without the lock (an armed fire checks it at its instant).
     private let currentGeneration = Atomic<UInt64>(0)
@@ -465,14 +479,44 @@ final class SnapshotCache: Sendable {
     }
 
     func invalidate() {
-        state.withLock { $0.changed(currentGeneration) }
+        for waiter in state.withLock({ $0.changed(currentGeneration) }) { waiter.resume() }
     }
 
     /// Forgets the snapshot and which watches are armed.
     func reset() {
-        state.withLock { state in
+        let waiters = state.withLock { state in
             state.armed = []
-            state.changed(currentGeneration)
+            return state.changed(currentGeneration)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Returns once the generation is past `generation` (a watched node changed, or this instance
+    /// wrote), or after `limit`, or when the task is cancelled, whichever comes first. The limit
+    /// bounds what a change that no armed watch reports can cost.
+    func change(after generation: UInt64, within limit: Duration) async {
+        guard self.generation == generation else { return }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.waitForChange(after: generation) }
+            group.addTask { try? await Task.sleep(for: limit) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func waitForChange(after generation: UInt64) async {
+        let id = nextWaiter.wrappingAdd(1, ordering: .relaxed).oldValue
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let changed = state.withLock { state -> Bool in
+                    if state.generation != generation || Task.isCancelled { return true }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if changed { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
         }
     }
 
@@ -481,10 +525,11 @@ final class SnapshotCache: Sendable {
     func watcher(_ key: String) -> Watcher? {
         guard state.withLock({ $0.armed.insert(key).inserted }) else { return nil }
         return { [self] event in
-            state.withLock { state in
+            let waiters = state.withLock { state in
                 state.armed.remove(key)
-                state.changed(currentGeneration)
+                return state.changed(currentGeneration)
             }
+            for waiter in waiters { waiter.resume() }
             listener.withLock { $0 }?.call(event.path)
         }
     }

@@ -3,6 +3,10 @@ import Foundation
 extension JobRuntime {
     /// How long a fire waits for a resharding to settle before it is skipped.
     static let shardingWait: Duration = .seconds(10)
+    /// The longest a wait for the leader's assignment goes without reading the job again: a
+    /// change is noticed at once by the snapshot cache's watches; this bounds what one they do
+    /// not report (a watch lost with a connection, say) can cost.
+    static let shardingRecheck: Duration = .milliseconds(500)
 
     /// A resharding is flagged (reference §4.3). The leader shards, once no other live instance is
     /// still running one of the job's items (with monitorExecution); followers wait for it. If there
@@ -14,6 +18,8 @@ extension JobRuntime {
         let me = services.instance
         let started = ContinuousClock.now
         var snapshot = first
+        // The cache's generation when `snapshot` was read, or older: a change since wakes the wait.
+        var generation = coordinator.cacheGeneration
         while CoordinationRules.needsSharding(snapshot) {
             if snapshot.leader == nil, CoordinationRules.isServerAvailable(snapshot, ip: me.serverIP) {
                 try await coordinator.electLeader()
@@ -34,8 +40,12 @@ extension JobRuntime {
                 logger.info("sharded \(total) items with \(job.shardingStrategy.provider.name): \(assignment.joined(separator: "; "))")
                 return snapshot
             }
-            guard ContinuousClock.now - started < Self.shardingWait else { return nil }
-            try await Task.sleep(for: .milliseconds(50))
+            let waited = ContinuousClock.now - started
+            guard waited < Self.shardingWait else { return nil }
+            // Followers (and a leader waiting for running items to end) wait for the next change.
+            await coordinator.change(after: generation, within: min(Self.shardingRecheck, Self.shardingWait - waited))
+            try Task.checkCancellation()
+            generation = coordinator.cacheGeneration
             snapshot = try await coordinator.snapshot()
         }
         return snapshot
