@@ -3,8 +3,12 @@ import PackageDescription
 
 import class Foundation.ProcessInfo
 
+/// swift-log's upcoming-feature set, short of NonisolatedNonsendingByDefault (it would move where
+/// nonisolated async functions run, which the host's thread rules were not written for).
 let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
 /// A built-in plugin: a `.dynamic` product under Plugins/ that depends on the public SDK only (plus,
@@ -128,6 +132,7 @@ let package = Package(
                 "ShardworkControl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings

@@ -1,8 +1,8 @@
 import Foundation
 import Hummingbird
-import Logging
-import ServiceLifecycle
-import ShardworkCore
+public import Logging
+public import ServiceLifecycle
+public import ShardworkCore
 
 /// The control API of a running host (docs/operations.md): JSON over HTTP on a configured address,
 /// loopback by default, every request with the configured bearer token.

@@ -1,6 +1,7 @@
 import CZooKeeper
 import Foundation
-import Logging
+public import Logging
+import Synchronization
 
 /// One ZooKeeper session over the C client (`libzookeeper_mt`).
 ///

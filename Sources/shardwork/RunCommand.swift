@@ -4,6 +4,7 @@ import Logging
 import ServiceLifecycle
 import ShardworkControl
 import ShardworkCore
+import UnixSignals
 
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,7 @@
 import Foundation
 @testable import ShardworkCore
 import ShardworkSDK
+import ShardworkTestSupport
 import Testing
 
 /// Fires armed ahead of their instant and started together, by the instant's wave (see

@@ -1,3 +1,4 @@
+import Foundation
 @testable import ShardworkCore
 import ShardworkSDK
 import ShardworkTestSupport

@@ -1,4 +1,4 @@
-import ShardworkCore
+public import ShardworkCore
 import Synchronization
 
 /// Records every event of a host's stream from the moment it is made, for tests to wait on and

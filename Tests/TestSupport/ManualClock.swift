@@ -1,4 +1,4 @@
-import ShardworkCore
+public import ShardworkCore
 import Synchronization
 
 /// A clock that moves only when told to, for tests: the timer fires what its moves make due.

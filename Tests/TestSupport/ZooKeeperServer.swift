@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// Real ZooKeeper servers from Debian's `zookeeper` package, for the tests: one standalone server or
 /// an ensemble, on 127.0.0.1, on free ports, each with its own data directory, stopped by PID.

@@ -1,4 +1,4 @@
-import ShardworkSDK
+public import ShardworkSDK
 
 /// What the network error handlers say about a failure: the job, the host, the item(s), the fire
 /// time and the error, as ElasticJob's sentence for people and as a JSON document for programs.

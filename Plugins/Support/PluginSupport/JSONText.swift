@@ -1,4 +1,4 @@
-import ShardworkSDK
+public import ShardworkSDK
 
 /// JSON written by hand, in a fixed member order: what ElasticJob's Gson writes for a sharding
 /// context, and the documents the error handlers send.

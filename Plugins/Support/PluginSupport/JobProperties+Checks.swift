@@ -1,4 +1,4 @@
-import ShardworkSDK
+public import ShardworkSDK
 
 /// Helpers for reading props beyond the SDK's.
 extension JobProperties {

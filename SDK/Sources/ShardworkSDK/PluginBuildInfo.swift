@@ -1,4 +1,5 @@
-import CShardworkPlugin
+// Public: the build facts below are compiled into each plugin, and read the C header's constants.
+public import CShardworkPlugin
 
 /// What a plugin was compiled with: the ABI version and struct sizes of its copy of
 /// `shardwork_plugin.h`, its Swift toolchain and the SDK version.

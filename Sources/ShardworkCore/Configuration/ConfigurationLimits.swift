@@ -1,3 +1,4 @@
+import ShardworkSDK
 /// The bounds of the numbers a job's configuration holds, each with its reason. The same bounds
 /// apply to a host's file, to the control API and to a configuration read from the registry (they
 /// are all read by ``HostConfigurationReader``), so that every value the checks accept is one the

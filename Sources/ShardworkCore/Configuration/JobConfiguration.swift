@@ -1,4 +1,4 @@
-import ShardworkSDK
+public import ShardworkSDK
 
 /// One job, with ElasticJob's field names and the defaults ElasticJob applies when a field is
 /// absent from YAML (its `JobConfigurationPOJO`: `monitorExecution`, `misfire` false and

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// Keeps each job of a host in step with the cluster: applies the steps ``ClusterSync`` decides
 /// (reference §4), takes over crashed instances' items (failover, §4.4), runs ElasticJob's reconcile

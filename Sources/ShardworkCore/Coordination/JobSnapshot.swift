@@ -1,3 +1,5 @@
+import Foundation
+
 /// What the registry says about one job at one moment: leadership, flags, instances, servers and
 /// every item's markers. Coordination decisions are pure functions of a snapshot (below), so they
 /// can be tested without a registry; ``JobCoordinator`` reads snapshots and applies the writes.

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// Follows the host's registry session and fences its items when the registry falls silent.
 ///

@@ -2,6 +2,7 @@ import CShardworkPlugin
 import CShardworkSupport
 import Dispatch
 import Glibc
+import ShardworkSDK
 import Synchronization
 
 // How a burst of fires is started: every fire armed for one instant joins that instant's wave,

@@ -1,6 +1,6 @@
-import Foundation
-import Logging
-import Synchronization
+public import Foundation
+public import Logging
+package import Synchronization
 
 /// What every job of a host shares: the worker threads, the clock, who the host is, the log.
 public final class HostServices: Sendable {

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// A namespace that was deleted under the hosts (docs/registry-layout.md, "Values another tool
 /// wrote"): every host writes its jobs back.

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 
 extension JobRuntime {
     /// How long a fire waits for a resharding to settle before it is skipped.

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import ShardworkSDK
 
 /// A job checked against the plugins and ready to run: its schedule parsed and its providers made.

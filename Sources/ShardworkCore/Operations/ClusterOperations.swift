@@ -1,5 +1,5 @@
-import Foundation
-import Logging
+public import Foundation
+public import Logging
 
 /// ElasticJob's operation APIs (its lifecycle module: `JobConfigurationAPI`, `JobOperateAPI`,
 /// `ShardingOperateAPI`, `JobStatisticsAPI`, `ServerStatisticsAPI`, `ShardingStatisticsAPI`) over

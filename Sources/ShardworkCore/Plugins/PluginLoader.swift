@@ -1,5 +1,5 @@
 import CShardworkPlugin
-import Logging
+public import Logging
 import ShardworkSDK
 
 #if canImport(Glibc)

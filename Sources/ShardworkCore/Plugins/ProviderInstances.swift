@@ -1,6 +1,6 @@
 import CShardworkPlugin
-import Logging
-import ShardworkSDK
+public import Logging
+public import ShardworkSDK
 
 #if canImport(Glibc)
 import Glibc

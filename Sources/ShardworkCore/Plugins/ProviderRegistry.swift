@@ -1,5 +1,5 @@
-import Foundation
-import ShardworkSDK
+public import Foundation
+public import ShardworkSDK
 import Synchronization
 
 /// One provider of one loaded plugin.

@@ -1,7 +1,7 @@
 import Foundation
-import Logging
+public import Logging
 import Synchronization
-import ZooKeeper
+public import ZooKeeper
 
 /// The registry center over a ZooKeeper ensemble: ElasticJob's registry, shared by every host of a
 /// cluster.

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// A Quartz cron expression (the syntax ElasticJob job configurations use) bound to a time zone,
 /// answering "when does this fire next?".

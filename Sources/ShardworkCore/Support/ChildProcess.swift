@@ -1,6 +1,6 @@
 import CShardworkSupport
 import Dispatch
-import Foundation
+public import Foundation
 import Synchronization
 
 #if canImport(Glibc)
