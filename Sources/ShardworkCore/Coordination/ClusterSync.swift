@@ -3,24 +3,24 @@
 /// ``ClusterSyncer/sync(_:)`` applies each step, reads the snapshot again after every write, and asks
 /// again, until the answer is ``Step/done``. Level-triggered: whatever the registry shows now is
 /// acted on, however it came to be (reference §4).
-public enum ClusterSync {
+package enum ClusterSync {
     /// What this host knows of the job, from earlier looks.
-    public struct Context: Sendable, Equatable {
-        public var me: JobInstance
+    package struct Context: Sendable, Equatable {
+        package var me: JobInstance
         /// The registry transaction that created the job's configuration node, as this host
         /// registered it (another one: the job was removed and added again).
-        public var configCreated: Int64?
+        package var configCreated: Int64?
         /// The version of the registry's configuration this host applied last.
-        public var appliedConfigVersion: Int32?
+        package var appliedConfigVersion: Int32?
         /// The available instances at the last look (`nil` before the first).
-        public var membership: [String]?
+        package var membership: [String]?
         /// The job keeps its assignment when membership changes (`staticSharding`, once sharded).
-        public var staticSharding: Bool
-        public var shardingTotalCount: Int
+        package var staticSharding: Bool
+        package var shardingTotalCount: Int
         /// Failover with monitorExecution: crashed instances' running items are looked for.
-        public var failsOver: Bool
+        package var failsOver: Bool
 
-        public init(
+        package init(
             me: JobInstance, configCreated: Int64?, appliedConfigVersion: Int32?, membership: [String]?, staticSharding: Bool,
             shardingTotalCount: Int, failsOver: Bool
         ) {
@@ -35,22 +35,22 @@ public enum ClusterSync {
     }
 
     /// What this look has done so far (each step is taken at most once per look).
-    public struct Progress: Sendable, Equatable {
-        public var triggerTaken = false
-        public var instanceChecked = false
-        public var strayLeaderChecked = false
-        public var electionChecked = false
+    package struct Progress: Sendable, Equatable {
+        package var triggerTaken = false
+        package var instanceChecked = false
+        package var strayLeaderChecked = false
+        package var electionChecked = false
         /// This look elected this instance.
-        public var becameLeader = false
-        public var membershipChecked = false
-        public var configurationChecked = false
-        public var failoverChecked = false
+        package var becameLeader = false
+        package var membershipChecked = false
+        package var configurationChecked = false
+        package var failoverChecked = false
 
-        public init() {}
+        package init() {}
     }
 
     /// Why the leader flags a resharding.
-    public enum ReshardCause: Sendable, Equatable {
+    package enum ReshardCause: Sendable, Equatable {
         /// The available instances changed since the last look.
         case membershipChanged
         /// This instance became leader in this look: a change seen while another instance led was
@@ -61,7 +61,7 @@ public enum ClusterSync {
         case goneOwners([Int: String])
     }
 
-    public enum Step: Sendable, Equatable {
+    package enum Step: Sendable, Equatable {
         /// The job's configuration is gone from the registry, or was replaced (removed and added
         /// again): the host finds out why (its namespace lost, the job removed) and acts on it.
         case configurationGone(replaced: Bool)
@@ -90,7 +90,7 @@ public enum ClusterSync {
     }
 
     /// The next step of a look at the job.
-    public static func nextStep(_ snapshot: JobSnapshot, _ context: Context, _ progress: Progress) -> Step {
+    package static func nextStep(_ snapshot: JobSnapshot, _ context: Context, _ progress: Progress) -> Step {
         let me = context.me
         let replaced = snapshot.configCreated.map { created in context.configCreated.map { $0 != created } ?? false } ?? false
         if snapshot.configVersion == nil || replaced { return .configurationGone(replaced: snapshot.configVersion != nil) }

@@ -4,7 +4,7 @@ extension JobCoordinator {
     /// Queues crashed items for a taker: for each, `leader/failover/items/{i}` is created and the
     /// dead instance's `running` (or a dead taker's `failovering`) marker removed, in one
     /// transaction per item. An item another instance queued first is skipped.
-    public func flagCrashed(_ items: [Int], in snapshot: JobSnapshot) async throws {
+    package func flagCrashed(_ items: [Int], in snapshot: JobSnapshot) async throws {
         defer { cache.invalidate() }
         try await registry.ensurePath(paths.failoverItems)
         for item in items {
@@ -25,7 +25,7 @@ extension JobCoordinator {
     /// `failovering` (persistent, survives this instance's crash) markers come, in one transaction:
     /// of several instances racing for an item, exactly one gets it. Returns the claim's fencing
     /// epoch (the transaction that created `failovering`), or `nil` when another took it first.
-    public func claimFailover(_ item: Int) async throws -> UInt64? {
+    package func claimFailover(_ item: Int) async throws -> UInt64? {
         defer { cache.invalidate() }
         let me = [UInt8](utf8: instance.id)
         do {
@@ -45,7 +45,7 @@ extension JobCoordinator {
     /// Before this instance runs its own claims again (they are not running here): the ephemeral
     /// `failover` marker that died with an earlier session is written again, and a `running` marker
     /// of ours, left by a run that could not finish its bookkeeping (the registry was down), goes.
-    public func prepareRerun(of items: [Int], in snapshot: JobSnapshot) async throws {
+    package func prepareRerun(of items: [Int], in snapshot: JobSnapshot) async throws {
         defer { cache.invalidate() }
         for item in items {
             if snapshot.items[item]?.failover == nil {
@@ -59,7 +59,7 @@ extension JobCoordinator {
 
     /// The end of a failover run: its `running`, `failover` and `failovering` markers go in one
     /// transaction (those already gone are skipped).
-    public func completeFailover(_ items: [Int]) async throws {
+    package func completeFailover(_ items: [Int]) async throws {
         guard !items.isEmpty else { return }
         try await deleteIfPresentAll(items.flatMap { [paths.itemRunning($0), paths.itemFailover($0), paths.itemFailovering($0)] })
     }
@@ -67,7 +67,7 @@ extension JobCoordinator {
     /// Gives claimed items back to the queue (a listener vetoed their run, or the host fenced it):
     /// the queue entry comes back and this instance's claim markers (and with `running` its running
     /// marker) go, one transaction per item.
-    public func requeueFailover(_ items: [Int], running: Bool = false) async throws {
+    package func requeueFailover(_ items: [Int], running: Bool = false) async throws {
         defer { cache.invalidate() }
         for item in items {
             var operations: [RegistryOperation] = [
@@ -82,7 +82,7 @@ extension JobCoordinator {
 
     /// Queues this instance's own items whose run did not finish (the host fenced them): the queue
     /// entry comes and the running marker goes, one transaction per item.
-    public func requeueRunning(_ items: [Int]) async throws {
+    package func requeueRunning(_ items: [Int]) async throws {
         guard !items.isEmpty else { return }
         defer { cache.invalidate() }
         try await registry.ensurePath(paths.failoverItems)

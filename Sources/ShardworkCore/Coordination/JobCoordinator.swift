@@ -2,22 +2,22 @@ import ShardworkSDK
 import Synchronization
 
 /// Errors of a job's registration.
-public struct JobRegistrationError: Error, Sendable, Equatable, CustomStringConvertible {
-    public var job: String
-    public var message: String
+package struct JobRegistrationError: Error, Sendable, Equatable, CustomStringConvertible {
+    package var job: String
+    package var message: String
     /// True when the registry's copy of the job cannot be used by this host (it does not read, or
     /// its providers cannot run here): the host sets the job aside and runs the rest. False when
     /// this host's own configuration conflicts with the cluster's (another job type under the
     /// name), which it refuses to start with.
-    public var setsAside: Bool
+    package var setsAside: Bool
 
-    public init(job: String, message: String, setsAside: Bool = false) {
+    package init(job: String, message: String, setsAside: Bool = false) {
         self.job = job
         self.message = message
         self.setsAside = setsAside
     }
 
-    public var description: String { "job '\(job)': \(message)" }
+    package var description: String { "job '\(job)': \(message)" }
 }
 
 /// One job's side of the registry: registration, snapshots, sharding, and the markers of a fire.
@@ -25,22 +25,22 @@ public struct JobRegistrationError: Error, Sendable, Equatable, CustomStringConv
 ///
 /// Writes that belong together go in one `multi`: a resharding is one transaction, and so are the
 /// running markers of one fire (ElasticJob writes one node per item).
-public final class JobCoordinator: Sendable {
-    public let paths: JobNodePath
-    public let instance: JobInstance
+package final class JobCoordinator: Sendable {
+    package let paths: JobNodePath
+    package let instance: JobInstance
     let registry: any RegistryCenter
     let cache = SnapshotCache()
 
     /// Called with the path of every watched change to the job's nodes (on the registry's thread;
     /// it must only hand off).
-    public func onChange(_ handler: @escaping @Sendable (String) -> Void) {
+    package func onChange(_ handler: @escaping @Sendable (String) -> Void) {
         cache.setListener(handler)
     }
 
     /// Where the coordinator publishes what it decided for this instance (its election).
     let events: HostEvents?
 
-    public init(registry: any RegistryCenter, job: String, instance: JobInstance, events: HostEvents? = nil) {
+    package init(registry: any RegistryCenter, job: String, instance: JobInstance, events: HostEvents? = nil) {
         self.registry = registry
         self.paths = JobNodePath(job: job)
         self.instance = instance
@@ -58,7 +58,7 @@ public final class JobCoordinator: Sendable {
     /// With `rejoining` (after a new session, or for a job found in the registry), the job must be
     /// there already: its root and configuration are never written, so that a job removed
     /// meanwhile is not brought back.
-    public func register(_ local: JobConfiguration, rejoining: Bool = false) async throws -> JobConfiguration {
+    package func register(_ local: JobConfiguration, rejoining: Bool = false) async throws -> JobConfiguration {
         let job = paths.job
         defer { cache.invalidate() }
         if let existingType = try await registry.string(paths.root), !existingType.isEmpty, existingType != local.jobType {
@@ -118,7 +118,7 @@ public final class JobCoordinator: Sendable {
     /// The first half of ``register(_:rejoining:)``, for a job this host will not run: the job's root
     /// node holds its type, and the local configuration is written to `config` if there is none (or
     /// with `overwrite`). Returns the version of the configuration now stored.
-    public func registerConfiguration(_ local: JobConfiguration) async throws -> Int32? {
+    package func registerConfiguration(_ local: JobConfiguration) async throws -> Int32? {
         if let existingType = try await registry.string(paths.root), !existingType.isEmpty, existingType != local.jobType {
             throw JobRegistrationError(
                 job: paths.job,
@@ -135,7 +135,7 @@ public final class JobCoordinator: Sendable {
 
     /// Becomes leader if there is none (ElasticJob's `electLeader`): the leader node is ephemeral and
     /// the first to create it wins.
-    public func electLeader() async throws {
+    package func electLeader() async throws {
         defer { cache.invalidate() }
         if try await registry.createIfAbsent(paths.leaderInstance, data: [UInt8](utf8: instance.id), mode: .ephemeral) {
             events?.publish(.leaderElected(job: paths.job))
@@ -143,7 +143,7 @@ public final class JobCoordinator: Sendable {
     }
 
     /// Writes this instance's ephemeral node (again, after a new session or if it went missing).
-    public func registerInstance() async throws {
+    package func registerInstance() async throws {
         defer { cache.invalidate() }
         let path = paths.instance(instance.id)
         let value = [UInt8](utf8: instance.yaml)
@@ -156,7 +156,7 @@ public final class JobCoordinator: Sendable {
     }
 
     /// Writes this instance's node again with its own value (another tool changed it).
-    public func rewriteInstance() async throws {
+    package func rewriteInstance() async throws {
         defer { cache.invalidate() }
         let path = paths.instance(instance.id)
         let value = [UInt8](utf8: instance.yaml)
@@ -169,14 +169,14 @@ public final class JobCoordinator: Sendable {
     }
 
     /// Only the leader writes the flag.
-    public func setReshardingFlag() async throws {
+    package func setReshardingFlag() async throws {
         defer { cache.invalidate() }
         guard try await registry.string(paths.leaderInstance) == instance.id else { return }
         try await registry.createIfAbsent(paths.reshardingNecessary)
     }
 
     /// Gives up leadership: another instance elects itself when it sees the leader node go.
-    public func abdicate() async throws {
+    package func abdicate() async throws {
         defer { cache.invalidate() }
         if try await registry.string(paths.leaderInstance) == instance.id {
             try await registry.deleteIfPresent(paths.leaderInstance)
@@ -185,37 +185,37 @@ public final class JobCoordinator: Sendable {
 
     /// Removes a leader node that no session owns and that names no live instance (another tool
     /// wrote it): it would keep every instance from being elected, and the job from resharding.
-    public func removeStrayLeader(_ value: String) async throws {
+    package func removeStrayLeader(_ value: String) async throws {
         defer { cache.invalidate() }
         guard let node = try await registry.textIfPresent(paths.leaderInstance), node.text == value, node.stat.ephemeralOwner == 0 else { return }
         try await registry.delete(paths.leaderInstance, version: node.stat.version)
     }
 
     /// Asks instance `id` to stop running the job (remote shutdown).
-    public func requestShutdown(of id: String) async throws {
+    package func requestShutdown(of id: String) async throws {
         try await registry.ensurePath(paths.shutdown)
         try await registry.createIfAbsent(paths.shutdown(id))
     }
 
     /// Takes this instance's trigger request, if there is one: true when it was there.
-    public func takeTrigger() async throws -> Bool {
+    package func takeTrigger() async throws -> Bool {
         defer { cache.invalidate() }
         return try await registry.deleteIfPresent(paths.trigger(instance.id))
     }
 
     /// Takes this instance's shutdown command.
-    public func takeShutdownCommand() async throws {
+    package func takeShutdownCommand() async throws {
         defer { cache.invalidate() }
         try await registry.deleteIfPresent(paths.shutdown(instance.id))
     }
 
     /// The registry's copy of the job's configuration and its version, or `nil` when there is none.
-    public func storedConfiguration() async throws -> (text: String, version: Int32)? {
+    package func storedConfiguration() async throws -> (text: String, version: Int32)? {
         try await registry.textIfPresent(paths.config).map { ($0.text, $0.stat.version) }
     }
 
     /// Leaves the job: the instance node goes, and the leader node if this instance leads.
-    public func unregister() async {
+    package func unregister() async {
         if (try? await registry.string(paths.leaderInstance)) == instance.id {
             _ = try? await registry.deleteIfPresent(paths.leaderInstance)
         }
@@ -227,7 +227,7 @@ public final class JobCoordinator: Sendable {
     /// Everything a fire decides on. Served from a cache while the registry reports no change to the
     /// job's nodes (one-shot watches invalidate it, as ElasticJob's CuratorCache is kept current), so
     /// a steady job fires without reading the registry.
-    public func snapshot() async throws -> JobSnapshot {
+    package func snapshot() async throws -> JobSnapshot {
         if let cached = cache.current() { return cached }
         let generation = cache.generation
         do {
@@ -259,7 +259,7 @@ public final class JobCoordinator: Sendable {
 
     /// Forgets the cached snapshot, and with `watchesLost` also the record of armed watches (after a
     /// new session, the old session's watches never fire).
-    public func invalidateCache(watchesLost: Bool = false) {
+    package func invalidateCache(watchesLost: Bool = false) {
         if watchesLost { cache.reset() } else { cache.invalidate() }
     }
 
@@ -272,7 +272,7 @@ public final class JobCoordinator: Sendable {
     /// The leader's resharding (ElasticJob's `shardingIfNecessary`, reference §4.3): the strategy
     /// assigns the items over the available instances, and the assignment, the removal of the old
     /// one and the clearing of the flag are one transaction. Returns whether it sharded.
-    public func shardIfNecessary(
+    package func shardIfNecessary(
         _ snapshot: JobSnapshot, total: Int, strategy: ShardingStrategyInstance
     ) async throws -> Bool {
         guard CoordinationRules.needsSharding(snapshot), CoordinationRules.isLeader(snapshot, instance.id) else {
@@ -338,7 +338,7 @@ public final class JobCoordinator: Sendable {
     /// monitorExecution: one `running` marker per item, holding this instance's id, written in one
     /// transaction. Persistent with failover (so a crash leaves them for the survivors), ephemeral
     /// otherwise, as in ElasticJob 3.0.2+.
-    public func markRunning(_ items: [Int], persistent: Bool) async throws {
+    package func markRunning(_ items: [Int], persistent: Bool) async throws {
         guard !items.isEmpty else { return }
         let data = [UInt8](utf8: instance.id)
         defer { cache.invalidate() }
@@ -361,13 +361,13 @@ public final class JobCoordinator: Sendable {
 
     /// Removes the running markers of a fire's items in one transaction (or one by one, skipping
     /// markers that are gone already, if the transaction finds one missing).
-    public func clearRunning(_ items: [Int]) async throws {
+    package func clearRunning(_ items: [Int]) async throws {
         try await deleteAll(items.map(paths.itemRunning))
     }
 
     /// ElasticJob's `setMisfire`: a fire came while these items were still running. One transaction;
     /// if some marker exists already, they are written one by one.
-    public func setMisfire(_ items: [Int]) async throws {
+    package func setMisfire(_ items: [Int]) async throws {
         guard !items.isEmpty else { return }
         defer { cache.invalidate() }
         let written: Bool
@@ -383,7 +383,7 @@ public final class JobCoordinator: Sendable {
         }
     }
 
-    public func clearMisfire(_ items: [Int]) async throws {
+    package func clearMisfire(_ items: [Int]) async throws {
         try await deleteAll(items.map(paths.itemMisfire))
     }
 

@@ -3,102 +3,102 @@ import Foundation
 /// What the registry says about one job at one moment: leadership, flags, instances, servers and
 /// every item's markers. Coordination decisions are pure functions of a snapshot (below), so they
 /// can be tested without a registry; ``JobCoordinator`` reads snapshots and applies the writes.
-public struct JobSnapshot: Sendable, Equatable {
-    public struct Item: Sendable, Equatable {
+package struct JobSnapshot: Sendable, Equatable {
+    package struct Item: Sendable, Equatable {
         /// The instance that owns the item (`sharding/{i}/instance`).
-        public var owner: String?
+        package var owner: String?
         /// The fencing epoch of that assignment: the registry transaction that created the node.
-        public var ownerEpoch: UInt64?
+        package var ownerEpoch: UInt64?
         /// The instance running the item (`sharding/{i}/running`), `""` for ElasticJob ≤ 3.0.1's value.
-        public var running: String?
-        public var misfire = false
-        public var disabled = false
-        public var failover: String?
-        public var failoverEpoch: UInt64?
-        public var failovering: String?
+        package var running: String?
+        package var misfire = false
+        package var disabled = false
+        package var failover: String?
+        package var failoverEpoch: UInt64?
+        package var failovering: String?
         /// The fencing epoch of the failover claim: the transaction that created `failovering`.
-        public var failoveringEpoch: UInt64?
+        package var failoveringEpoch: UInt64?
 
         /// The item's current fencing epoch: the failover claim's when there is one, else the
         /// assignment's. Every new assignment and every new claim has a larger one.
-        public var epoch: UInt64? { failoveringEpoch ?? ownerEpoch }
+        package var epoch: UInt64? { failoveringEpoch ?? ownerEpoch }
 
-        public init() {}
+        package init() {}
     }
 
     /// The leader's instance id.
-    public var leader: String?
+    package var leader: String?
     /// Whether the leader node belongs to a session (ephemeral, as every host writes it): one that
     /// does not was written by another tool and outlives any host.
-    public var leaderIsEphemeral = true
-    public var reshardingNecessary = false
-    public var shardingProcessing = false
+    package var leaderIsEphemeral = true
+    package var reshardingNecessary = false
+    package var shardingProcessing = false
     /// Live instances by id (children of `instances/`).
-    public var instances: [String: JobInstance] = [:]
+    package var instances: [String: JobInstance] = [:]
     /// Server status by IP (`servers/{ip}`).
-    public var servers: [String: String] = [:]
+    package var servers: [String: String] = [:]
     /// Instance nodes whose value is not the instance its id names (`jobInstanceId: {id}`,
     /// `serverIp: {the id's address}`), by id, with the value: another tool wrote them. The
     /// snapshot takes such an instance as its id says; its host writes the node again.
-    public var unexpectedInstanceValues: [String: String] = [:]
+    package var unexpectedInstanceValues: [String: String] = [:]
     /// Items by number (children of `sharding/`).
-    public var items: [Int: Item] = [:]
+    package var items: [Int: Item] = [:]
     /// Items of crashed instances waiting for a taker (children of `leader/failover/items`).
-    public var failoverQueue: Set<Int> = []
+    package var failoverQueue: Set<Int> = []
     /// The data version of the `config` node, to notice a change.
-    public var configVersion: Int32?
+    package var configVersion: Int32?
     /// The transaction that created the `config` node: another one means the job was removed and
     /// added again.
-    public var configCreated: Int64?
+    package var configCreated: Int64?
     /// A trigger request for the instance that read the snapshot is waiting (`trigger/{id}`).
-    public var triggerRequested = false
+    package var triggerRequested = false
     /// A shutdown command for the instance that read the snapshot is waiting (`shutdown/{id}`).
-    public var shutdownRequested = false
+    package var shutdownRequested = false
 
-    public init() {}
+    package init() {}
 }
 
 /// ElasticJob's decisions (reference §4), as pure functions of a snapshot.
-public enum CoordinationRules {
+package enum CoordinationRules {
     /// Java's `String.compareTo`: UTF-16 code units, lexicographically.
-    public static func javaPrecedes(_ a: String, _ b: String) -> Bool {
+    package static func javaPrecedes(_ a: String, _ b: String) -> Bool {
         a.utf16.lexicographicallyPrecedes(b.utf16)
     }
 
     /// Whether a server node's value enables its server: as ElasticJob's `isEnableServer` reads
     /// it, anything but `DISABLED` (a node that is missing enables nothing here: every host writes
     /// its own before it takes part).
-    public static func isEnabled(_ status: String?) -> Bool {
+    package static func isEnabled(_ status: String?) -> Bool {
         guard let status else { return false }
         return status != ServerStatus.disabled.rawValue
     }
 
     /// Whether a server takes part: its status is not `DISABLED` and some live instance runs on it
     /// (ElasticJob's `isAvailableServer`).
-    public static func isServerAvailable(_ snapshot: JobSnapshot, ip: String) -> Bool {
+    package static func isServerAvailable(_ snapshot: JobSnapshot, ip: String) -> Bool {
         isEnabled(snapshot.servers[ip]) && snapshot.instances.values.contains { $0.serverIP == ip }
     }
 
     /// The instances a strategy shards over: live instances whose server is `ENABLED`, in descending
     /// order of instance id, as ElasticJob's `getAvailableJobInstances` hands them to the strategy.
-    public static func availableInstances(_ snapshot: JobSnapshot) -> [String] {
+    package static func availableInstances(_ snapshot: JobSnapshot) -> [String] {
         snapshot.instances.values
             .filter { isEnabled(snapshot.servers[$0.serverIP]) }
             .map(\.id)
             .sorted { javaPrecedes($1, $0) }
     }
 
-    public static func isLeader(_ snapshot: JobSnapshot, _ instanceID: String) -> Bool {
+    package static func isLeader(_ snapshot: JobSnapshot, _ instanceID: String) -> Bool {
         snapshot.leader == instanceID
     }
 
     /// Sharding happens at a fire when the flag is set and there is someone to shard over.
-    public static func needsSharding(_ snapshot: JobSnapshot) -> Bool {
+    package static func needsSharding(_ snapshot: JobSnapshot) -> Bool {
         snapshot.reshardingNecessary && !availableInstances(snapshot).isEmpty
     }
 
     /// Items of `0..<total` assigned to `instance`; none when its server is not available.
-    public static func assignedItems(_ snapshot: JobSnapshot, _ instance: JobInstance, total: Int) -> [Int] {
+    package static func assignedItems(_ snapshot: JobSnapshot, _ instance: JobInstance, total: Int) -> [Int] {
         guard isServerAvailable(snapshot, ip: instance.serverIP) else { return [] }
         return (0..<total).filter { snapshot.items[$0]?.owner == instance.id }
     }
@@ -106,7 +106,7 @@ public enum CoordinationRules {
     /// The items this instance runs in a normal fire: its assigned items, less those another
     /// instance took over for failover, those disabled, and (with monitorExecution) those whose
     /// running marker is still there.
-    public static func itemsToRun(
+    package static func itemsToRun(
         _ snapshot: JobSnapshot, _ instance: JobInstance, total: Int, failover: Bool, monitorExecution: Bool
     ) -> [Int] {
         assignedItems(snapshot, instance, total: total).filter { item in
@@ -124,7 +124,7 @@ public enum CoordinationRules {
     /// Whether another live instance is running any of `0..<total`. A marker of an instance that is
     /// gone does not count: ElasticJob's leader waits for such stale markers forever, and the job
     /// with it.
-    public static func hasLiveRunningItems(_ snapshot: JobSnapshot, total: Int, excluding instanceID: String) -> Bool {
+    package static func hasLiveRunningItems(_ snapshot: JobSnapshot, total: Int, excluding instanceID: String) -> Bool {
         (0..<total).contains { item in
             guard let runner = snapshot.items[item]?.running, runner != instanceID else { return false }
             return snapshot.instances[runner] != nil
@@ -132,12 +132,12 @@ public enum CoordinationRules {
     }
 
     /// Whether any of `0..<total` has a running marker.
-    public static func hasRunningItems(_ snapshot: JobSnapshot, total: Int) -> Bool {
+    package static func hasRunningItems(_ snapshot: JobSnapshot, total: Int) -> Bool {
         (0..<total).contains { snapshot.items[$0]?.running != nil }
     }
 
     /// The owners of items that are not live instances any more (reconcile's trigger).
-    public static func hasItemsOfOfflineInstances(_ snapshot: JobSnapshot, total: Int) -> Bool {
+    package static func hasItemsOfOfflineInstances(_ snapshot: JobSnapshot, total: Int) -> Bool {
         (0..<total).contains { item in
             guard let owner = snapshot.items[item]?.owner else { return true }
             return snapshot.instances[owner] == nil
@@ -148,7 +148,7 @@ public enum CoordinationRules {
     /// runs them until a resharding. A departure is normally seen as a membership change and flags
     /// one; these are the ones such a change missed (an instance that died while no leader looked,
     /// an owner written by another tool), which the leader flags from what it finds.
-    public static func itemsOfGoneOwners(_ snapshot: JobSnapshot, total: Int) -> [Int: String] {
+    package static func itemsOfGoneOwners(_ snapshot: JobSnapshot, total: Int) -> [Int: String] {
         var gone: [Int: String] = [:]
         for item in 0..<total {
             if let owner = snapshot.items[item]?.owner, snapshot.instances[owner] == nil { gone[item] = owner }
@@ -169,7 +169,7 @@ public enum CoordinationRules {
     /// `idleLocal` is the instance that looks, when the job is not running there: its own running
     /// markers are then left over from a run that lost its session, and count as crashed too
     /// (the instance id outlives a session, so nobody else could tell).
-    public static func crashedItems(_ snapshot: JobSnapshot, total: Int, idleLocal: String? = nil) -> [Int] {
+    package static func crashedItems(_ snapshot: JobSnapshot, total: Int, idleLocal: String? = nil) -> [Int] {
         (0..<total).filter { item in
             guard let record = snapshot.items[item], !snapshot.failoverQueue.contains(item) else { return false }
             if let taker = record.failovering {
@@ -184,7 +184,7 @@ public enum CoordinationRules {
 
     /// The next item this instance may take from the failover queue: ElasticJob takes the first in
     /// descending string order ("9" before "10").
-    public static func nextFailoverItem(_ snapshot: JobSnapshot, total: Int) -> Int? {
+    package static func nextFailoverItem(_ snapshot: JobSnapshot, total: Int) -> Int? {
         snapshot.failoverQueue.filter { $0 < total }.map(String.init).sorted(by: >).first.flatMap(Int.init)
     }
 }

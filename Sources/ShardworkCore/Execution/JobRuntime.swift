@@ -33,7 +33,7 @@ public final class JobRuntime: Sendable {
     /// Items given up on at their timeout that have not returned (``StuckItems``).
     let stuckItems: StuckItems
 
-    public let coordinator: JobCoordinator
+    package let coordinator: JobCoordinator
     let services: HostServices
     let logger: Logger
 
@@ -75,7 +75,7 @@ public final class JobRuntime: Sendable {
     /// A scheduled fire later than this is counted as missed (the host was paused, the clock jumped).
     static var lateFireMilliseconds: Int64 { JobFireState<ArmedFire>.lateFireMilliseconds }
 
-    public init(job: PreparedJob, coordinator: JobCoordinator, services: HostServices) {
+    package init(job: PreparedJob, coordinator: JobCoordinator, services: HostServices) {
         self.coordinator = coordinator
         self.services = services
         var logger = services.logger
@@ -127,7 +127,7 @@ public final class JobRuntime: Sendable {
     /// The timer's call (on the timer thread; it must not wait): start a fire, or record a misfire
     /// when the previous fire is still running. Returns the next fire time. A fire that its wave
     /// started (or is starting) is the wave's: only the next fire time is wanted then.
-    public func timerFired(deadline: Int64, now: Int64) -> Int64? {
+    package func timerFired(deadline: Int64, now: Int64) -> Int64? {
         let (decision, dropped) = state.withLock { state in
             let outcome = state.fires.timerFired(deadline: deadline, now: now)
             if case .misfire(_, let marks?) = outcome.0 { writeMisfireMarks(marks, &state) }
@@ -189,7 +189,7 @@ public final class JobRuntime: Sendable {
     }
 
     /// Runs the job once now. If a fire is running, runs once after it (triggers do not pile up).
-    public func trigger() {
+    package func trigger() {
         if state.withLock({ $0.fires.trigger() }) == .start {
             Task { await self.fire(scheduledAt: self.services.clock.now(), source: .trigger) }
         }
@@ -197,14 +197,14 @@ public final class JobRuntime: Sendable {
 
     /// Runs items taken over from a crashed instance: at once when the job is idle here
     /// (notification execution), otherwise right after the current fire (enquiry execution).
-    public func runFailover(_ claims: [Int: UInt64]) {
+    package func runFailover(_ claims: [Int: UInt64]) {
         if state.withLock({ $0.fires.failoverClaimed(claims) }) == .start {
             Task { await self.fire(scheduledAt: self.services.clock.now(), source: .failover) }
         }
     }
 
     /// No fire starts after this; a running one finishes (``isRunning`` turns false).
-    public func stop() {
+    package func stop() {
         // An armed fire holds this runtime: off its wave, so that a removed job is freed now.
         if let armed = state.withLock({ $0.fires.stop() }) { services.fireBoard.remove(armed) }
     }
@@ -698,10 +698,10 @@ public final class JobRuntime: Sendable {
 
 extension JobRuntime {
     /// The instant of the fire armed now, if one is.
-    public var armedDeadline: Int64? { state.withLock { $0.fires.armed?.deadline } }
+    package var armedDeadline: Int64? { state.withLock { $0.fires.armed?.deadline } }
 
     /// How many fires started from an armed preparation (the rest took the general path).
-    public var armedFireCount: Int { armedFires.load(ordering: .relaxed) }
+    package var armedFireCount: Int { armedFires.load(ordering: .relaxed) }
 
     /// Whether the job's fires can be armed: nothing to do at the instant but start the items. A
     /// fire with listeners, running markers (monitorExecution, and so failover), the clock check,
@@ -716,7 +716,7 @@ extension JobRuntime {
     /// instance runs, their C contexts and the fire after it, from the cached snapshot, and puts it
     /// in the wave of its instant. Nothing is armed when the job cannot be, the snapshot is not
     /// cached, or a resharding is due; that fire then takes the general path.
-    public func arm(deadline: Int64) {
+    package func arm(deadline: Int64) {
         arm(deadline: deadline, armGeneration: state.withLock { $0.fires.armGeneration })
     }
 

@@ -22,7 +22,7 @@ public struct JobBrief: Sendable, Equatable, Codable {
         /// instances; `DISABLED` when every `servers/*` value is `DISABLED` (also when there is no
         /// server node); `SHARDING_FLAG` when some non-empty `sharding/{i}/instance` is not a live
         /// instance, or no item has an owner; `OK` otherwise.
-        public static func of(_ snapshot: JobSnapshot) -> Status {
+        package static func of(_ snapshot: JobSnapshot) -> Status {
             if snapshot.instances.isEmpty { return .crashed }
             if snapshot.servers.values.allSatisfy({ $0 == ServerStatus.disabled.rawValue }) { return .disabled }
             let owners = Set(snapshot.items.values.compactMap(\.owner).filter { !$0.isEmpty })
@@ -118,7 +118,7 @@ public struct ShardingInfo: Sendable, Equatable, Codable {
 
         /// ElasticJob's rules (`ShardingStatisticsAPIImpl`, `ShardingStatus.getShardingStatus`), in
         /// its order: disabled, running, owner not live, pending.
-        public static func of(_ item: JobSnapshot.Item?, in snapshot: JobSnapshot) -> Status {
+        package static func of(_ item: JobSnapshot.Item?, in snapshot: JobSnapshot) -> Status {
             if item?.disabled == true { return .disabled }
             if item?.running != nil { return .running }
             guard let owner = item?.owner, snapshot.instances[owner] != nil else { return .shardingFlag }
