@@ -7,7 +7,7 @@ import Synchronization
 import Testing
 
 /// Jobs removed, re-added and expired around a running host; the worker pool under a busy thread.
-@Suite("Jobs that come and go, and the pool")
+@Suite("Jobs that come and go")
 struct JobLifecycleTests {
     /// One job of two items, firing every second.
     static let orders = """
@@ -17,22 +17,6 @@ struct JobLifecycleTests {
             cron: "* * * * * ?"
             shardingTotalCount: 2
         """
-
-    @Test("submit(contentsOf:) starts a thread when every existing thread is busy")
-    func poolBulkSubmitWithBusyThreads() async throws {
-        let pool = WorkerPool(size: 4)
-        let gate = DispatchSemaphore(value: 0)
-        let started = Atomic<Bool>(false)
-        pool.submit { started.store(true, ordering: .releasing); gate.wait() }
-        #expect(eventuallyBlocking(seconds: 2) { started.load(ordering: .acquiring) })
-        let ran = Atomic<Bool>(false)
-        pool.submit(contentsOf: [{ ran.store(true, ordering: .releasing) }])
-        let ok = eventuallyBlocking(seconds: 2) { ran.load(ordering: .acquiring) }
-        #expect(ok, "bulk-submitted work waited for the busy thread; threads=\(pool.threads)")
-        gate.signal()
-        #expect(eventuallyBlocking(seconds: 2) { ran.load(ordering: .acquiring) })
-        pool.shutdown()
-    }
 
     @Test("a removed job's runtime is freed, whether a fire of it was armed or not", arguments: [false, true])
     func retiredRuntimeFreed(armed: Bool) async throws {

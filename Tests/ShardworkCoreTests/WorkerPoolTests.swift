@@ -1,0 +1,78 @@
+import Dispatch
+import Foundation
+import ShardworkCore
+import Synchronization
+import Testing
+
+@Suite("Worker pool")
+struct WorkerPoolTests {
+    final class Concurrency: Sendable {
+        private let state = Mutex((now: 0, most: 0))
+        func enter() { state.withLock { $0.now += 1; $0.most = max($0.most, $0.now) } }
+        func leave() { state.withLock { $0.now -= 1 } }
+        var most: Int { state.withLock { $0.most } }
+    }
+
+    @Test("runs everything it is given on at most its size of threads")
+    func runsWork() {
+        let pool = WorkerPool(size: 3)
+        let done = DispatchSemaphore(value: 0)
+        let concurrency = Concurrency()
+        for _ in 0..<50 {
+            pool.submit {
+                concurrency.enter()
+                usleep(1_000)
+                concurrency.leave()
+                done.signal()
+            }
+        }
+        for _ in 0..<50 { #expect(done.wait(timeout: .now() + 10) == .success) }
+        let most = concurrency.most
+        #expect(most <= 3)
+        #expect(pool.threads <= 3)
+        pool.shutdown()
+    }
+
+    @Test("a stuck thread is replaced, so other work still runs, and the surplus thread ends afterwards")
+    func stuckWork() {
+        let pool = WorkerPool(size: 1)
+        let release = DispatchSemaphore(value: 0)
+        let started = DispatchSemaphore(value: 0)
+        let finished = DispatchSemaphore(value: 0)
+        pool.submit {
+            started.signal()
+            release.wait()
+            pool.releaseStuck()
+            finished.signal()
+        }
+        #expect(started.wait(timeout: .now() + 10) == .success)
+        let other = DispatchSemaphore(value: 0)
+        pool.submit { other.signal() }
+        pool.markStuck()
+        #expect(other.wait(timeout: .now() + 10) == .success)
+        #expect(pool.threads == 2)
+        release.signal()
+        #expect(finished.wait(timeout: .now() + 10) == .success)
+        // One more piece of work lets the surplus thread notice it is surplus.
+        let last = DispatchSemaphore(value: 0)
+        pool.submit { last.signal() }
+        #expect(last.wait(timeout: .now() + 10) == .success)
+        pool.shutdown()
+    }
+
+    @Test("submit(contentsOf:) starts a thread when every existing thread is busy")
+    func poolBulkSubmitWithBusyThreads() async throws {
+        let pool = WorkerPool(size: 4)
+        let gate = DispatchSemaphore(value: 0)
+        let started = Atomic<Bool>(false)
+        pool.submit { started.store(true, ordering: .releasing); gate.wait() }
+        #expect(eventuallyBlocking(seconds: 2) { started.load(ordering: .acquiring) })
+        let ran = Atomic<Bool>(false)
+        pool.submit(contentsOf: [{ ran.store(true, ordering: .releasing) }])
+        let ok = eventuallyBlocking(seconds: 2) { ran.load(ordering: .acquiring) }
+        #expect(ok, "bulk-submitted work waited for the busy thread; threads=\(pool.threads)")
+        gate.signal()
+        #expect(eventuallyBlocking(seconds: 2) { ran.load(ordering: .acquiring) })
+        pool.shutdown()
+    }
+}
