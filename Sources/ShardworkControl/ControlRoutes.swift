@@ -210,7 +210,7 @@ struct ControlRoutes: Sendable {
         }
         let missing = try await validate(configuration, request)
         let version = try await operations.updateConfiguration(configuration, expectedVersion: expected).version
-        logger.notice("control API: job configuration changed (version \(version))", metadata: ["job": "\(name)"])
+        logger.notice("control API: job configuration changed", metadata: ["job": "\(name)", "version": "\(version)"])
         return ControlJSON.response(
             Done(message: "configuration of job '\(name)' changed; every instance applies it", warning: missing.map(Self.missingWarning), version: version))
     }
@@ -231,7 +231,13 @@ struct ControlRoutes: Sendable {
         defer { try? FileManager.default.removeItem(atPath: (upload as NSString).deletingLastPathComponent) }
         switch await host.loadPlugin(file: upload, label: "\(name) (uploaded)") {
         case .success(let outcome):
-            logger.notice("control API: \(outcome)")
+            // The plugin's name and version are the uploaded file's own: outside text.
+            logger.notice(
+                outcome.alreadyLoaded ? "control API: uploaded plugin is loaded already; nothing changed" : "control API: uploaded plugin loaded",
+                metadata: [
+                    "plugin": "\(LogText.escaped(outcome.plugin))", "version": "\(LogText.escaped(outcome.version))",
+                    "generation": "\(outcome.generation)", "file": "\(LogText.escaped(outcome.file))",
+                ])
             return ControlJSON.response(outcome, status: .created)
         case .failure(let refusal):
             throw ControlError(status: refusal.code == .generationLimit ? .conflict : .unprocessableContent, message: refusal.description, field: "plugin")
@@ -304,7 +310,7 @@ struct ControlRoutes: Sendable {
         } catch let error as HTTPError {
             throw ControlError(status: error.status, message: error.body ?? "\(error.status)")
         } catch {
-            logger.error("control API: \(LogText.escaped("\(error)"))")
+            logger.error("control API: a request failed", metadata: ["error": "\(LogText.escaped("\(error)"))"])
             throw ControlError(status: .internalServerError, message: "\(error)")
         }
     }

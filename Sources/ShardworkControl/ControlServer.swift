@@ -39,7 +39,7 @@ public struct ControlServer: Service {
             configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "shardwork"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? settings.port
-                logger.info("control API listening on http://\(settings.host):\(port)/v1")
+                logger.info("control API listening", metadata: ["url": "http://\(settings.host):\(port)/v1"])
                 onListening(port)
             },
             logger: serverLogger)

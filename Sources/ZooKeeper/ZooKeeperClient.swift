@@ -70,7 +70,7 @@ public final class ZooKeeperClient: Sendable {
                 }
             }
             if rc != ZOK.rawValue {
-                core.logger.error("ZooKeeper: cannot queue the digest authentication: \(String(cString: zerror(rc)))")
+                core.logger.error("ZooKeeper: cannot queue the digest authentication", metadata: ["error": "\(String(cString: zerror(rc)))"])
             }
         }
     }

@@ -99,7 +99,7 @@ struct RunCommand: AsyncParsableCommand {
         case .embedded:
             registry = EmbeddedRegistry.standalone()
         case .zookeeper(let zookeeper):
-            logger.info("registry: connecting to ZooKeeper at \(zookeeper.serverLists), namespace \(zookeeper.namespace)")
+            logger.info("registry: connecting to ZooKeeper", metadata: ["servers": "\(zookeeper.serverLists)", "namespace": "\(zookeeper.namespace)"])
             do {
                 registry = try await ZooKeeperRegistry.connect(zookeeper, logger: logger)
             } catch {
@@ -125,7 +125,9 @@ struct RunCommand: AsyncParsableCommand {
         } catch {
             throw CLIFailure.badInput(error.description)
         }
-        logger.info("plugins: \(report.loaded.map { "\($0.name) \($0.version)" }.joined(separator: ", ")); \(report.refused.count) refused")
+        logger.info("plugins: loaded", metadata: [
+            "plugins": "\(report.loaded.map { "\($0.name) \($0.version)" }.joined(separator: ", "))", "refused": "\(report.refused.count)",
+        ])
         stopSignals.hostRegisters()
         do {
             try await host.start()

@@ -227,7 +227,7 @@ final class Cluster: @unchecked Sendable {
     func logs() -> String {
         hosts.values.sorted { $0.ip < $1.ip }.map { host in
             let lines = host.output.split(separator: "\n").filter { line in
-                !line.contains(" debug ") && !(line.contains(" info ") && (line.contains("] fired for ") || line.contains(" item ")))
+                !line.contains(" debug ") && !(line.contains(" info ") && (line.hasSuffix("] fired") || line.contains(" item ")))
             }
             // A crash report is long: its first lines (what crashed, and where) are kept whole.
             let crash = host.output.split(separator: "\n", omittingEmptySubsequences: false)

@@ -128,7 +128,7 @@ struct NoPoisonProcessTests {
 
         // The same configuration again: the host starts, without the job.
         let second = try lone.start()
-        let refused = await waitUntil { logged(second.output, job: "fragile", "this host cannot run it") && logged(second.output, job: "sturdy", "fired for") }
+        let refused = await waitUntil { logged(second.output, job: "fragile", "this host cannot run it") && logged(second.output, job: "sturdy", "] fired") }
         #expect(refused, "\(second.output)")
         #expect(second.output.contains("this host died of Segmentation fault (signal 11) while creating its providers (crash journal)"), "\(second.output)")
         #expect(second.process.isRunning)
@@ -137,7 +137,7 @@ struct NoPoisonProcessTests {
         // Changed (the plugin no longer asked to crash): taken up again.
         try lone.configure(fragile.replacingOccurrences(of: "c.crash.create", with: "c.note") + "\n" + sturdyJob)
         let third = try lone.start()
-        #expect(await waitUntil { logged(third.output, job: "fragile", "fired for") }, "\(third.output)")
+        #expect(await waitUntil { logged(third.output, job: "fragile", "] fired") }, "\(third.output)")
         #expect(await third.stop() == 0)
     }
 
@@ -160,7 +160,7 @@ struct NoPoisonProcessTests {
         #expect(lone.journal.contains("crash\t11\t\(CrashPhase.running.rawValue)\tbrittle\t"), "journal: \(lone.journal)")
 
         let second = try lone.start()
-        let refused = await waitUntil { logged(second.output, job: "brittle", "this host cannot run it") && logged(second.output, job: "sturdy", "fired for") }
+        let refused = await waitUntil { logged(second.output, job: "brittle", "this host cannot run it") && logged(second.output, job: "sturdy", "] fired") }
         #expect(refused, "\(second.output)")
         #expect(second.output.contains("while running one of its items (crash journal)"), "\(second.output)")
         #expect(await second.stop() == 0)

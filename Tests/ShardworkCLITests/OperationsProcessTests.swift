@@ -180,7 +180,9 @@ struct OperationsProcessTests {
         let removedAt = now()
         try await Task.sleep(for: .seconds(3))
         #expect(cluster.entries.filter { $0.job == "ops" && $0.fire > removedAt }.isEmpty, "no fire of a removed job")
-        #expect(a.output.split(separator: "\n").contains { $0.contains("job=ops") && $0.contains("stopped on this host: removed from the cluster") })
+        #expect(a.output.split(separator: "\n").contains {
+            $0.contains("job=ops ") && $0.contains(" reason=removed from the cluster ") && $0.hasSuffix("] stopped on this host")
+        })
         outcome = try await control(urlA, "job", "status", "ops")
         #expect(outcome.status == 2 && outcome.standardError.contains("ops"), "\(outcome.standardError)")
     }

@@ -510,7 +510,7 @@ struct HostRuntimeTests {
             """)
         try await harness.host.start()
         harness.advance(toSecond: 5)
-        await harness.waitFor("did not stop a cancelled item within 2.0 s; killing it")
+        await harness.waitFor("warning: the worker process did not stop a cancelled item within its grace; killing it grace.seconds=2.0 item=0 pid=")
         await harness.waitFor("recorded failure: job=stuck item=0 origin=1 code=0 message=the item did not finish within its timeout of 0.3 seconds")
         // The fire has ended before the next instant (a fire that found it running would be skipped).
         let runtime = try #require(harness.host.runtimes["stuck"])

@@ -133,7 +133,9 @@ struct HotLoadTests {
         let cacheMode = try FileManager.default.attributesOfItem(atPath: harness.cache)[.posixPermissions] as? Int
         let fileMode = try FileManager.default.attributesOfItem(atPath: outcome.cachePath)[.posixPermissions] as? Int
         #expect(cacheMode == 0o700 && fileMode == 0o755)
-        #expect(harness.log.contains("plugin acme 2.0.0 loaded as generation 2"))
+        #expect(harness.log.contains(
+            "notice: plugins: loaded a new generation cache.path=\(outcome.cachePath) file=\(v2) generation=2 jobs=reports,spread plugin=acme superseded=1 version=2.0.0"),
+            "\(harness.log.messages)")
 
         await harness.waitForFires(of: "2.0.0", count: 2)
         await harness.host.shutdown()
@@ -208,7 +210,7 @@ struct HotLoadTests {
         #expect(error.inspection?.checks.first { $0.id == "elf" }?.status == .failed)
         #expect(!error.reasons.isEmpty)
         #expect(error.description.contains("was not loaded; nothing changed"))
-        #expect(harness.log.contains("was not loaded; nothing changed"))
+        #expect(harness.log.contains("error: plugins: a file was not loaded; nothing changed code=plugin-refused file=\(bogus) reasons="), "\(harness.log.messages)")
 
         let before = try harness.fireTimes(of: "1.0.0").count
         await harness.waitForFires(of: "1.0.0", count: 2, after: before)

@@ -250,7 +250,7 @@ struct PluginLoaderTests {
         // A library without the entry is left alone, quietly.
         #expect(!report.refused.contains { $0.file.hasSuffix("libhelper.so") })
         #expect(try registry.resolve(.shardingStrategy, "c-modulo").plugin.file == plugins + "/libgood.so")
-        #expect(log.contains("refused plugin \(plugins)/libbadmagic.so: bad magic number"))
+        #expect(log.contains("error: refused a plugin file=\(plugins)/libbadmagic.so reasons=bad magic number"), "\(log.messages)")
     }
 
     @Test("the built-in directory is the running binary's, and holds the standard plugins")

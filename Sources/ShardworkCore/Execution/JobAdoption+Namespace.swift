@@ -47,7 +47,7 @@ extension JobAdoption {
             let stat = try await registry.exists("/", watch: nil)
             namespaceCreated.withLock { $0 = stat?.createdTransaction }
         } catch {
-            logger.error("registry: cannot create the namespace again: \(LogText.escaped("\(error)"))")
+            logger.error("registry: cannot create the namespace again", metadata: ["error": "\(LogText.escaped("\(error)"))"])
             return
         }
         scanState.withLock { state in
@@ -67,7 +67,7 @@ extension JobAdoption {
                 context.syncs.withLock { $0[runtime.name]?.membership = nil }
                 context.requestSync(runtime)
             } catch {
-                runtime.logger.error("cannot write it back into the namespace: \(LogText.escaped("\(error)"))")
+                runtime.logger.error("cannot write the job back into the namespace", metadata: ["error": "\(LogText.escaped("\(error)"))"])
             }
         }
         // Jobs this host does not run now: those of its file (as a restart would write them), and
@@ -93,7 +93,7 @@ extension JobAdoption {
                     try await registry.createIfAbsent(JobNodePath(job: job.jobName).dynamic, data: [UInt8](utf8: record.json))
                 }
             } catch {
-                jobLogger(job.jobName).error("cannot write it back into the namespace: \(LogText.escaped("\(error)"))")
+                jobLogger(job.jobName).error("cannot write the job back into the namespace", metadata: ["error": "\(LogText.escaped("\(error)"))"])
             }
         }
         services.events.publish(.registry(.namespaceRestored))

@@ -90,7 +90,7 @@ final class JobAdoption: Sendable {
                 context.background.spawn("restore the namespace") { [self] in await restoreNamespace() }
                 return
             }
-            logger.error("cannot look for jobs added to the cluster: \(LogText.escaped("\(error)"))")
+            logger.error("cannot look for jobs added to the cluster", metadata: ["error": "\(LogText.escaped("\(error)"))"])
             return
         }
         let configured = Set(configuration.jobs.map(\.jobName))
@@ -116,14 +116,18 @@ final class JobAdoption: Sendable {
         let foreign = scanState.withLock { $0.foreign }
         for name in names.sorted() where !known.contains(name) && !foreign.contains(name) {
             if let problem = RegistryNames.jobNameProblem(name) {
-                // Not a name any host writes: explained once, never registered under.
-                context.explainOnce("/\(name)", "the registry holds a node \(LogText.quoted("/" + name)) whose name \(problem); it is not taken for a job")
+                // Not a name any host writes: explained once, never registered under. (The
+                // explanation's data rides on the logger: `explainOnce` takes a message only.)
+                var logger = self.logger
+                logger[metadataKey: "path"] = "\(LogText.escaped("/" + name))"
+                logger[metadataKey: "problem"] = "\(problem)"
+                context.explainOnce("/\(name)", logger: logger, "the registry holds a node whose name no job can have; it is not taken for a job")
                 continue
             }
             do {
                 try await consider(name, configuredHere: configured.contains(name))
             } catch {
-                logger.error("job \(LogText.quoted(name)): cannot look at it in the registry: \(LogText.escaped("\(error)"))")
+                jobLogger(name).error("cannot look at the job in the registry", metadata: ["error": "\(LogText.escaped("\(error)"))"])
             }
         }
     }
@@ -210,7 +214,7 @@ final class JobAdoption: Sendable {
             // removed since it was read).
             try await register(runtime, rejoining: true)
         } catch {
-            jobLogger(name).error("cannot register it to run here: \(LogText.escaped("\(error)"))")
+            jobLogger(name).error("cannot register the job to run here", metadata: ["error": "\(LogText.escaped("\(error)"))"])
             context.syncs.withLock { _ = $0.removeValue(forKey: name) }
             context.table.withLock { _ = $0.removeValue(forKey: name) }
             await runtime.coordinator.unregister()
@@ -222,7 +226,10 @@ final class JobAdoption: Sendable {
         context.schedule(runtime, after: services.clock.now())
         context.requestSync(runtime)
         services.events.publish(.jobAdopted(job: name))
-        jobLogger(name).notice("runs on this host now (\(configuredHere ? "configured here and back in the registry" : "added to the cluster"), job type \(jobType), configuration version \(stored.stat.version))")
+        jobLogger(name).notice("runs on this host now", metadata: [
+            "origin": "\(configuredHere ? "configured here and back in the registry" : "added to the cluster")",
+            "job.type": "\(LogText.escaped(jobType))", "version": "\(stored.stat.version)",
+        ])
     }
 
     /// The providers `job` names that this host has not loaded, described; `nil` when it has them all.
@@ -250,7 +257,7 @@ final class JobAdoption: Sendable {
         }
         if previous?.reason != reason {
             services.events.publish(.jobSetAside(job: job, reason: reason))
-            jobLogger(job).warning("this host cannot run it, so it takes no items of it: \(reason)")
+            jobLogger(job).notice("this host cannot run it, so it takes no items of it", metadata: ["reason": "\(reason)"])
         }
         await writeIncapable(job, reason: reason)
         if watch {
@@ -284,7 +291,9 @@ final class JobAdoption: Sendable {
             let version = try await coordinator.registerConfiguration(job)
             await markIncapable(job.jobName, reason: reason, version: version)
         } catch {
-            jobLogger(job.jobName).error("set aside on this host (\(LogText.escaped(reason))), and cannot be written to the registry: \(LogText.escaped("\(error)"))")
+            jobLogger(job.jobName).error(
+                "set aside on this host, and cannot be written to the registry",
+                metadata: ["reason": "\(LogText.escaped(reason))", "error": "\(LogText.escaped("\(error)"))"])
         }
     }
 
@@ -299,7 +308,8 @@ final class JobAdoption: Sendable {
                 _ = try await registry.setData(path, data: [UInt8](utf8: reason), version: nil)
             }
         } catch {
-            jobLogger(job).error("cannot record in the registry that this host cannot run it: \(LogText.escaped("\(error)"))")
+            jobLogger(job).error(
+                "cannot record in the registry that this host cannot run it", metadata: ["error": "\(LogText.escaped("\(error)"))"])
         }
     }
 
@@ -350,7 +360,7 @@ final class JobAdoption: Sendable {
         case .shutDownByCommand: "shut down by a command"
         }
         services.events.publish(.jobStopped(job: runtime.name, reason: reason))
-        runtime.logger.notice("stopped on this host: \(reason)")
+        runtime.logger.notice("stopped on this host", metadata: ["reason": "\(reason)"])
         await runtime.untilIdle()
         if case .shutDownByCommand = departure { try? await runtime.coordinator.takeShutdownCommand() }
         runtime.shutdownWorkers()
@@ -474,7 +484,10 @@ final class JobAdoption: Sendable {
             what.append("monitorExecution off")
         }
         services.events.publish(.configurationApplied(job: runtime.name, version: Int(stored.version)))
-        runtime.logger.info("applied the registry's new configuration (version \(stored.version))\(what.isEmpty ? "" : ": " + what.joined(separator: "; "))")
+        var applied: Logger.Metadata = ["version": "\(stored.version)"]
+        // Crons and strategy names are the registry's text.
+        if !what.isEmpty { applied["changes"] = "\(LogText.escaped(what.joined(separator: "; ")))" }
+        runtime.logger.notice("applied the registry's new configuration", metadata: applied)
     }
 
     /// The job's configuration is gone from the registry, or was replaced: the namespace was lost
@@ -531,7 +544,7 @@ final class JobAdoption: Sendable {
                 }
                 _ = try await runtime.coordinator.register(runtime.job.configuration, rejoining: true)
             } catch {
-                runtime.logger.error("cannot register again on the new session: \(LogText.escaped("\(error)"))")
+                runtime.logger.error("cannot register again on the new session", metadata: ["error": "\(LogText.escaped("\(error)"))"])
             }
         }
     }

@@ -33,12 +33,16 @@ extension JobRuntime {
             {
                 snapshot = try await coordinator.snapshot()
                 let assignment = CoordinationRules.availableInstances(snapshot).map { id in
-                    "\(id): \(CoordinationRules.assignedItems(snapshot, snapshot.instances[id] ?? me, total: total))"
+                    "\(id): \(CoordinationRules.assignedItems(snapshot, snapshot.instances[id] ?? me, total: total).map(String.init).joined(separator: ","))"
                 }
                 services.events.publish(.sharded(
                     job: name, items: total, instances: CoordinationRules.availableInstances(snapshot).count,
                     strategy: job.shardingStrategy.provider.name))
-                logger.info("sharded \(total) items with \(job.shardingStrategy.provider.name): \(assignment.joined(separator: "; "))")
+                logger.info("sharded the items", metadata: [
+                    "total": "\(total)", "strategy": "\(job.shardingStrategy.provider.name)",
+                    // Instance ids are node names of the registry: outside text.
+                    "assignment": "\(LogText.escaped(assignment.joined(separator: "; ")))",
+                ])
                 return snapshot
             }
             let waited = ContinuousClock.now - started

@@ -83,7 +83,8 @@ public final class JobRuntime: Sendable {
         logger[metadataKey: "instance"] = "\(services.instance.id)"
         self.logger = logger
         stuckItems = StuckItems { [logger] item, after in
-            logger.notice("item \(item) returned \(after) after it was given up on at its timeout; its thread is free")
+            logger.notice(
+                "an item given up on at its timeout returned; its thread is free", metadata: ["item": "\(item)", "after": "\(after)"])
         }
         state = Mutex(Locked(
             fires: JobFireState(preparation: ObjectIdentifier(job), misfireEnabled: job.configuration.misfire),
@@ -169,7 +170,7 @@ public final class JobRuntime: Sendable {
                 }
                 try await self.coordinator.setMisfire(marked)
             } catch {
-                self.logger.error("cannot record the misfire in the registry: \(LogText.escaped("\(error)"))")
+                self.logger.error("cannot record the misfire in the registry", metadata: ["error": "\(LogText.escaped("\(error)"))"])
             }
         }
     }
@@ -178,14 +179,16 @@ public final class JobRuntime: Sendable {
     private func misfired(_ deadline: Int64, kept: Bool) {
         services.events.publish(.misfire(job: name, fireTime: deadline, kept: kept))
         if kept {
-            logger.info("the fire of \(Self.format(deadline)) found the previous fire still running; it will run once after it")
+            logger.info("a fire found the previous fire still running; it will run once after it", metadata: ["fire.time": "\(Self.format(deadline))"])
         }
     }
 
     /// A fire came more than a second late with misfire off: skipped.
     private func missed(_ deadline: Int64, lateMilliseconds: Int64) {
         services.events.publish(.missedFire(job: name, fireTime: deadline, lateMilliseconds: lateMilliseconds))
-        logger.warning("the fire of \(Self.format(deadline)) was missed (\(lateMilliseconds) ms late) and misfire is off; skipped")
+        logger.warning(
+            "a fire was missed and misfire is off; skipped",
+            metadata: ["fire.time": "\(Self.format(deadline))", "late.ms": "\(lateMilliseconds)"])
     }
 
     /// Runs the job once now. If a fire is running, runs once after it (triggers do not pile up).
@@ -291,7 +294,9 @@ public final class JobRuntime: Sendable {
         let started = services.clock.now()
         guard services.mayStartItems, !services.registrySilent(coordinator.registry) else {
             services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .registryUnavailable))
-            logger.warning("the fire of \(Self.format(fireTime)) is skipped: the registry connection is down, and no new item starts without it")
+            logger.warning(
+                "a fire is skipped: the registry connection is down, and no new item starts without it",
+                metadata: ["fire.time": "\(Self.format(fireTime))"])
             return nil
         }
         if source == .failover {
@@ -319,7 +324,9 @@ public final class JobRuntime: Sendable {
             if CoordinationRules.needsSharding(snapshot) {
                 guard let settled = try await awaitSharding(snapshot, job: job) else {
                     services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .shardingDidNotSettle))
-                    logger.warning("the fire of \(Self.format(fireTime)) is skipped: the new assignment did not settle within \(Self.shardingWait)")
+                    logger.warning(
+                        "a fire is skipped: the new assignment did not settle in time",
+                        metadata: ["fire.time": "\(Self.format(fireTime))", "sharding.wait": "\(Self.shardingWait)"])
                     return nil
                 }
                 snapshot = settled
@@ -359,7 +366,9 @@ public final class JobRuntime: Sendable {
             return FireReport(fireTime: fireTime, source: source, items: items, outcomes: outcomes, fenced: fenced, runs: runs, started: started)
         } catch {
             services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .registryFailed("\(error)")))
-            logger.error("the fire of \(Self.format(fireTime)) failed in the registry: \(LogText.escaped("\(error)"))")
+            logger.error(
+                "a fire failed in the registry",
+                metadata: ["fire.time": "\(Self.format(fireTime))", "error": "\(LogText.escaped("\(error)"))"])
             return nil
         }
     }
@@ -378,7 +387,7 @@ public final class JobRuntime: Sendable {
             jobName: name, taskID: taskID, shardingTotalCount: configuration.shardingTotalCount,
             jobParameter: configuration.jobParameter, fireTimeMilliseconds: fireTime, items: items,
             itemParameters: job.itemParameters.filter { items.contains($0.key) })
-        logger.notice("running items \(items.map(String.init).joined(separator: ",")) taken over from a crashed instance")
+        logger.notice("running items taken over from a crashed instance", metadata: ["items": "\(items.map(String.init).joined(separator: ","))"])
         do {
             guard await runListeners(job, fire, before: true) else {
                 try await coordinator.requeueFailover(items)
@@ -395,7 +404,9 @@ public final class JobRuntime: Sendable {
             return FireReport(fireTime: fireTime, source: .failover, items: items, outcomes: outcomes, fenced: run.fenced, runs: 1, started: started)
         } catch {
             services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .registryFailed("\(error)")))
-            logger.error("the failover run of items \(items.map(String.init).joined(separator: ",")) failed in the registry: \(LogText.escaped("\(error)"))")
+            logger.error(
+                "a failover run failed in the registry",
+                metadata: ["items": "\(items.map(String.init).joined(separator: ","))", "error": "\(LogText.escaped("\(error)"))"])
             // The claim stays this instance's and is run again at a later look at the job; not in a
             // tight loop while the registry misbehaves.
             try? await Task.sleep(for: .seconds(1))
@@ -460,12 +471,18 @@ public final class JobRuntime: Sendable {
         // asked) is not started again: it would run twice at once, and hold one more thread.
         let (held, unreported) = stuckItems.holding(items)
         for (item, since) in unreported.sorted(by: { $0.key < $1.key }) {
-            logger.warning("""
-                item \(item) still runs \(since) after it was given up on at its timeout: it does not stop when asked. \
-                It holds a thread of this host and is not started again until it returns (\(services.pool.stuckThreads) threads of \
-                this host are held so; the pool adds at most \(services.pool.size) threads for them). Make the job stop when asked \
-                (isCancelled), or run it with shardwork.isolation: process, where such an item's worker is killed
-                """)
+            // The advice is the point of the line: logged once per stuck item.
+            logger.warning(
+                """
+                an item given up on at its timeout still runs: it does not stop when asked. It holds a thread of this host and \
+                is not started again until it returns. Make the job stop when asked (isCancelled), or run it with \
+                shardwork.isolation: process, where such an item's worker is killed
+                """,
+                metadata: [
+                    "item": "\(item)", "since": "\(since)",
+                    // Threads of this host held so, and the most the pool adds for them.
+                    "threads.held": "\(services.pool.stuckThreads)", "threads.held.max": "\(services.pool.size)",
+                ])
         }
         var outcomes = await ItemBatch.run(
             items.filter { !held.contains($0) }, concurrency: job.threadCount, pool: services.pool, timeout: job.itemTimeoutSeconds,
@@ -509,10 +526,14 @@ public final class JobRuntime: Sendable {
             // The session ended while the items ran: other instances may own them now, with newer
             // epochs. Their markers are not ours to clear; markers still naming this instance are
             // queued for failover by the next look at the job (``CoordinationRules/crashedItems``).
-            logger.warning("items \(items.map(String.init).joined(separator: ",")) ran past this host's registry session; their markers are left to the instances that own them now")
+            logger.warning(
+                "items ran past this host's registry session; their markers are left to the instances that own them now",
+                metadata: ["items": "\(items.map(String.init).joined(separator: ","))"])
         case .kept(_, let fenced) where !fenced.isEmpty:
             services.events.publish(.itemsFenced(job: name, items: fenced, requeued: requeued))
-            logger.warning("items \(fenced.map(String.init).joined(separator: ",")) were stopped by fencing\(requeued ? "; queued to run again" : "")")
+            logger.warning(
+                requeued ? "items were stopped by fencing; queued to run again" : "items were stopped by fencing",
+                metadata: ["items": "\(fenced.map(String.init).joined(separator: ","))"])
         case .kept:
             break
         }
@@ -611,7 +632,9 @@ public final class JobRuntime: Sendable {
         case .success(let disposition):
             return disposition
         case .failure(let error):
-            logger.error("the error handler failed while handling \(LogText.quoted(message)): \(LogText.escaped("\(error)"))")
+            logger.error(
+                "the error handler failed while handling a failure",
+                metadata: ["failure": "\(LogText.quoted(message))", "error": "\(LogText.escaped("\(error)"))"])
             return .handled
         }
     }
@@ -662,21 +685,23 @@ public final class JobRuntime: Sendable {
             job: name, fireTime: report.fireTime, source: report.source, items: report.items, outcomes: report.outcomes,
             fenced: report.fenced, runs: report.runs, startedAt: report.started, endedAt: now)))
         // At debug: thousands of fires a second must not mean thousands of lines a second. The
-        // message is built only when debug is logged: a fire is cheap, formatting it is not.
-        logger.debug("\(Self.fireSummary(fireTime: report.fireTime, source: report.source, items: report.items, outcomes: report.outcomes, runs: report.runs)) in \(now - report.started) ms")
+        // metadata is built only when debug is logged: a fire is cheap, formatting it is not.
+        logger.debug("fired", metadata: Self.fireSummary(report, duration: now - report.started))
     }
 
-    static func fireSummary(fireTime: Int64, source: FireSource, items: [Int], outcomes: [Int: ItemOutcome], runs: Int) -> String {
-        let failed = outcomes.filter { !$0.value.succeeded }.keys.sorted()
-        var text = "fired for \(format(fireTime)) (\(source.rawValue)): "
-        if items.isEmpty {
-            text += "no items on this host"
-        } else {
-            text += "items \(items.map(String.init).joined(separator: ",")): \(items.count - failed.count) succeeded"
-            if !failed.isEmpty { text += ", \(failed.count) failed (\(failed.map(String.init).joined(separator: ",")))" }
-            if runs > 1 { text += ", run \(runs) times (misfire)" }
-        }
-        return text
+    /// The per-fire summary's data: the fire, this host's items (empty when it had none), how many
+    /// succeeded, those that failed and the runs (only when there are), and how long it took.
+    static func fireSummary(_ report: FireReport, duration milliseconds: Int64) -> Logger.Metadata {
+        let failed = report.outcomes.filter { !$0.value.succeeded }.keys.sorted()
+        var metadata: Logger.Metadata = [
+            "fire.time": "\(format(report.fireTime))", "fire.source": "\(report.source.rawValue)",
+            "items": "\(report.items.map(String.init).joined(separator: ","))",
+            "succeeded": "\(report.items.count - failed.count)", "duration.ms": "\(milliseconds)",
+        ]
+        if !failed.isEmpty { metadata["failed"] = "\(failed.map(String.init).joined(separator: ","))" }
+        // More than one run: the misfire re-runs.
+        if report.runs > 1 { metadata["runs"] = "\(report.runs)" }
+        return metadata
     }
 
     /// An instant as ISO 8601 in UTC with milliseconds (`2026-11-22T06:36:02.000Z`).

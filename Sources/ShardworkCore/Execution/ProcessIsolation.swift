@@ -120,10 +120,16 @@ final class IsolatedJobType: Sendable {
                     state.withLock { state in if state.worker === worker { state.worker = nil } }
                     worker.overdue.withLock { _ = $0.insert(id) }
                     let others = worker.pending.withLock { $0.filter { $0.key != id && $0.value.outcome.withLock { $0 } == nil }.count }
-                    logger.warning("""
-                        the worker process \(worker.process.processIdentifier) did not stop a cancelled item within \(Self.killGraceSeconds) s; \
-                        \(others == 0 ? "killing it" : "it takes no new item, and is killed once its other \(others) items end")
-                        """)
+                    var metadata: Logger.Metadata = [
+                        "pid": "\(worker.process.processIdentifier)", "item": "\(context.shardingItem)",
+                        "grace.seconds": "\(Self.killGraceSeconds)",
+                    ]
+                    if others > 0 { metadata["items.others"] = "\(others)" }
+                    logger.warning(
+                        others == 0
+                            ? "the worker process did not stop a cancelled item within its grace; killing it"
+                            : "the worker process did not stop a cancelled item within its grace; it takes no new item, and is killed once its other items end",
+                        metadata: metadata)
                     killIfOnlyOverdue(worker)
                 }
             } else {
@@ -190,7 +196,7 @@ final class IsolatedJobType: Sendable {
         try process.run()
         let worker = Worker(process: process, input: input.fileHandleForWriting)
         worker.send(.setup(setup))
-        logger.debug("started worker process \(process.processIdentifier) for job type \(setup.provider)")
+        logger.debug("started a worker process", metadata: ["pid": "\(process.processIdentifier)", "job.type": "\(setup.provider)"])
         let reader = output.fileHandleForReading
         Thread.detachNewThread { [self] in read(reader, from: worker) }
         return worker
@@ -246,7 +252,9 @@ final class IsolatedJobType: Sendable {
         state.withLock { state in if state.worker === worker { state.worker = nil } }
         let orphans = worker.pending.withLock { Array($0.values) }
         if !orphans.isEmpty {
-            logger.error("the job's worker process \(pid) \(ending); its \(orphans.count) running items failed")
+            logger.error(
+                "the job's worker process ended; its running items failed",
+                metadata: ["pid": "\(pid)", "ending": "\(ending)", "items.failed": "\(orphans.count)"])
         }
         for pending in orphans {
             pending.finish(.failed(message: "the job's worker process \(pid) \(ending)", code: 0))

@@ -136,7 +136,7 @@ public final class ClusterOperations: Sendable {
             return (operations, live)
         }
         performed("trigger", job: name, "\(triggered.count) instance(s)")
-        logger.info("triggered on \(triggered.count) instance(s)", metadata: ["job": "\(name)"])
+        logger.info("trigger requested", metadata: ["job": "\(name)", "instances": "\(triggered.joined(separator: ","))"])
         return triggered
     }
 
@@ -199,7 +199,7 @@ public final class ClusterOperations: Sendable {
         }
         for change in changes {
             performed(change.status == ServerStatus.disabled.rawValue ? "disable" : "enable", job: change.jobName, "server \(change.serverIp)")
-            logger.info("server \(change.serverIp) is \(change.status)", metadata: ["job": "\(change.jobName)"])
+            logger.info("server status set", metadata: ["job": "\(change.jobName)", "server": "\(change.serverIp)", "status": "\(change.status)"])
         }
         return changes
     }
@@ -219,7 +219,7 @@ public final class ClusterOperations: Sendable {
             return (operations.count == 1 ? [] : operations, ())
         }
         performed("disable", job: name, "item \(item)")
-        logger.info("item \(item) is disabled", metadata: ["job": "\(name)"])
+        logger.info("item disabled", metadata: ["job": "\(name)", "item": "\(item)"])
     }
 
     /// Enables a sharding item disabled by ``disableItem(job:item:)``.
@@ -231,7 +231,7 @@ public final class ClusterOperations: Sendable {
             return ([.check(paths.config, version: version), .delete(paths.itemDisabled(item), version: nil)], ())
         }
         performed("enable", job: name, "item \(item)")
-        logger.info("item \(item) is enabled", metadata: ["job": "\(name)"])
+        logger.info("item enabled", metadata: ["job": "\(name)", "item": "\(item)"])
     }
 
     /// Asks instances to stop running jobs, selected as ElasticJob's `JobOperateAPI.shutdown`
@@ -285,7 +285,7 @@ public final class ClusterOperations: Sendable {
         }
         for request in requests {
             performed("shutdown", job: request.jobName, "instance \(request.instanceId)")
-            logger.info("instance \(request.instanceId) asked to stop the job", metadata: ["job": "\(request.jobName)"])
+            logger.info("an instance was asked to stop the job", metadata: ["job": "\(request.jobName)", "instance": "\(request.instanceId)"])
         }
         return requests
     }
@@ -311,7 +311,7 @@ public final class ClusterOperations: Sendable {
             return (entries.reversed().map { .delete($0.path, version: nil) }, entries)
         }
         performed("remove", job: name, "\(removed.count) node(s)")
-        logger.info("removed: \(removed.count) node(s)", metadata: ["job": "\(name)"])
+        logger.info("job removed from the cluster", metadata: ["job": "\(name)", "nodes": "\(removed.count)"])
         return removed
     }
 
@@ -379,7 +379,7 @@ public final class ClusterOperations: Sendable {
             return StoredJobConfiguration(configuration: checked, yaml: yaml, version: stat.version)
         }
         performed("configure", job: name, "version \(updated.version)")
-        logger.info("configuration updated to version \(updated.version)", metadata: ["job": "\(name)"])
+        logger.info("configuration updated", metadata: ["job": "\(name)", "version": "\(updated.version)"])
         return updated
     }
 
@@ -426,7 +426,7 @@ public final class ClusterOperations: Sendable {
             }
         }
         performed("add", job: name, "by \(addedBy)")
-        logger.info("added by \(addedBy)", metadata: ["job": "\(name)"])
+        logger.info("job added to the cluster", metadata: ["job": "\(name)", "added.by": "\(LogText.escaped(addedBy))"])
         return StoredJobConfiguration(configuration: checked, yaml: yaml, version: 0)
     }
 
@@ -606,7 +606,9 @@ public final class ClusterOperations: Sendable {
                 do {
                     return try await body()
                 } catch let error as RegistryError where error.code == .connectionLoss && !waits.isEmpty {
-                    logger.debug("\(action): the connection to the registry was lost; trying again", metadata: ["error": "\(error)"])
+                    logger.debug(
+                        "the connection to the registry was lost; trying again",
+                        metadata: ["action": "\(action)", "error": "\(LogText.escaped("\(error)"))"])
                     try? await Task.sleep(for: waits.removeFirst())
                 }
             }
@@ -635,7 +637,9 @@ public final class ClusterOperations: Sendable {
                     return result
                 } catch {
                     guard Self.isConcurrentChange(error), attempt < Self.attempts else { throw error }
-                    logger.debug("\(action): the registry changed under the transaction (\(error)); planning again")
+                    logger.debug(
+                        "the registry changed under the transaction; planning again",
+                        metadata: ["action": "\(action)", "error": "\(LogText.escaped("\(error)"))"])
                 }
             }
             throw OperationError.conflict(job: job, "the job kept changing while \(action); retry")

@@ -133,7 +133,7 @@ public final class JobTrials: Sendable {
             return reported
         }
         guard !reported else { return }
-        logger.warning("jobs: \(message); jobs are prepared in this process without a trial")
+        logger.warning("jobs: cannot try jobs in a separate process; jobs are prepared in this process without a trial", metadata: ["reason": "\(message)"])
     }
 }
 

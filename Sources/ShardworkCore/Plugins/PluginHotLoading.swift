@@ -55,7 +55,9 @@ final class PluginHotLoading: Sendable {
         DispatchQueue.global(qos: .utility).async {
             let removed = cache.removeUnused()
             guard !removed.isEmpty else { return }
-            logger.info("plugins: removed \(removed.count) copies that no running host uses from the plugin cache \(cache.directory)")
+            logger.info(
+                "plugins: removed copies that no running host uses from the plugin cache",
+                metadata: ["copies": "\(removed.count)", "directory": "\(cache.directory)"])
         }
     }
 
@@ -138,14 +140,14 @@ final class PluginHotLoading: Sendable {
         }
         switch result {
         case .success(let outcome) where outcome.alreadyLoaded:
-            logger.info("\(outcome)")
+            logger.info("plugins: this content is loaded already; nothing changed", metadata: outcome.logMetadata)
         case .success(let outcome):
             services.events.publish(.pluginLoaded(
                 name: outcome.plugin, version: outcome.version, generation: outcome.generation, file: outcome.file))
-            logger.notice("\(outcome)")
+            logger.notice("plugins: loaded a new generation", metadata: outcome.logMetadata)
         case .failure(let error):
             services.events.publish(.pluginRefused(file: label, reason: "\(error)"))
-            logger.error("\(LogText.escaped("\(error)"))")
+            logger.error("plugins: a file was not loaded; nothing changed", metadata: error.logMetadata)
         }
         return result
     }
@@ -344,5 +346,35 @@ final class PluginHotLoading: Sendable {
             stamps[file] = Stamp(size: Int64(info.st_size), seconds: info.st_mtim.tv_sec, nanoseconds: info.st_mtim.tv_nsec)
         }
         return stamps
+    }
+}
+
+extension PluginLoadOutcome {
+    /// The outcome as log metadata. The file may be an upload's name and the plugin's name and
+    /// version are the file's own: outside text, escaped.
+    var logMetadata: Logger.Metadata {
+        var metadata: Logger.Metadata = [
+            "plugin": "\(LogText.escaped(plugin))", "version": "\(LogText.escaped(version))", "generation": "\(generation)",
+            "file": "\(LogText.escaped(file))", "cache.path": "\(cachePath)",
+        ]
+        if alreadyLoaded { return metadata }
+        if let superseded { metadata["superseded"] = "\(superseded)" }
+        // The jobs that use the new generation from their next fire (none: empty).
+        metadata["jobs"] = "\(jobsSwitched.joined(separator: ","))"
+        return metadata
+    }
+}
+
+extension PluginHotLoadError {
+    /// The refusal as log metadata: its code, the file, the plugin when it got that far, and every
+    /// reason (each naming its job and field when it is a job's), escaped.
+    var logMetadata: Logger.Metadata {
+        var metadata: Logger.Metadata = [
+            "code": "\(code.rawValue)", "file": "\(LogText.escaped(file))",
+            "reasons": "\(LogText.escaped(reasons.map(\.description).joined(separator: "; ")))",
+        ]
+        if let plugin { metadata["plugin"] = "\(LogText.escaped(plugin))" }
+        if let version { metadata["version"] = "\(LogText.escaped(version))" }
+        return metadata
     }
 }

@@ -137,33 +137,44 @@ public struct PluginLoader: Sendable {
         let (candidates, unusable) = discover(searchPath)
         report.unusableDirectories = unusable
         for problem in unusable {
-            logger.error("cannot search plugin directory \(problem)")
+            logger.error("cannot search a plugin directory", metadata: ["problem": "\(LogText.escaped(problem))"])
         }
         for candidate in candidates {
             let file = candidate.file
             let (inspection, loaded) = inspect(file)
             if candidate.foundInDirectory, inspection.isLibraryWithoutEntry {
-                logger.debug("not a plugin (no \(PluginABI.entrySymbol)), left alone", metadata: ["file": "\(file)"])
+                logger.debug(
+                    "not a plugin (no entry symbol), left alone",
+                    metadata: ["file": "\(LogText.escaped(file))", "symbol": "\(PluginABI.entrySymbol)"])
                 continue
             }
             guard let plugin = loaded else {
                 let refusal = PluginRefusal(file: file, reasons: inspection.reasons, inspection: inspection)
                 report.refused.append(refusal)
-                logger.error("\(refusal)")
+                logRefusal(refusal)
                 continue
             }
             do {
                 try registry.register(plugin)
                 report.loaded.append(plugin.info)
-                logger.debug(
-                    "loaded plugin \(plugin.info.name) \(plugin.info.version)",
-                    metadata: ["file": "\(file)", "providers": "\(plugin.providers.count)"])
+                logger.debug("loaded a plugin", metadata: [
+                    "file": "\(LogText.escaped(file))", "plugin": "\(LogText.escaped(plugin.info.name))",
+                    "version": "\(LogText.escaped(plugin.info.version))",
+                    "providers": "\(plugin.providers.count)",
+                ])
             } catch {
                 report.refused.append(error)
-                logger.error("\(LogText.escaped("\(error)"))")
+                logRefusal(error)
             }
         }
         return report
+    }
+
+    /// A refused plugin's line: the file and the reasons, which may quote the file, as data.
+    private func logRefusal(_ refusal: PluginRefusal) {
+        logger.error("refused a plugin", metadata: [
+            "file": "\(LogText.escaped(refusal.file))", "reasons": "\(LogText.escaped(refusal.reasons.joined(separator: "; ")))",
+        ])
     }
 
     // MARK: Loading one file

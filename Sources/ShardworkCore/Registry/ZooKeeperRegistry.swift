@@ -77,7 +77,9 @@ public final class ZooKeeperRegistry: RegistryCenter {
             if now >= nextWarning {
                 checks += 1
                 let elapsed = (now - started).components.seconds
-                logger.warning("registry: not connected to ZooKeeper at \(configuration.serverLists) after \(elapsed) s; still retrying (check \(checks))")
+                logger.warning(
+                    "registry: not connected to ZooKeeper yet; still retrying",
+                    metadata: ["servers": "\(configuration.serverLists)", "elapsed.seconds": "\(elapsed)", "check": "\(checks)"])
                 nextWarning = now + backoff.next()
             }
             try? await Task.sleep(for: .milliseconds(20))
@@ -140,7 +142,9 @@ public final class ZooKeeperRegistry: RegistryCenter {
                 state.sessionID = id
                 contact.withLock { $0 = .now }
                 publish = .connected(sessionID: id)
-                logger.info("registry: ZooKeeper session \(String(id, radix: 16)) at \(configuration.serverLists), timeout \(timeout)")
+                logger.info("registry: connected to a ZooKeeper session", metadata: [
+                    "session": "\(String(id, radix: 16))", "servers": "\(configuration.serverLists)", "session.timeout": "\(timeout)",
+                ])
             case .connecting:
                 guard state.sessionID != nil else { return }
                 publish = .disconnected
@@ -178,12 +182,12 @@ public final class ZooKeeperRegistry: RegistryCenter {
                     state.renewals += 1
                     return state.renewals
                 }
-                self.logger.warning("registry: ZooKeeper session expired; opening a new one (attempt \(attempt))")
+                self.logger.warning("registry: ZooKeeper session expired; opening a new one", metadata: ["attempt": "\(attempt)"])
                 do {
                     try self.openClient()
                     return
                 } catch {
-                    self.logger.error("registry: cannot open a ZooKeeper session: \(LogText.escaped("\(error)"))")
+                    self.logger.error("registry: cannot open a ZooKeeper session", metadata: ["error": "\(LogText.escaped("\(error)"))"])
                     try? await Task.sleep(for: backoff.next())
                 }
             }
