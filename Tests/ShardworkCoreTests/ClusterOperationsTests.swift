@@ -119,7 +119,7 @@ private func refusal(
     return nil
 }
 
-@Suite("Cluster operations")
+@Suite("Cluster operations", .stopsWhatItStarts)
 struct ClusterOperationsTests {
     // MARK: Status rules, without a registry
 
@@ -765,7 +765,7 @@ private final class InterleavingRegistry: RegistryCenter {
     func close() async { await base.close() }
 }
 
-@Suite("Cluster operations under concurrent writers")
+@Suite("Cluster operations under concurrent writers", .stopsWhatItStarts)
 struct ClusterOperationsRaceTests {
     @Test("a write beaten by a concurrent change is planned again from a fresh read, and applied whole", arguments: OperationsBackend.allCases)
     func replanned(_ backend: OperationsBackend) async throws {

@@ -57,6 +57,7 @@ final class ClusterHarness: Sendable {
         let host = try await ShardworkHost(
             configuration: try HostConfigurationReader.parse(yaml), providers: providers, registry: registry,
             clock: clock, instance: instance, logger: log.logger(), processorCount: 2)
+        TestScope.onEnd { await host.shutdown() }
         return Member(instance: instance, registry: registry, host: host, log: log)
     }
 
@@ -108,7 +109,7 @@ final class ClusterHarness: Sendable {
     }
 }
 
-@Suite("Cluster coordination")
+@Suite("Cluster coordination", .stopsWhatItStarts)
 struct ClusterTests {
     static let job = """
         jobs:

@@ -6,7 +6,7 @@ import Testing
 
 /// Fires armed ahead of their instant and started together, by the instant's wave (see
 /// `JobRuntime.arm(deadline:)`), on a host driven by a manual clock.
-@Suite("Fire waves")
+@Suite("Fire waves", .stopsWhatItStarts)
 struct FireWaveTests {
     /// The instant `seconds` whole seconds after the harness's start.
     static func instant(_ seconds: Int64) -> Int64 { (HostHarness.start / 1000 + seconds) * 1000 }

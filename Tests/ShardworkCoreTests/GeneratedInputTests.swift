@@ -10,7 +10,7 @@ import Testing
 /// must end in a clean refusal (a located, one-line error, or a job set aside with its reason) or a
 /// clean start (the host starts, fires and stops), never a trap, a hang or an error nobody can
 /// place. `SHARDWORK_GENERATED_SEED` replays a run; a failure names the case and its input.
-@Suite("Generated input", .timeLimit(.minutes(6)))
+@Suite("Generated input", .timeLimit(.minutes(6)), .stopsWhatItStarts)
 struct GeneratedInputTests {
     static let seed: UInt64 = ProcessInfo.processInfo.environment["SHARDWORK_GENERATED_SEED"].flatMap { UInt64($0) }
         ?? UInt64(Date().timeIntervalSince1970)

@@ -4,7 +4,7 @@ import ShardworkTestSupport
 import Synchronization
 import Testing
 
-@Suite("Host events")
+@Suite("Host events", .stopsWhatItStarts)
 struct HostEventsTests {
     @Test("a subscriber's iteration ends when the host stops")
     func endsWithHost() async throws {
@@ -136,7 +136,7 @@ struct HostEventsTests {
     }
 }
 
-@Suite("Host events in a cluster")
+@Suite("Host events in a cluster", .stopsWhatItStarts)
 struct ClusterEventsTests {
     @Test("failover as events: the crashed host fences; the live host queues its running item, takes it with a newer epoch and runs it")
     func failover() async throws {

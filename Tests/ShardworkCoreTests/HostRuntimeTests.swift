@@ -36,6 +36,7 @@ final class HostHarness: Sendable {
             clock: clock, instance: Self.instance, logger: logger ?? log.logger(), processorCount: 2,
             workerExecutable: try TestPaths.shardworkBinary)
         events = EventRecorder(host.events)
+        TestScope.onEnd { [host] in await host.shutdown() }
     }
 
     /// Advances the clock to `seconds` whole seconds after the start's second.
@@ -63,7 +64,7 @@ final class HostHarness: Sendable {
     func string(_ path: String) async throws -> String? { try await registry.string(path) }
 }
 
-@Suite("Single-host runtime")
+@Suite("Single-host runtime", .stopsWhatItStarts)
 struct HostRuntimeTests {
     @Test("a fire armed ahead of its instant starts its prepared items once; one whose registry state changed meanwhile takes the general path")
     func armedFires() async throws {

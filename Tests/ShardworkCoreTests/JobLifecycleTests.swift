@@ -7,7 +7,7 @@ import Synchronization
 import Testing
 
 /// Jobs removed, re-added and expired around a running host; the worker pool under a busy thread.
-@Suite("Jobs that come and go")
+@Suite("Jobs that come and go", .stopsWhatItStarts)
 struct JobLifecycleTests {
     /// One job of two items, firing every second.
     static let orders = """

@@ -7,7 +7,7 @@ import Testing
 /// The limits are ones a real ZooKeeper carries: a job at the largest total, with the longest name
 /// in the longest namespace, shards over two hosts and fires with running markers, every request
 /// under ZooKeeper's 1 MB limit.
-@Suite("Limits on a real ZooKeeper")
+@Suite("Limits on a real ZooKeeper", .stopsWhatItStarts)
 struct LimitsOnZooKeeperTests {
     @Test("the largest total with the longest names shards, reshards, marks and fires on ZooKeeper")
     func largestJob() async throws {
@@ -44,6 +44,7 @@ struct LimitsOnZooKeeperTests {
                 instance: JobInstance(id: "10.0.0.\(number)@-@\(number)", serverIP: "10.0.0.\(number)"), logger: log.logger(level: .info),
                 processorCount: 2)
             let events = EventRecorder(host.events)
+            TestScope.onEnd { await host.shutdown() }
             try await host.start()
             hosts.append((host, log, events))
         }

@@ -35,7 +35,7 @@ final class LineLog: Sendable {
 }
 
 /// Text from outside the host cannot forge or hide log lines.
-@Suite("Log safety")
+@Suite("Log safety", .stopsWhatItStarts)
 struct LogSafetyTests {
     @Test("line breaks, terminal escapes and invisible characters are written as escapes; plain text is left alone", arguments: [
         ("plain text, with punctuation: 100%", "plain text, with punctuation: 100%"),

@@ -6,7 +6,7 @@ import Testing
 
 /// A job can fail; the host cannot. Providers that crash or hang while they are made are tried in
 /// a separate process first, and the job is set aside on the host, which runs the rest.
-@Suite("No poison: jobs whose providers crash or hang", .timeLimit(.minutes(3)))
+@Suite("No poison: jobs whose providers crash or hang", .timeLimit(.minutes(3)), .stopsWhatItStarts)
 struct NoPoisonTests {
     static let sturdy = """
           - jobName: sturdy
@@ -107,7 +107,7 @@ struct NoPoisonTests {
 }
 
 /// Item timeouts bound what items that never stop can hold.
-@Suite("No poison: items that ignore their timeout", .timeLimit(.minutes(3)))
+@Suite("No poison: items that ignore their timeout", .timeLimit(.minutes(3)), .stopsWhatItStarts)
 struct ItemTimeoutTests {
     @Test("an in-process item that ignores its timeout holds one thread, is not started again while it runs, and is reported once")
     func inProcess() async throws {

@@ -5,7 +5,7 @@ import ShardworkTestSupport
 import Testing
 
 /// The script job (Plugins/ScriptJob) loaded from the build directory, running real scripts.
-@Suite("Script job")
+@Suite("Script job", .stopsWhatItStarts)
 struct ScriptJobTests {
     let log = CapturedLog()
     let registry = ProviderRegistry()

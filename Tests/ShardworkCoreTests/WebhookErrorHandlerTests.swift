@@ -6,7 +6,7 @@ import Testing
 
 /// The webhook, WeChat Work and DingTalk handlers (Plugins/WebhookErrorHandler) against a real HTTP
 /// server on 127.0.0.1 (Tests/Fixtures/servers/http_server.py).
-@Suite("Webhook error handlers")
+@Suite("Webhook error handlers", .stopsWhatItStarts)
 struct WebhookErrorHandlerTests {
     static let secret = "s3cret-signing-key"
     let log = CapturedLog()

@@ -220,13 +220,17 @@ final class ClusterSyncer: Sendable {
         for (id, value) in snapshot.unexpectedInstanceValues.sorted(by: { $0.key < $1.key }) where id != context.services.instance.id {
             context.explainOnce(
                 "\(paths.instance(id))=\(value)", logger: runtime.logger,
-                "\(paths.instance(id)) holds \(LogText.quoted(value)), not the instance its id names; taken as that instance (server \(CoordinationRules.serverIP(of: id))), whose host writes it again")
+                "an instance node holds another instance than the one its id names; taken as the instance of its id, whose host writes it again",
+                metadata: [
+                    "path": "\(paths.instance(id))", "value": "\(LogText.quoted(value))", "server": "\(CoordinationRules.serverIP(of: id))",
+                ])
         }
         for (ip, value) in snapshot.servers.sorted(by: { $0.key < $1.key })
         where value != ServerStatus.enabled.rawValue && value != ServerStatus.disabled.rawValue {
             context.explainOnce(
                 "\(paths.server(ip))=\(value)", logger: runtime.logger,
-                "\(paths.server(ip)) holds \(LogText.quoted(value)), which is neither ENABLED nor DISABLED; taken as ENABLED, as ElasticJob takes anything but DISABLED")
+                "a server node holds neither ENABLED nor DISABLED; taken as ENABLED, as ElasticJob takes anything but DISABLED",
+                metadata: ["path": "\(paths.server(ip))", "value": "\(LogText.quoted(value))"])
         }
     }
 }

@@ -27,7 +27,7 @@ final class HostContext: Sendable {
     /// The host's own bookkeeping of each job's cluster state.
     let syncs: Mutex<[String: JobSync]>
     let lifecycle = Mutex((started: false, stopped: false))
-    /// The unusual registry values already logged (``explainOnce(_:logger:_:)``).
+    /// The unusual registry values already logged (``explainOnce(_:logger:_:metadata:)``).
     private let explained = Mutex<Set<String>>([])
     /// One sync per job at a time; one more after it when asked during it.
     private let syncRuns = CoalescingRunner<String>()
@@ -113,14 +113,16 @@ final class HostContext: Sendable {
         }
     }
 
-    /// Logs `message` (a warning) the first time `key` is seen, with `logger` (the host's, or a
-    /// job's).
-    func explainOnce(_ key: String, logger: Logger? = nil, _ message: @autoclosure () -> String) {
+    /// Logs `message` (a warning, with `metadata`) the first time `key` is seen, with `logger` (the
+    /// host's, or a job's).
+    func explainOnce(
+        _ key: String, logger: Logger? = nil, _ message: Logger.Message, metadata: @autoclosure () -> Logger.Metadata = [:]
+    ) {
         let first = explained.withLock { explained -> Bool in
             if explained.count > 10_000 { explained.removeAll() }
             return explained.insert(key).inserted
         }
-        if first { (logger ?? self.logger).warning("\(message())") }
+        if first { (logger ?? self.logger).warning(message, metadata: metadata()) }
     }
 
     /// The host's logger with `job` in its metadata, for what concerns a job that has no runtime

@@ -116,12 +116,10 @@ final class JobAdoption: Sendable {
         let foreign = scanState.withLock { $0.foreign }
         for name in names.sorted() where !known.contains(name) && !foreign.contains(name) {
             if let problem = RegistryNames.jobNameProblem(name) {
-                // Not a name any host writes: explained once, never registered under. (The
-                // explanation's data rides on the logger: `explainOnce` takes a message only.)
-                var logger = self.logger
-                logger[metadataKey: "path"] = "\(LogText.escaped("/" + name))"
-                logger[metadataKey: "problem"] = "\(problem)"
-                context.explainOnce("/\(name)", logger: logger, "the registry holds a node whose name no job can have; it is not taken for a job")
+                // Not a name any host writes: explained once, never registered under.
+                context.explainOnce(
+                    "/\(name)", "the registry holds a node whose name no job can have; it is not taken for a job",
+                    metadata: ["path": "\(LogText.escaped("/" + name))", "problem": "\(problem)"])
                 continue
             }
             do {
