@@ -202,7 +202,10 @@ if withBenchmarks {
     package.targets.append(
         .executableTarget(
             name: "ZooKeeperBenchmark",
-            dependencies: ["ShardworkCore", "ShardworkTestSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "ShardworkCore", "ShardworkTestSupport", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ShardworkSDK", package: "SDK"),
+            ],
             path: "Benchmarks/ZooKeeper",
             swiftSettings: strictSettings
         ))

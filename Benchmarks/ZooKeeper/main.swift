@@ -10,6 +10,7 @@
 // Run with scripts/benchmark; results in docs/performance.md.
 import Foundation
 import Logging
+import ShardworkSDK
 import ShardworkCore
 import ShardworkTestSupport
 

@@ -1,3 +1,5 @@
+// `timespec` and `stat`: a release build finds them through the support module's header.
+import CShardworkSupport
 import Foundation
 import Logging
 import ShardworkSDK
