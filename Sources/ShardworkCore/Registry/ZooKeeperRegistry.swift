@@ -25,6 +25,9 @@ public final class ZooKeeperRegistry: RegistryCenter {
     private let root: String
     private let state = Mutex(State())
     private let contact = Mutex<ContinuousClock.Instant?>(nil)
+    /// The registry's own tasks (each client's session events, a renewal, the heartbeat, closing a
+    /// replaced client): cancelled and awaited by ``close()``.
+    private let tasks = BackgroundTasks()
 
     private struct State {
         var client: ZooKeeperClient?
@@ -119,7 +122,7 @@ public final class ZooKeeperRegistry: RegistryCenter {
             if state.client == nil { state.client = client }
             return state.generation
         }
-        Task { [weak self] in
+        tasks.spawn("session events") { [weak self] in
             for await event in client.sessionEvents {
                 guard let self else { return }
                 self.handle(event, of: client, generation: generation)
@@ -167,14 +170,14 @@ public final class ZooKeeperRegistry: RegistryCenter {
                 for subscriber in state.subscribers.values { subscriber.yield(next) }
             }
         }
-        if let replaced { Task { await replaced.close() } }
+        if let replaced { tasks.spawn("close a replaced client") { await replaced.close() } }
         if renew { renewSession(after: client) }
     }
 
     /// A new session after an expiry: close the dead client and open another, with a capped backoff
     /// between attempts that fail to produce a client; forever, until the registry is closed.
     private func renewSession(after expired: ZooKeeperClient) {
-        Task { [weak self] in
+        tasks.spawn("session renewal") { [weak self] in
             await expired.close()
             var backoff = Backoff(self?.configuration ?? ZooKeeperConfiguration(serverLists: "", namespace: ""))
             while let self, !self.state.withLock({ $0.closed }) {
@@ -222,8 +225,8 @@ public final class ZooKeeperRegistry: RegistryCenter {
     /// soon. The task holds the registry only while it reads: a registry dropped without `close()`
     /// still goes away.
     private func startHeartbeat() {
-        Task { [weak self] in
-            while true {
+        tasks.spawn("heartbeat") { [weak self] in
+            while !Task.isCancelled {
                 guard let timeout = await self?.heartbeat() else { return }
                 try? await Task.sleep(for: timeout / 4)
             }
@@ -284,6 +287,8 @@ public final class ZooKeeperRegistry: RegistryCenter {
             subscriber.finish()
         }
         await client?.close()
+        // The client's events have ended with it; the heartbeat and a renewal see `closed`.
+        _ = await tasks.cancelAndWait(upTo: .seconds(2))
     }
 
     // MARK: Operations
