@@ -141,7 +141,7 @@ let package = Package(
         // SDK); they dlopen the built .so files from the build directory instead.
         .target(
             name: "ShardworkTestSupport",
-            dependencies: ["ShardworkCore"],
+            dependencies: ["ShardworkCore", "CShardworkSupport"],
             path: "Tests/TestSupport",
             swiftSettings: strictSettings
         ),
@@ -159,7 +159,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ShardworkCLITests",
-            dependencies: ["ShardworkTestSupport", "ShardworkCore", "ZooKeeper"],
+            dependencies: ["ShardworkTestSupport", "ShardworkCore", "ZooKeeper", "CShardworkSupport"],
             swiftSettings: strictSettings
         ),
     ] + builtInPlugins.map(\.target) + pluginSupport,

@@ -1,3 +1,4 @@
+import CShardworkSupport
 import Foundation
 import Synchronization
 import ShardworkCore
@@ -339,18 +340,22 @@ struct RunCommandTests {
     func runUntil(
         _ awaited: [String], timeout: Double = 30, _ arguments: [String], signal: Int32
     ) async throws -> (status: Int32, signalled: Bool, log: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try TestPaths.shardworkBinary)
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: TestPaths.repositoryRoot)
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let guardian = try ChildGuard(process.processIdentifier)
+        // Its output comes through a pipe whose ends close on exec: only the child's copy (its
+        // standard output and errors) stays open in it, so the reader sees the end when it exits.
+        var ends: [Int32] = [-1, -1]
+        guard shardwork_pipe(&ends) == 0 else { throw TestSetupError("pipe(): \(String(cString: strerror(errno)))") }
+        let process: SpawnedProcess
+        do {
+            defer { close(ends[1]) }
+            process = try SpawnedProcess(try TestPaths.shardworkBinary, arguments, currentDirectory: TestPaths.repositoryRoot, output: ends[1])
+        } catch {
+            close(ends[0])
+            throw error
+        }
+        let guardian = try ChildGuard(process.pid)
         defer { guardian.release() }
         // Reading blocks: on a thread of its own, never on a cooperative one.
-        let reader = output.fileHandleForReading
+        let reader = FileHandle(fileDescriptor: ends[0], closeOnDealloc: true)
         let received = Mutex(Data())
         let collected = Task {
             try await onOwnThread {
@@ -367,11 +372,11 @@ struct RunCommandTests {
             if awaited.allSatisfy({ text.contains($0) }) { break }
             try await Task.sleep(for: .milliseconds(100))
         }
-        kill(process.processIdentifier, signal)
+        process.signal(signal)
         try await collected.value
-        try await onOwnThread { process.waitUntilExit() }
+        let exited = await process.waitForExit()
         let log = received.withLock { String(decoding: $0, as: UTF8.self) }
-        return (process.terminationStatus, process.terminationReason == .uncaughtSignal, log)
+        return (exited.status, exited.signalled, log)
     }
 
     @Test("the quick start on the real binary: items fire within seconds, and SIGINT, SIGTERM or SIGHUP stops it with exit 0",

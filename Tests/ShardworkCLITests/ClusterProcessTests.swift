@@ -53,9 +53,9 @@ struct LedgerEvent: Decodable, Hashable {
 }
 
 /// A `shardwork run` process.
-final class HostProcess: @unchecked Sendable {
+final class HostProcess: Sendable {
     let ip: String
-    let process: Process
+    let process: SpawnedProcess
     let guardian: ChildGuard
     let log: String
 
@@ -63,20 +63,12 @@ final class HostProcess: @unchecked Sendable {
         self.ip = ip
         self.log = log
         _ = FileManager.default.createFile(atPath: log, contents: nil)
-        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: try TestPaths.shardworkBinary)
-        process.arguments = ["run", "--config", config, "--log-level", "debug"] + arguments
-        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        try? output.close()
-        guardian = try ChildGuard(process.processIdentifier)
+        process = try SpawnedProcess(
+            try TestPaths.shardworkBinary, ["run", "--config", config, "--log-level", "debug"] + arguments, environment: environment, log: log)
+        guardian = try ChildGuard(process.pid)
     }
 
-    var pid: Int32 { process.processIdentifier }
+    var pid: Int32 { process.pid }
     var instanceID: String { "\(ip)@-@\(pid)" }
 
     func signal(_ signal: Int32) { kill(pid, signal) }
@@ -84,12 +76,23 @@ final class HostProcess: @unchecked Sendable {
     /// Stops the host (SIGTERM by default, SIGKILL for a crash) and waits for its exit status.
     @discardableResult
     func stop(_ signal: Int32 = SIGTERM) async -> Int32 {
+        await terminate(signal).status
+    }
+
+    /// Stops the host as ``stop(_:)`` does: its exit status, or the signal that ended it.
+    func terminate(_ signal: Int32 = SIGTERM) async -> (status: Int32, signalled: Bool) {
         kill(pid, signal)
         kill(pid, SIGCONT)
-        let process = process
-        _ = try? await onOwnThread { process.waitUntilExit() }
+        let outcome = await process.waitForExit()
         guardian.release()
-        return process.terminationStatus
+        return outcome
+    }
+
+    /// Waits for the host to end by itself: its exit status, or the signal that ended it.
+    func exit() async -> (status: Int32, signalled: Bool) {
+        let outcome = await process.waitForExit()
+        guardian.release()
+        return outcome
     }
 
     var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }

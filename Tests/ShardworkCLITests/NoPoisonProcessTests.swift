@@ -121,9 +121,8 @@ struct NoPoisonProcessTests {
         // No trial (preflight off): the provider is made in the host, which dies.
         try lone.configure(fragile + "\n" + sturdyJob)
         let first = try lone.start()
-        _ = try? await onOwnThread { first.process.waitUntilExit() }
-        first.guardian.release()
-        #expect(first.process.terminationReason == .uncaughtSignal && first.process.terminationStatus == SIGSEGV, "\(first.output)")
+        let died = await first.exit()
+        #expect(died.signalled && died.status == SIGSEGV, "\(first.output)")
         #expect(lone.journal.contains("crash\t11\t1\tfragile\t"), "journal: \(lone.journal)")
 
         // The same configuration again: the host starts, without the job.
@@ -154,9 +153,8 @@ struct NoPoisonProcessTests {
                 shardingItemParameters: "0=crash"
             """ + "\n" + sturdyJob)
         let first = try lone.start()
-        _ = try? await onOwnThread { first.process.waitUntilExit() }
-        first.guardian.release()
-        #expect(first.process.terminationReason == .uncaughtSignal && first.process.terminationStatus == SIGSEGV, "\(first.output)")
+        let died = await first.exit()
+        #expect(died.signalled && died.status == SIGSEGV, "\(first.output)")
         #expect(lone.journal.contains("crash\t11\t\(CrashPhase.running.rawValue)\tbrittle\t"), "journal: \(lone.journal)")
 
         let second = try lone.start()
@@ -308,15 +306,14 @@ struct NoPoisonProcessTests {
             let settled = await waitUntil(seconds: 60) { !host.process.isRunning || host.output.contains("host started") }
             #expect(settled, "\(label): neither refused nor started within a minute\n--- input:\n\(text.prefix(1500))\n--- output:\n\(host.output.suffix(1500))")
             if host.process.isRunning {
-                let status = await host.stop(SIGTERM)
-                #expect(status == 0 && host.process.terminationReason == .exit, "\(label): a started host stopped with \(status)\n\(host.output.suffix(1500))")
+                let stopped = await host.terminate(SIGTERM)
+                #expect(stopped.status == 0 && !stopped.signalled, "\(label): a started host stopped with \(stopped)\n\(host.output.suffix(1500))")
                 outcomes["started", default: 0] += 1
             } else {
-                _ = try? await onOwnThread { host.process.waitUntilExit() }
-                host.guardian.release()
+                let exited = await host.exit()
                 let lines = host.output.split(separator: "\n").filter { $0.hasPrefix("shardwork: ") }
-                #expect(host.process.terminationReason == .exit && host.process.terminationStatus == 2,
-                        "\(label): exited with \(host.process.terminationStatus) (\(host.process.terminationReason == .exit ? "status" : "signal"))\n--- input:\n\(text.prefix(1500))\n--- output:\n\(host.output.suffix(1500))")
+                #expect(!exited.signalled && exited.status == 2,
+                        "\(label): exited with \(exited.status) (\(exited.signalled ? "signal" : "status"))\n--- input:\n\(text.prefix(1500))\n--- output:\n\(host.output.suffix(1500))")
                 // One line, naming the file (and, from the reader, the place in it).
                 #expect(lines.count == 1 && lines[0].contains(lone.config), "\(label): \(host.output.suffix(800))")
                 outcomes["refused", default: 0] += 1
@@ -334,7 +331,7 @@ struct NoPoisonProcessTests {
             extra: "registry:\n  zookeeper:\n    serverLists: 127.0.0.1:\(port)\n    namespace: nowhere\n    waitForServer: true\n    baseSleepTimeMilliseconds: 100\n    maxSleepTimeMilliseconds: 200")
         let host = try lone.start()
         #expect(await waitUntil { host.output.contains("not connected to ZooKeeper") }, "\(host.output)")
-        #expect(await host.stop(SIGTERM) == 0, "\(host.output)")
-        #expect(host.process.terminationReason == .exit)
+        let stopped = await host.terminate(SIGTERM)
+        #expect(stopped.status == 0 && !stopped.signalled, "\(host.output)")
     }
 }

@@ -1,4 +1,7 @@
 public import Foundation
+import CShardworkSupport
+import ShardworkCore
+import Synchronization
 
 /// Real ZooKeeper servers from Debian's `zookeeper` package, for the tests: one standalone server or
 /// an ensemble, on 127.0.0.1, on free ports, each with its own data directory, stopped by PID.
@@ -29,7 +32,7 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
     /// pipe from this process closes without a goodbye: a test process that dies (crash, kill)
     /// leaves no server behind.
     private struct Server {
-        let java: Process
+        let java: SpawnedProcess
         let guardian: ChildGuard
     }
 
@@ -106,7 +109,7 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
 
     /// The java process of a running member.
     public func pid(_ id: Int) -> Int32? {
-        lock.withLock { running[id]?.java.processIdentifier }
+        lock.withLock { running[id]?.java.pid }
     }
 
     private func launch(_ id: Int) throws {
@@ -116,23 +119,12 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
         if FileManager.default.fileExists(atPath: "/usr/share/java/slf4j-simple.jar") {
             classPath += ":/usr/share/java/slf4j-simple.jar"
         }
-        _ = FileManager.default.createFile(atPath: member.logFile, contents: nil)
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: member.logFile))
-        log.seekToEndOfFile()
-        let java = Process()
-        java.executableURL = URL(fileURLWithPath: javaPath)
-        java.arguments = [
+        let java = try SpawnedProcess(javaPath, [
             "-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.net.preferIPv4Stack=true",
             "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", classPath,
             "org.apache.zookeeper.server.quorum.QuorumPeerMain", member.configFile,
-        ]
-        java.standardInput = FileHandle.nullDevice
-        java.standardOutput = log
-        java.standardError = log
-        try java.run()
-        try? log.close()
-
-        let guardian = try ChildGuard(java.processIdentifier)
+        ], log: member.logFile)
+        let guardian = try ChildGuard(java.pid)
         lock.withLock { running[id] = Server(java: java, guardian: guardian) }
     }
 
@@ -160,9 +152,9 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
 
     private func stopNow(_ id: Int, signal: Int32) {
         guard let server = lock.withLock({ running.removeValue(forKey: id) }) else { return }
-        kill(server.java.processIdentifier, signal)
-        kill(server.java.processIdentifier, SIGCONT)
-        server.java.waitUntilExit()
+        server.java.signal(signal)
+        server.java.signal(SIGCONT)
+        server.java.waitForExitBlocking()
         server.guardian.release()
     }
 
@@ -207,11 +199,10 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
 /// Kills a child process by PID if this process dies first (a crash, a kill, a test run cut
 /// short), so that no server or host outlives the tests that started it. A small shell reads a pipe
 /// from this process: when the pipe closes without a goodbye, it kills the child.
-public final class ChildGuard: @unchecked Sendable {
-    private let shell: Process
-    private let control: FileHandle
-    private let lock = NSLock()
-    private var released = false
+public final class ChildGuard: Sendable {
+    private let shell: SpawnedProcess
+    /// Our end of the guard's pipe; -1 once closed.
+    private let control: Mutex<Int32>
 
     static let script = #"""
         while read -r line; do
@@ -221,29 +212,40 @@ public final class ChildGuard: @unchecked Sendable {
         """#
 
     public init(_ pid: Int32) throws {
-        let pipe = Pipe()
-        // Our end must not leak into other children (the next server, say): the guard sees its
-        // pipe close only when every copy of the write end is gone.
-        _ = fcntl(pipe.fileHandleForWriting.fileDescriptor, F_SETFD, FD_CLOEXEC)
-        shell = Process()
-        shell.executableURL = URL(fileURLWithPath: "/bin/sh")
-        shell.arguments = ["-c", Self.script, "shardwork-test-guard", String(pid)]
-        shell.standardInput = pipe
-        shell.standardOutput = FileHandle.nullDevice
-        shell.standardError = FileHandle.nullDevice
-        try shell.run()
-        control = pipe.fileHandleForWriting
+        // Both ends close on exec: ours must not leak into other children (the next server, say),
+        // as the guard sees its pipe close only when every copy of the write end is gone; the
+        // guard's end becomes its standard input.
+        var ends: [Int32] = [-1, -1]
+        guard shardwork_pipe(&ends) == 0 else { throw TestSetupError("pipe(): \(String(cString: strerror(errno)))") }
+        defer { close(ends[0]) }
+        do {
+            shell = try SpawnedProcess("/bin/sh", ["-c", Self.script, "shardwork-test-guard", String(pid)], input: ends[0])
+        } catch {
+            close(ends[1])
+            throw error
+        }
+        control = Mutex(ends[1])
+    }
+
+    /// Dropped without a release: the pipe closes and the guard kills the child.
+    deinit {
+        let fd = control.withLock { $0 }
+        if fd >= 0 { close(fd) }
     }
 
     /// The child has ended (or is ending) on purpose: the guard leaves without killing anything.
     public func release() {
-        let first = lock.withLock { () -> Bool in
-            defer { released = true }
-            return !released
+        let fd = control.withLock { fd -> Int32 in
+            defer { fd = -1 }
+            return fd
         }
-        guard first else { return }
-        try? control.write(contentsOf: Array("EXIT\n".utf8))
-        try? control.close()
+        guard fd >= 0 else { return }
+        let goodbye = Array("EXIT\n".utf8)
+        _ = goodbye.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        // Reaped once it has gone, so that it leaves no zombie behind.
+        let shell = shell
+        Task.detached { await shell.waitForExit() }
     }
 }
 

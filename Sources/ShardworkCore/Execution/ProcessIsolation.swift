@@ -1,3 +1,4 @@
+import CShardworkSupport
 import Dispatch
 import Foundation
 import Logging
@@ -47,7 +48,7 @@ final class IsolatedJobType: Sendable {
     /// A running worker process and the items it is running.
     private final class Worker: @unchecked Sendable {
         // `process` and `input` are set once; writes to `input` are serialised by `writeLock`.
-        let process: Process
+        let process: SpawnedProcess
         let input: FileHandle
         let ready = DispatchSemaphore(value: 0)
         let setupFailure = Mutex<String?>(nil)
@@ -58,7 +59,7 @@ final class IsolatedJobType: Sendable {
         let killed = Atomic<Bool>(false)
         private let writeLock = Mutex(())
 
-        init(process: Process, input: FileHandle) {
+        init(process: SpawnedProcess, input: FileHandle) {
             self.process = process
             self.input = input
         }
@@ -102,7 +103,7 @@ final class IsolatedJobType: Sendable {
         worker.pending.withLock { $0[id] = pending }
         if !worker.process.isRunning {
             // It died between the check and now: its reader may have failed its items already.
-            pending.finish(.failed(message: "the job's worker process \(worker.process.processIdentifier) ended before the item started", code: 0))
+            pending.finish(.failed(message: "the job's worker process \(worker.process.pid) ended before the item started", code: 0))
         }
         worker.send(.run(WorkerMessage.Run(
             id: id, jobName: context.jobName, taskID: context.taskID, shardingTotalCount: context.shardingTotalCount,
@@ -121,7 +122,7 @@ final class IsolatedJobType: Sendable {
                     worker.overdue.withLock { _ = $0.insert(id) }
                     let others = worker.pending.withLock { $0.filter { $0.key != id && $0.value.outcome.withLock { $0 } == nil }.count }
                     var metadata: Logger.Metadata = [
-                        "pid": "\(worker.process.processIdentifier)", "item": "\(context.shardingItem)",
+                        "pid": "\(worker.process.pid)", "item": "\(context.shardingItem)",
                         "grace.seconds": "\(Self.killGraceSeconds)",
                     ]
                     if others > 0 { metadata["items.others"] = "\(others)" }
@@ -149,7 +150,7 @@ final class IsolatedJobType: Sendable {
             Set(pending.filter { $0.value.outcome.withLock { $0 } == nil }.keys)
         }
         guard unfinished.isSubset(of: overdue), !worker.killed.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        kill(worker.process.processIdentifier, SIGKILL)
+        kill(worker.process.pid, SIGKILL)
     }
 
     /// Ends the worker process (the host is stopping).
@@ -160,7 +161,7 @@ final class IsolatedJobType: Sendable {
         }
         guard let worker else { return }
         try? worker.input.close()
-        if worker.process.isRunning { kill(worker.process.processIdentifier, SIGTERM) }
+        if worker.process.isRunning { kill(worker.process.pid, SIGTERM) }
     }
 
     private func currentWorker() throws -> Worker {
@@ -184,20 +185,35 @@ final class IsolatedJobType: Sendable {
 
     private func startWorker() throws -> Worker {
         Self.ignoreBrokenPipes
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["worker"]
-        process.environment = ChildProcess.pluginChildEnvironment
-        let input = Pipe()
-        let output = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = FileHandle.standardError
-        try process.run()
-        let worker = Worker(process: process, input: input.fileHandleForWriting)
+        // Both pipes close on exec: the worker keeps only its standard input and output, and no
+        // other child inherits an end (the worker would never see its input close).
+        var input: [Int32] = [-1, -1]
+        var output: [Int32] = [-1, -1]
+        guard shardwork_pipe(&input) == 0 else { throw ChildProcessError(description: "cannot make a pipe: \(String(cString: strerror(errno)))") }
+        guard shardwork_pipe(&output) == 0 else {
+            let problem = String(cString: strerror(errno))
+            close(input[0])
+            close(input[1])
+            throw ChildProcessError(description: "cannot make a pipe: \(problem)")
+        }
+        let process: SpawnedProcess
+        do {
+            defer {
+                close(input[0])
+                close(output[1])
+            }
+            process = try SpawnedProcess(
+                executable, ["worker"], baseEnvironment: ChildProcess.pluginChildEnvironment, input: input[0], output: output[1],
+                errors: STDERR_FILENO)
+        } catch {
+            close(input[1])
+            close(output[0])
+            throw error
+        }
+        let worker = Worker(process: process, input: FileHandle(fileDescriptor: input[1], closeOnDealloc: true))
         worker.send(.setup(setup))
-        logger.debug("started a worker process", metadata: ["pid": "\(process.processIdentifier)", "job.type": "\(setup.provider)"])
-        let reader = output.fileHandleForReading
+        logger.debug("started a worker process", metadata: ["pid": "\(process.pid)", "job.type": "\(setup.provider)"])
+        let reader = FileHandle(fileDescriptor: output[0], closeOnDealloc: true)
         Thread.detachNewThread { [self] in read(reader, from: worker) }
         return worker
     }
@@ -240,11 +256,11 @@ final class IsolatedJobType: Sendable {
                 }
             }
         }
-        worker.process.waitUntilExit()
-        let pid = worker.process.processIdentifier
-        let ending: String = worker.process.terminationReason == .uncaughtSignal
-            ? "crashed: \(strsignal(worker.process.terminationStatus).map { String(cString: $0) } ?? "signal") (signal \(worker.process.terminationStatus))"
-            : "exited with status \(worker.process.terminationStatus)"
+        let exit = worker.process.waitForExitBlocking()
+        let pid = worker.process.pid
+        let ending: String = exit.signalled
+            ? "crashed: \(strsignal(exit.status).map { String(cString: $0) } ?? "signal") (signal \(exit.status))"
+            : "exited with status \(exit.status)"
         if !announced {
             worker.setupFailure.withLock { $0 = "the worker process \(pid) \(ending) before it was ready" }
             worker.ready.signal()

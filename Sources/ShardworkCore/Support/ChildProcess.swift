@@ -221,10 +221,10 @@ public enum ChildProcess {
     private enum WhyKilled { case timeout, stopped }
 
     /// Starts a child as the leader of a new process group; its pid, or -errno.
-    static func spawn(
+    package static func spawn(
         _ executable: String, _ argv: [String], _ environment: [String: String], stdin: Int32, stdout: Int32, stderr: Int32,
         directory: String?
-    ) -> pid_t {
+    ) -> Int32 {
         let arguments = argv.map { strdup($0) } + [nil]
         let variables = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
