@@ -39,6 +39,12 @@ public final class ZooKeeperRegistry: RegistryCenter {
         var nextSubscriber = 0
         var closed = false
         var renewals = 0
+        /// The client generation whose expiry started a renewal: a second expiry event of the same
+        /// client must not open a second client (it would never become current, nor be closed).
+        var renewedGeneration = 0
+        /// The heartbeat read still waiting for its answer: the client it went to, when, and
+        /// whether its lateness was reported.
+        var heartbeat: (client: ObjectIdentifier, sent: ContinuousClock.Instant, reported: Bool)?
     }
 
     /// A registry that failed to start.
@@ -58,34 +64,19 @@ public final class ZooKeeperRegistry: RegistryCenter {
         } catch {
             throw StartError(description: "registry.zookeeper.serverLists: '\(configuration.serverLists)' is not a list of host:port: \(error)")
         }
-        let started = ContinuousClock.now
-        let timeout = Duration.milliseconds(configuration.connectionTimeoutMilliseconds)
-        var backoff = Backoff(configuration)
-        var checks = 0
-        var nextWarning = started + backoff.next()
-        while registry.sessionID == nil {
-            if registry.state.withLock({ $0.current == .closed }) {
-                throw StartError(description: "ZooKeeper at \(configuration.serverLists) refused the credentials of registry.zookeeper.digest; check the user and password")
-            }
-            let now = ContinuousClock.now
-            if !configuration.waitForServer, now - started >= timeout {
-                await registry.close()
-                throw StartError(description: """
-                    cannot connect to ZooKeeper at \(configuration.serverLists): no session after \(configuration.connectionTimeoutMilliseconds) ms \
-                    (registry.zookeeper.connectionTimeoutMilliseconds), with the client retrying every server of serverLists throughout \
-                    (\(checks) warnings logged). Check that ZooKeeper runs there and that serverLists is right; raise \
-                    connectionTimeoutMilliseconds, or set registry.zookeeper.waitForServer: true to keep waiting
-                    """)
-            }
-            if now >= nextWarning {
-                checks += 1
-                let elapsed = (now - started).components.seconds
-                logger.warning(
-                    "registry: not connected to ZooKeeper yet; still retrying",
-                    metadata: ["servers": "\(configuration.serverLists)", "elapsed.seconds": "\(elapsed)", "check": "\(checks)"])
-                nextWarning = now + backoff.next()
-            }
-            try? await Task.sleep(for: .milliseconds(20))
+        switch await registry.firstSession(logger: logger) {
+        case .connected:
+            break
+        case .refused:
+            throw StartError(description: "ZooKeeper at \(configuration.serverLists) refused the credentials of registry.zookeeper.digest; check the user and password")
+        case .timedOut(let warnings):
+            await registry.close()
+            throw StartError(description: """
+                cannot connect to ZooKeeper at \(configuration.serverLists): no session after \(configuration.connectionTimeoutMilliseconds) ms \
+                (registry.zookeeper.connectionTimeoutMilliseconds), with the client retrying every server of serverLists throughout \
+                (\(warnings) warnings logged). Check that ZooKeeper runs there and that serverLists is right; raise \
+                connectionTimeoutMilliseconds, or set registry.zookeeper.waitForServer: true to keep waiting
+                """)
         }
         do {
             try await registry.createNamespace()
@@ -95,6 +86,63 @@ public final class ZooKeeperRegistry: RegistryCenter {
         }
         registry.startHeartbeat()
         return registry
+    }
+
+    /// How the wait for the first session ended.
+    private enum FirstSession: Sendable {
+        case connected
+        /// The server refused the credentials: the client closed.
+        case refused
+        case timedOut(warnings: Int)
+    }
+
+    /// Waits for the client's first session, on its session events rather than by looking: until it
+    /// connects, the server refuses the credentials, or `connectionTimeoutMilliseconds` pass
+    /// (never, with `waitForServer`). A warning names the servers each time the backoff interval
+    /// passes.
+    private func firstSession(logger: Logger) async -> FirstSession {
+        let configuration = configuration
+        let states = sessionStates()
+        return await withTaskGroup(of: FirstSession.self) { group in
+            group.addTask {
+                for await state in states {
+                    switch state {
+                    case .connected: return .connected
+                    case .closed: return .refused
+                    case .disconnected, .expired: continue
+                    }
+                }
+                return .refused
+            }
+            group.addTask {
+                let started = ContinuousClock.now
+                let deadline = configuration.waitForServer ? nil : started + .milliseconds(configuration.connectionTimeoutMilliseconds)
+                var backoff = Backoff(configuration)
+                var warnings = 0
+                var nextWarning = started + backoff.next()
+                while !Task.isCancelled {
+                    let wake = deadline.map { min($0, nextWarning) } ?? nextWarning
+                    try? await Task.sleep(until: wake, clock: .continuous)
+                    if Task.isCancelled { break }
+                    let now = ContinuousClock.now
+                    if let deadline, now >= deadline { return .timedOut(warnings: warnings) }
+                    if now >= nextWarning {
+                        warnings += 1
+                        logger.warning(
+                            "registry: not connected to ZooKeeper yet; still retrying",
+                            metadata: [
+                                "servers": "\(configuration.serverLists)", "elapsed.seconds": "\((now - started).components.seconds)",
+                                "check": "\(warnings)",
+                            ])
+                        nextWarning = now + backoff.next()
+                    }
+                }
+                return .timedOut(warnings: warnings)
+            }
+            let first = await group.next() ?? .refused
+            group.cancelAll()
+            return first
+        }
     }
 
     private init(configuration: ZooKeeperConfiguration, logger: Logger) {
@@ -154,7 +202,8 @@ public final class ZooKeeperRegistry: RegistryCenter {
             case .expired, .authenticationFailed:
                 state.sessionID = nil
                 publish = .expired
-                renew = true
+                renew = state.renewedGeneration != generation
+                state.renewedGeneration = generation
                 if case .authenticationFailed = event {
                     logger.error("registry: ZooKeeper refused the credentials of registry.zookeeper.digest")
                 }
@@ -222,29 +271,54 @@ public final class ZooKeeperRegistry: RegistryCenter {
     }
 
     /// A read every quarter of the session timeout, so that `lastContact` shows a silent connection
-    /// soon. The task holds the registry only while it reads: a registry dropped without `close()`
-    /// still goes away.
+    /// soon. The loop never waits for an answer: a read that is never answered (one sent to a client
+    /// as it was replaced, say) must not end the heartbeat, or a healthy session would look silent
+    /// and the host fence itself again and again. At most one read is outstanding per client. The
+    /// task holds the registry only while it looks: a registry dropped without `close()` still goes
+    /// away.
     private func startHeartbeat() {
         tasks.spawn("heartbeat") { [weak self] in
             while !Task.isCancelled {
-                guard let timeout = await self?.heartbeat() else { return }
+                guard let timeout = self?.heartbeat() else { return }
                 try? await Task.sleep(for: timeout / 4)
             }
         }
     }
 
-    /// One heartbeat read; `nil` once the registry is closed.
-    private func heartbeat() async -> Duration? {
+    /// Sends one heartbeat read unless one to the current client is still unanswered (a warning
+    /// says so once, past the session timeout); `nil` once the registry is closed.
+    private func heartbeat() -> Duration? {
+        let timeout = sessionTimeout ?? .seconds(10)
+        let now = ContinuousClock.now
+        let (client, late) = state.withLock { state -> (ZooKeeperClient?, Duration?) in
+            guard !state.closed, state.sessionID != nil, let client = state.client else { return (nil, nil) }
+            if let pending = state.heartbeat, pending.client == ObjectIdentifier(client) {
+                guard !pending.reported, now - pending.sent > timeout else { return (nil, nil) }
+                state.heartbeat?.reported = true
+                return (nil, now - pending.sent)
+            }
+            state.heartbeat = (ObjectIdentifier(client), now, false)
+            return (client, nil)
+        }
         if state.withLock({ $0.closed }) { return nil }
-        if let client = state.withLock({ $0.sessionID == nil ? nil : $0.client }) {
+        if let late {
+            logger.warning("registry: a heartbeat read has had no answer for over the session timeout", metadata: [
+                "waited": "\(late)", "session.timeout": "\(timeout)",
+            ])
+        }
+        guard let client else { return timeout }
+        tasks.spawn("heartbeat read") { [weak self] in
             do throws(ZooKeeperError) {
                 _ = try await client.exists("/", watch: nil)
-                touch()
+                self?.touch()
             } catch {
-                touch(ifAnswered: error)
+                self?.touch(ifAnswered: error)
+            }
+            self?.state.withLock { state in
+                if state.heartbeat?.client == ObjectIdentifier(client) { state.heartbeat = nil }
             }
         }
-        return sessionTimeout ?? .seconds(10)
+        return timeout
     }
 
     /// The current session's credentials (see `ZooKeeperClient.sessionCredentials`).
