@@ -12,7 +12,7 @@ final class HostHarness: Sendable {
     static let start: Int64 = 1_800_000_000_500  // half a second before a whole second
     static let instance = JobInstance(id: "10.0.0.1@-@7", serverIP: "10.0.0.1")
 
-    let clock = ManualClock(now: HostHarness.start)
+    let clock: ManualClock
     let log = CapturedLog()
     let registry: EmbeddedRegistry
     let host: ShardworkHost
@@ -20,8 +20,10 @@ final class HostHarness: Sendable {
     /// Every event of the host, from before it starts.
     let events: EventRecorder
 
-    /// `logger`: where the host logs, instead of the harness's captured log.
-    init(_ yaml: String, logger: Logger? = nil) async throws {
+    /// `logger`: where the host logs, instead of the harness's captured log. `monotonic`: whether
+    /// the clock's monotonic time (deadlines, waits) moves only by hand too.
+    init(_ yaml: String, logger: Logger? = nil, monotonic: ManualClock.MonotonicTime = .real) async throws {
+        clock = ManualClock(now: HostHarness.start, monotonic: monotonic)
         plugins = try TemporaryDirectory()
         try await CPluginBuilder.testPlugin(in: plugins.path, named: "libc_test.so")
         try await CPluginBuilder.testPlugin(

@@ -79,10 +79,11 @@ final class SessionSupervisor: Sendable {
     private func watchForSilence(fraction: Double) async {
         let registry = context.registry
         let services = context.services
+        let clock = services.clock
         while !Task.isCancelled, !context.isStopped {
             guard let timeout = registry.sessionTimeout else { return }
             if let last = registry.lastContact {
-                let silence = ContinuousClock.now - last
+                let silence = clock.monotonicNow() - last
                 if silence > timeout * fraction {
                     fence("the registry has not answered for over the fencing fraction of the session timeout", metadata: [
                         "silence": "\(silence)", "fraction": "\(fraction)", "session.timeout": "\(timeout)",
@@ -93,7 +94,7 @@ final class SessionSupervisor: Sendable {
                     context.logger.notice("registry: heard from again; items may start")
                 }
             }
-            try? await Task.sleep(for: min(max(timeout / 50, .milliseconds(20)), .milliseconds(250)))
+            try? await clock.sleep(for: min(max(timeout / 50, .milliseconds(20)), .milliseconds(250)))
         }
     }
 

@@ -157,6 +157,9 @@ public enum FireSkipReason: Sendable, Equatable {
     case registryFailed(String)
     /// A listener's failure made the error handler abort the fire.
     case aborted
+    /// The job stopped on this host (removed, or the host is stopping) while the fire waited for
+    /// a resharding.
+    case jobStopped
 }
 
 /// A change of a host's connection to its registry.

@@ -21,11 +21,11 @@ public final class HostServices: Sendable {
     package let fenced = Atomic<Bool>(false)
 
     /// Whether the registry has been silent for longer than the fencing limit. Checked inline, from
-    /// the last answer on the monotonic clock, so that a host that was paused knows at once when it
-    /// runs again, before any watchdog or session event has caught up.
+    /// the last answer on the monotonic time of the host's clock, so that a host that was paused
+    /// knows at once when it runs again, before any watchdog or session event has caught up.
     package func registrySilent(_ registry: any RegistryCenter) -> Bool {
         guard let fraction = fencingFraction, let timeout = registry.sessionTimeout, let last = registry.lastContact else { return false }
-        return ContinuousClock.now - last > timeout * fraction
+        return clock.monotonicNow() - last > timeout * fraction
     }
 
     /// Whether a new item may start: the registry is reachable and the host is not fenced.

@@ -2,22 +2,25 @@ import Foundation
 import Logging
 
 extension JobRuntime {
-    /// How long a fire waits for a resharding to settle before it is skipped.
+    /// How long a fire waits for a resharding to settle before it is skipped, on the monotonic time
+    /// of the host's clock.
     static let shardingWait: Duration = .seconds(10)
     /// The longest a wait for the leader's assignment goes without reading the job again: a
     /// change is noticed at once by the snapshot cache's watches; this bounds what one they do
-    /// not report (a watch lost with a connection, say) can cost.
+    /// not report (a watch lost with a connection, say) can cost. Real time, whatever the host's
+    /// clock: it paces reading, it is no deadline.
     static let shardingRecheck: Duration = .milliseconds(500)
 
     /// A resharding is flagged (reference §4.3). The leader shards, once no other live instance is
     /// still running one of the job's items (with monitorExecution); followers wait for it. If there
-    /// is no leader, this instance takes part in an election. Returns the snapshot to fire with, or
-    /// `nil` when the assignment did not settle within ``shardingWait`` (ElasticJob waits forever
-    /// there, and a stuck item or a stale marker stops every instance of the job).
-    func awaitSharding(_ first: JobSnapshot, job: PreparedJob) async throws -> JobSnapshot? {
+    /// is no leader, this instance takes part in an election. Gives up when the assignment did not
+    /// settle within ``shardingWait`` (ElasticJob waits forever there, and a stuck item or a stale
+    /// marker stops every instance of the job), or when the job stops here meanwhile.
+    func awaitSharding(_ first: JobSnapshot, job: PreparedJob) async throws -> ShardingWait {
         let total = job.configuration.shardingTotalCount
         let me = services.instance
-        let started = ContinuousClock.now
+        let clock = services.clock
+        let started = clock.monotonicNow()
         var snapshot = first
         // The cache's generation when `snapshot` was read, or older: a change since wakes the wait.
         var generation = coordinator.cacheGeneration
@@ -43,16 +46,28 @@ extension JobRuntime {
                     // Instance ids are node names of the registry: outside text.
                     "assignment": "\(LogText.escaped(assignment.joined(separator: "; ")))",
                 ])
-                return snapshot
+                return .settled(snapshot)
             }
-            let waited = ContinuousClock.now - started
-            guard waited < Self.shardingWait else { return nil }
+            // Waiting on others is for a job that goes on here: one stopped meanwhile gives up.
+            if isStopped { return .stopped }
+            let waited = clock.monotonicNow() - started
+            guard waited < Self.shardingWait else { return .timedOut }
             // Followers (and a leader waiting for running items to end) wait for the next change.
             await coordinator.change(after: generation, within: min(Self.shardingRecheck, Self.shardingWait - waited))
             try Task.checkCancellation()
             generation = coordinator.cacheGeneration
             snapshot = try await coordinator.snapshot()
         }
-        return snapshot
+        return .settled(snapshot)
+    }
+
+    /// How a wait for a resharding ended.
+    enum ShardingWait {
+        /// The assignment to fire with.
+        case settled(JobSnapshot)
+        /// It did not settle within ``JobRuntime/shardingWait``.
+        case timedOut
+        /// The job stopped on this host (removed, or the host is stopping).
+        case stopped
     }
 }

@@ -214,6 +214,9 @@ public final class JobRuntime: Sendable {
 
     public var isRunning: Bool { state.withLock { $0.fires.running } }
 
+    /// Whether the job stopped on this host (removed, or the host is stopping).
+    var isStopped: Bool { state.withLock { $0.fires.stopped } }
+
     /// While the job is idle here, a stamp that changes when a run starts; `nil` while it runs. Two
     /// equal stamps mean the job stayed idle in between.
     var idleStamp: UInt64? { state.withLock { $0.fires.idleStamp } }
@@ -322,14 +325,19 @@ public final class JobRuntime: Sendable {
 
             var snapshot = try await coordinator.snapshot()
             if CoordinationRules.needsSharding(snapshot) {
-                guard let settled = try await awaitSharding(snapshot, job: job) else {
+                switch try await awaitSharding(snapshot, job: job) {
+                case .settled(let settled):
+                    snapshot = settled
+                case .timedOut:
                     services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .shardingDidNotSettle))
                     logger.warning(
                         "a fire is skipped: the new assignment did not settle in time",
                         metadata: ["fire.time": "\(Self.format(fireTime))", "sharding.wait": "\(Self.shardingWait)"])
                     return nil
+                case .stopped:
+                    services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .jobStopped))
+                    return nil
                 }
-                snapshot = settled
             }
             items = CoordinationRules.itemsToRun(
                 snapshot, services.instance, total: configuration.shardingTotalCount,

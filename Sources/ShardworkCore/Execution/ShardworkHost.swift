@@ -323,8 +323,8 @@ public final class ShardworkHost: Service, Sendable {
                 group.addTask {
                     for runtime in waiting { await runtime.untilIdle() }
                 }
-                group.addTask {
-                    try? await Task.sleep(for: .milliseconds(Int64(timeout * 1000)))
+                group.addTask { [clock = services.clock] in
+                    try? await clock.sleep(for: .milliseconds(Int64(timeout * 1000)))
                 }
                 await group.next()
                 group.cancelAll()

@@ -59,8 +59,8 @@ public protocol RegistryCenter: AnyObject, Sendable {
     /// The session timeout granted, for registries whose sessions time out (`nil` otherwise).
     var sessionTimeout: Duration? { get }
 
-    /// When the registry was last heard from (an answer or an event), on the monotonic clock;
-    /// `nil` when the registry cannot tell.
+    /// When the registry was last heard from (an answer or an event), on the monotonic time of the
+    /// host's ``SchedulerClock``; `nil` when the registry cannot tell.
     var lastContact: ContinuousClock.Instant? { get }
 
     /// Creates the node that `/` stands for when it is missing (a ZooKeeper namespace that was

@@ -25,6 +25,9 @@ public final class ZooKeeperRegistry: RegistryCenter {
     private let root: String
     private let state = Mutex(State())
     private let contact = Mutex<ContinuousClock.Instant?>(nil)
+    /// Stamps ``lastContact``: the monotonic time of the host's clock, so that the host measures
+    /// the registry's silence on the clock it was given.
+    private let clock: any SchedulerClock
     /// The registry's own tasks (each client's session events, a renewal, the heartbeat, closing a
     /// replaced client): cancelled and awaited by ``close()``.
     private let tasks = BackgroundTasks()
@@ -57,8 +60,11 @@ public final class ZooKeeperRegistry: RegistryCenter {
     /// Waits up to `connectionTimeoutMilliseconds` (the C client tries every server of
     /// `serverLists` again and again meanwhile), or without end when `waitForServer` is set; a
     /// warning names the servers each time the backoff interval passes.
-    public static func connect(_ configuration: ZooKeeperConfiguration, logger: Logger) async throws(StartError) -> ZooKeeperRegistry {
-        let registry = ZooKeeperRegistry(configuration: configuration, logger: logger)
+    /// `clock` stamps ``lastContact`` with its monotonic time: give the host's clock.
+    public static func connect(
+        _ configuration: ZooKeeperConfiguration, clock: any SchedulerClock = SystemClock(), logger: Logger
+    ) async throws(StartError) -> ZooKeeperRegistry {
+        let registry = ZooKeeperRegistry(configuration: configuration, clock: clock, logger: logger)
         do {
             try registry.openClient()
         } catch {
@@ -145,8 +151,9 @@ public final class ZooKeeperRegistry: RegistryCenter {
         }
     }
 
-    private init(configuration: ZooKeeperConfiguration, logger: Logger) {
+    private init(configuration: ZooKeeperConfiguration, clock: any SchedulerClock, logger: Logger) {
         self.configuration = configuration
+        self.clock = clock
         self.logger = logger
         self.root = "/" + configuration.namespace
     }
@@ -191,7 +198,7 @@ public final class ZooKeeperRegistry: RegistryCenter {
                     state.client = client
                 }
                 state.sessionID = id
-                contact.withLock { $0 = .now }
+                contact.withLock { $0 = clock.monotonicNow() }
                 publish = .connected(sessionID: id)
                 logger.info("registry: connected to a ZooKeeper session", metadata: [
                     "session": "\(String(id, radix: 16))", "servers": "\(configuration.serverLists)", "session.timeout": "\(timeout)",
@@ -253,13 +260,14 @@ public final class ZooKeeperRegistry: RegistryCenter {
         state.withLock { $0.client }?.negotiatedTimeout ?? .milliseconds(configuration.sessionTimeoutMilliseconds)
     }
 
-    /// The last answer or session event from ZooKeeper, on the monotonic clock. A heartbeat read
-    /// every quarter of the session timeout keeps it fresh while nothing else is asked, so that a
-    /// silent connection shows in it within that quarter.
+    /// The last answer or session event from ZooKeeper, on the monotonic time of the clock given
+    /// to ``connect(_:clock:logger:)``. A heartbeat read every quarter of the session timeout keeps
+    /// it fresh while nothing else is asked, so that a silent connection shows in it within that
+    /// quarter.
     public var lastContact: ContinuousClock.Instant? { contact.withLock { $0 } }
 
     private func touch() {
-        contact.withLock { $0 = .now }
+        contact.withLock { $0 = clock.monotonicNow() }
     }
 
     /// Whether the error is an answer from the server (so the server was heard from).

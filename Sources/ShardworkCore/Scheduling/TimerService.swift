@@ -3,7 +3,14 @@ import CShardworkSupport
 import Foundation
 import Synchronization
 
-/// The wall clock the scheduler fires by: milliseconds since the Unix epoch.
+/// The host's one source of time, in two kinds.
+///
+/// Wall-clock time (``now()``, milliseconds since the Unix epoch) is what cron instants are made
+/// of: the timer fires by it, and the reconcile interval is counted on it. Monotonic time
+/// (``monotonicNow()``, ``sleep(for:)``) measures what must not jump with the wall clock: the
+/// shutdown deadline, how long a fire waits for a resharding, and how long the registry has been
+/// silent (fencing). The system's clock reads the kernel for both; a test's clock can move either
+/// by hand.
 public protocol SchedulerClock: Sendable {
     func now() -> Int64
     /// The same clock in microseconds, so the timer can wake at a deadline rather than up to a
@@ -13,11 +20,18 @@ public protocol SchedulerClock: Sendable {
     /// (set by hand, say) calls it after each jump, so that what became due fires at once; without
     /// it the timer notices within a second, the longest it sleeps.
     func onJump(_ wake: @escaping @Sendable () -> Void)
+    /// The current monotonic instant.
+    func monotonicNow() -> ContinuousClock.Instant
+    /// Sleeps for `duration` of monotonic time; throws `CancellationError` when the task is
+    /// cancelled.
+    func sleep(for duration: Duration) async throws
 }
 
 extension SchedulerClock {
     public func nowMicroseconds() -> Int64 { now() * 1000 }
     public func onJump(_ wake: @escaping @Sendable () -> Void) {}
+    public func monotonicNow() -> ContinuousClock.Instant { .now }
+    public func sleep(for duration: Duration) async throws { try await Task.sleep(for: duration) }
 }
 
 /// The system's real-time clock.
