@@ -194,7 +194,7 @@ if withBenchmarks {
     package.targets.append(
         .executableTarget(
             name: "FailoverBenchmark",
-            dependencies: ["ShardworkTestSupport"],
+            dependencies: ["ShardworkCore", "ShardworkTestSupport"],
             path: "Benchmarks/Failover",
             swiftSettings: strictSettings
         ))

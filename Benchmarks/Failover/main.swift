@@ -4,6 +4,7 @@
 //
 // Usage: FailoverBenchmark [trials]   (default 20)
 import Foundation
+import ShardworkCore
 import ShardworkTestSupport
 
 func fail(_ message: String) -> Never {
@@ -36,26 +37,17 @@ do {
 let directory = try TemporaryDirectory("shardwork-failover-benchmark")
 
 final class Host {
-    let process = Process()
+    let process: SpawnedProcess
     let guardian: ChildGuard
 
     init(ip: String, config: String, log: String) throws {
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        output.seekToEndOfFile()
-        process.executableURL = URL(fileURLWithPath: shardwork)
-        process.arguments = ["run", "--config", config, "--ip", ip]
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        try? output.close()
-        guardian = try ChildGuard(process.processIdentifier)
+        process = try SpawnedProcess(shardwork, ["run", "--config", config, "--ip", ip], log: log)
+        guardian = try ChildGuard(process.pid)
     }
 
     func kill9() {
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        process.signal(SIGKILL)
+        process.waitForExitBlocking()
         guardian.release()
     }
 }

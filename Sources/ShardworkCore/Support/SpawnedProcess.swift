@@ -101,14 +101,4 @@ package final class SpawnedProcess: Sendable {
         let signal = status & 0x7F
         return signal == 0 ? ((status >> 8) & 0xFF, false) : (signal, true)
     }
-
-    /// Waits up to `limit` for the child to end; whether it did.
-    package func waitForExit(upTo limit: Duration) async -> Bool {
-        let deadline = ContinuousClock.now + limit
-        while ContinuousClock.now < deadline {
-            if !isRunning { return true }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        return !isRunning
-    }
 }
