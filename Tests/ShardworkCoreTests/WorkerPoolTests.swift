@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import ShardworkCore
 import Synchronization
+import ShardworkTestSupport
 import Testing
 
 @Suite("Worker pool")

@@ -1,19 +1,19 @@
 import Synchronization
-import Testing
+public import Testing
 
 /// What a test started that must stop when it ends, however it ends (an expectation that throws,
 /// a `#require` that fails): hosts and clusters register their shutdown here as they are made,
 /// and the ``Trait/stopsWhatItStarts`` trait runs every registered stop after the test, last
 /// made first.
-final class TestScope: Sendable {
-    @TaskLocal static var current: TestScope?
+public final class TestScope: Sendable {
+    @TaskLocal public static var current: TestScope?
 
     private let stops = Mutex<[@Sendable () async -> Void]>([])
 
-    init() {}
+    public init() {}
 
     /// Registers `stop` with the scope of the running test, if it has one.
-    static func onEnd(_ stop: @escaping @Sendable () async -> Void) {
+    public static func onEnd(_ stop: @escaping @Sendable () async -> Void) {
         current?.stops.withLock { $0.append(stop) }
     }
 
@@ -24,10 +24,12 @@ final class TestScope: Sendable {
 }
 
 /// Runs each test of a suite in a ``TestScope``, and stops what it started when it ends.
-struct StopsWhatItStarts: SuiteTrait, TestTrait, TestScoping {
-    var isRecursive: Bool { true }
+public struct StopsWhatItStarts: SuiteTrait, TestTrait, TestScoping {
+    public var isRecursive: Bool { true }
 
-    func provideScope(
+    public init() {}
+
+    public func provideScope(
         for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
     ) async throws {
         // The suite itself: its tests get a scope each.
@@ -45,5 +47,5 @@ struct StopsWhatItStarts: SuiteTrait, TestTrait, TestScoping {
 
 extension Trait where Self == StopsWhatItStarts {
     /// Every host or cluster a test makes is stopped when the test ends, passed or failed.
-    static var stopsWhatItStarts: Self { Self() }
+    public static var stopsWhatItStarts: Self { Self() }
 }
