@@ -90,6 +90,8 @@ public struct FireStart: Sendable, Equatable {
     public var jobType: String
     public var plugin: String
     public var pluginVersion: String
+    /// ElasticJob's task id of the run: `{job}@-@{items}@-@READY@-@{ip}@-@{pid}`.
+    public var taskID: String
 
     /// From the fire time to the items' start (0 for triggers and failover runs, which start when
     /// they are asked for).
@@ -97,7 +99,7 @@ public struct FireStart: Sendable, Equatable {
 
     public init(
         job: String, fireTime: Int64, source: FireSource, items: [Int], epochs: [Int: UInt64], startedAt: Int64,
-        jobType: String, plugin: String, pluginVersion: String
+        jobType: String, plugin: String, pluginVersion: String, taskID: String = ""
     ) {
         self.job = job
         self.fireTime = fireTime
@@ -108,6 +110,30 @@ public struct FireStart: Sendable, Equatable {
         self.jobType = jobType
         self.plugin = plugin
         self.pluginVersion = pluginVersion
+        self.taskID = taskID
+    }
+}
+
+/// When one item of a run started and ended, on the host's clock.
+public struct ItemTimes: Sendable, Equatable {
+    public var startedAt: Int64
+    public var endedAt: Int64
+
+    public init(startedAt: Int64, endedAt: Int64) {
+        self.startedAt = startedAt
+        self.endedAt = endedAt
+    }
+}
+
+/// One run of a fire's items: a fire runs its items again, in the same fire, for each misfire that
+/// came while they ran (ElasticJob's misfire loop).
+public struct ItemsRunDetail: Sendable, Equatable {
+    public var outcomes: [Int: ItemOutcome]
+    public var itemTimes: [Int: ItemTimes]
+
+    public init(outcomes: [Int: ItemOutcome], itemTimes: [Int: ItemTimes]) {
+        self.outcomes = outcomes
+        self.itemTimes = itemTimes
     }
 }
 
@@ -125,6 +151,14 @@ public struct FireEnd: Sendable, Equatable {
     public var runs: Int
     public var startedAt: Int64
     public var endedAt: Int64
+    /// When each item of the (last) run started and ended. Empty for a fire started armed (a job
+    /// without listeners or running markers, whose items start in the fire's wave): its items ran
+    /// between ``startedAt`` and ``endedAt``.
+    public var itemTimes: [Int: ItemTimes]
+    /// Every run of the items in order, when they ran more than once (``runs`` > 1): the first is
+    /// the fire's own, the others misfire re-runs. Empty when they ran once (``outcomes`` and
+    /// ``itemTimes`` are that run).
+    public var runDetails: [ItemsRunDetail]
 
     public var durationMilliseconds: Int64 { max(0, endedAt - startedAt) }
     /// Items whose outcome is not success, ascending.
@@ -133,7 +167,7 @@ public struct FireEnd: Sendable, Equatable {
 
     public init(
         job: String, fireTime: Int64, source: FireSource, items: [Int], outcomes: [Int: ItemOutcome], fenced: [Int] = [],
-        runs: Int, startedAt: Int64, endedAt: Int64
+        runs: Int, startedAt: Int64, endedAt: Int64, itemTimes: [Int: ItemTimes] = [:], runDetails: [ItemsRunDetail] = []
     ) {
         self.job = job
         self.fireTime = fireTime
@@ -144,6 +178,13 @@ public struct FireEnd: Sendable, Equatable {
         self.runs = runs
         self.startedAt = startedAt
         self.endedAt = endedAt
+        self.itemTimes = itemTimes
+        self.runDetails = runDetails
+    }
+
+    /// When `item` started and ended (the fire's times for a fire started armed).
+    public func times(of item: Int) -> ItemTimes {
+        itemTimes[item] ?? ItemTimes(startedAt: startedAt, endedAt: endedAt)
     }
 }
 

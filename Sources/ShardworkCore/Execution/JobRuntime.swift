@@ -4,7 +4,7 @@ import ShardworkSDK
 import Synchronization
 
 /// Why a fire happens.
-public enum FireSource: String, Sendable {
+public enum FireSource: String, Sendable, Codable, CaseIterable {
     /// The cron schedule.
     case schedule
     /// A trigger: run once now (one-off jobs, operators).
@@ -249,6 +249,8 @@ public final class JobRuntime: Sendable {
         var fenced: [Int] = []
         var runs: Int
         var started: Int64
+        var itemTimes: [Int: ItemTimes] = [:]
+        var runDetails: [ItemsRunDetail] = []
     }
 
     /// What runs next once a run has ended, or `nil` (and the job is idle) when nothing does.
@@ -307,6 +309,8 @@ public final class JobRuntime: Sendable {
         }
         var items: [Int] = []
         var outcomes: [Int: ItemOutcome] = [:]
+        var itemTimes: [Int: ItemTimes] = [:]
+        var runDetails: [ItemsRunDetail] = []
         var fenced: [Int] = []
         var runs = 0
         do {
@@ -354,13 +358,15 @@ public final class JobRuntime: Sendable {
                 services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .aborted))
                 return nil
             }
-            reportFireStart(job, fireTime: fireTime, source: source, items: items, epochs: epochs)
+            reportFireStart(job, fireTime: fireTime, source: source, items: items, epochs: epochs, taskID: taskID)
             if items.isEmpty {
                 logger.debug("no items on this host")
             } else {
                 while true {
                     let run = try await execute(job, isolated, items, epochs: epochs, fireTime: fireTime, taskID: taskID, failover: false)
                     outcomes = run.outcomes
+                    itemTimes = run.itemTimes
+                    if services.events.isObserved { runDetails.append(ItemsRunDetail(outcomes: run.outcomes, itemTimes: run.itemTimes)) }
                     fenced = run.fenced
                     runs += 1
                     if run.aborted { break }
@@ -371,7 +377,9 @@ public final class JobRuntime: Sendable {
                 (item, outcomes[item].map { $0.succeeded ? ItemStatus.succeeded : .failed } ?? .notRun)
             })
             _ = await runListeners(job, fire, before: false)
-            return FireReport(fireTime: fireTime, source: source, items: items, outcomes: outcomes, fenced: fenced, runs: runs, started: started)
+            return FireReport(
+                fireTime: fireTime, source: source, items: items, outcomes: outcomes, fenced: fenced, runs: runs, started: started,
+                itemTimes: itemTimes, runDetails: runs > 1 ? runDetails : [])
         } catch {
             services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .registryFailed("\(error)")))
             logger.error(
@@ -402,14 +410,16 @@ public final class JobRuntime: Sendable {
                 services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .aborted))
                 return nil
             }
-            reportFireStart(job, fireTime: fireTime, source: .failover, items: items, epochs: claims)
+            reportFireStart(job, fireTime: fireTime, source: .failover, items: items, epochs: claims, taskID: taskID)
             let run = try await execute(job, isolated, items, epochs: claims, fireTime: fireTime, taskID: taskID, failover: true)
             let outcomes = run.outcomes
             fire.itemStatuses = Dictionary(uniqueKeysWithValues: items.map { item in
                 (item, outcomes[item].map { $0.succeeded ? ItemStatus.succeeded : .failed } ?? .notRun)
             })
             _ = await runListeners(job, fire, before: false)
-            return FireReport(fireTime: fireTime, source: .failover, items: items, outcomes: outcomes, fenced: run.fenced, runs: 1, started: started)
+            return FireReport(
+                fireTime: fireTime, source: .failover, items: items, outcomes: outcomes, fenced: run.fenced, runs: 1, started: started,
+                itemTimes: run.itemTimes)
         } catch {
             services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .registryFailed("\(error)")))
             logger.error(
@@ -458,6 +468,8 @@ public final class JobRuntime: Sendable {
     /// What one run of a fire's items came to.
     struct ItemsRun {
         var outcomes: [Int: ItemOutcome]
+        /// When each item started and ended (recorded only while the host's events are observed).
+        var itemTimes: [Int: ItemTimes]
         /// Items stopped by fencing.
         var fenced: [Int]
         /// The error handler asked to abort the rest of the fire.
@@ -492,10 +504,15 @@ public final class JobRuntime: Sendable {
                     "threads.held": "\(services.pool.stuckThreads)", "threads.held.max": "\(services.pool.size)",
                 ])
         }
+        // Each item's start and end, for the event stream's readers (execution history).
+        let times: Mutex<[Int: ItemTimes]>? = services.events.isObserved ? Mutex([:]) : nil
+        let clock = services.clock
         var outcomes = await ItemBatch.run(
             items.filter { !held.contains($0) }, concurrency: job.threadCount, pool: services.pool, timeout: job.itemTimeoutSeconds,
             cancellation: services.cancellation, stuck: stuckItems
         ) { item, isCancelled in
+            let started = times == nil ? 0 : clock.now()
+            defer { times?.withLock { $0[item] = ItemTimes(startedAt: started, endedAt: clock.now()) } }
             let context = Self.context(job, item: item, taskID: taskID, fireTime: fireTime, epoch: epochs[item] ?? 0)
             let invocation = self.invocation(context, isCancelled: isCancelled, owned: owned)
             if let isolated { return isolated.run(invocation) }
@@ -524,7 +541,7 @@ public final class JobRuntime: Sendable {
             }
         }
         let propagate = await handleItemFailures(job, items, outcomes, fireTime: fireTime, taskID: taskID)
-        return ItemsRun(outcomes: outcomes, fenced: ending.fenced, aborted: propagate)
+        return ItemsRun(outcomes: outcomes, itemTimes: times?.withLock { $0 } ?? [:], fenced: ending.fenced, aborted: propagate)
     }
 
     /// Logs and publishes how a run's items ended as far as ownership goes (both fire paths).
@@ -677,13 +694,13 @@ public final class JobRuntime: Sendable {
     }
 
     /// A run began: its start event.
-    private func reportFireStart(_ job: PreparedJob, fireTime: Int64, source: FireSource, items: [Int], epochs: [Int: UInt64]) {
+    private func reportFireStart(_ job: PreparedJob, fireTime: Int64, source: FireSource, items: [Int], epochs: [Int: UInt64], taskID: String) {
         guard services.events.isObserved else { return }
         let provider = job.jobTypeProvider
         services.events.publish(.fireStarted(FireStart(
             job: name, fireTime: fireTime, source: source, items: items, epochs: epochs, startedAt: services.clock.now(),
             jobType: provider?.name ?? job.configuration.jobType, plugin: provider?.plugin.name ?? "",
-            pluginVersion: provider?.plugin.version ?? "")))
+            pluginVersion: provider?.plugin.version ?? "", taskID: taskID)))
     }
 
     /// A run ended and the job has moved on from it: its end event and its summary line.
@@ -691,7 +708,8 @@ public final class JobRuntime: Sendable {
         let now = services.clock.now()
         services.events.publish(.fireEnded(FireEnd(
             job: name, fireTime: report.fireTime, source: report.source, items: report.items, outcomes: report.outcomes,
-            fenced: report.fenced, runs: report.runs, startedAt: report.started, endedAt: now)))
+            fenced: report.fenced, runs: report.runs, startedAt: report.started, endedAt: now, itemTimes: report.itemTimes,
+            runDetails: report.runDetails)))
         // At debug: thousands of fires a second must not mean thousands of lines a second. The
         // metadata is built only when debug is logged: a fire is cheap, formatting it is not.
         logger.debug("fired", metadata: Self.fireSummary(report, duration: now - report.started))
@@ -864,7 +882,7 @@ extension JobRuntime {
         armedFires.wrappingAdd(1, ordering: .relaxed)
         fire.startedAt.store(gate.now, ordering: .relaxed)
         if services.events.isObserved {
-            reportFireStart(fire.job, fireTime: fire.deadline, source: .schedule, items: fire.items, epochs: fire.epochs)
+            reportFireStart(fire.job, fireTime: fire.deadline, source: .schedule, items: fire.items, epochs: fire.epochs, taskID: fire.taskID)
         }
         if fire.helpers > 0 {
             services.pool.submit(contentsOf: Array(repeating: { [self] in
