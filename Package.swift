@@ -87,6 +87,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         // The control API's HTTP server (without its swift-configuration and full-Foundation traits).
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        // Execution history: SQLite (Debian's libsqlite3-dev) and PostgreSQL.
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // The ZooKeeper C client, Debian's libzookeeper-mt-dev (it ships no pkg-config file).
@@ -115,6 +118,18 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // Execution history: the host's events written to ElasticJob's trace tables, on SQLite or
+        // PostgreSQL, off the fire path (docs/history.md).
+        .target(
+            name: "ShardworkHistory",
+            dependencies: [
+                "ShardworkCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The control API: JSON over HTTP, served by a running host (docs/operations.md).
         .target(
             name: "ShardworkControl",
@@ -130,6 +145,7 @@ let package = Package(
             dependencies: [
                 "ShardworkCore",
                 "ShardworkControl",
+                "ShardworkHistory",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -158,8 +174,15 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(
+            name: "ShardworkHistoryTests",
+            dependencies: [
+                "ShardworkHistory", "ShardworkCore", "ShardworkTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
             name: "ShardworkCLITests",
-            dependencies: ["ShardworkTestSupport", "ShardworkCore", "ZooKeeper", "CShardworkSupport"],
+            dependencies: ["ShardworkTestSupport", "ShardworkCore", "ShardworkHistory", "ZooKeeper", "CShardworkSupport"],
             swiftSettings: strictSettings
         ),
     ] + builtInPlugins.map(\.target) + pluginSupport,

@@ -128,6 +128,11 @@ struct RunCommand: AsyncParsableCommand {
         logger.info("plugins: loaded", metadata: [
             "plugins": "\(report.loaded.map { "\($0.name) \($0.version)" }.joined(separator: ", "))", "refused": "\(report.refused.count)",
         ])
+        // The history follows the host's events from before it starts.
+        var history: HistoryService?
+        if let tracing = configuration.tracing {
+            history = await HistoryService.make(tracing, configuration: configuration, host: host, logger: logger)
+        }
         stopSignals.hostRegisters()
         do {
             try await host.start()
@@ -138,7 +143,11 @@ struct RunCommand: AsyncParsableCommand {
         for job in triggers {
             try await host.trigger(job)
         }
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: host)]
+        // Services stop in the reverse order of this list: the history last, once the host has stopped
+        // and its last events are in.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let history { services.append(.init(service: history)) }
+        services.append(.init(service: host))
         if let api = configuration.api, api.enabled {
             // The API ending (its address taken, say) ends the host too: an operator relies on it.
             services.append(.init(service: ControlServer(host: host, settings: api, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))

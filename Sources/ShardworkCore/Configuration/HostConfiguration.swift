@@ -8,6 +8,8 @@ public struct HostConfiguration: Sendable, Equatable {
     public var host = HostSettings()
     /// The control API; off when the configuration has no `api:` section.
     public var api: APISettings?
+    /// Execution history (docs/history.md); off when the configuration has no `tracing:` section.
+    public var tracing: TracingSettings?
     public var jobs: [JobConfiguration] = []
     /// Where each field was written (`jobs[0].cron` → line and column), for error messages.
     public var locations: [String: FilePosition] = [:]
@@ -93,6 +95,43 @@ public struct HostSettings: Sendable, Equatable {
     public func crashJournalPath(ip: String) -> String {
         (stateDirectory ?? Self.defaultStateDirectory) + "/crashes-\(ip).log"
     }
+}
+
+/// Execution history (docs/history.md): ElasticJob's event trace tables, written from the host's
+/// events off the fire path.
+public struct TracingSettings: Sendable, Equatable {
+    public enum Database: Sendable, Equatable {
+        /// A SQLite file: `path`, or `history-{ip}.sqlite` in the host's state directory.
+        case sqlite(path: String?)
+        /// A PostgreSQL server shared by the hosts of a cluster.
+        case postgresql(PostgreSQLSettings)
+    }
+
+    public var database: Database = .sqlite(path: nil)
+    /// The most rows that wait for a slow or unreachable database before new ones are dropped.
+    public var queueCapacity = 100_000
+    /// Rows older than this many days are removed every hour; `nil` keeps them.
+    public var retentionDays: Int? = 30
+
+    public init() {}
+
+    /// The SQLite file for a host whose address is `ip`.
+    public func sqlitePath(ip: String, host: HostSettings) -> String? {
+        guard case .sqlite(let path) = database else { return nil }
+        return path ?? (host.stateDirectory ?? HostSettings.defaultStateDirectory) + "/history-\(ip).sqlite"
+    }
+}
+
+/// How to reach a PostgreSQL server. The password comes from the file, the environment variable
+/// or the value given (in that order of preference); it is never logged.
+public struct PostgreSQLSettings: Sendable, Equatable {
+    public var host = "127.0.0.1"
+    public var port = 5432
+    public var database = "shardwork"
+    public var user = "shardwork"
+    public var password: String?
+
+    public init() {}
 }
 
 /// The control API (docs/operations.md): JSON over HTTP, every request with the bearer token.

@@ -28,7 +28,7 @@ public enum HostConfigurationReader {
         let root = try reader.compose(text, whenEmpty: "the file is empty; it needs at least a `jobs:` list")
         var configuration = HostConfiguration()
         configuration.file = file
-        let top = try reader.mapping(root, field: "", known: ["registry", "plugins", "host", "api", "jobs"])
+        let top = try reader.mapping(root, field: "", known: ["registry", "plugins", "host", "api", "tracing", "jobs"])
         if let registry = top["registry"] {
             configuration.registry = try reader.registry(registry)
         }
@@ -40,6 +40,9 @@ public enum HostConfigurationReader {
         }
         if let api = top["api"] {
             configuration.api = try reader.api(api, baseDirectory: baseDirectory)
+        }
+        if let tracing = top["tracing"] {
+            configuration.tracing = try reader.tracing(tracing, baseDirectory: baseDirectory)
         }
         if let jobs = top["jobs"] {
             configuration.jobs = try reader.jobs(jobs, locations: &configuration.locations)
@@ -425,6 +428,105 @@ struct Reader {
             guard token.count >= HostLimits.tokenLength.lowerBound else {
                 throw error(section["token"] ?? section["tokenFile"], field: "api.token", "too short: use at least 16 characters (for example `openssl rand -hex 24`)")
             }
+        }
+        return settings
+    }
+
+    /// `tracing:`: the history's database. `type` is `sqlite` (the default), `postgresql`, or
+    /// ElasticJob's name `RDB` (a relational database: the one whose section is given).
+    func tracing(_ node: Node, baseDirectory: String?) throws(HostConfigurationError) -> TracingSettings {
+        var settings = TracingSettings()
+        if isNull(node) { return settings }
+        let section = try mapping(node, field: "tracing", known: ["type", "sqlite", "postgresql", "queueCapacity", "retentionDays"])
+        var type = "sqlite"
+        if let value = section["type"], let text = try string(value, field: "tracing.type") {
+            switch text.lowercased() {
+            case "sqlite": type = "sqlite"
+            case "postgresql", "postgres": type = "postgresql"
+            case "rdb": type = section["postgresql"] != nil ? "postgresql" : "sqlite"
+            default:
+                throw error(value, field: "tracing.type", "must be sqlite, postgresql or RDB (ElasticJob's name, with a sqlite: or postgresql: section), got '\(text)'")
+            }
+        } else if section["postgresql"] != nil {
+            type = "postgresql"
+        }
+        if type == "sqlite" {
+            var path: String?
+            if let node = section["sqlite"], !isNull(node) {
+                let sqlite = try mapping(node, field: "tracing.sqlite", known: ["path"])
+                if let value = sqlite["path"], let text = try string(value, field: "tracing.sqlite.path") {
+                    guard !text.isEmpty else { throw error(value, field: "tracing.sqlite.path", "is empty; give a file, or leave it out for the state directory") }
+                    path = text.hasPrefix("/") || baseDirectory == nil ? text : baseDirectory! + "/" + text
+                }
+            }
+            settings.database = .sqlite(path: path)
+        } else {
+            guard let node = section["postgresql"] else {
+                throw error(node, field: "tracing.postgresql", "required with tracing.type postgresql: give host, port, database, user and the password")
+            }
+            settings.database = .postgresql(try postgresql(node, baseDirectory: baseDirectory))
+        }
+        if let value = section["queueCapacity"] {
+            let capacity = try integer(value, field: "tracing.queueCapacity")
+            guard (1...10_000_000).contains(capacity) else {
+                throw error(value, field: "tracing.queueCapacity", "must be between 1 and 10,000,000 rows, got \(capacity)")
+            }
+            settings.queueCapacity = capacity
+        }
+        if let value = section["retentionDays"] {
+            if isNull(value) {
+                settings.retentionDays = nil
+            } else {
+                let days = try integer(value, field: "tracing.retentionDays")
+                guard (1...36_500).contains(days) else {
+                    throw error(value, field: "tracing.retentionDays", "must be between 1 and 36,500 days (or null to keep every row), got \(days)")
+                }
+                settings.retentionDays = days
+            }
+        }
+        return settings
+    }
+
+    func postgresql(_ node: Node, baseDirectory: String?) throws(HostConfigurationError) -> PostgreSQLSettings {
+        var settings = PostgreSQLSettings()
+        let prefix = "tracing.postgresql"
+        let section = try mapping(node, field: prefix, known: ["host", "port", "database", "user", "password", "passwordFile", "passwordEnvironment"])
+        if let value = section["host"], let text = try string(value, field: "\(prefix).host") {
+            guard !text.isEmpty else { throw error(value, field: "\(prefix).host", "is empty") }
+            settings.host = text
+        }
+        if let value = section["port"] {
+            let port = try integer(value, field: "\(prefix).port")
+            guard (1...65535).contains(port) else { throw error(value, field: "\(prefix).port", "must be between 1 and 65535, got \(port)") }
+            settings.port = port
+        }
+        if let value = section["database"], let text = try string(value, field: "\(prefix).database") {
+            guard !text.isEmpty else { throw error(value, field: "\(prefix).database", "is empty") }
+            settings.database = text
+        }
+        if let value = section["user"], let text = try string(value, field: "\(prefix).user") {
+            guard !text.isEmpty else { throw error(value, field: "\(prefix).user", "is empty") }
+            settings.user = text
+        }
+        let sources = ["password", "passwordFile", "passwordEnvironment"].filter { section[$0] != nil }
+        if sources.count > 1 {
+            throw error(section[sources[1]], field: "\(prefix).\(sources[1])", "give one of password, passwordFile and passwordEnvironment")
+        }
+        if let value = section["password"] {
+            settings.password = try string(value, field: "\(prefix).password")
+        }
+        if let value = section["passwordFile"], let path = try string(value, field: "\(prefix).passwordFile") {
+            let resolved = path.hasPrefix("/") || baseDirectory == nil ? path : baseDirectory! + "/" + path
+            guard let text = try? String(contentsOfFile: resolved, encoding: .utf8) else {
+                throw error(value, field: "\(prefix).passwordFile", "cannot read \(resolved)")
+            }
+            settings.password = text.trimmingCharacters(in: .newlines)
+        }
+        if let value = section["passwordEnvironment"], let name = try string(value, field: "\(prefix).passwordEnvironment") {
+            guard let password = ProcessInfo.processInfo.environment[name] else {
+                throw error(value, field: "\(prefix).passwordEnvironment", "the environment has no variable \(name)")
+            }
+            settings.password = password
         }
         return settings
     }

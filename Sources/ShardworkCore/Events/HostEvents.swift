@@ -82,7 +82,7 @@ public final class HostEvents: Sendable {
 
     /// Ends every subscription (the host stopped): their iterations end after the events they hold,
     /// and a subscription made later ends at once.
-    func finish() {
+    package func finish() {
         let all = subscribers.withLock { subscribers in
             defer { subscribers = nil }
             return Array((subscribers ?? [:]).values)

@@ -1,0 +1,292 @@
+import Foundation
+import GRDB
+public import ShardworkCore
+
+/// The history in a SQLite file (the default: one file per host, beside its data), through GRDB.
+///
+/// ElasticJob's two tables and its index are created with its SQL92 DDL (reference §4.15, ElasticJob
+/// has no SQLite dialect and falls back to SQL92), so its console's queries read them; their
+/// TIMESTAMP columns hold UTC text (`2026-12-07 14:00:00.123`), which SQLite's JDBC driver reads
+/// back as timestamps. Shardwork's own facts are in `SHARDWORK_EXECUTION_LOG`, with milliseconds.
+public final class SQLiteHistoryStore: HistoryStore {
+    /// The file, for messages.
+    public let path: String
+    private let queue: DatabaseQueue
+
+    /// Opens (or creates) the database at `path`; its directory is created when missing.
+    public init(path: String) throws {
+        self.path = path
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        var configuration = Configuration()
+        configuration.label = "shardwork.history"
+        // Another process (an operator's sqlite3, a second reader) may hold the file a moment.
+        configuration.busyMode = .timeout(5)
+        do {
+            queue = try DatabaseQueue(path: path, configuration: configuration)
+        } catch {
+            throw HistoryStoreError("tracing.sqlite.path: cannot open the database '\(path)': \(Self.describe(error)); check that its directory is writable")
+        }
+    }
+
+    static let ddl = [
+        ElasticJobTables.executionLog: """
+            CREATE TABLE JOB_EXECUTION_LOG (id CHARACTER(40) NOT NULL, job_name CHARACTER(100) NOT NULL, task_id CHARACTER(255) NOT NULL, \
+            hostname CHARACTER(255) NOT NULL, ip CHARACTER(50) NOT NULL, sharding_item INTEGER NOT NULL, execution_source CHARACTER(20) NOT NULL, \
+            failure_cause CHARACTER VARYING(4000) NULL, is_success INTEGER NOT NULL, start_time TIMESTAMP NULL, complete_time TIMESTAMP NULL, \
+            PRIMARY KEY (id))
+            """,
+        ElasticJobTables.statusTraceLog: """
+            CREATE TABLE JOB_STATUS_TRACE_LOG (id CHARACTER(40) NOT NULL, job_name CHARACTER(100) NOT NULL, original_task_id CHARACTER(255) NOT NULL, \
+            task_id CHARACTER(255) NOT NULL, slave_id CHARACTER(50) NOT NULL, execution_type CHARACTER(20) NOT NULL, sharding_item CHARACTER(100) NOT NULL, \
+            state CHARACTER(20) NOT NULL, message CHARACTER VARYING(4000) NULL, creation_time TIMESTAMP NULL, PRIMARY KEY (id))
+            """,
+        ElasticJobTables.shardworkLog: """
+            CREATE TABLE SHARDWORK_EXECUTION_LOG (id CHARACTER VARYING(40) NOT NULL PRIMARY KEY, job_name CHARACTER VARYING(100) NOT NULL, \
+            sharding_item INTEGER NOT NULL, fire_source CHARACTER VARYING(20) NOT NULL, fire_time_ms BIGINT NOT NULL, \
+            start_time_ms BIGINT NOT NULL, complete_time_ms BIGINT NULL, outcome CHARACTER VARYING(20) NULL, fencing_epoch BIGINT NOT NULL, \
+            plugin CHARACTER VARYING(255) NOT NULL, plugin_version CHARACTER VARYING(100) NOT NULL, instance_id CHARACTER VARYING(255) NOT NULL, \
+            fenced INTEGER NOT NULL)
+            """,
+    ]
+
+    public func prepare() async throws {
+        do {
+            try await queue.write { db in
+                for table in ElasticJobTables.all {
+                    if try Self.tableExists(db, table) {
+                        let columns = Set(try db.columns(in: table).map { $0.name.lowercased() })
+                        let missing = ElasticJobTables.columns[table, default: []].filter { !columns.contains($0) }
+                        guard missing.isEmpty else {
+                            throw HistoryStoreError(
+                                "tracing.sqlite.path: the table \(table) in '\(self.path)' lacks the columns \(missing.joined(separator: ", ")) "
+                                    + "that ElasticJob's history has; give tracing a database of its own, or drop that table")
+                        }
+                    } else {
+                        try db.execute(sql: Self.ddl[table]!)
+                    }
+                }
+                let indexes = try Row.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'index'").map { (($0["name"] as String?) ?? "").uppercased() }
+                if !indexes.contains(ElasticJobTables.statusIndex) {
+                    try db.execute(sql: "CREATE INDEX TASK_ID_STATE_INDEX ON JOB_STATUS_TRACE_LOG (task_id, state)")
+                }
+                if !indexes.contains("SHARDWORK_EXECUTION_JOB_START_INDEX") {
+                    try db.execute(sql: "CREATE INDEX SHARDWORK_EXECUTION_JOB_START_INDEX ON SHARDWORK_EXECUTION_LOG (job_name, start_time_ms)")
+                }
+                if !indexes.contains("SHARDWORK_EXECUTION_START_INDEX") {
+                    try db.execute(sql: "CREATE INDEX SHARDWORK_EXECUTION_START_INDEX ON SHARDWORK_EXECUTION_LOG (start_time_ms)")
+                }
+            }
+        } catch let error as HistoryStoreError {
+            throw error
+        } catch {
+            throw HistoryStoreError("tracing.sqlite.path: cannot create the history tables in '\(path)': \(Self.describe(error))")
+        }
+    }
+
+    private static func tableExists(_ db: Database, _ table: String) throws -> Bool {
+        // ElasticJob also looks for the lower-case name.
+        try db.tableExists(table) || db.tableExists(table.lowercased())
+    }
+
+    public func apply(_ batch: [HistoryWrite]) async throws {
+        guard !batch.isEmpty else { return }
+        do {
+            try await queue.write { db in
+                for write in batch {
+                    switch write {
+                    case .executionStarted(let record):
+                        try Self.insert(record, db)
+                    case .executionCompleted(let record):
+                        try Self.complete(record, db)
+                    case .status(let record):
+                        try db.execute(
+                            sql: """
+                                INSERT OR IGNORE INTO JOB_STATUS_TRACE_LOG (id, job_name, original_task_id, task_id, slave_id, execution_type, \
+                                sharding_item, state, message, creation_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                """,
+                            arguments: [
+                                record.id, record.jobName, record.originalTaskID, record.taskID, record.slaveID, record.executionType,
+                                record.shardingItems, record.state.rawValue, record.message, HistoryTime.text(record.creationTime),
+                            ])
+                    }
+                }
+            }
+        } catch {
+            throw HistoryStoreError("tracing.sqlite.path: cannot write to '\(path)': \(Self.describe(error))")
+        }
+    }
+
+    private static func insert(_ record: ExecutionRecord, _ db: Database) throws {
+        try db.execute(
+            sql: """
+                INSERT OR IGNORE INTO JOB_EXECUTION_LOG (id, job_name, task_id, hostname, ip, sharding_item, execution_source, failure_cause, \
+                is_success, start_time, complete_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                record.id, record.jobName, record.taskID, record.hostname, record.ip, record.item, record.elasticJobSource,
+                record.failureCause, record.outcome == .succeeded ? 1 : 0, HistoryTime.text(record.startTime),
+                record.completeTime.map(HistoryTime.text),
+            ])
+        try db.execute(
+            sql: """
+                INSERT OR IGNORE INTO SHARDWORK_EXECUTION_LOG (id, job_name, sharding_item, fire_source, fire_time_ms, start_time_ms, \
+                complete_time_ms, outcome, fencing_epoch, plugin, plugin_version, instance_id, fenced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                record.id, record.jobName, record.item, record.source.rawValue, record.fireTime, record.startTime, record.completeTime,
+                record.outcome?.rawValue, Int64(bitPattern: record.fencingEpoch), record.plugin, record.pluginVersion, record.instanceID,
+                record.fenced ? 1 : 0,
+            ])
+    }
+
+    /// ElasticJob's update by id, or an insert of the complete row when its start never came.
+    private static func complete(_ record: ExecutionRecord, _ db: Database) throws {
+        try db.execute(
+            sql: "UPDATE JOB_EXECUTION_LOG SET is_success = ?, complete_time = ?, failure_cause = ?, start_time = ? WHERE id = ?",
+            arguments: [
+                record.outcome == .succeeded ? 1 : 0, record.completeTime.map(HistoryTime.text), record.failureCause,
+                HistoryTime.text(record.startTime), record.id,
+            ])
+        if db.changesCount == 0 {
+            try insert(record, db)
+            return
+        }
+        try db.execute(
+            sql: "UPDATE SHARDWORK_EXECUTION_LOG SET complete_time_ms = ?, outcome = ?, fenced = ?, start_time_ms = ? WHERE id = ?",
+            arguments: [record.completeTime, record.outcome?.rawValue, record.fenced ? 1 : 0, record.startTime, record.id])
+        if db.changesCount == 0 { try insert(record, db) }
+    }
+
+    public func executions(_ query: ExecutionQuery) async throws -> [ExecutionRecord] {
+        var conditions: [String] = []
+        var arguments: [(any DatabaseValueConvertible)?] = []
+        if let job = query.jobName {
+            conditions.append("s.job_name = ?")
+            arguments.append(job)
+        }
+        if let item = query.item {
+            conditions.append("s.sharding_item = ?")
+            arguments.append(item)
+        }
+        if let instance = query.instanceID {
+            conditions.append("s.instance_id = ?")
+            arguments.append(instance)
+        }
+        if let since = query.since {
+            conditions.append("s.start_time_ms >= ?")
+            arguments.append(since)
+        }
+        if let until = query.until {
+            conditions.append("s.start_time_ms <= ?")
+            arguments.append(until)
+        }
+        if query.failedOnly { conditions.append("s.outcome IN ('failed', 'timedOut')") }
+        if let source = query.source {
+            conditions.append("s.fire_source = ?")
+            arguments.append(source.rawValue)
+        }
+        let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        arguments.append(query.limit)
+        arguments.append(query.offset)
+        let sql = """
+            SELECT e.id, e.job_name, e.task_id, e.hostname, e.ip, e.sharding_item, e.failure_cause, s.fire_source, s.fire_time_ms, \
+            s.start_time_ms, s.complete_time_ms, s.outcome, s.fencing_epoch, s.plugin, s.plugin_version, s.instance_id, s.fenced \
+            FROM SHARDWORK_EXECUTION_LOG s JOIN JOB_EXECUTION_LOG e ON e.id = s.id \(filter) \
+            ORDER BY s.start_time_ms DESC, s.sharding_item ASC LIMIT ? OFFSET ?
+            """
+        let bound = StatementArguments(arguments) ?? StatementArguments()
+        do {
+            return try await queue.read { db in
+                try Row.fetchAll(db, sql: sql, arguments: bound).map(Self.record)
+            }
+        } catch {
+            throw HistoryStoreError("tracing.sqlite.path: cannot read '\(path)': \(Self.describe(error))")
+        }
+    }
+
+    private static func record(_ row: Row) -> ExecutionRecord {
+        ExecutionRecord(
+            id: row["id"], jobName: row["job_name"], taskID: row["task_id"], hostname: row["hostname"], ip: row["ip"],
+            item: row["sharding_item"], source: FireSource(rawValue: row["fire_source"] ?? "") ?? .schedule,
+            startTime: row["start_time_ms"], completeTime: row["complete_time_ms"],
+            outcome: (row["outcome"] as String?).flatMap(ExecutionRecord.Outcome.init(rawValue:)), failureCause: row["failure_cause"],
+            fireTime: row["fire_time_ms"], fencingEpoch: UInt64(bitPattern: row["fencing_epoch"] ?? 0), plugin: row["plugin"],
+            pluginVersion: row["plugin_version"], instanceID: row["instance_id"], fenced: (row["fenced"] as Int?) == 1)
+    }
+
+    public func purge(before time: Int64) async throws -> Int {
+        do {
+            return try await queue.write { db in
+                try db.execute(
+                    sql: "DELETE FROM JOB_EXECUTION_LOG WHERE id IN (SELECT id FROM SHARDWORK_EXECUTION_LOG WHERE start_time_ms < ?)",
+                    arguments: [time])
+                var removed = db.changesCount
+                try db.execute(sql: "DELETE FROM SHARDWORK_EXECUTION_LOG WHERE start_time_ms < ?", arguments: [time])
+                try db.execute(sql: "DELETE FROM JOB_STATUS_TRACE_LOG WHERE creation_time < ?", arguments: [HistoryTime.text(time)])
+                removed += db.changesCount
+                return removed
+            }
+        } catch {
+            throw HistoryStoreError("tracing.sqlite.path: cannot remove old rows from '\(path)': \(Self.describe(error))")
+        }
+    }
+
+    public func close() async {
+        try? queue.close()
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        if let error = error as? DatabaseError { return error.message ?? "\(error.resultCode)" }
+        return "\(error)"
+    }
+}
+
+/// ElasticJob's table names, and the columns each must have for the history to be written.
+enum ElasticJobTables {
+    static let executionLog = "JOB_EXECUTION_LOG"
+    static let statusTraceLog = "JOB_STATUS_TRACE_LOG"
+    static let shardworkLog = "SHARDWORK_EXECUTION_LOG"
+    static let statusIndex = "TASK_ID_STATE_INDEX"
+    static let all = [executionLog, statusTraceLog, shardworkLog]
+
+    static let columns: [String: [String]] = [
+        executionLog: [
+            "id", "job_name", "task_id", "hostname", "ip", "sharding_item", "execution_source", "failure_cause", "is_success", "start_time",
+            "complete_time",
+        ],
+        statusTraceLog: [
+            "id", "job_name", "original_task_id", "task_id", "slave_id", "execution_type", "sharding_item", "state", "message", "creation_time",
+        ],
+        shardworkLog: [
+            "id", "job_name", "sharding_item", "fire_source", "fire_time_ms", "start_time_ms", "complete_time_ms", "outcome", "fencing_epoch",
+            "plugin", "plugin_version", "instance_id", "fenced",
+        ],
+    ]
+}
+
+/// Times as ElasticJob's TIMESTAMP columns hold them in SQLite: UTC text with milliseconds.
+enum HistoryTime {
+    static func text(_ milliseconds: Int64) -> String {
+        let seconds = milliseconds.dividedRoundingDown(by: 1000)
+        let millis = milliseconds - seconds * 1000
+        var time = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2)) "
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(millis), 3))"
+    }
+}
+
+extension Int64 {
+    fileprivate func dividedRoundingDown(by divisor: Int64) -> Int64 {
+        let quotient = self / divisor
+        return (self % divisor < 0) ? quotient - 1 : quotient
+    }
+}
