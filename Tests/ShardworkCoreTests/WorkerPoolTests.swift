@@ -76,4 +76,26 @@ struct WorkerPoolTests {
         #expect(eventuallyBlocking(seconds: 2) { ran.load(ordering: .acquiring) })
         pool.shutdown()
     }
+
+    @Test("two bodies submitted one after the other while one thread idles both run, even when the first blocks")
+    func backToBackSubmits() async throws {
+        let pool = WorkerPool(size: 4)
+        // One thread, idle: its first work is done.
+        let warmed = Atomic<Bool>(false)
+        pool.submit { warmed.store(true, ordering: .releasing) }
+        #expect(eventuallyBlocking(seconds: 10) { warmed.load(ordering: .acquiring) })
+        #expect(eventuallyBlocking(seconds: 10) { pool.threads == 1 })
+        usleep(50_000)  // and waiting for work
+        // The idle thread is woken for the first body, and counts as idle until it takes it: the
+        // second body, submitted at once, must get a thread of its own rather than wait behind the
+        // first (a worker process ran a healthy item only after a 60 s one so).
+        let gate = DispatchSemaphore(value: 0)
+        let ran = Atomic<Bool>(false)
+        pool.submit { gate.wait() }
+        pool.submit { ran.store(true, ordering: .releasing) }
+        let ok = eventuallyBlocking(seconds: 10) { ran.load(ordering: .acquiring) }
+        #expect(ok, "the second body waited behind the first; threads=\(pool.threads)")
+        gate.signal()
+        pool.shutdown()
+    }
 }

@@ -44,11 +44,10 @@ public final class WorkerPool: @unchecked Sendable {
         defer { condition.unlock() }
         guard !stopped else { return false }
         work.append(body)
-        if idleCount > 0 {
-            condition.signal()
-        } else if threadCount < capacity {
-            startThread()
-        }
+        if idleCount > 0 { condition.signal() }
+        // An idle thread that was woken counts as idle until it takes its work: work beyond the
+        // idle threads needs a thread of its own, or it would wait behind a long item.
+        if work.count > idleCount, threadCount < capacity { startThread() }
         return true
     }
 
@@ -89,7 +88,7 @@ public final class WorkerPool: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         stuckCount += 1
-        if !work.isEmpty && idleCount == 0 && !stopped && threadCount < capacity { startThread() }
+        if work.count > idleCount && !stopped && threadCount < capacity { startThread() }
     }
 
     /// How many threads are held by work past its deadline now.
