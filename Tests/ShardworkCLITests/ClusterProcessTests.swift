@@ -71,7 +71,8 @@ final class HostProcess: Sendable {
     var pid: Int32 { process.pid }
     var instanceID: String { "\(ip)@-@\(pid)" }
 
-    func signal(_ signal: Int32) { kill(pid, signal) }
+    /// Sends a signal, unless the host has ended and been reaped (its pid may be another's now).
+    func signal(_ signal: Int32) { process.signal(signal) }
 
     /// Stops the host (SIGTERM by default, SIGKILL for a crash) and waits for its exit status.
     @discardableResult
@@ -79,10 +80,11 @@ final class HostProcess: Sendable {
         await terminate(signal).status
     }
 
-    /// Stops the host as ``stop(_:)`` does: its exit status, or the signal that ended it.
+    /// Stops the host as ``stop(_:)`` does: its exit status, or the signal that ended it. Stopping
+    /// a host that has ended already signals nothing.
     func terminate(_ signal: Int32 = SIGTERM) async -> (status: Int32, signalled: Bool) {
-        kill(pid, signal)
-        kill(pid, SIGCONT)
+        process.signal(signal)
+        process.signal(SIGCONT)
         let outcome = await process.waitForExit()
         guardian.release()
         return outcome

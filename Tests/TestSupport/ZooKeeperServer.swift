@@ -130,7 +130,7 @@ public final class ZooKeeperEnsemble: @unchecked Sendable {
 
     /// Sends a signal to a running member's java process (SIGSTOP and SIGCONT to freeze it).
     public func signal(_ id: Int, _ signal: Int32) {
-        if let pid = pid(id) { kill(pid, signal) }
+        lock.withLock { running[id]?.java }?.signal(signal)
     }
 
     /// Waits until the member answers `srvr` with its mode (standalone, leader or follower): it

@@ -150,7 +150,7 @@ final class IsolatedJobType: Sendable {
             Set(pending.filter { $0.value.outcome.withLock { $0 } == nil }.keys)
         }
         guard unfinished.isSubset(of: overdue), !worker.killed.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        kill(worker.process.pid, SIGKILL)
+        worker.process.signal(SIGKILL)
     }
 
     /// Ends the worker process (the host is stopping).
@@ -161,7 +161,7 @@ final class IsolatedJobType: Sendable {
         }
         guard let worker else { return }
         try? worker.input.close()
-        if worker.process.isRunning { kill(worker.process.pid, SIGTERM) }
+        worker.process.signal(SIGTERM)
     }
 
     private func currentWorker() throws -> Worker {

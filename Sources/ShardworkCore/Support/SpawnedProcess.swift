@@ -72,7 +72,13 @@ package final class SpawnedProcess: Sendable {
 
     package var isRunning: Bool { reap() == nil }
 
-    package func signal(_ signal: Int32) { kill(pid, signal) }
+    /// Sends `signal` unless the child has been reaped. Only ``reap()`` frees the pid (under the
+    /// same lock), so a signal never reaches another process that was given the pid since.
+    package func signal(_ signal: Int32) {
+        reaped.withLock { reaped in
+            if reaped == nil { _ = kill(pid, signal) }
+        }
+    }
 
     /// Waits for the child to end: its exit status, or the signal that ended it.
     @discardableResult
