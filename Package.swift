@@ -135,6 +135,7 @@ let package = Package(
             name: "ShardworkControl",
             dependencies: [
                 "ShardworkCore",
+                "ShardworkHistory",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],

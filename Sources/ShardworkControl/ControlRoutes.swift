@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import ShardworkCore
+import ShardworkHistory
 
 /// An error answer: `{"error": {"status": 422, "message": "...", "job": "...", "field": "..."}}`.
 struct ControlError: HTTPResponseError {
@@ -73,6 +74,7 @@ struct Done: Encodable {
 /// The routes of the control API, version 1. Every route answers JSON; errors are ``ControlError``.
 struct ControlRoutes: Sendable {
     let host: ShardworkHost
+    let history: HistoryAccess
     let logger: Logger
 
     /// Largest job configuration accepted.
@@ -172,6 +174,8 @@ struct ControlRoutes: Sendable {
         v1.get("jobs/:job/dump") { _, context in
             try await answer { ControlJSON.response(try await operations.dump(job: try job(context))) }
         }
+        v1.get("executions") { request, _ in try await answer { try await executions(request, job: nil) } }
+        v1.get("jobs/:job/executions") { request, context in try await answer { try await executions(request, job: try job(context)) } }
         v1.get("servers") { _, _ in try await answer { ControlJSON.response(try await operations.servers()) } }
         v1.get("plugins") { _, _ in try await answer { ControlJSON.response(host.pluginGenerations()) } }
         v1.post("plugins") { request, context in try await answer { try await loadPlugin(request, context) } }
@@ -245,6 +249,31 @@ struct ControlRoutes: Sendable {
     }
 
     // MARK: Helpers
+
+    /// The executions the history holds, newest first (docs/history.md): 503 when this host keeps no
+    /// history, 400 naming a parameter it cannot take.
+    private func executions(_ request: Request, job: String?) async throws -> Response {
+        guard case .on(let store) = history else {
+            if case .off(let reason) = history {
+                throw ControlError(status: .serviceUnavailable, message: "execution history is off on this host: \(reason)", field: "tracing")
+            }
+            throw ControlError(status: .serviceUnavailable, message: "execution history is off on this host", field: "tracing")
+        }
+        var parameters: [String: String] = [:]
+        for (name, value) in request.uri.queryParameters { parameters[String(name)] = String(value) }
+        let query: ExecutionQuery
+        do {
+            query = try ExecutionQuery.parse(parameters, job: job, now: host.services.clock.now())
+        } catch {
+            throw ControlError.badRequest(error.message, field: error.parameter)
+        }
+        do {
+            let records = try await store.executions(query)
+            return ControlJSON.response(ExecutionPage(executions: records.map(ExecutionView.init), limit: query.limit, offset: query.offset))
+        } catch {
+            throw ControlError(status: .serviceUnavailable, message: "cannot read the history: \(error)", field: "tracing")
+        }
+    }
 
     private func job(_ context: BasicRequestContext) throws -> String {
         try context.parameters.require("job")

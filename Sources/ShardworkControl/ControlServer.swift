@@ -3,6 +3,7 @@ import Hummingbird
 public import Logging
 public import ServiceLifecycle
 public import ShardworkCore
+public import ShardworkHistory
 
 /// The control API of a running host (docs/operations.md): JSON over HTTP on a configured address,
 /// loopback by default, every request with the configured bearer token.
@@ -13,13 +14,19 @@ public import ShardworkCore
 public struct ControlServer: Service {
     let host: ShardworkHost
     let settings: APISettings
+    let history: HistoryAccess
     let logger: Logger
     /// Called with the bound port once the server listens (the configured one, or the one picked for 0).
     let onListening: @Sendable (Int) -> Void
 
-    public init(host: ShardworkHost, settings: APISettings, logger: Logger, onListening: @escaping @Sendable (Int) -> Void = { _ in }) {
+    /// `history`: what the executions routes read (docs/history.md).
+    public init(
+        host: ShardworkHost, settings: APISettings, history: HistoryAccess = .off(reason: "the host has no tracing: section"), logger: Logger,
+        onListening: @escaping @Sendable (Int) -> Void = { _ in }
+    ) {
         self.host = host
         self.settings = settings
+        self.history = history
         self.logger = logger
         self.onListening = onListening
     }
@@ -28,7 +35,7 @@ public struct ControlServer: Service {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: BearerTokenMiddleware(token: settings.token ?? ""))
         router.add(middleware: JSONErrorMiddleware())
-        ControlRoutes(host: host, logger: logger).add(to: router)
+        ControlRoutes(host: host, history: history, logger: logger).add(to: router)
         var serverLogger = logger
         serverLogger[metadataKey: "component"] = "control-api"
         let settings = self.settings

@@ -13,9 +13,11 @@ struct HistoryService: Service {
     let flushLimit: Duration
     let logger: Logger
 
-    /// Opens and prepares the history's database; `nil` (with an error logged) when it cannot be
-    /// used: history is not worth losing fires over.
-    static func make(_ settings: TracingSettings, configuration: HostConfiguration, host: ShardworkHost, logger: Logger) async -> HistoryService? {
+    /// Opens and prepares the history's database; no service (with an error logged) when it cannot
+    /// be used: history is not worth losing fires over. The access is what the control API reads.
+    static func make(
+        _ settings: TracingSettings, configuration: HostConfiguration, host: ShardworkHost, logger: Logger
+    ) async -> (service: HistoryService?, access: HistoryAccess) {
         let instance = host.services.instance
         let store: any HistoryStore
         do {
@@ -25,15 +27,16 @@ struct HistoryService: Service {
             logger.error(
                 "history: OFF for this run; fires go on without it. Fix the setting named and restart the host",
                 metadata: ["error": "\(error)"])
-            return nil
+            return (nil, .off(reason: "\(error)"))
         }
         let writer = HistoryWriter(
             store: store, events: host.events, instance: instance, hostname: host.services.hostName,
             capacity: settings.queueCapacity, retentionDays: settings.retentionDays, logger: logger)
         logger.info("history: on", metadata: ["database": "\(HistoryStores.describe(settings, ip: instance.serverIP, hostSettings: configuration.host))"])
-        return HistoryService(
+        let service = HistoryService(
             writer: writer, subscription: writer.subscribe(),
             flushLimit: .milliseconds(Int64(configuration.host.shutdownTimeoutSeconds * 1000)), logger: logger)
+        return (service, .on(store))
     }
 
     func run() async throws {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ShardworkCore
+import ShardworkHistory
 
 /// Job operations through a running host's control API. They act on the registry, so with
 /// ZooKeeper they act on the whole cluster (docs/operations.md).
@@ -10,7 +11,7 @@ struct JobCommand: AsyncParsableCommand {
         abstract: "Look at and operate the jobs of a running cluster, through a host's control API.",
         subcommands: [
             List.self, Status.self, Add.self, Remove.self, Trigger.self, Disable.self, Enable.self, Item.self,
-            Shutdown.self, Config.self, Dump.self,
+            Shutdown.self, Config.self, Dump.self, History.self,
         ]
     )
 
@@ -205,6 +206,56 @@ struct JobCommand: AsyncParsableCommand {
             for entry in try client.decode([DumpEntry].self, from: answer) {
                 print("\(entry.path) | \(entry.value)")
             }
+        }
+    }
+}
+
+extension JobCommand {
+    struct History: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "A job's executions, newest first, from the history of the host asked (docs/history.md).",
+            discussion: """
+                Times are milliseconds since 1970, an ISO 8601 time (2026-12-07T14:00:00Z) or a time ago \
+                (90m, 24h, 7d). With SQLite each host keeps its own history: ask the host you mean, or give \
+                the cluster one PostgreSQL database.
+                """)
+        @OptionGroup var control: ControlOptions
+        @Argument(help: "The job's name.") var job: String
+        @Option(help: "Only this item.") var item: Int?
+        @Option(help: "Only this instance (ip@-@pid).") var instance: String?
+        @Option(help: "Only executions that started at or after this time.") var since: String?
+        @Option(help: "Only executions that started at or before this time.") var until: String?
+        @Flag(help: "Only executions that did not succeed.") var failed = false
+        @Option(help: "Only this source: schedule, trigger, misfire or failover.") var source: String?
+        @Option(help: "At most this many (1 to 1,000).") var limit = 50
+        @Option(help: "Skip this many (paging).") var offset = 0
+
+        func run() async throws {
+            let client = try control.client()
+            let answer = try await client.send("GET", "jobs/\(job)/executions", query: [
+                "item": item.map(String.init), "instance": instance, "since": since, "until": until, "failed": failed ? "true" : nil,
+                "source": source, "limit": String(limit), "offset": String(offset),
+            ])
+            if control.json { return printRaw(answer) }
+            let page = try client.decode(ExecutionPage.self, from: answer)
+            var rows = [["STARTED (UTC)", "ITEM", "SOURCE", "OUTCOME", "DURATION", "LAG", "INSTANCE", "FAILURE"]]
+            for execution in page.executions {
+                rows.append([
+                    Self.time(execution.startTime), "\(execution.item)", execution.source,
+                    execution.outcome.map { execution.fenced ? "\($0) (fenced)" : $0 } ?? "running",
+                    execution.durationMs.map { "\($0) ms" } ?? "", "\(execution.lagMs) ms", execution.instanceId,
+                    String((execution.failureCause ?? "").prefix(80)),
+                ])
+            }
+            print(TextTable.render(rows))
+            if page.executions.isEmpty { print("no executions match") }
+            if let next = page.next { print("more: --offset \(next)") }
+        }
+
+        static func time(_ milliseconds: Int64) -> String {
+            let formatter = ISO8601DateFormatter()
+            formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            return formatter.string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1000))
         }
     }
 }

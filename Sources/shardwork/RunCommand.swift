@@ -4,6 +4,7 @@ import Logging
 import ServiceLifecycle
 import ShardworkControl
 import ShardworkCore
+import ShardworkHistory
 import UnixSignals
 
 struct RunCommand: AsyncParsableCommand {
@@ -130,8 +131,9 @@ struct RunCommand: AsyncParsableCommand {
         ])
         // The history follows the host's events from before it starts.
         var history: HistoryService?
+        var historyAccess = HistoryAccess.off(reason: "the host has no tracing: section (docs/history.md)")
         if let tracing = configuration.tracing {
-            history = await HistoryService.make(tracing, configuration: configuration, host: host, logger: logger)
+            (history, historyAccess) = await HistoryService.make(tracing, configuration: configuration, host: host, logger: logger)
         }
         stopSignals.hostRegisters()
         do {
@@ -150,7 +152,7 @@ struct RunCommand: AsyncParsableCommand {
         services.append(.init(service: host))
         if let api = configuration.api, api.enabled {
             // The API ending (its address taken, say) ends the host too: an operator relies on it.
-            services.append(.init(service: ControlServer(host: host, settings: api, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
+            services.append(.init(service: ControlServer(host: host, settings: api, history: historyAccess, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
         }
         let group = ServiceGroup(configuration: .init(
             services: services,

@@ -45,4 +45,48 @@ extension RunCommandTests {
         #expect(log.contains("history: OFF for this run") && log.contains("tracing.sqlite.path"), "\(log)")
         #expect(log.contains("nightly-report item 3/4"))
     }
+
+    @Test("the control API and shardwork job history read the history: filters, paging, JSON, and bad parameters named; a host without history says so")
+    func historyThroughTheAPI() async throws {
+        let directory = try TemporaryDirectory()
+        let port = try await SharedZooKeeper.unusedPort()
+        let url = "http://127.0.0.1:\(port)"
+        let config = try configuration(
+            "tracing:\n  sqlite:\n    path: \(directory.file("history.sqlite"))\napi:\n  address: 127.0.0.1:\(port)\n  token: \(apiToken)",
+            in: directory)
+        let host = try HostProcess(ip: "127.0.0.1", config: config, log: directory.file("host.log"), arguments: ["--trigger", "nightly-report", "--ip", "127.0.0.1"])
+        defer { Task { await host.stop() } }
+        // The triggered fire's four items, once they are written (batches go out as they come).
+        let written = await waitUntil(seconds: 60) {
+            let page = try? await HTTP.request("GET", url + "/v1/jobs/nightly-report/executions?source=trigger", token: apiToken)
+            return page?.status == 200 && (page?.body.components(separatedBy: "\"outcome\":\"succeeded\"").count ?? 0) - 1 == 4
+        }
+        #expect(written, "\(host.output.suffix(3000))")
+        let json = try await control(url, "job", "history", "nightly-report", "--source", "trigger", "--json")
+        #expect(json.succeeded, "\(json.standardError)")
+        let page = try JSONDecoder().decode(ExecutionPage.self, from: Data(json.standardOutput.utf8))
+        #expect(page.executions.map(\.item).sorted() == [0, 1, 2, 3])
+        #expect(page.executions.allSatisfy { $0.job == "nightly-report" && $0.executionSource == "NORMAL_TRIGGER" && $0.instanceId.hasPrefix("127.0.0.1@-@") })
+        let table = try await control(url, "job", "history", "nightly-report", "--item", "2", "--since", "1h")
+        #expect(table.succeeded && table.standardOutput.contains("STARTED (UTC)") && table.standardOutput.contains(" trigger "), "\(table.standardOutput)")
+        let paged = try await HTTP.request("GET", url + "/v1/executions?limit=1", token: apiToken)
+        #expect(paged.status == 200 && paged.body.contains("\"next\":1"), "\(paged.body)")
+        let bad = try await HTTP.request("GET", url + "/v1/jobs/nightly-report/executions?source=cron", token: apiToken)
+        #expect(bad.status == 400 && bad.error?["field"] as? String == "source", "\(bad.body)")
+        let badCLI = try await control(url, "job", "history", "nightly-report", "--since", "yesterday")
+        #expect(!badCLI.succeeded && badCLI.standardError.contains("since"), "\(badCLI.standardError)")
+        #expect(await host.stop() == 0)
+
+        // Without a tracing: section the routes answer 503, naming the setting.
+        let plainDirectory = try TemporaryDirectory()
+        let plainPort = try await SharedZooKeeper.unusedPort()
+        let plainConfig = try configuration("api:\n  address: 127.0.0.1:\(plainPort)\n  token: \(apiToken)", in: plainDirectory)
+        let plain = try HostProcess(ip: "127.0.0.1", config: plainConfig, log: plainDirectory.file("host.log"))
+        defer { Task { await plain.stop() } }
+        let plainURL = "http://127.0.0.1:\(plainPort)"
+        #expect(await waitUntil(seconds: 60) { (try? await HTTP.request("GET", plainURL + "/v1/jobs", token: apiToken).status) == 200 })
+        let off = try await HTTP.request("GET", plainURL + "/v1/executions", token: apiToken)
+        #expect(off.status == 503 && off.error?["field"] as? String == "tracing", "\(off.body)")
+        #expect(await plain.stop() == 0)
+    }
 }
