@@ -220,6 +220,28 @@ public final class PostgresServer: @unchecked Sendable {
         "'" + text.replacingOccurrences(of: "'", with: "''") + "'"
     }
 
+    /// Sends a signal to the server and every process it started (each backend is a session of its
+    /// own, so not in the server's process group): SIGSTOP and SIGCONT freeze it and let it go on
+    /// (connections stay open, and no answer comes meanwhile).
+    public func signal(_ signal: Int32) {
+        guard let server = running.withLock({ $0?.process }) else { return }
+        server.signal(signal)
+        for child in Self.children(of: server.pid) { kill(child, signal) }
+    }
+
+    /// The processes whose parent is `pid`, from /proc.
+    static func children(of pid: Int32) -> [Int32] {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        return entries.compactMap { entry -> Int32? in
+            guard let child = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")")
+            else { return nil }
+            // `pid (comm) state ppid ...`: the command may hold spaces and parentheses.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && Int32(fields[1]) == pid ? child : nil
+        }
+    }
+
     /// Stops the server (SIGINT: PostgreSQL's fast shutdown), waits for it, and removes its
     /// directory.
     public func stop() async {
@@ -228,6 +250,8 @@ public final class PostgresServer: @unchecked Sendable {
 
     /// `stop` on the calling thread (never a cooperative one), for deinit and the exit handler.
     func stopBlocking() {
+        // A server frozen by a test (SIGSTOP) could not stop.
+        signal(SIGCONT)
         if let server = running.withLock({ state -> (process: SpawnedProcess, guardian: ChildGuard)? in
             defer { state = nil }
             return state
