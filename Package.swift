@@ -209,7 +209,7 @@ if withBenchmarks {
     package.targets.append(
         .executableTarget(
             name: "TriggerLagBenchmark",
-            dependencies: ["ShardworkCore", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["ShardworkCore", "ShardworkHistory", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/TriggerLag",
             exclude: ["lag_probe.c"],
             swiftSettings: strictSettings

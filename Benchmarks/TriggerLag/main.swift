@@ -3,10 +3,14 @@
 // memory and CPU time (per second of wall time, 100 % = one core). Run with scripts/benchmark;
 // results in docs/performance.md.
 //
-// Usage: TriggerLagBenchmark [job counts...]   (default: 1 1000 10000)
+// With --history, each host also writes its execution history to a SQLite file (docs/history.md),
+// and the table adds the rows written and dropped per second.
+//
+// Usage: TriggerLagBenchmark [--history] [job counts...]   (default: 1 1000 10000)
 import Foundation
 import Logging
 import ShardworkCore
+import ShardworkHistory
 
 typealias Take = @convention(c) (UnsafeMutablePointer<Int64>?, UInt64) -> UInt64
 
@@ -57,10 +61,16 @@ let report = PluginLoader(logger: logger).loadAll(PluginSearchPath(files: [probe
 guard report.refused.isEmpty else { fail("plugins refused: \(report.refused)") }
 
 let counts = CommandLine.arguments.dropFirst().compactMap { Int($0) }
+let withHistory = CommandLine.arguments.contains("--history")
 let warmUpSeconds = 3
 let measuredSeconds = 10
-print("| jobs | fires measured | p50 | p90 | p99 | max | threads | resident memory | CPU |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+if withHistory {
+    print("| jobs | fires measured | p50 | p90 | p99 | max | threads | resident memory | CPU | history rows written/s | dropped |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+} else {
+    print("| jobs | fires measured | p50 | p90 | p99 | max | threads | resident memory | CPU |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+}
 for jobs in counts.isEmpty ? [1, 1_000, 10_000] : counts {
     var yaml = "host:\n  shutdownTimeoutSeconds: 5\njobs:\n"
     for index in 0..<jobs {
@@ -68,9 +78,20 @@ for jobs in counts.isEmpty ? [1, 1_000, 10_000] : counts {
     }
     let configuration: HostConfiguration
     let host: ShardworkHost
+    var writer: HistoryWriter?
+    var writing: Task<Void, Never>?
+    let database = NSTemporaryDirectory() + "/shardwork-lag-history-\(getpid())-\(jobs).sqlite"
     do {
         configuration = try HostConfigurationReader.parse(yaml)
         host = try await ShardworkHost(configuration: configuration, providers: providers, registry: EmbeddedRegistry.standalone(), logger: logger)
+        if withHistory {
+            let store = try SQLiteHistoryStore(path: database)
+            try await store.prepare()
+            let history = HistoryWriter(store: store, events: host.events, instance: host.services.instance, hostname: "benchmark", logger: logger)
+            let subscription = history.subscribe()
+            writing = Task { await history.run(subscription) }
+            writer = history
+        }
         try await host.start()
     } catch {
         fail("\(error)")
@@ -79,14 +100,23 @@ for jobs in counts.isEmpty ? [1, 1_000, 10_000] : counts {
     var buffer = [Int64](repeating: 0, count: 8 * 1024 * 1024)
     _ = buffer.withUnsafeMutableBufferPointer { take($0.baseAddress, UInt64($0.count)) }  // drop the warm-up
     let cpuBefore = cpuSeconds()
+    let writtenBefore = writer?.written ?? 0
+    let droppedBefore = writer?.dropped ?? 0
     var status = processStatus()
     try await Task.sleep(for: .seconds(measuredSeconds))
     status = processStatus()
     let cpu = (cpuSeconds() - cpuBefore) / Double(measuredSeconds)
     let count = buffer.withUnsafeMutableBufferPointer { take($0.baseAddress, UInt64($0.count)) }
+    let written = (writer?.written ?? 0) - writtenBefore
+    let dropped = (writer?.dropped ?? 0) - droppedBefore
     await host.shutdown()
+    await writing?.value
+    _ = await writer?.finish(within: .seconds(30))
+    await writer?.store.close()
+    for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: database + suffix) }
     let lags = buffer.prefix(Int(count)).sorted()
     func ms(_ microseconds: Int64) -> String { String(format: "%.2f ms", Double(microseconds) / 1000) }
     print("| \(jobs) | \(count) (expected about \(jobs * measuredSeconds)) | \(ms(percentile(lags, 0.5))) | \(ms(percentile(lags, 0.9))) | \(ms(percentile(lags, 0.99))) | "
-        + "\(ms(lags.last ?? 0)) | \(status.threads) | \(String(format: "%.0f MB", status.residentMegabytes)) | \(String(format: "%.1f %%", cpu * 100)) |")
+        + "\(ms(lags.last ?? 0)) | \(status.threads) | \(String(format: "%.0f MB", status.residentMegabytes)) | \(String(format: "%.1f %%", cpu * 100)) |"
+        + (withHistory ? " \(written / measuredSeconds) | \(dropped) |" : ""))
 }
