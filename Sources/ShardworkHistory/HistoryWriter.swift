@@ -4,7 +4,9 @@ public import Logging
 public import ShardworkCore
 import Synchronization
 
-/// Writes a host's execution history from its event stream, never on the fire path.
+/// Writes a host's execution history from its event stream, never on the fire path's threads (it
+/// shares the processor with them, though: at thousands of fires a second on two cores it slows
+/// them, docs/performance.md).
 ///
 /// A reader task takes the host's events as they come (its subscription buffer is large, and
 /// turning an event into rows is cheap) and queues rows; a writer task hands them to the store in
