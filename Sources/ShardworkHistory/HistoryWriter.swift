@@ -101,7 +101,7 @@ public final class HistoryWriter: Sendable {
                 writtenRows.wrappingAdd(batch.count, ordering: .relaxed)
             } catch {
                 putBack(batch)
-                logger.warning("history: cannot write the queued rows as the host stops", metadata: ["error": "\(error)"])
+                logger.warning("history: cannot write the queued rows as the host stops", metadata: ["error": "\(LogText.escaped("\(error)"))"])
                 break
             }
         }
@@ -271,7 +271,7 @@ public final class HistoryWriter: Sendable {
                     failing = true
                     logger.warning(
                         "history: cannot write to the database; rows wait in the queue up to its capacity, then are dropped",
-                        metadata: ["error": "\(error)", "capacity": "\(capacity)"])
+                        metadata: ["error": "\(LogText.escaped("\(error)"))", "capacity": "\(capacity)"])
                 }
                 try? await Task.sleep(for: retry)
                 retry = min(retry * 2, Self.longestRetry)
@@ -294,7 +294,7 @@ public final class HistoryWriter: Sendable {
                 let removed = try await store.purge(before: cutoff)
                 if removed > 0 { logger.info("history: removed old rows", metadata: ["rows": "\(removed)"]) }
             } catch {
-                logger.warning("history: cannot remove old rows", metadata: ["error": "\(error)"])
+                logger.warning("history: cannot remove old rows", metadata: ["error": "\(LogText.escaped("\(error)"))"])
             }
             try? await Task.sleep(for: Self.purgeInterval)
         }

@@ -126,7 +126,7 @@ public final class PostgresHistoryStore: HistoryStore {
                         try await self.check(table: table.name, connection)
                     } else {
                         try await connection.query(PostgresQuery(unsafeSQL: table.ddl), logger: self.logger)
-                        self.logger.info("created the history table \(table.name)", metadata: ["database": "\(self.configuration)"])
+                        self.logger.info("created a history table", metadata: ["table": "\(table.name)", "database": "\(LogText.escaped(self.configuration.description))"])
                     }
                 }
                 for index in Self.indexes where !(try await self.exists(index.name.lowercased(), connection)) {

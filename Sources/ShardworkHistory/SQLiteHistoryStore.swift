@@ -163,31 +163,18 @@ public final class SQLiteHistoryStore: HistoryStore {
     public func executions(_ query: ExecutionQuery) async throws -> [ExecutionRecord] {
         var conditions: [String] = []
         var arguments: [(any DatabaseValueConvertible)?] = []
-        if let job = query.jobName {
-            conditions.append("s.job_name = ?")
-            arguments.append(job)
+        func bind(_ condition: String, _ value: (any DatabaseValueConvertible)?) {
+            guard let value else { return }
+            conditions.append(condition)
+            arguments.append(value)
         }
-        if let item = query.item {
-            conditions.append("s.sharding_item = ?")
-            arguments.append(item)
-        }
-        if let instance = query.instanceID {
-            conditions.append("s.instance_id = ?")
-            arguments.append(instance)
-        }
-        if let since = query.since {
-            conditions.append("s.start_time_ms >= ?")
-            arguments.append(since)
-        }
-        if let until = query.until {
-            conditions.append("s.start_time_ms <= ?")
-            arguments.append(until)
-        }
+        bind("s.job_name = ?", query.jobName)
+        bind("s.sharding_item = ?", query.item)
+        bind("s.instance_id = ?", query.instanceID)
+        bind("s.start_time_ms >= ?", query.since)
+        bind("s.start_time_ms <= ?", query.until)
         if query.failedOnly { conditions.append("s.outcome IN ('failed', 'timedOut')") }
-        if let source = query.source {
-            conditions.append("s.fire_source = ?")
-            arguments.append(source.rawValue)
-        }
+        bind("s.fire_source = ?", query.source?.rawValue)
         let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         arguments.append(query.limit)
         arguments.append(query.offset)

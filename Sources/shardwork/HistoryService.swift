@@ -26,13 +26,13 @@ struct HistoryService: Service {
         } catch {
             logger.error(
                 "history: OFF for this run; fires go on without it. Fix the setting named and restart the host",
-                metadata: ["error": "\(error)"])
+                metadata: ["error": "\(LogText.escaped("\(error)"))"])
             return (nil, .off(reason: "\(error)"))
         }
         let writer = HistoryWriter(
             store: store, events: host.events, instance: instance, hostname: host.services.hostName,
             capacity: settings.queueCapacity, retentionDays: settings.retentionDays, logger: logger)
-        logger.info("history: on", metadata: ["database": "\(HistoryStores.describe(settings, ip: instance.serverIP, hostSettings: configuration.host))"])
+        logger.info("history: on", metadata: ["database": "\(LogText.escaped(HistoryStores.describe(settings, ip: instance.serverIP, hostSettings: configuration.host)))"])
         let service = HistoryService(
             writer: writer, subscription: writer.subscribe(),
             flushLimit: .milliseconds(Int64(configuration.host.shutdownTimeoutSeconds * 1000)), logger: logger)
