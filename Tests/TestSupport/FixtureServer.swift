@@ -1,4 +1,5 @@
 public import Foundation
+import ShardworkCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -9,14 +10,16 @@ import Glibc
 /// that it chooses and reports in a file, recording what it receives as JSON lines, stopped by PID.
 /// The server watches its parent and exits when the test process is gone.
 ///
-/// It is started with posix_spawn, not Foundation's Process: Process.run on Linux reads past a
-/// buffer while it lists /proc/self/fd and crashes the test process now and then
+/// It is a ``SpawnedProcess``, not Foundation's Process: Process.run on Linux reads past a buffer
+/// while it lists /proc/self/fd and crashes the test process now and then
 /// (swift-corelibs-foundation PR 5472), and these tests start many servers.
 public final class FixtureServer: Sendable {
     public let port: Int
     public let directory: TemporaryDirectory
-    public let pid: pid_t
+    private let process: SpawnedProcess
     private let stopped = Mutex(false)
+
+    public var pid: Int32 { process.pid }
 
     /// The file the server appends a JSON line to per request or message.
     public var logFile: String { directory.file("received.jsonl") }
@@ -28,12 +31,12 @@ public final class FixtureServer: Sendable {
             throw TestSetupError("python3 is not on the PATH: the test servers are Python scripts. Install it with `scripts/install-dependencies test`.")
         }
         let directory = try TemporaryDirectory("shardwork-python")
-        let pid = try Spawn.start(python, ["-c", "import sys; print(sys.executable)"],
-                                  standardOutput: directory.file("out"), standardError: directory.file("err"))
-        let status = await Spawn.wait(pid)
+        let probe = try spawn(python, ["-c", "import sys; print(sys.executable)"],
+                              standardOutput: directory.file("out"), standardError: directory.file("err"))
+        let exit = await probe.waitForExit()
         let path = ((try? String(contentsOfFile: directory.file("out"), encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-        guard status == 0, !path.isEmpty else {
-            throw TestSetupError("\(python) did not run (status \(status)): \((try? String(contentsOfFile: directory.file("err"), encoding: .utf8)) ?? "")")
+        guard exit == (0, false), !path.isEmpty else {
+            throw TestSetupError("\(python) did not run (\(exit)): \((try? String(contentsOfFile: directory.file("err"), encoding: .utf8)) ?? "")")
         }
         return path
     }
@@ -45,7 +48,7 @@ public final class FixtureServer: Sendable {
         let directory = try TemporaryDirectory("shardwork-server")
         let portFile = directory.file("port")
         let errors = directory.file("stderr")
-        let pid = try Spawn.start(
+        let process = try spawn(
             python,
             [TestPaths.fixture("servers/" + script), "--port-file", portFile, "--log", directory.file("received.jsonl"),
              "--parent-pid", String(getpid())] + arguments,
@@ -53,23 +56,22 @@ public final class FixtureServer: Sendable {
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
             if let text = try? String(contentsOfFile: portFile, encoding: .utf8), let port = Int(text) {
-                return FixtureServer(port: port, directory: directory, pid: pid)
+                return FixtureServer(port: port, directory: directory, process: process)
             }
-            var status: Int32 = 0
-            if waitpid(pid, &status, WNOHANG) == pid {
+            if !process.isRunning {
                 let message = (try? String(contentsOfFile: errors, encoding: .utf8)) ?? ""
-                throw TestSetupError("the test server \(script) exited (wait status \(status)) before listening:\n\(message)")
+                throw TestSetupError("the test server \(script) exited (\(await process.waitForExit())) before listening:\n\(message)")
             }
             try await Task.sleep(for: .milliseconds(20))
         }
-        Spawn.kill(pid)
+        Self.kill(process)
         throw TestSetupError("the test server \(script) did not report its port within 60 s")
     }
 
-    private init(port: Int, directory: TemporaryDirectory, pid: pid_t) {
+    private init(port: Int, directory: TemporaryDirectory, process: SpawnedProcess) {
         self.port = port
         self.directory = directory
-        self.pid = pid
+        self.process = process
     }
 
     public var baseURL: String { "http://127.0.0.1:\(port)" }
@@ -96,55 +98,28 @@ public final class FixtureServer: Sendable {
     /// thread of its own. For `defer`, where nothing can be awaited.
     public func terminate() {
         guard stopped.withLock({ stopped in defer { stopped = true }; return !stopped }) else { return }
-        Spawn.kill(pid)
+        Self.kill(process)
     }
 
     deinit { terminate() }
 }
 
-/// Programs started with posix_spawn: standard input empty, output to files, no signal blocked.
-public enum Spawn {
-    public static func start(_ executable: String, _ arguments: [String], standardOutput: String, standardError: String) throws -> pid_t {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, standardOutput, O_WRONLY | O_CREAT | O_APPEND, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 2, standardError, O_WRONLY | O_CREAT | O_APPEND, 0o600)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        // The spawning thread may block signals (libdispatch's threads do); the child must not.
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
-        var mask = sigset_t()
-        sigemptyset(&mask)
-        posix_spawnattr_setsigmask(&attributes, &mask)
-        let cArguments = ([executable] + arguments).map { strdup($0) } + [nil]
-        defer { for argument in cArguments { free(argument) } }
-        var pid: pid_t = 0
-        let result = posix_spawn(&pid, executable, &actions, &attributes, cArguments, environ)
-        guard result == 0 else {
-            throw TestSetupError("cannot start \(executable): \(String(cString: strerror(result)))")
+extension FixtureServer {
+    /// Starts `executable` with standard input empty and its output and errors appended to files.
+    static func spawn(_ executable: String, _ arguments: [String], standardOutput: String, standardError: String) throws -> SpawnedProcess {
+        let output = open(standardOutput, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        let errors = open(standardError, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        defer {
+            if output >= 0 { close(output) }
+            if errors >= 0 { close(errors) }
         }
-        return pid
-    }
-
-    /// Waits for `pid` to exit (on a thread of its own) and returns its exit status, or 128 + the
-    /// signal that ended it.
-    public static func wait(_ pid: pid_t) async -> Int32 {
-        (try? await onOwnThread { () -> Int32 in
-            var status: Int32 = 0
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-            return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        }) ?? -1
+        guard output >= 0, errors >= 0 else { throw TestSetupError("cannot open \(standardOutput) or \(standardError): errno \(errno)") }
+        return try SpawnedProcess(executable, arguments, output: output, errors: errors)
     }
 
     /// SIGKILL, then reaps the process on a thread of its own.
-    public static func kill(_ pid: pid_t) {
-        Glibc.kill(pid, SIGKILL)
-        Thread.detachNewThread {
-            var status: Int32 = 0
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        }
+    static func kill(_ process: SpawnedProcess) {
+        process.signal(SIGKILL)
+        Thread.detachNewThread { process.waitForExitBlocking() }
     }
 }
