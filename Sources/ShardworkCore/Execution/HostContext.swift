@@ -32,7 +32,8 @@ final class HostContext: Sendable {
     /// One sync per job at a time; one more after it when asked during it.
     private let syncRuns = CoalescingRunner<String>()
     /// What a sync request runs: the syncer's look at the job, bound when the host is wired.
-    private let syncHandler = Mutex<(@Sendable (JobRuntime) async -> Void)?>(nil)
+    /// In a class, not a closure in the lock: see ``Callback``.
+    private let syncHandler = Mutex<AsyncCallback<JobRuntime>?>(nil)
 
     /// The host's own bookkeeping of a job's cluster state.
     struct JobSync {
@@ -91,7 +92,7 @@ final class HostContext: Sendable {
 
     /// Binds what ``requestSync(_:)`` runs.
     func handleSyncs(with handler: @escaping @Sendable (JobRuntime) async -> Void) {
-        syncHandler.withLock { $0 = handler }
+        syncHandler.withLock { $0 = AsyncCallback(handler) }
     }
 
     /// Looks at the job's state in the registry soon (``ClusterSyncer/sync(_:)``); if a look is under
@@ -100,7 +101,7 @@ final class HostContext: Sendable {
         guard isActive(runtime.name), let handler = syncHandler.withLock({ $0 }) else { return }
         syncRuns.request(runtime.name, spawn: { background.spawn("sync \(runtime.name)", $0) }) { [weak runtime] in
             guard let runtime else { return }
-            await handler(runtime)
+            await handler.call(runtime)
         }
     }
 

@@ -16,3 +16,12 @@ final class Callback<Argument>: Sendable {
 extension Callback where Argument == Void {
     func call() { body(()) }
 }
+
+/// ``Callback`` for an async closure: the same reason, the same remedy.
+final class AsyncCallback<Argument>: Sendable {
+    let body: @Sendable (Argument) async -> Void
+
+    init(_ body: @escaping @Sendable (Argument) async -> Void) { self.body = body }
+
+    func call(_ argument: Argument) async { await body(argument) }
+}
