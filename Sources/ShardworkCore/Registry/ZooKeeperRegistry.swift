@@ -266,15 +266,21 @@ public final class ZooKeeperRegistry: RegistryCenter {
     /// quarter.
     public var lastContact: ContinuousClock.Instant? { contact.withLock { $0 } }
 
-    private func touch() {
-        contact.withLock { $0 = clock.monotonicNow() }
+    /// An answer to a request sent at `sent` came: the session was alive then, and nothing is known
+    /// of the time since. Stamped with the send time, not the time the answer is read: an answer
+    /// read late (the host was stopped with the answer in its socket, say) must not make a session
+    /// that may have ended meanwhile look fresh, or an item the host no longer owns would go on.
+    private func touch(since sent: ContinuousClock.Instant) {
+        contact.withLock { contact in
+            if contact.map({ $0 < sent }) ?? true { contact = sent }
+        }
     }
 
     /// Whether the error is an answer from the server (so the server was heard from).
-    private func touch(ifAnswered error: ZooKeeperError) {
+    private func touch(ifAnswered error: ZooKeeperError, since sent: ContinuousClock.Instant) {
         switch error.code {
         case .connectionLoss, .operationTimeout, .sessionExpired, .closing, .invalidState: break
-        default: touch()
+        default: touch(since: sent)
         }
     }
 
@@ -315,12 +321,13 @@ public final class ZooKeeperRegistry: RegistryCenter {
             ])
         }
         guard let client else { return timeout }
+        let sent = clock.monotonicNow()
         tasks.spawn("heartbeat read") { [weak self] in
             do throws(ZooKeeperError) {
                 _ = try await client.exists("/", watch: nil)
-                self?.touch()
+                self?.touch(since: sent)
             } catch {
-                self?.touch(ifAnswered: error)
+                self?.touch(ifAnswered: error, since: sent)
             }
             self?.state.withLock { state in
                 if state.heartbeat?.client == ObjectIdentifier(client) { state.heartbeat = nil }
@@ -451,12 +458,13 @@ public final class ZooKeeperRegistry: RegistryCenter {
         let full = try full(path)
         statistics.count(\.creates)
         let client = try currentClient()
+        let sent = clock.monotonicNow()
         do {
             let created = try await client.create(full, data: data, mode: Self.mode(mode))
-            touch()
+            touch(since: sent)
             return relative(created)
         } catch {
-            touch(ifAnswered: error)
+            touch(ifAnswered: error, since: sent)
             throw map(error, path)
         }
     }
@@ -466,11 +474,12 @@ public final class ZooKeeperRegistry: RegistryCenter {
         let full = try full(path)
         statistics.count(\.deletes)
         let client = try currentClient()
+        let sent = clock.monotonicNow()
         do {
             try await client.delete(full, version: version)
-            touch()
+            touch(since: sent)
         } catch {
-            touch(ifAnswered: error)
+            touch(ifAnswered: error, since: sent)
             throw map(error, path)
         }
     }
@@ -480,12 +489,13 @@ public final class ZooKeeperRegistry: RegistryCenter {
         let full = try full(path)
         statistics.count(\.sets)
         let client = try currentClient()
+        let sent = clock.monotonicNow()
         do {
             let result = Self.stat(try await client.setData(full, data: data, version: version))
-            touch()
+            touch(since: sent)
             return result
         } catch {
-            touch(ifAnswered: error)
+            touch(ifAnswered: error, since: sent)
             throw map(error, path)
         }
     }
@@ -494,12 +504,13 @@ public final class ZooKeeperRegistry: RegistryCenter {
         let full = try full(path)
         statistics.count(\.reads)
         let client = try currentClient()
+        let sent = clock.monotonicNow()
         do {
             let (bytes, stat) = try await client.data(full, watch: Self.watcher(watch, path))
-            touch()
+            touch(since: sent)
             return (bytes, Self.stat(stat))
         } catch {
-            touch(ifAnswered: error)
+            touch(ifAnswered: error, since: sent)
             throw map(error, path)
         }
     }
@@ -508,12 +519,13 @@ public final class ZooKeeperRegistry: RegistryCenter {
         let full = try full(path)
         statistics.count(\.reads)
         let client = try currentClient()
+        let sent = clock.monotonicNow()
         do {
             let result = try await client.exists(full, watch: Self.watcher(watch, path)).map(Self.stat)
-            touch()
+            touch(since: sent)
             return result
         } catch {
-            touch(ifAnswered: error)
+            touch(ifAnswered: error, since: sent)
             throw map(error, path)
         }
     }
@@ -522,12 +534,13 @@ public final class ZooKeeperRegistry: RegistryCenter {
         let full = try full(path)
         statistics.count(\.reads)
         let client = try currentClient()
+        let sent = clock.monotonicNow()
         do {
             let result = try await client.children(full, watch: Self.watcher(watch, path))
-            touch()
+            touch(since: sent)
             return result
         } catch {
-            touch(ifAnswered: error)
+            touch(ifAnswered: error, since: sent)
             throw map(error, path)
         }
     }
@@ -552,9 +565,10 @@ public final class ZooKeeperRegistry: RegistryCenter {
         statistics.count(\.multis)
         statistics.count(\.multiOperations, by: operations.count)
         let client = try currentClient()
+        let sent = clock.monotonicNow()
         do {
             let results = try await client.multi(translated)
-            touch()
+            touch(since: sent)
             return results.map { result in
                 switch result {
                 case .created(let path): .created(path: relative(path))
@@ -564,7 +578,7 @@ public final class ZooKeeperRegistry: RegistryCenter {
                 }
             }
         } catch {
-            touch(ifAnswered: error)
+            touch(ifAnswered: error, since: sent)
             if let index = error.failedOperation {
                 throw RegistryError(.transactionFailed(index: index, underlying: Self.code(error.code)), path: operations[index].path)
             }
