@@ -52,4 +52,57 @@ struct HostEventStreamTests {
         #expect(all.allSatisfy { $0.time == 1_000 }, "stamped with the host's clock")
         #expect(!events.isObserved)
     }
+
+    @Test("a subscriber with a linger takes what came meanwhile in one batch; the end comes at once")
+    func lingeringSubscriber() async throws {
+        let events = HostEvents(clock: ManualClock(now: 0))
+        let subscription = events.subscribe(linger: .milliseconds(200))
+        let received = Mutex<[Int64]>([])
+        let reader = Task {
+            for await event in subscription { received.withLock { $0.append(event.kind == Self.fire(0) ? 0 : 1) } }
+            return received.withLock { $0.count }
+        }
+        events.publish(Self.fire(0))
+        // The first event wakes the reader; what comes during its linger waits for the next batch.
+        #expect(await eventually { received.withLock { $0.count } == 1 })
+        for number in 1...500 { events.publish(Self.fire(number)) }
+        #expect(await eventually { received.withLock { $0.count } == 501 })
+        events.finish()
+        #expect(await reader.value == 501)
+        #expect(subscription.dropped == 0)
+    }
+
+    @Test("a subscription nobody holds any more ends, and the host's events are no longer made for it")
+    func droppedSubscription() async {
+        let events = HostEvents(clock: ManualClock(now: 0))
+        do {
+            let subscription = events.subscribe()
+            #expect(events.isObserved)
+            _ = subscription.dropped
+        }
+        #expect(!events.isObserved)
+        // A subscription made after the host stopped ends at once.
+        events.finish()
+        let late = events.subscribe()
+        #expect(!events.isObserved)
+        var count = 0
+        for await _ in late { count += 1 }
+        #expect(count == 0)
+    }
+
+    @Test("a cancelled reading task ends its iteration")
+    func cancelledReader() async {
+        let events = HostEvents(clock: ManualClock(now: 0))
+        let subscription = events.subscribe()
+        let reader = Task {
+            var count = 0
+            for await _ in subscription { count += 1 }
+            return count
+        }
+        events.publish(Self.fire(1))
+        try? await Task.sleep(for: .milliseconds(50))
+        reader.cancel()
+        #expect(await reader.value <= 1)
+    }
 }
+
