@@ -215,6 +215,14 @@ if withBenchmarks {
             exclude: ["lag_probe.c"],
             swiftSettings: strictSettings
         ))
+    // History rows written per second into SQLite and a real PostgreSQL.
+    package.targets.append(
+        .executableTarget(
+            name: "HistoryBenchmark",
+            dependencies: ["ShardworkCore", "ShardworkHistory", "ShardworkTestSupport", .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/History",
+            swiftSettings: strictSettings
+        ))
     // Failover latency with real processes: kill -9 to the item's start elsewhere.
     package.targets.append(
         .executableTarget(

@@ -1,5 +1,5 @@
 import Foundation
-public import ShardworkCore
+import ShardworkCore
 
 /// Whether a host keeps history, for the control API: the store to read, or why there is none.
 public enum HistoryAccess: Sendable {

@@ -4,16 +4,19 @@ public import Logging
 public import ShardworkCore
 import Synchronization
 
-/// Writes a host's execution history from its event stream, never on the fire path's threads (it
-/// shares the processor with them, though: at thousands of fires a second on two cores it slows
-/// them, docs/performance.md).
+/// Writes a host's execution history from its event stream, never on the fire path's threads.
 ///
-/// A reader task takes the host's events as they come (its subscription buffer is large, and
-/// turning an event into rows is cheap) and queues rows; a writer task hands them to the store in
-/// batches, one transaction each. The queue is bounded: while the database is slow or down, rows
-/// wait up to ``capacity`` and the ones that do not fit are dropped and counted (``dropped``, and a
-/// warning once a minute with the count). When the database answers again, writing resumes by
-/// itself, oldest rows first. ``finish(within:)`` writes what is queued at a graceful shutdown.
+/// A reader task takes the host's events as they come and turns them into rows; a writer task
+/// hands the rows to the store in batches, one transaction each. Both run on threads of their own
+/// in Linux's idle scheduling class (``BackgroundThreadExecutor``), so that they use the processor
+/// only when the fire path does not: on a busy host the history falls behind, never the fires. The writer lets rows
+/// gather for ``linger`` before it writes, so that a short item's start and end are one insert of
+/// the complete row rather than an insert and an update.
+///
+/// The queue is bounded: while the database is slow or down, rows wait up to ``capacity`` and the
+/// ones that do not fit are dropped and counted (``dropped``, and a warning once a minute with the
+/// count). When the database answers again, writing resumes by itself, oldest rows first.
+/// ``finish(within:)`` writes what is queued at a graceful shutdown.
 public final class HistoryWriter: Sendable {
     public let store: any HistoryStore
     public let capacity: Int
@@ -25,9 +28,15 @@ public final class HistoryWriter: Sendable {
     private let state = Mutex(State())
     private let droppedRows = Atomic<Int>(0)
     private let writtenRows = Atomic<Int>(0)
+    private let ids = RowIDs()
+    /// Where events become rows, and where rows go to the database.
+    private let reading = BackgroundThreadExecutor(name: "history-read")
+    private let writing = BackgroundThreadExecutor(name: "history-write")
+    /// How long rows gather before a batch smaller than ``batchSize`` is written.
+    let linger: Duration
 
-    /// Rows per transaction.
-    static let batchSize = 500
+    /// Rows per transaction, at most.
+    static let batchSize = 5_000
     /// The longest the writer waits before it tries a failing database again.
     static let longestRetry: Duration = .seconds(30)
     /// How often a count of dropped rows is logged, at most.
@@ -47,10 +56,13 @@ public final class HistoryWriter: Sendable {
     /// - Parameters:
     ///   - capacity: the most rows that wait for the database.
     ///   - retentionDays: rows older than this are removed every hour; `nil` keeps them.
+    ///   - linger: how long rows gather before a batch is written (rows reach the database that
+    ///     much later).
     public init(
         store: any HistoryStore, events: HostEvents, instance: JobInstance, hostname: String, capacity: Int = 100_000,
-        retentionDays: Int? = nil, logger: Logger
+        retentionDays: Int? = nil, linger: Duration = .milliseconds(250), logger: Logger
     ) {
+        self.linger = linger
         self.store = store
         self.events = events
         self.instance = instance
@@ -58,6 +70,11 @@ public final class HistoryWriter: Sendable {
         self.capacity = max(1, capacity)
         self.retention = retentionDays.map { .seconds(Int64($0) * 86_400) }
         self.logger = logger
+    }
+
+    deinit {
+        reading.stop()
+        writing.stop()
     }
 
     /// Rows dropped because the queue was full.
@@ -71,33 +88,41 @@ public final class HistoryWriter: Sendable {
     /// is left for ``finish(within:)``). Subscribe before the host starts: call it from a task
     /// started first, or use ``subscribe()``.
     public func run() async {
-        await run(events.subscribe(buffer: HostEvents.defaultBuffer))
+        await run(subscribe())
     }
 
     /// A subscription made now, for ``run(_:)``: so that no event of a host starting right after is
-    /// missed.
+    /// missed. It takes the host's events in batches, at most every ``eventLinger``: the fire path
+    /// then only appends events to a buffer, and wakes the writer a few times a second.
     public func subscribe() -> HostEventSubscription {
-        events.subscribe(buffer: HostEvents.defaultBuffer)
+        events.subscribe(buffer: HostEvents.defaultBuffer, linger: Self.eventLinger)
     }
+
+    /// How often, at most, the writer takes the events that came.
+    static let eventLinger: Duration = .milliseconds(50)
 
     public func run(_ subscription: HostEventSubscription) async {
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.write() }
-            if retention != nil { group.addTask { await self.purgeOldRows() } }
+            group.addTask(executorPreference: writing) { await self.write() }
+            if retention != nil { group.addTask(executorPreference: writing) { await self.purgeOldRows() } }
             // Until the host's event stream ends (the host stopped) or the task is cancelled.
-            await read(subscription)
+            await withTaskExecutorPreference(reading) { await self.read(subscription) }
             group.cancelAll()
         }
     }
 
     /// Writes what is queued, for at most `limit`; returns how many rows were left unwritten.
     public func finish(within limit: Duration) async -> Int {
+        await withTaskExecutorPreference(writing) { await self.writeQueued(within: limit) }
+    }
+
+    private func writeQueued(within limit: Duration) async -> Int {
         let deadline = ContinuousClock.now + limit
         while ContinuousClock.now < deadline {
             let batch = take()
             if batch.isEmpty { break }
             do {
-                try await store.apply(batch)
+                try await store.apply(Self.coalesced(batch))
                 writtenRows.wrappingAdd(batch.count, ordering: .relaxed)
             } catch {
                 putBack(batch)
@@ -125,7 +150,7 @@ public final class HistoryWriter: Sendable {
         case .fireStarted(let start):
             let records = start.items.map { item in
                 ExecutionRecord(
-                    id: UUID().uuidString, jobName: start.job, taskID: start.taskID, hostname: hostname, ip: instance.serverIP, item: item,
+                    id: ids.next(), jobName: start.job, taskID: start.taskID, hostname: hostname, ip: instance.serverIP, item: item,
                     source: start.source, startTime: start.startedAt, fireTime: start.fireTime, fencingEpoch: start.epochs[item] ?? 0,
                     plugin: start.plugin, pluginVersion: start.pluginVersion, instanceID: instance.id)
             }
@@ -158,11 +183,11 @@ public final class HistoryWriter: Sendable {
                     // an execution of its own.
                     var record = (index == 0 ? opened[item] : nil) ?? opened[item].map { opened in
                         var copy = opened
-                        copy.id = UUID().uuidString
+                        copy.id = ids.next()
                         copy.source = .misfire
                         return copy
                     } ?? ExecutionRecord(
-                        id: UUID().uuidString, jobName: end.job, taskID: "", hostname: hostname, ip: instance.serverIP, item: item,
+                        id: ids.next(), jobName: end.job, taskID: "", hostname: hostname, ip: instance.serverIP, item: item,
                         source: index == 0 ? end.source : .misfire, startTime: times.startedAt, fireTime: end.fireTime, fencingEpoch: 0,
                         plugin: "", pluginVersion: "", instanceID: instance.id)
                     taskID = record.taskID
@@ -193,7 +218,7 @@ public final class HistoryWriter: Sendable {
 
     private func status(_ job: String, _ taskID: String, _ items: [Int], _ state: StatusTraceRecord.State, _ message: String, _ time: Int64) -> HistoryWrite {
         .status(StatusTraceRecord(
-            id: UUID().uuidString, jobName: job, taskID: taskID, slaveID: instance.serverIP, items: items, state: state, message: message,
+            id: ids.next(), jobName: job, taskID: taskID, slaveID: instance.serverIP, items: items, state: state, message: message,
             creationTime: time))
     }
 
@@ -218,6 +243,20 @@ public final class HistoryWriter: Sendable {
             let batch = Array(state.queue.prefix(count))
             state.queue.removeFirst(count)
             return batch
+        }
+    }
+
+    /// The batch with each execution that both starts and ends in it written once, complete: its
+    /// start is left out, and its completion inserts the whole row.
+    static func coalesced(_ batch: [HistoryWrite]) -> [HistoryWrite] {
+        var completed = Set<String>()
+        for write in batch {
+            if case .executionCompleted(let record) = write { completed.insert(record.id) }
+        }
+        guard !completed.isEmpty else { return batch }
+        return batch.filter { write in
+            if case .executionStarted(let record) = write { return !completed.contains(record.id) }
+            return true
         }
     }
 
@@ -255,10 +294,13 @@ public final class HistoryWriter: Sendable {
         var reportedDrops = 0
         while !Task.isCancelled {
             await waitForRows()
+            // Rows gather a moment: a batch is cheaper per row, and an item that ends meanwhile is
+            // written once.
+            if queued < Self.batchSize { try? await Task.sleep(for: linger) }
             let batch = take()
             guard !batch.isEmpty else { continue }
             do {
-                try await store.apply(batch)
+                try await store.apply(Self.coalesced(batch))
                 writtenRows.wrappingAdd(batch.count, ordering: .relaxed)
                 if failing {
                     failing = false
@@ -297,6 +339,46 @@ public final class HistoryWriter: Sendable {
                 logger.warning("history: cannot remove old rows", metadata: ["error": "\(LogText.escaped("\(error)"))"])
             }
             try? await Task.sleep(for: Self.purgeInterval)
+        }
+    }
+}
+
+/// Row ids as ElasticJob writes them (UUID text, version 4 in form), made without a system call
+/// per row: 60 random bits chosen once per writer, so ids of hosts sharing a database do not
+/// collide, and a counter.
+final class RowIDs: Sendable {
+    private let prefix: UInt64
+    private let counter = Atomic<UInt64>(0)
+
+    init() {
+        var random = SystemRandomNumberGenerator()
+        // The version nibble (4) sits in the 7th byte.
+        prefix = (random.next() & ~0xF000) | 0x4000
+    }
+
+    func next() -> String {
+        let count = counter.wrappingAdd(1, ordering: .relaxed).oldValue
+        // The variant bits (10) lead the 9th byte.
+        let suffix = (count & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000
+        return String(unsafeUninitializedCapacity: 36) { buffer in
+            let digits: StaticString = "0123456789abcdef"
+            var index = 0
+            func put(_ value: UInt64, nibbles: ClosedRange<Int>) {
+                for nibble in nibbles.reversed() {
+                    buffer[index] = digits.utf8Start[Int((value >> (UInt64(nibble) * 4)) & 0xF)]
+                    index += 1
+                }
+            }
+            put(prefix, nibbles: 8...15)
+            buffer[index] = UInt8(ascii: "-"); index += 1
+            put(prefix, nibbles: 4...7)
+            buffer[index] = UInt8(ascii: "-"); index += 1
+            put(prefix, nibbles: 0...3)
+            buffer[index] = UInt8(ascii: "-"); index += 1
+            put(suffix, nibbles: 12...15)
+            buffer[index] = UInt8(ascii: "-"); index += 1
+            put(suffix, nibbles: 0...11)
+            return index
         }
     }
 }

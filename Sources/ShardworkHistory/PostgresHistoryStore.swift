@@ -170,6 +170,21 @@ public final class PostgresHistoryStore: HistoryStore {
                     + "not \(expected) as ElasticJob creates it for PostgreSQL; drop or rename that table (Shardwork then creates it), "
                     + "or point tracing.postgresql.database at a database of its own")
         }
+        // Rows are written by id (insert, or update when it is there): the upsert needs id unique.
+        if table != ElasticJobTables.statusTraceLog {
+            let unique = try await connection.query(
+                """
+                SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+                WHERE i.indrelid = to_regclass(\(name)::text) AND i.indisunique AND i.indnkeyatts = 1 AND a.attname = 'id') AS found
+                """, logger: logger
+            ).collect()
+            guard try unique.first?.decode(Bool.self) == true else {
+                throw HistoryStoreError(
+                    "tracing.postgresql.database: the table \(table) in database '\(configuration.database)' has no primary key on id, "
+                        + "as ElasticJob creates it; add it (ALTER TABLE \(table) ADD PRIMARY KEY (id)), drop or rename that table "
+                        + "(Shardwork then creates it), or point tracing.postgresql.database at a database of its own")
+            }
+        }
         // `has_table_privilege` with several privileges is true when any is held: ask for each.
         var denied: [String] = []
         for privilege in ["SELECT", "INSERT", "UPDATE", "DELETE"] {
@@ -188,72 +203,108 @@ public final class PostgresHistoryStore: HistoryStore {
 
     // MARK: - Writes
 
+    /// Writes the batch in one transaction of at most five statements, whatever its size: each
+    /// table's rows go in as arrays (`UNNEST`), so a batch costs a few round trips, not one per row.
+    /// Starts insert rows that are not there yet; completions insert, or update the row their start
+    /// left (ElasticJob's insert-or-update), in any order within and across batches.
     public func apply(_ batch: [HistoryWrite]) async throws {
         guard !batch.isEmpty else { return }
+        var started: [ExecutionRecord] = []
+        var completed: [ExecutionRecord] = []
+        var completedIndex: [String: Int] = [:]
+        var statuses: [StatusTraceRecord] = []
+        for write in batch {
+            switch write {
+            case .executionStarted(let record):
+                started.append(record)
+            case .executionCompleted(let record):
+                // One update of a row per statement: a later completion of the same id wins.
+                if let index = completedIndex[record.id] {
+                    completed[index] = record
+                } else {
+                    completedIndex[record.id] = completed.count
+                    completed.append(record)
+                }
+            case .status(let record):
+                statuses.append(record)
+            }
+        }
         try await withConnection(doing: "write the history") { connection in
             try await self.transaction(connection) {
-                for write in batch {
-                    switch write {
-                    case .executionStarted(let record):
-                        try await self.insert(record, connection)
-                    case .executionCompleted(let record):
-                        try await self.complete(record, connection)
-                    case .status(let record):
-                        try await connection.query(
-                            """
-                            INSERT INTO JOB_STATUS_TRACE_LOG (id, job_name, original_task_id, task_id, slave_id, execution_type, \
-                            sharding_item, state, message, creation_time) VALUES (\(record.id), \(record.jobName), \(record.originalTaskID), \
-                            \(record.taskID), \(record.slaveID), \(record.executionType), \(record.shardingItems), \(record.state.rawValue), \
-                            \(record.message), TIMESTAMP 'epoch' + \(record.creationTime)::bigint * INTERVAL '1 millisecond') \
-                            ON CONFLICT DO NOTHING
-                            """, logger: self.logger)
-                    }
-                }
+                if !started.isEmpty { try await self.insert(started, completing: false, connection) }
+                if !completed.isEmpty { try await self.insert(completed, completing: true, connection) }
+                if !statuses.isEmpty { try await self.insert(statuses, connection) }
             }
         }
     }
 
-    /// Inserts both rows of an execution, leaving either alone when its id is there already.
-    private func insert(_ record: ExecutionRecord, _ connection: PostgresConnection) async throws {
+    /// Both rows of each execution: left alone when there (a start), or brought up to date (a
+    /// completion).
+    private func insert(_ records: [ExecutionRecord], completing: Bool, _ connection: PostgresConnection) async throws {
+        let ids = records.map(\.id)
+        let jobs = records.map(\.jobName)
+        let items = records.map { Int32(clamping: $0.item) }
+        let starts = records.map(\.startTime)
+        let completes = records.map { $0.completeTime ?? 0 }
+        let hasComplete = records.map { $0.completeTime != nil }
+        let causes = records.map { $0.failureCause ?? "" }
+        let hasCause = records.map { $0.failureCause != nil }
+        let outcomes = records.map { $0.outcome?.rawValue ?? "" }
+        let hasOutcome = records.map { $0.outcome != nil }
         try await connection.query(
             """
             INSERT INTO JOB_EXECUTION_LOG (id, job_name, task_id, hostname, ip, sharding_item, execution_source, failure_cause, \
-            is_success, start_time, complete_time) VALUES (\(record.id), \(record.jobName), \(record.taskID), \(record.hostname), \
-            \(record.ip), \(Int32(clamping: record.item)), \(record.elasticJobSource), \(record.failureCause), \
-            \(record.outcome == .succeeded), TIMESTAMP 'epoch' + \(record.startTime)::bigint * INTERVAL '1 millisecond', \
-            TIMESTAMP 'epoch' + \(record.completeTime)::bigint * INTERVAL '1 millisecond') ON CONFLICT DO NOTHING
+            is_success, start_time, complete_time) \
+            SELECT v.id, v.job_name, v.task_id, v.hostname, v.ip, v.item, v.source, CASE WHEN v.has_cause THEN v.cause END, v.success, \
+            TIMESTAMP 'epoch' + v.start_ms * INTERVAL '1 millisecond', \
+            CASE WHEN v.has_complete THEN TIMESTAMP 'epoch' + v.complete_ms * INTERVAL '1 millisecond' END \
+            FROM UNNEST(\(ids)::text[], \(jobs)::text[], \(records.map(\.taskID))::text[], \(records.map(\.hostname))::text[], \
+            \(records.map(\.ip))::text[], \(items)::int4[], \(records.map(\.elasticJobSource))::text[], \(causes)::text[], \
+            \(hasCause)::bool[], \(records.map { $0.outcome == .succeeded })::bool[], \(starts)::int8[], \(completes)::int8[], \
+            \(hasComplete)::bool[]) \
+            AS v(id, job_name, task_id, hostname, ip, item, source, cause, has_cause, success, start_ms, complete_ms, has_complete) \
+            ON CONFLICT (id) \(unescaped: completing ? Self.completeExecution : "DO NOTHING")
             """, logger: logger)
         try await connection.query(
             """
             INSERT INTO SHARDWORK_EXECUTION_LOG (id, job_name, sharding_item, fire_source, fire_time_ms, start_time_ms, complete_time_ms, \
-            outcome, fencing_epoch, plugin, plugin_version, instance_id, fenced) VALUES (\(record.id), \(record.jobName), \
-            \(Int32(clamping: record.item)), \(record.source.rawValue), \(record.fireTime), \(record.startTime), \
-            \(record.completeTime)::bigint, \(record.outcome?.rawValue)::text, \(Int64(bitPattern: record.fencingEpoch)), \(record.plugin), \
-            \(record.pluginVersion), \(record.instanceID), \(record.fenced)) ON CONFLICT DO NOTHING
+            outcome, fencing_epoch, plugin, plugin_version, instance_id, fenced) \
+            SELECT v.id, v.job_name, v.item, v.source, v.fire_ms, v.start_ms, CASE WHEN v.has_complete THEN v.complete_ms END, \
+            CASE WHEN v.has_outcome THEN v.outcome END, v.epoch, v.plugin, v.plugin_version, v.instance_id, v.fenced \
+            FROM UNNEST(\(ids)::text[], \(jobs)::text[], \(items)::int4[], \(records.map(\.source.rawValue))::text[], \
+            \(records.map(\.fireTime))::int8[], \(starts)::int8[], \(completes)::int8[], \(hasComplete)::bool[], \(outcomes)::text[], \
+            \(hasOutcome)::bool[], \(records.map { Int64(bitPattern: $0.fencingEpoch) })::int8[], \(records.map(\.plugin))::text[], \
+            \(records.map(\.pluginVersion))::text[], \(records.map(\.instanceID))::text[], \(records.map(\.fenced))::bool[]) \
+            AS v(id, job_name, item, source, fire_ms, start_ms, complete_ms, has_complete, outcome, has_outcome, epoch, plugin, \
+            plugin_version, instance_id, fenced) \
+            ON CONFLICT (id) \(unescaped: completing ? Self.completeShardwork : "DO NOTHING")
             """, logger: logger)
     }
 
-    /// ElasticJob's update by id, or an insert of the complete row when its start never came.
-    private func complete(_ record: ExecutionRecord, _ connection: PostgresConnection) async throws {
-        let updated = try await connection.query(
+    static let completeExecution = """
+        DO UPDATE SET is_success = EXCLUDED.is_success, complete_time = EXCLUDED.complete_time, \
+        failure_cause = EXCLUDED.failure_cause, start_time = EXCLUDED.start_time
+        """
+    static let completeShardwork = """
+        DO UPDATE SET complete_time_ms = EXCLUDED.complete_time_ms, outcome = EXCLUDED.outcome, fenced = EXCLUDED.fenced, \
+        start_time_ms = EXCLUDED.start_time_ms
+        """
+
+    /// Status rows; one whose id is there already is left alone.
+    private func insert(_ records: [StatusTraceRecord], _ connection: PostgresConnection) async throws {
+        try await connection.query(
             """
-            UPDATE JOB_EXECUTION_LOG SET is_success = \(record.outcome == .succeeded), \
-            complete_time = TIMESTAMP 'epoch' + \(record.completeTime)::bigint * INTERVAL '1 millisecond', \
-            failure_cause = \(record.failureCause)::text, \
-            start_time = TIMESTAMP 'epoch' + \(record.startTime)::bigint * INTERVAL '1 millisecond' WHERE id = \(record.id) RETURNING id
-            """, logger: logger
-        ).collect()
-        if updated.isEmpty {
-            try await insert(record, connection)
-            return
-        }
-        let ours = try await connection.query(
-            """
-            UPDATE SHARDWORK_EXECUTION_LOG SET complete_time_ms = \(record.completeTime)::bigint, outcome = \(record.outcome?.rawValue)::text, \
-            fenced = \(record.fenced), start_time_ms = \(record.startTime) WHERE id = \(record.id) RETURNING id
-            """, logger: logger
-        ).collect()
-        if ours.isEmpty { try await insert(record, connection) }
+            INSERT INTO JOB_STATUS_TRACE_LOG (id, job_name, original_task_id, task_id, slave_id, execution_type, sharding_item, state, \
+            message, creation_time) \
+            SELECT v.id, v.job_name, v.original_task_id, v.task_id, v.slave_id, v.execution_type, v.items, v.state, v.message, \
+            TIMESTAMP 'epoch' + v.created_ms * INTERVAL '1 millisecond' \
+            FROM UNNEST(\(records.map(\.id))::text[], \(records.map(\.jobName))::text[], \(records.map(\.originalTaskID))::text[], \
+            \(records.map(\.taskID))::text[], \(records.map(\.slaveID))::text[], \(records.map(\.executionType))::text[], \
+            \(records.map(\.shardingItems))::text[], \(records.map(\.state.rawValue))::text[], \(records.map(\.message))::text[], \
+            \(records.map(\.creationTime))::int8[]) \
+            AS v(id, job_name, original_task_id, task_id, slave_id, execution_type, items, state, message, created_ms) \
+            ON CONFLICT DO NOTHING
+            """, logger: logger)
     }
 
     // MARK: - Reads

@@ -1,6 +1,6 @@
 import Foundation
 import GRDB
-public import ShardworkCore
+import ShardworkCore
 
 /// The history in a SQLite file (the default: one file per host, beside its data), through GRDB.
 ///
@@ -8,10 +8,15 @@ public import ShardworkCore
 /// has no SQLite dialect and falls back to SQL92), so its console's queries read them; their
 /// TIMESTAMP columns hold UTC text (`2026-12-07 14:00:00.123`), which SQLite's JDBC driver reads
 /// back as timestamps. Shardwork's own facts are in `SHARDWORK_EXECUTION_LOG`, with milliseconds.
+///
+/// The file is in WAL mode with `synchronous = NORMAL`: readers (the API, an operator's `sqlite3`)
+/// never wait for the writer, and a commit does not wait for the disk (a power cut may lose the
+/// last moments of history, never the file). ``apply(_:)`` writes on the calling thread (the
+/// history writer's own, at low priority), with statements prepared once.
 public final class SQLiteHistoryStore: HistoryStore {
     /// The file, for messages.
     public let path: String
-    private let queue: DatabaseQueue
+    private let pool: DatabasePool
 
     /// Opens (or creates) the database at `path`; its directory is created when missing.
     public init(path: String) throws {
@@ -24,8 +29,14 @@ public final class SQLiteHistoryStore: HistoryStore {
         configuration.label = "shardwork.history"
         // Another process (an operator's sqlite3, a second reader) may hold the file a moment.
         configuration.busyMode = .timeout(5)
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            // The indexes by job take rows of every job at once: a page cache that holds them
+            // saves reading them back from the file at every batch.
+            try db.execute(sql: "PRAGMA cache_size = -65536")
+        }
         do {
-            queue = try DatabaseQueue(path: path, configuration: configuration)
+            pool = try DatabasePool(path: path, configuration: configuration)
         } catch {
             throw HistoryStoreError("tracing.sqlite.path: cannot open the database '\(path)': \(Self.describe(error)); check that its directory is writable")
         }
@@ -54,7 +65,7 @@ public final class SQLiteHistoryStore: HistoryStore {
 
     public func prepare() async throws {
         do {
-            try await queue.write { db in
+            try await pool.write { db in
                 for table in ElasticJobTables.all {
                     if try Self.tableExists(db, table) {
                         let columns = Set(try db.columns(in: table).map { $0.name.lowercased() })
@@ -63,6 +74,12 @@ public final class SQLiteHistoryStore: HistoryStore {
                             throw HistoryStoreError(
                                 "tracing.sqlite.path: the table \(table) in '\(self.path)' lacks the columns \(missing.joined(separator: ", ")) "
                                     + "that ElasticJob's history has; give tracing a database of its own, or drop that table")
+                        }
+                        // Rows are written by id (insert, or update when it is there).
+                        guard try db.table(table, hasUniqueKey: ["id"]) else {
+                            throw HistoryStoreError(
+                                "tracing.sqlite.path: the table \(table) in '\(self.path)' has no primary key on id, as ElasticJob creates it; "
+                                    + "give tracing a database of its own, or drop that table")
                         }
                     } else {
                         try db.execute(sql: Self.ddl[table]!)
@@ -91,26 +108,26 @@ public final class SQLiteHistoryStore: HistoryStore {
         try db.tableExists(table) || db.tableExists(table.lowercased())
     }
 
+    /// Writes the batch in one transaction, on the calling thread.
     public func apply(_ batch: [HistoryWrite]) async throws {
         guard !batch.isEmpty else { return }
+        try write(batch)
+    }
+
+    private func write(_ batch: [HistoryWrite]) throws {
         do {
-            try await queue.write { db in
+            try pool.write { db in
                 for write in batch {
                     switch write {
                     case .executionStarted(let record):
-                        try Self.insert(record, db)
+                        try Self.insert(record, db, replacing: false)
                     case .executionCompleted(let record):
-                        try Self.complete(record, db)
+                        try Self.insert(record, db, replacing: true)
                     case .status(let record):
-                        try db.execute(
-                            sql: """
-                                INSERT OR IGNORE INTO JOB_STATUS_TRACE_LOG (id, job_name, original_task_id, task_id, slave_id, execution_type, \
-                                sharding_item, state, message, creation_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                                """,
-                            arguments: [
-                                record.id, record.jobName, record.originalTaskID, record.taskID, record.slaveID, record.executionType,
-                                record.shardingItems, record.state.rawValue, record.message, HistoryTime.text(record.creationTime),
-                            ])
+                        try db.cachedStatement(sql: Self.insertStatus).execute(arguments: [
+                            record.id, record.jobName, record.originalTaskID, record.taskID, record.slaveID, record.executionType,
+                            record.shardingItems, record.state.rawValue, record.message, HistoryTime.text(record.creationTime),
+                        ])
                     }
                 }
             }
@@ -119,45 +136,46 @@ public final class SQLiteHistoryStore: HistoryStore {
         }
     }
 
-    private static func insert(_ record: ExecutionRecord, _ db: Database) throws {
-        try db.execute(
-            sql: """
-                INSERT OR IGNORE INTO JOB_EXECUTION_LOG (id, job_name, task_id, hostname, ip, sharding_item, execution_source, failure_cause, \
-                is_success, start_time, complete_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """,
-            arguments: [
-                record.id, record.jobName, record.taskID, record.hostname, record.ip, record.item, record.elasticJobSource,
-                record.failureCause, record.outcome == .succeeded ? 1 : 0, HistoryTime.text(record.startTime),
-                record.completeTime.map(HistoryTime.text),
-            ])
-        try db.execute(
-            sql: """
-                INSERT OR IGNORE INTO SHARDWORK_EXECUTION_LOG (id, job_name, sharding_item, fire_source, fire_time_ms, start_time_ms, \
-                complete_time_ms, outcome, fencing_epoch, plugin, plugin_version, instance_id, fenced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """,
-            arguments: [
-                record.id, record.jobName, record.item, record.source.rawValue, record.fireTime, record.startTime, record.completeTime,
-                record.outcome?.rawValue, Int64(bitPattern: record.fencingEpoch), record.plugin, record.pluginVersion, record.instanceID,
-                record.fenced ? 1 : 0,
-            ])
-    }
+    static let insertStatus = """
+        INSERT INTO JOB_STATUS_TRACE_LOG (id, job_name, original_task_id, task_id, slave_id, execution_type, sharding_item, state, \
+        message, creation_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING
+        """
+    static let insertExecution = """
+        INSERT INTO JOB_EXECUTION_LOG (id, job_name, task_id, hostname, ip, sharding_item, execution_source, failure_cause, is_success, \
+        start_time, complete_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id)
+        """
+    static let insertShardwork = """
+        INSERT INTO SHARDWORK_EXECUTION_LOG (id, job_name, sharding_item, fire_source, fire_time_ms, start_time_ms, complete_time_ms, \
+        outcome, fencing_epoch, plugin, plugin_version, instance_id, fenced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id)
+        """
+    /// A start leaves a row that is there alone (its completion came first); a completion updates
+    /// the row, or inserts it complete when its start never came (ElasticJob's insert-or-update).
+    static let keepExisting = " DO NOTHING"
+    static let completeExecution = """
+         DO UPDATE SET is_success = excluded.is_success, complete_time = excluded.complete_time, \
+        failure_cause = excluded.failure_cause, start_time = excluded.start_time
+        """
+    static let completeShardwork = """
+         DO UPDATE SET complete_time_ms = excluded.complete_time_ms, outcome = excluded.outcome, fenced = excluded.fenced, \
+        start_time_ms = excluded.start_time_ms
+        """
 
-    /// ElasticJob's update by id, or an insert of the complete row when its start never came.
-    private static func complete(_ record: ExecutionRecord, _ db: Database) throws {
-        try db.execute(
-            sql: "UPDATE JOB_EXECUTION_LOG SET is_success = ?, complete_time = ?, failure_cause = ?, start_time = ? WHERE id = ?",
-            arguments: [
-                record.outcome == .succeeded ? 1 : 0, record.completeTime.map(HistoryTime.text), record.failureCause,
-                HistoryTime.text(record.startTime), record.id,
-            ])
-        if db.changesCount == 0 {
-            try insert(record, db)
-            return
-        }
-        try db.execute(
-            sql: "UPDATE SHARDWORK_EXECUTION_LOG SET complete_time_ms = ?, outcome = ?, fenced = ?, start_time_ms = ? WHERE id = ?",
-            arguments: [record.completeTime, record.outcome?.rawValue, record.fenced ? 1 : 0, record.startTime, record.id])
-        if db.changesCount == 0 { try insert(record, db) }
+    static let statements = (
+        startExecution: insertExecution + keepExisting, startShardwork: insertShardwork + keepExisting,
+        completeExecution: insertExecution + completeExecution, completeShardwork: insertShardwork + completeShardwork)
+
+    /// Both rows of an execution.
+    private static func insert(_ record: ExecutionRecord, _ db: Database, replacing: Bool) throws {
+        try db.cachedStatement(sql: replacing ? statements.completeExecution : statements.startExecution).execute(arguments: [
+            record.id, record.jobName, record.taskID, record.hostname, record.ip, record.item, record.elasticJobSource,
+            record.failureCause, record.outcome == .succeeded ? 1 : 0, HistoryTime.text(record.startTime),
+            record.completeTime.map(HistoryTime.text),
+        ])
+        try db.cachedStatement(sql: replacing ? statements.completeShardwork : statements.startShardwork).execute(arguments: [
+            record.id, record.jobName, record.item, record.source.rawValue, record.fireTime, record.startTime, record.completeTime,
+            record.outcome?.rawValue, Int64(bitPattern: record.fencingEpoch), record.plugin, record.pluginVersion, record.instanceID,
+            record.fenced ? 1 : 0,
+        ])
     }
 
     public func executions(_ query: ExecutionQuery) async throws -> [ExecutionRecord] {
@@ -184,9 +202,9 @@ public final class SQLiteHistoryStore: HistoryStore {
             FROM SHARDWORK_EXECUTION_LOG s JOIN JOB_EXECUTION_LOG e ON e.id = s.id \(filter) \
             ORDER BY s.start_time_ms DESC, s.sharding_item ASC LIMIT ? OFFSET ?
             """
-        let bound = StatementArguments(arguments) ?? StatementArguments()
+        let bound = StatementArguments(arguments)
         do {
-            return try await queue.read { db in
+            return try await pool.read { db in
                 try Row.fetchAll(db, sql: sql, arguments: bound).map(Self.record)
             }
         } catch {
@@ -204,9 +222,14 @@ public final class SQLiteHistoryStore: HistoryStore {
             pluginVersion: row["plugin_version"], instanceID: row["instance_id"], fenced: (row["fenced"] as Int?) == 1)
     }
 
+    /// Removes old rows on the calling thread (the writer's, at low priority).
     public func purge(before time: Int64) async throws -> Int {
+        try removeRows(before: time)
+    }
+
+    private func removeRows(before time: Int64) throws -> Int {
         do {
-            return try await queue.write { db in
+            return try pool.write { db in
                 try db.execute(
                     sql: "DELETE FROM JOB_EXECUTION_LOG WHERE id IN (SELECT id FROM SHARDWORK_EXECUTION_LOG WHERE start_time_ms < ?)",
                     arguments: [time])
@@ -222,7 +245,7 @@ public final class SQLiteHistoryStore: HistoryStore {
     }
 
     public func close() async {
-        try? queue.close()
+        try? pool.close()
     }
 
     private static func describe(_ error: any Error) -> String {
@@ -254,20 +277,37 @@ enum ElasticJobTables {
     ]
 }
 
-/// Times as ElasticJob's TIMESTAMP columns hold them in SQLite: UTC text with milliseconds.
+/// Times as ElasticJob's TIMESTAMP columns hold them in SQLite: UTC text with milliseconds,
+/// `2026-12-07 14:00:00.123`.
 enum HistoryTime {
     static func text(_ milliseconds: Int64) -> String {
         let seconds = milliseconds.dividedRoundingDown(by: 1000)
-        let millis = milliseconds - seconds * 1000
+        let millis = Int32(milliseconds - seconds * 1000)
         var time = time_t(seconds)
         var parts = tm()
         gmtime_r(&time, &parts)
-        func pad(_ value: Int32, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
+        return String(unsafeUninitializedCapacity: 32) { buffer in
+            var index = 0
+            func put(_ value: Int32, _ width: Int) {
+                var value = max(0, value)
+                var digits = 0
+                var probe = value
+                repeat { digits += 1; probe /= 10 } while probe > 0
+                let count = max(width, digits)
+                for position in stride(from: index + count - 1, through: index, by: -1) {
+                    buffer[position] = UInt8(ascii: "0") + UInt8(value % 10)
+                    value /= 10
+                }
+                index += count
+            }
+            func put(_ separator: Unicode.Scalar) {
+                buffer[index] = UInt8(ascii: separator)
+                index += 1
+            }
+            put(parts.tm_year + 1900, 4); put("-"); put(parts.tm_mon + 1, 2); put("-"); put(parts.tm_mday, 2); put(" ")
+            put(parts.tm_hour, 2); put(":"); put(parts.tm_min, 2); put(":"); put(parts.tm_sec, 2); put("."); put(millis, 3)
+            return index
         }
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2)) "
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(millis), 3))"
     }
 }
 

@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 import ShardworkCore
-import ShardworkHistory
+@testable import ShardworkHistory
 import ShardworkTestSupport
 import Testing
 
@@ -394,6 +394,29 @@ struct PostgresHistoryStoreTests {
         // Nothing else was created beside it.
         #expect(try await server.psql(
             "SELECT string_agg(tablename, ',') FROM pg_tables WHERE schemaname = 'public'", database: login.database) == "job_execution_log")
+        await store.close()
+    }
+
+    @Test("an existing JOB_EXECUTION_LOG without its primary key on id is refused with the fix (rows are written by id)")
+    func tableWithoutPrimaryKey() async throws {
+        let server = try await SharedPostgres.server()
+        let login = try await server.createDatabase()
+        try await server.psql(
+            """
+            SET ROLE \(PostgresServer.identifier(login.user));
+            \(PostgresHistoryStore.elasticJobExecutionDDL.replacingOccurrences(of: ", PRIMARY KEY (id))", with: ")"));
+            """, database: login.database)
+        let store = PostgresHistoryStore(Self.configuration(login), logger: Self.quiet)
+        let message = await Self.storeError { try await store.prepare() }
+        #expect(message.contains("tracing.postgresql.database"))
+        #expect(message.contains("JOB_EXECUTION_LOG"))
+        #expect(message.contains("ALTER TABLE JOB_EXECUTION_LOG ADD PRIMARY KEY (id)"))
+        // With the key added, as the message says, the store prepares and writes.
+        try await server.psql(
+            "SET ROLE \(PostgresServer.identifier(login.user)); ALTER TABLE JOB_EXECUTION_LOG ADD PRIMARY KEY (id);", database: login.database)
+        try await store.prepare()
+        try await store.apply([.executionCompleted(Self.completed(Self.record("e-pk"), .succeeded))])
+        #expect(try await store.executions(ExecutionQuery()).map(\.id) == ["e-pk"])
         await store.close()
     }
 

@@ -3,7 +3,7 @@ import Foundation
 import GRDB
 import Logging
 import ShardworkCore
-import ShardworkHistory
+@testable import ShardworkHistory
 import ShardworkTestSupport
 import Testing
 
@@ -156,6 +156,18 @@ struct SQLiteHistoryTests {
             try await other.prepare()
         } throws: { error in
             "\(error)".contains("tracing.sqlite.path") && "\(error)".contains("JOB_EXECUTION_LOG") && "\(error)".contains("job_name")
+        }
+
+        // ElasticJob's columns without its primary key: rows are written by id, so it is refused.
+        let keyless = try DatabaseQueue(path: directory.file("keyless.sqlite"))
+        try await keyless.write { db in
+            try db.execute(sql: SQLiteHistoryStore.ddl["JOB_EXECUTION_LOG"]!.replacingOccurrences(of: ", PRIMARY KEY (id))", with: ")"))
+        }
+        try keyless.close()
+        await #expect {
+            try await SQLiteHistoryStore(path: directory.file("keyless.sqlite")).prepare()
+        } throws: { error in
+            "\(error)".contains("tracing.sqlite.path") && "\(error)".contains("JOB_EXECUTION_LOG") && "\(error)".contains("primary key on id")
         }
     }
 
