@@ -174,6 +174,7 @@ struct ControlRoutes: Sendable {
         v1.get("jobs/:job/dump") { _, context in
             try await answer { ControlJSON.response(try await operations.dump(job: try job(context))) }
         }
+        v1.get("history") { _, _ in try await answer { try historyFigures() } }
         v1.get("executions") { request, _ in try await answer { try await executions(request, job: nil) } }
         v1.get("jobs/:job/executions") { request, context in try await answer { try await executions(request, job: try job(context)) } }
         v1.get("servers") { _, _ in try await answer { ControlJSON.response(try await operations.servers()) } }
@@ -253,11 +254,12 @@ struct ControlRoutes: Sendable {
     /// The executions the history holds, newest first (docs/history.md): 503 when this host keeps no
     /// history, 400 naming a parameter it cannot take.
     private func executions(_ request: Request, job: String?) async throws -> Response {
-        guard case .on(let store) = history else {
-            if case .off(let reason) = history {
-                throw ControlError(status: .serviceUnavailable, message: "execution history is off on this host: \(reason)", field: "tracing")
-            }
-            throw ControlError(status: .serviceUnavailable, message: "execution history is off on this host", field: "tracing")
+        let store: any HistoryStore
+        switch history {
+        case .on(let on, _, _):
+            store = on
+        case .off(let reason):
+            throw ControlError(status: .serviceUnavailable, message: "execution history is off on this host: \(reason)", field: "tracing")
         }
         var parameters: [String: String] = [:]
         for (name, value) in request.uri.queryParameters { parameters[String(name)] = String(value) }
@@ -272,6 +274,17 @@ struct ControlRoutes: Sendable {
             return ControlJSON.response(ExecutionPage(executions: records.map(ExecutionView.init), limit: query.limit, offset: query.offset))
         } catch {
             throw ControlError(status: .serviceUnavailable, message: "cannot read the history: \(error)", field: "tracing")
+        }
+    }
+
+    /// How the history's writer is doing: rows queued, written and dropped (docs/history.md); 503
+    /// when this host keeps no history.
+    private func historyFigures() throws -> Response {
+        switch history {
+        case .on(_, let writer, let database):
+            return ControlJSON.response(HistoryFigures(writer: writer, database: database))
+        case .off(let reason):
+            throw ControlError(status: .serviceUnavailable, message: "execution history is off on this host: \(reason)", field: "tracing")
         }
     }
 

@@ -3,8 +3,37 @@ import ShardworkCore
 
 /// Whether a host keeps history, for the control API: the store to read, or why there is none.
 public enum HistoryAccess: Sendable {
-    case on(any HistoryStore)
+    /// The store the routes read, the writer whose figures `GET /v1/history` gives, and where the
+    /// history goes (never the password).
+    case on(any HistoryStore, writer: HistoryWriter, database: String)
     case off(reason: String)
+}
+
+/// How the history's writer is doing (`GET /v1/history`): what waits, what was written, what was
+/// lost and why.
+public struct HistoryFigures: Codable, Sendable, Equatable {
+    /// Where the history goes: `sqlite PATH` or `postgresql USER@HOST:PORT/DATABASE`.
+    public var database: String
+    /// The most rows that wait for the database (`tracing.queueCapacity`).
+    public var queueCapacity: Int
+    /// Rows waiting for the database now.
+    public var rowsQueued: Int
+    /// Rows handed to the database since the host started.
+    public var rowsWritten: Int
+    /// Rows dropped because the queue was full (the database slow or down, or the host too busy).
+    public var rowsDropped: Int
+    /// The host's events the writer lost because it fell behind by more than its event buffer:
+    /// the rows they would have made are missing too.
+    public var eventsDropped: Int
+
+    public init(writer: HistoryWriter, database: String) {
+        self.database = database
+        queueCapacity = writer.capacity
+        rowsQueued = writer.queued
+        rowsWritten = writer.written
+        rowsDropped = writer.dropped
+        eventsDropped = writer.eventsDropped
+    }
 }
 
 /// One execution as the control API answers it (`GET /v1/executions`, `GET /v1/jobs/JOB/executions`).

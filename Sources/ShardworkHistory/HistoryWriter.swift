@@ -29,6 +29,8 @@ public final class HistoryWriter: Sendable {
     private let droppedRows = Atomic<Int>(0)
     private let writtenRows = Atomic<Int>(0)
     private let ids = RowIDs()
+    /// The subscription being read, for its count of lost events.
+    private let subscription = Mutex<HostEventSubscription?>(nil)
     /// Where events become rows, and where rows go to the database.
     private let reading = BackgroundThreadExecutor(name: "history-read")
     private let writing = BackgroundThreadExecutor(name: "history-write")
@@ -83,6 +85,8 @@ public final class HistoryWriter: Sendable {
     public var written: Int { writtenRows.load(ordering: .relaxed) }
     /// Rows waiting for the database.
     public var queued: Int { state.withLock { $0.queue.count } }
+    /// The host's events lost because the writer fell behind by more than its event buffer.
+    public var eventsDropped: Int { subscription.withLock { $0?.dropped } ?? 0 }
 
     /// Follows the host's events and writes them until the task is cancelled (then what is queued
     /// is left for ``finish(within:)``). Subscribe before the host starts: call it from a task
@@ -102,6 +106,7 @@ public final class HistoryWriter: Sendable {
     static let eventLinger: Duration = .milliseconds(50)
 
     public func run(_ subscription: HostEventSubscription) async {
+        self.subscription.withLock { $0 = subscription }
         await withTaskGroup(of: Void.self) { group in
             group.addTask(executorPreference: writing) { await self.write() }
             if retention != nil { group.addTask(executorPreference: writing) { await self.purgeOldRows() } }

@@ -32,11 +32,12 @@ struct HistoryService: Service {
         let writer = HistoryWriter(
             store: store, events: host.events, instance: instance, hostname: host.services.hostName,
             capacity: settings.queueCapacity, retentionDays: settings.retentionDays, logger: logger)
-        logger.info("history: on", metadata: ["database": "\(LogText.escaped(HistoryStores.describe(settings, ip: instance.serverIP, hostSettings: configuration.host)))"])
+        let database = HistoryStores.describe(settings, ip: instance.serverIP, hostSettings: configuration.host)
+        logger.info("history: on", metadata: ["database": "\(LogText.escaped(database))"])
         let service = HistoryService(
             writer: writer, subscription: writer.subscribe(),
             flushLimit: .milliseconds(Int64(configuration.host.shutdownTimeoutSeconds * 1000)), logger: logger)
-        return (service, .on(store))
+        return (service, .on(store, writer: writer, database: database))
     }
 
     func run() async throws {

@@ -75,6 +75,12 @@ extension RunCommandTests {
         #expect(bad.status == 400 && bad.error?["field"] as? String == "source", "\(bad.body)")
         let badCLI = try await control(url, "job", "history", "nightly-report", "--since", "yesterday")
         #expect(!badCLI.succeeded && badCLI.standardError.contains("since"), "\(badCLI.standardError)")
+        // The writer's figures: where the rows go, what was written, nothing lost.
+        let figuresAnswer = try await HTTP.request("GET", url + "/v1/history", token: apiToken)
+        #expect(figuresAnswer.status == 200, "\(figuresAnswer.body)")
+        let figures = try JSONDecoder().decode(HistoryFigures.self, from: Data(figuresAnswer.body.utf8))
+        #expect(figures.database == "sqlite \(directory.file("history.sqlite"))")
+        #expect(figures.rowsWritten >= 4 && figures.rowsDropped == 0 && figures.eventsDropped == 0 && figures.queueCapacity == 100_000, "\(figures)")
         #expect(await host.stop() == 0)
 
         // Without a tracing: section the routes answer 503, naming the setting.
@@ -87,6 +93,8 @@ extension RunCommandTests {
         #expect(await waitUntil(seconds: 60) { (try? await HTTP.request("GET", plainURL + "/v1/jobs", token: apiToken).status) == 200 })
         let off = try await HTTP.request("GET", plainURL + "/v1/executions", token: apiToken)
         #expect(off.status == 503 && off.error?["field"] as? String == "tracing", "\(off.body)")
+        let noFigures = try await HTTP.request("GET", plainURL + "/v1/history", token: apiToken)
+        #expect(noFigures.status == 503 && noFigures.error?["field"] as? String == "tracing", "\(noFigures.body)")
         #expect(await plain.stop() == 0)
     }
 }
