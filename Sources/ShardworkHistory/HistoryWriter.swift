@@ -53,6 +53,8 @@ public final class HistoryWriter: Sendable {
         /// Executions started and not ended yet, by job and item (a job runs one fire at a time
         /// on a host).
         var open: [String: [Int: ExecutionRecord]] = [:]
+        /// Rows taken from the queue and being written now.
+        var inFlight = 0
     }
 
     /// - Parameters:
@@ -85,6 +87,8 @@ public final class HistoryWriter: Sendable {
     public var written: Int { writtenRows.load(ordering: .relaxed) }
     /// Rows waiting for the database.
     public var queued: Int { state.withLock { $0.queue.count } }
+    /// Rows not written yet: those waiting and those being written now (at most ``capacity``).
+    public var held: Int { state.withLock { $0.queue.count + $0.inFlight } }
     /// The host's events lost because the writer fell behind by more than its event buffer.
     public var eventsDropped: Int { subscription.withLock { $0?.dropped } ?? 0 }
 
@@ -128,7 +132,7 @@ public final class HistoryWriter: Sendable {
             if batch.isEmpty { break }
             do {
                 try await store.apply(Self.coalesced(batch))
-                writtenRows.wrappingAdd(batch.count, ordering: .relaxed)
+                written(batch)
             } catch {
                 putBack(batch)
                 logger.warning("history: cannot write the queued rows as the host stops", metadata: ["error": "\(LogText.escaped("\(error)"))"])
@@ -247,8 +251,15 @@ public final class HistoryWriter: Sendable {
             guard count > 0 else { return [] }
             let batch = Array(state.queue.prefix(count))
             state.queue.removeFirst(count)
+            state.inFlight = count
             return batch
         }
+    }
+
+    /// A batch reached the database.
+    private func written(_ batch: [HistoryWrite]) {
+        state.withLock { $0.inFlight = 0 }
+        writtenRows.wrappingAdd(batch.count, ordering: .relaxed)
     }
 
     /// The batch with each execution that both starts and ends in it written once, complete: its
@@ -269,6 +280,7 @@ public final class HistoryWriter: Sendable {
     /// capacity are dropped then).
     private func putBack(_ batch: [HistoryWrite]) {
         let lost = state.withLock { state -> Int in
+            state.inFlight = 0
             state.queue.insert(contentsOf: batch, at: 0)
             let over = state.queue.count - capacity
             if over > 0 { state.queue.removeLast(over) }
@@ -306,7 +318,7 @@ public final class HistoryWriter: Sendable {
             guard !batch.isEmpty else { continue }
             do {
                 try await store.apply(Self.coalesced(batch))
-                writtenRows.wrappingAdd(batch.count, ordering: .relaxed)
+                written(batch)
                 if failing {
                     failing = false
                     logger.notice("history: the database answers again; writing resumed", metadata: ["rows.queued": "\(queued)"])
