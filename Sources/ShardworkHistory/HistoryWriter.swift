@@ -116,6 +116,9 @@ public final class HistoryWriter: Sendable {
             if retention != nil { group.addTask(executorPreference: writing) { await self.purgeOldRows() } }
             // Until the host's event stream ends (the host stopped) or the task is cancelled.
             await withTaskExecutorPreference(reading) { await self.read(subscription) }
+            // Nobody reads it any more: the host stops making events for it (its count of lost
+            // events stays readable).
+            subscription.cancel()
             group.cancelAll()
         }
     }

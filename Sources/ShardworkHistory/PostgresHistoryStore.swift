@@ -263,7 +263,7 @@ public final class PostgresHistoryStore: HistoryStore {
             \(hasCause)::bool[], \(records.map { $0.outcome == .succeeded })::bool[], \(starts)::int8[], \(completes)::int8[], \
             \(hasComplete)::bool[]) \
             AS v(id, job_name, task_id, hostname, ip, item, source, cause, has_cause, success, start_ms, complete_ms, has_complete) \
-            ON CONFLICT (id) \(unescaped: completing ? Self.completeExecution : "DO NOTHING")
+            ON CONFLICT (id) \(unescaped: completing ? ElasticJobTables.completeExecution : "DO NOTHING")
             """, logger: logger)
         try await connection.query(
             """
@@ -277,18 +277,9 @@ public final class PostgresHistoryStore: HistoryStore {
             \(records.map(\.pluginVersion))::text[], \(records.map(\.instanceID))::text[], \(records.map(\.fenced))::bool[]) \
             AS v(id, job_name, item, source, fire_ms, start_ms, complete_ms, has_complete, outcome, has_outcome, epoch, plugin, \
             plugin_version, instance_id, fenced) \
-            ON CONFLICT (id) \(unescaped: completing ? Self.completeShardwork : "DO NOTHING")
+            ON CONFLICT (id) \(unescaped: completing ? ElasticJobTables.completeShardwork : "DO NOTHING")
             """, logger: logger)
     }
-
-    static let completeExecution = """
-        DO UPDATE SET is_success = EXCLUDED.is_success, complete_time = EXCLUDED.complete_time, \
-        failure_cause = EXCLUDED.failure_cause, start_time = EXCLUDED.start_time
-        """
-    static let completeShardwork = """
-        DO UPDATE SET complete_time_ms = EXCLUDED.complete_time_ms, outcome = EXCLUDED.outcome, fenced = EXCLUDED.fenced, \
-        start_time_ms = EXCLUDED.start_time_ms
-        """
 
     /// Status rows; one whose id is there already is left alone.
     private func insert(_ records: [StatusTraceRecord], _ connection: PostgresConnection) async throws {

@@ -150,19 +150,10 @@ public final class SQLiteHistoryStore: HistoryStore {
         """
     /// A start leaves a row that is there alone (its completion came first); a completion updates
     /// the row, or inserts it complete when its start never came (ElasticJob's insert-or-update).
-    static let keepExisting = " DO NOTHING"
-    static let completeExecution = """
-         DO UPDATE SET is_success = excluded.is_success, complete_time = excluded.complete_time, \
-        failure_cause = excluded.failure_cause, start_time = excluded.start_time
-        """
-    static let completeShardwork = """
-         DO UPDATE SET complete_time_ms = excluded.complete_time_ms, outcome = excluded.outcome, fenced = excluded.fenced, \
-        start_time_ms = excluded.start_time_ms
-        """
-
     static let statements = (
-        startExecution: insertExecution + keepExisting, startShardwork: insertShardwork + keepExisting,
-        completeExecution: insertExecution + completeExecution, completeShardwork: insertShardwork + completeShardwork)
+        startExecution: insertExecution + " DO NOTHING", startShardwork: insertShardwork + " DO NOTHING",
+        completeExecution: insertExecution + " " + ElasticJobTables.completeExecution,
+        completeShardwork: insertShardwork + " " + ElasticJobTables.completeShardwork)
 
     /// Both rows of an execution.
     private static func insert(_ record: ExecutionRecord, _ db: Database, replacing: Bool) throws {
@@ -261,6 +252,17 @@ enum ElasticJobTables {
     static let shardworkLog = "SHARDWORK_EXECUTION_LOG"
     static let statusIndex = "TASK_ID_STATE_INDEX"
     static let all = [executionLog, statusTraceLog, shardworkLog]
+
+    /// What a completion's upsert (`INSERT ... ON CONFLICT (id)`) changes in a row its start left:
+    /// the same clause in SQLite and PostgreSQL.
+    static let completeExecution = """
+        DO UPDATE SET is_success = excluded.is_success, complete_time = excluded.complete_time, \
+        failure_cause = excluded.failure_cause, start_time = excluded.start_time
+        """
+    static let completeShardwork = """
+        DO UPDATE SET complete_time_ms = excluded.complete_time_ms, outcome = excluded.outcome, fenced = excluded.fenced, \
+        start_time_ms = excluded.start_time_ms
+        """
 
     static let columns: [String: [String]] = [
         executionLog: [
