@@ -191,7 +191,9 @@ struct ZooKeeperRegistryTests {
     func shortPartition() async throws {
         let ensemble = try await SharedZooKeeper.ensemble()
         let proxy = try TCPProxy(upstreamPort: ensemble.member(1).clientPort)
-        let registry = try await partitionable(proxy, sessionTimeout: 4000)
+        // 800 ms of partition against a 15 s session: under the suite's load the client's reconnect
+        // (and the shared server) can lag seconds, and a 4 s session once expired in that time.
+        let registry = try await partitionable(proxy, sessionTimeout: 15_000)
         try await registry.create("/eph", data: [], mode: .ephemeral)
         let id = try #require(registry.sessionID)
         let states = registry.sessionStates()
