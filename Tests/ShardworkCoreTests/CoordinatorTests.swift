@@ -54,6 +54,29 @@ struct CoordinatorTests {
         #expect(try await leader.shardIfNecessary(try await leader.snapshot(), total: 5, strategy: strategy) == false)
     }
 
+    @Test("a change of instances the leader has sharded over already is not flagged again; a later one is")
+    func membershipAlreadySharded() async throws {
+        let server = EmbeddedRegistryServer()
+        let leader = JobCoordinator(registry: server.connect(), job: "orders", instance: Self.a)
+        let follower = JobCoordinator(registry: server.connect(), job: "orders", instance: Self.b)
+        _ = try await leader.register(job())
+        _ = try await follower.register(job())
+        let strategy = try await strategy()
+        #expect(try await leader.shardIfNecessary(try await leader.snapshot(), total: 4, strategy: strategy))
+        // A look at the cluster that began before that resharding saw both instances join and ends
+        // now: the assignment is made over them already.
+        try await leader.setReshardingFlag(forMembership: [Self.b.id, Self.a.id])
+        #expect(try await !leader.snapshot().reshardingNecessary)
+        // The follower leaves: a membership the leader has not sharded over is flagged.
+        let remaining = CoordinationRules.availableInstances(try await leader.snapshot()).filter { $0 != Self.b.id }
+        try await leader.setReshardingFlag(forMembership: remaining)
+        #expect(try await leader.snapshot().reshardingNecessary)
+        // A follower's look flags nothing: only the leader flags.
+        #expect(try await leader.shardIfNecessary(try await leader.snapshot(), total: 4, strategy: strategy))
+        try await follower.setReshardingFlag(forMembership: [Self.a.id])
+        #expect(try await !follower.snapshot().reshardingNecessary)
+    }
+
     @Test("a disabled server gets no items at the next resharding, and its instance runs none")
     func disabledServer() async throws {
         let server = EmbeddedRegistryServer()

@@ -96,7 +96,11 @@ final class ClusterSyncer: Sendable {
                             "items are assigned to instances that are gone; resharding at the next fire",
                             metadata: ["items": "\(gone.keys.sorted().map(String.init).joined(separator: ","))", "instances": "\(owners)"])
                     }
-                    if cause != nil { try await coordinator.setReshardingFlag() }
+                    switch cause {
+                    case .membershipChanged: try await coordinator.setReshardingFlag(forMembership: membership)
+                    case .some: try await coordinator.setReshardingFlag()
+                    case nil: break
+                    }
                 case .applyConfiguration:
                     progress.configurationChecked = true
                     try await adoption.applyStoredConfiguration(runtime)

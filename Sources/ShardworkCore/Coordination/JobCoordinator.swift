@@ -30,6 +30,14 @@ package final class JobCoordinator: Sendable {
     package let instance: JobInstance
     let registry: any RegistryCenter
     let cache = SnapshotCache()
+    /// This instance's reshardings: how many are being written now, and the instances the last one
+    /// written was made over (`nil` until it shards, and again once it is elected anew).
+    private let resharding = Mutex(ReshardingRecord())
+
+    private struct ReshardingRecord {
+        var underWay = 0
+        var shardedOver: Set<String>?
+    }
 
     /// Called with the path of every watched change to the job's nodes (on the registry's thread;
     /// it must only hand off).
@@ -137,6 +145,8 @@ package final class JobCoordinator: Sendable {
     /// the first to create it wins.
     package func electLeader() async throws {
         defer { cache.invalidate() }
+        // Another leader may have sharded since this instance last did.
+        resharding.withLock { $0.shardedOver = nil }
         if try await registry.createIfAbsent(paths.leaderInstance, data: [UInt8](utf8: instance.id), mode: .ephemeral) {
             events?.publish(.leaderElected(job: paths.job))
         }
@@ -173,6 +183,18 @@ package final class JobCoordinator: Sendable {
         defer { cache.invalidate() }
         guard try await registry.string(paths.leaderInstance) == instance.id else { return }
         try await registry.createIfAbsent(paths.reshardingNecessary)
+    }
+
+    /// Flags a resharding for a change of the job's instances to `membership`, unless this instance,
+    /// as the leader, has already sharded over exactly those instances, or is sharding now (a
+    /// resharding looks at the instances again once it has written, and flags itself when they
+    /// changed meanwhile). A look at the cluster that began before a resharding and ends after it
+    /// would otherwise flag the change the resharding just applied, and every instance would wait
+    /// at its next fire for a leader that reshards only at its own next fire.
+    package func setReshardingFlag(forMembership membership: [String]) async throws {
+        let applied = resharding.withLock { $0.underWay > 0 || $0.shardedOver == Set(membership) }
+        if applied { return }
+        try await setReshardingFlag()
     }
 
     /// Gives up leadership: another instance elects itself when it sees the leader node go.
@@ -278,6 +300,8 @@ package final class JobCoordinator: Sendable {
         guard CoordinationRules.needsSharding(snapshot), CoordinationRules.isLeader(snapshot, instance.id) else {
             return false
         }
+        resharding.withLock { $0.underWay += 1 }
+        defer { resharding.withLock { $0.underWay -= 1 } }
         let instances = CoordinationRules.availableInstances(snapshot)
         let assignment = try strategy.shard(jobName: paths.job, instances: instances, totalCount: total)
         // The items' own nodes first, a few hundred per transaction rather than one request each
@@ -304,6 +328,7 @@ package final class JobCoordinator: Sendable {
         }
         operations.append(.delete(paths.reshardingNecessary, version: nil))
         try await registry.multi(operations)
+        resharding.withLock { $0.shardedOver = Set(instances) }
         cache.invalidate()
         // The snapshot may predate a join or leave that came while sharding (the flag it would have
         // set was already there, and went with this transaction): if the instances are not those
