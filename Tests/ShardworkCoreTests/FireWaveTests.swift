@@ -186,7 +186,7 @@ struct FireWaveTests {
         #expect(Self.echoes(of: "orders", at: 2, in: harness) == 2, "no more runs")
     }
 
-    @Test("fires that ended are ended even while their runner is held up in a later fire's long item")
+    @Test("fires that ended are ended, and start events said, even while their runner is held up in a later fire's long item")
     func endsNotHeldUp() async throws {
         var yaml = "host:\n  workerThreads: 1\njobs:\n" + Self.slowJob("slow")
         for index in 0..<6 { yaml += Self.echoJob("quick-\(index)") }
@@ -211,6 +211,18 @@ struct FireWaveTests {
             return echoed == 6 && quick.allSatisfy { !$0.isRunning } && slow.isRunning
         }
         #expect(endedMeanwhile, "the quick fires stayed running while the slow item held their runner")
+        // The runner's start events are said meanwhile too (they wait for the wave's starts, not
+        // for its items), each before its fire's end.
+        let slowStarted = await eventually(seconds: 1.5) {
+            harness.events.fireStarts("slow").contains { $0.fireTime == Self.instant(3) && $0.startedAt == Self.instant(3) } && slow.isRunning
+        }
+        #expect(slowStarted, "the held-up fire's start event waited for its long item")
+        for index in 0..<6 {
+            let kinds = harness.events.kinds(job: "quick-\(index)")
+            let start = kinds.firstIndex { if case .fireStarted(let start) = $0 { start.fireTime == Self.instant(3) } else { false } }
+            let end = kinds.firstIndex { if case .fireEnded(let end) = $0 { end.fireTime == Self.instant(3) } else { false } }
+            #expect(start != nil && end != nil && start! < end!, "quick-\(index): its start event came after its end")
+        }
         #expect(await eventually { !slow.isRunning })
         await harness.host.shutdown()
     }

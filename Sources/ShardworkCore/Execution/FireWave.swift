@@ -8,8 +8,8 @@ import Synchronization
 // How a burst of fires is started: every fire armed for one instant joins that instant's wave,
 // and at the instant the timer hands the whole wave to the worker pool at once. The pool's threads
 // take its fires a few at a time and start their items on the spot, with everything made ahead;
-// the ends of the fires (outcomes, logs, what runs next) wait until every fire of the wave has
-// started (20 ms at the most).
+// the ends of the fires (start and end events, outcomes, logs, what runs next) wait until every
+// fire of the wave has started (20 ms at the most).
 
 /// A scheduled fire prepared ahead of its instant by ``JobRuntime/arm(deadline:)``: its items,
 /// their C contexts and the next fire time, worked out from the cached registry snapshot, so that
@@ -225,17 +225,42 @@ struct WaveGate: Sendable {
     }
 }
 
-/// The fires a runner saw end and has not ended yet, readable by another thread when the runner is
-/// held up in a long item.
-private final class EndedFires: Sendable {
-    private let fires = Mutex<[ArmedFire]>([])
+/// What a runner started and saw end and has not reported yet, in order, readable by another thread
+/// when the runner is held up in a long item.
+///
+/// A fire's start event is published from here after the wave's starts, not as the fire starts:
+/// describing thousands of starts and handing them to the event stream would delay the starts
+/// behind them. Whoever takes the log publishes the start events it holds before letting go of
+/// the log's lock, so a fire's start event always comes before its end, whichever thread ends it.
+final class RunnerLog: Sendable {
+    private enum Entry {
+        case started(ArmedFire)
+        case ended(ArmedFire)
+    }
 
-    func append(_ fire: ArmedFire) { fires.withLock { $0.append(fire) } }
+    private let entries = Mutex<[Entry]>([])
 
-    func takeAll() -> [ArmedFire] {
-        fires.withLock { fires in
-            defer { fires = [] }
-            return fires
+    /// The fire's items are about to run on this runner; its start event is still to publish.
+    func started(_ fire: ArmedFire) { entries.withLock { $0.append(.started(fire)) } }
+
+    /// The fire's items ended on this runner; the fire is still to end.
+    func ended(_ fire: ArmedFire) { entries.withLock { $0.append(.ended(fire)) } }
+
+    /// Whether nothing waits to be reported.
+    var isEmpty: Bool { entries.withLock { $0.isEmpty } }
+
+    /// Publishes the start events held, and returns the fires to end, in the order they ended.
+    func take() -> [ArmedFire] {
+        entries.withLock { entries in
+            defer { entries.removeAll(keepingCapacity: true) }
+            var ended: [ArmedFire] = []
+            for entry in entries {
+                switch entry {
+                case .started(let fire): fire.unretainedRuntime._withUnsafeGuaranteedRef { $0.reportArmedStart(fire) }
+                case .ended(let fire): ended.append(fire)
+                }
+            }
+            return ended
         }
     }
 }
@@ -261,8 +286,8 @@ final class FireWave: @unchecked Sendable {
     private var chunkCount = 0
     /// Entered by every runner at launch and left when it has no fire left to start.
     private let starting = DispatchGroup()
-    /// Per runner, the fires it saw end; made by `launch`.
-    private var ended: [EndedFires] = []
+    /// Per runner, the fires it started and saw end; made by `launch`.
+    private var logs: [RunnerLog] = []
     /// Whether runners keep the fires they saw end until the wave is started; off once the wave
     /// has taken longer than the timer waits for it.
     private let deferEnds = Atomic<Bool>(true)
@@ -288,11 +313,11 @@ final class FireWave: @unchecked Sendable {
         let counters = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: chunkCount * Self.counterStride)
         for chunk in 0..<chunkCount { (counters + chunk * Self.counterStride).initialize(to: Atomic(chunk * Self.chunkSize)) }
         self.counters = counters
-        ended = (0..<min(services.pool.size, fires.count)).map { _ in EndedFires() }
-        for _ in ended { starting.enter() }
-        if !services.pool.submit(contentsOf: ended.map { ended in { self.run(services, registry: registry, ended: ended) } }) {
+        logs = (0..<min(services.pool.size, fires.count)).map { _ in RunnerLog() }
+        for _ in logs { starting.enter() }
+        if !services.pool.submit(contentsOf: logs.map { log in { self.run(services, registry: registry, log: log) } }) {
             // The pool has stopped (the host is stopping): no runner will leave the group.
-            for _ in ended { starting.leave() }
+            for _ in logs { starting.leave() }
         }
     }
 
@@ -309,11 +334,12 @@ final class FireWave: @unchecked Sendable {
     /// How long the ends of a wave's fires, and the timer, wait for its starts at the most.
     static let startsWait = DispatchTimeInterval.milliseconds(20)
 
-    /// Ends the fires that runners saw end and still hold: a runner held up in a long item would
-    /// otherwise keep the jobs of those fires running until it returns.
+    /// Reports the starts and ends of the fires that runners hold: a runner held up in a long item
+    /// would otherwise keep the jobs of those fires running, and their start events unsaid, until
+    /// it returns.
     func endHeldFires() {
         deferEnds.store(false, ordering: .sequentiallyConsistent)
-        for list in ended { Self.end(list.takeAll()) }
+        for log in logs { Self.end(log.take()) }
     }
 
     private static func end(_ fires: [ArmedFire]) {
@@ -322,11 +348,11 @@ final class FireWave: @unchecked Sendable {
 
     /// One runner: takes chunks until none is left, asking for the next chunk's memory before it
     /// starts the current one's fires; then takes what other runners left; then, once every runner
-    /// is done starting, ends the fires whose items it saw end (unless ``endHeldFires()`` did, or
-    /// the wave took so long that it ends them as they end).
+    /// is done starting, publishes the start events of its fires and ends those whose items it saw
+    /// end (unless ``endHeldFires()`` did, or the wave took so long that it does so as they end).
     /// What it reads of the registry it reads again whenever the coarse clock has moved on, so that
     /// a runner held up for long does not start fires on a stale view.
-    private func run(_ services: HostServices, registry: any RegistryCenter, ended: EndedFires) {
+    private func run(_ services: HostServices, registry: any RegistryCenter, log: RunnerLog) {
         var gate = WaveGate(services, registry: registry)
         func start(chunk: Int) {
             let counter = counters! + chunk * Self.counterStride
@@ -336,11 +362,11 @@ final class FireWave: @unchecked Sendable {
                 guard index < end else { return }
                 if gate.isOld { gate = WaveGate(services, registry: registry) }
                 let fire = fires[index]
-                guard fire.unretainedRuntime._withUnsafeGuaranteedRef({ $0.release(fire, gate: gate) }) else { continue }
-                ended.append(fire)
-                // Appended after `endHeldFires` looked: ended here and now, before another item
+                guard fire.unretainedRuntime._withUnsafeGuaranteedRef({ $0.release(fire, gate: gate, log: log) }) else { continue }
+                log.ended(fire)
+                // Logged after `endHeldFires` looked: reported here and now, before another item
                 // can hold it up.
-                if !deferEnds.load(ordering: .sequentiallyConsistent) { Self.end(ended.takeAll()) }
+                if !deferEnds.load(ordering: .sequentiallyConsistent) { Self.end(log.take()) }
             }
         }
         func claim() -> Int? {
@@ -358,14 +384,11 @@ final class FireWave: @unchecked Sendable {
         }
         for chunk in 0..<chunkCount { start(chunk: chunk) }
         starting.leave()
-        var toEnd = ended.takeAll()
-        guard !toEnd.isEmpty else { return }
-        if deferEnds.load(ordering: .sequentiallyConsistent) {
-            // Its fires end once every runner is done starting (or the timer stopped waiting).
-            awaitStarts(until: .now() + Self.startsWait)
-            toEnd += ended.takeAll()
-        }
-        Self.end(toEnd)
+        guard !log.isEmpty else { return }
+        // Its fires are reported once every runner is done starting (or the timer stopped
+        // waiting); a start event is never later than its fire's end.
+        if deferEnds.load(ordering: .sequentiallyConsistent) { awaitStarts(until: .now() + Self.startsWait) }
+        Self.end(log.take())
     }
 }
 

@@ -693,14 +693,25 @@ public final class JobRuntime: Sendable {
         return services.clock.now() - stat.modifiedTime
     }
 
-    /// A run began: its start event.
-    private func reportFireStart(_ job: PreparedJob, fireTime: Int64, source: FireSource, items: [Int], epochs: [Int: UInt64], taskID: String) {
+    /// A run began: its start event, timed now or when its items started (`startedAt`).
+    private func reportFireStart(
+        _ job: PreparedJob, fireTime: Int64, source: FireSource, items: [Int], epochs: @autoclosure () -> [Int: UInt64], taskID: String,
+        startedAt: Int64? = nil
+    ) {
         guard services.events.isObserved else { return }
         let provider = job.jobTypeProvider
-        services.events.publish(.fireStarted(FireStart(
-            job: name, fireTime: fireTime, source: source, items: items, epochs: epochs, startedAt: services.clock.now(),
+        let startedAt = startedAt ?? services.clock.now()
+        services.events.publish(HostEvent(time: startedAt, kind: .fireStarted(FireStart(
+            job: name, fireTime: fireTime, source: source, items: items, epochs: epochs(), startedAt: startedAt,
             jobType: provider?.name ?? job.configuration.jobType, plugin: provider?.plugin.name ?? "",
-            pluginVersion: provider?.plugin.version ?? "", taskID: taskID)))
+            pluginVersion: provider?.plugin.version ?? "", taskID: taskID))))
+    }
+
+    /// An armed fire's start event, timed when its items started.
+    func reportArmedStart(_ fire: ArmedFire) {
+        reportFireStart(
+            fire.job, fireTime: fire.deadline, source: .schedule, items: fire.items, epochs: fire.epochs, taskID: fire.taskID,
+            startedAt: fire.startedAt.load(ordering: .relaxed))
     }
 
     /// A run ended and the job has moved on from it: its end event and its summary line.
@@ -849,7 +860,7 @@ extension JobRuntime {
     /// stale, and runs its items here (more of the pool's threads join for a job whose executor
     /// allows several at once). Returns true when the items ran and ended on this thread: the
     /// caller ends the fire with ``finishArmed(_:)`` once its other starts are out.
-    func release(_ fire: ArmedFire, gate: WaveGate) -> Bool {
+    func release(_ fire: ArmedFire, gate: WaveGate, log: RunnerLog) -> Bool {
         // Whether anything the fire was armed with changed by now: the registry session, fencing,
         // the snapshot it was made from; and whether items may start at all. If so, or if it is
         // late (every worker thread was busy for more than a second), or its preparation changed,
@@ -882,7 +893,9 @@ extension JobRuntime {
         armedFires.wrappingAdd(1, ordering: .relaxed)
         fire.startedAt.store(gate.now, ordering: .relaxed)
         if services.events.isObserved {
-            reportFireStart(fire.job, fireTime: fire.deadline, source: .schedule, items: fire.items, epochs: fire.epochs, taskID: fire.taskID)
+            // Said after the wave's starts, by whoever takes the runner's log (see ``RunnerLog``);
+            // at once when other threads run items too: any of them may end the fire.
+            if fire.helpers > 0 { reportArmedStart(fire) } else { log.started(fire) }
         }
         if fire.helpers > 0 {
             services.pool.submit(contentsOf: Array(repeating: { [self] in
