@@ -38,7 +38,7 @@ public final class HistoryWriter: Sendable {
     let linger: Duration
 
     /// Rows per transaction, at most.
-    static let batchSize = 5_000
+    static let batchSize = 20_000
     /// The longest the writer waits before it tries a failing database again.
     static let longestRetry: Duration = .seconds(30)
     /// How often a count of dropped rows is logged, at most.
