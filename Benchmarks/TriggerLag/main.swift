@@ -6,7 +6,11 @@
 // With --history, each host also writes its execution history to a SQLite file (docs/history.md),
 // and the table adds the rows written and dropped per second.
 //
-// Usage: TriggerLagBenchmark [--history] [job counts...]   (default: 1 1000 10000)
+// With --waves, a line per second follows each row: the p50 and max of that second's fires (the lag
+// samples in the order they were taken, one job count at a time), to tell one slow second from a
+// slow run.
+//
+// Usage: TriggerLagBenchmark [--history] [--waves] [job counts...]   (default: 1 1000 10000)
 import Foundation
 import Logging
 import ShardworkCore
@@ -62,6 +66,7 @@ guard report.refused.isEmpty else { fail("plugins refused: \(report.refused)") }
 
 let counts = CommandLine.arguments.dropFirst().compactMap { Int($0) }
 let withHistory = CommandLine.arguments.contains("--history")
+let perWave = CommandLine.arguments.contains("--waves")
 let warmUpSeconds = 3
 let measuredSeconds = 10
 if withHistory {
@@ -119,4 +124,9 @@ for jobs in counts.isEmpty ? [1, 1_000, 10_000] : counts {
     print("| \(jobs) | \(count) (expected about \(jobs * measuredSeconds)) | \(ms(percentile(lags, 0.5))) | \(ms(percentile(lags, 0.9))) | \(ms(percentile(lags, 0.99))) | "
         + "\(ms(lags.last ?? 0)) | \(status.threads) | \(String(format: "%.0f MB", status.residentMegabytes)) | \(String(format: "%.1f %%", cpu * 100)) |"
         + (withHistory ? " \(written / measuredSeconds) | \(dropped) |" : ""))
+    if perWave {
+        let taken = Array(buffer.prefix(Int(count)))
+        let waves = stride(from: 0, to: taken.count, by: jobs).map { start in taken[start..<min(start + jobs, taken.count)].sorted() }
+        print("  per second (p50 / max): " + waves.map { "\(ms(percentile($0, 0.5))) / \(ms($0.last ?? 0))" }.joined(separator: ", "))
+    }
 }
