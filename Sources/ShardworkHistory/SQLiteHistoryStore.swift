@@ -357,6 +357,9 @@ struct BoundStatement {
     private let statement: Statement
     private let handle: SQLiteStatement
     private var index: Int32 = 0
+    /// The first value SQLite refused to bind, and why: ``run(_:)`` reports it rather than writing
+    /// a row with that value missing.
+    private var refused: (index: Int32, code: Int32)?
 
     /// SQLite's `SQLITE_TRANSIENT`: it copies the value before the call returns.
     private static let transient = unsafeBitCast(OpaquePointer(bitPattern: -1), to: sqlite3_destructor_type.self)
@@ -369,15 +372,12 @@ struct BoundStatement {
     }
 
     mutating func bind(_ text: String) {
-        index += 1
         var text = text
-        let index = index
-        text.withUTF8 { bytes in
-            // An empty buffer may have no address, which SQLite would take for NULL.
-            if let base = bytes.baseAddress {
-                _ = sqlite3_bind_text(handle, index, UnsafeRawPointer(base).assumingMemoryBound(to: CChar.self), Int32(bytes.count), Self.transient)
-            } else {
-                _ = sqlite3_bind_text(handle, index, "", 0, Self.transient)
+        bind { handle, index in
+            text.withUTF8 { bytes in
+                // An empty buffer may have no address, which SQLite would take for NULL.
+                guard let base = bytes.baseAddress else { return sqlite3_bind_text(handle, index, "", 0, Self.transient) }
+                return sqlite3_bind_text(handle, index, UnsafeRawPointer(base).assumingMemoryBound(to: CChar.self), Int32(bytes.count), Self.transient)
             }
         }
     }
@@ -388,8 +388,7 @@ struct BoundStatement {
     }
 
     mutating func bind(_ value: Int64) {
-        index += 1
-        _ = sqlite3_bind_int64(handle, index, value)
+        bind { sqlite3_bind_int64($0, $1, value) }
     }
 
     mutating func bind(_ value: Int64?) {
@@ -400,22 +399,32 @@ struct BoundStatement {
     /// A time as ElasticJob's TIMESTAMP text (``HistoryTime``).
     mutating func bind(time milliseconds: Int64?) {
         guard let milliseconds else { return bindNull() }
-        index += 1
-        let index = index
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: HistoryTime.capacity) { buffer in
-            let count = HistoryTime.write(milliseconds, into: buffer)
-            _ = sqlite3_bind_text(
-                handle, index, UnsafeRawPointer(buffer.baseAddress!).assumingMemoryBound(to: CChar.self), Int32(count), Self.transient)
+        bind { handle, index in
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: HistoryTime.capacity) { buffer in
+                let count = HistoryTime.write(milliseconds, into: buffer)
+                return sqlite3_bind_text(
+                    handle, index, UnsafeRawPointer(buffer.baseAddress!).assumingMemoryBound(to: CChar.self), Int32(count), Self.transient)
+            }
         }
     }
 
     private mutating func bindNull() {
+        bind { sqlite3_bind_null($0, $1) }
+    }
+
+    /// Binds the next parameter with `call`, keeping the first refusal.
+    private mutating func bind(_ call: (SQLiteStatement, Int32) -> Int32) {
         index += 1
-        _ = sqlite3_bind_null(handle, index)
+        let code = call(handle, index)
+        if code != SQLITE_OK, refused == nil { refused = (index, code) }
     }
 
     /// Runs the statement; an error carries SQLite's message.
     func run(_ db: Database) throws {
+        if let refused {
+            throw DatabaseError(
+                resultCode: ResultCode(rawValue: refused.code), message: "SQLite refused value \(refused.index) of the row", sql: statement.sql)
+        }
         let code = sqlite3_step(handle)
         sqlite3_reset(handle)
         guard code == SQLITE_DONE else {

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import ShardworkCore
 @testable import ShardworkHistory
 import Testing
@@ -80,5 +81,30 @@ struct HistoryWriterPartsTests {
         #expect(HistoryTime.text(0) == "1970-01-01 00:00:00.000")
         #expect(HistoryTime.text(-1) == "1969-12-31 23:59:59.999")
         #expect(HistoryTime.text(253_402_300_799_999) == "9999-12-31 23:59:59.999")
+    }
+
+    @Test("a row bound through SQLite's C interface keeps text, empty text, numbers, NULL and times; a value SQLite refuses fails the row")
+    func boundStatement() throws {
+        let queue = try DatabaseQueue()
+        try queue.write { db in
+            try db.execute(sql: "CREATE TABLE t (a TEXT NOT NULL, b TEXT NOT NULL, c INTEGER, d TEXT, e TEXT)")
+            var row = BoundStatement(try db.cachedStatement(sql: "INSERT INTO t VALUES (?, ?, ?, ?, ?)"))
+            row.bind("任务一 100%")
+            row.bind("")
+            row.bind(Int64(-7))
+            row.bind(nil as String?)
+            row.bind(time: 1_796_652_000_123)
+            try row.run(db)
+            let stored = try #require(try Row.fetchOne(db, sql: "SELECT a, b, c, d, e FROM t"))
+            #expect(stored["a"] as String? == "任务一 100%" && stored["b"] as String? == "" && stored["c"] as Int64? == -7)
+            #expect(stored["d"] as String? == nil && stored["e"] as String? == "2026-12-07 14:00:00.123")
+            // One value more than the statement has: nothing is written, and the error says so.
+            var extra = BoundStatement(try db.cachedStatement(sql: "INSERT INTO t (a, b) VALUES (?, ?)"))
+            extra.bind("x")
+            extra.bind("y")
+            extra.bind("z")
+            #expect(throws: DatabaseError.self) { try extra.run(db) }
+            #expect(try Int.fetchOne(db, sql: "SELECT count(*) FROM t") == 1)
+        }
     }
 }
