@@ -284,6 +284,31 @@ public final class ZooKeeperRegistry: RegistryCenter {
         }
     }
 
+    /// Sends a request: its answer, or an error the server gave, stamps the last contact with the
+    /// time the request was sent (``touch(since:)``).
+    private func heard<Answer>(_ request: () async throws(ZooKeeperError) -> Answer) async throws(ZooKeeperError) -> Answer {
+        let sent = clock.monotonicNow()
+        do {
+            let answer = try await request()
+            touch(since: sent)
+            return answer
+        } catch {
+            touch(ifAnswered: error, since: sent)
+            throw error
+        }
+    }
+
+    /// ``heard(_:)`` for a request about `path`, its error as the registry's.
+    private func heard<Answer>(
+        about path: String, _ request: () async throws(ZooKeeperError) -> Answer
+    ) async throws(RegistryError) -> Answer {
+        do {
+            return try await heard(request)
+        } catch {
+            throw map(error, path)
+        }
+    }
+
     /// A read every quarter of the session timeout, so that `lastContact` shows a silent connection
     /// soon. The loop never waits for an answer: a read that is never answered (one sent to a client
     /// as it was replaced, say) must not end the heartbeat, or a healthy session would look silent
@@ -458,15 +483,10 @@ public final class ZooKeeperRegistry: RegistryCenter {
         let full = try full(path)
         statistics.count(\.creates)
         let client = try currentClient()
-        let sent = clock.monotonicNow()
-        do {
-            let created = try await client.create(full, data: data, mode: Self.mode(mode))
-            touch(since: sent)
-            return relative(created)
-        } catch {
-            touch(ifAnswered: error, since: sent)
-            throw map(error, path)
+        let created = try await heard(about: path) { () async throws(ZooKeeperError) in
+            try await client.create(full, data: data, mode: Self.mode(mode))
         }
+        return relative(created)
     }
 
     public func delete(_ path: String, version: Int32?) async throws(RegistryError) {
@@ -474,13 +494,8 @@ public final class ZooKeeperRegistry: RegistryCenter {
         let full = try full(path)
         statistics.count(\.deletes)
         let client = try currentClient()
-        let sent = clock.monotonicNow()
-        do {
+        try await heard(about: path) { () async throws(ZooKeeperError) in
             try await client.delete(full, version: version)
-            touch(since: sent)
-        } catch {
-            touch(ifAnswered: error, since: sent)
-            throw map(error, path)
         }
     }
 
@@ -489,59 +504,38 @@ public final class ZooKeeperRegistry: RegistryCenter {
         let full = try full(path)
         statistics.count(\.sets)
         let client = try currentClient()
-        let sent = clock.monotonicNow()
-        do {
-            let result = Self.stat(try await client.setData(full, data: data, version: version))
-            touch(since: sent)
-            return result
-        } catch {
-            touch(ifAnswered: error, since: sent)
-            throw map(error, path)
+        let stat = try await heard(about: path) { () async throws(ZooKeeperError) in
+            try await client.setData(full, data: data, version: version)
         }
+        return Self.stat(stat)
     }
 
     public func data(_ path: String, watch: Watcher?) async throws(RegistryError) -> (data: [UInt8], stat: NodeStat) {
         let full = try full(path)
         statistics.count(\.reads)
         let client = try currentClient()
-        let sent = clock.monotonicNow()
-        do {
-            let (bytes, stat) = try await client.data(full, watch: Self.watcher(watch, path))
-            touch(since: sent)
-            return (bytes, Self.stat(stat))
-        } catch {
-            touch(ifAnswered: error, since: sent)
-            throw map(error, path)
+        let (bytes, stat) = try await heard(about: path) { () async throws(ZooKeeperError) in
+            try await client.data(full, watch: Self.watcher(watch, path))
         }
+        return (bytes, Self.stat(stat))
     }
 
     public func exists(_ path: String, watch: Watcher?) async throws(RegistryError) -> NodeStat? {
         let full = try full(path)
         statistics.count(\.reads)
         let client = try currentClient()
-        let sent = clock.monotonicNow()
-        do {
-            let result = try await client.exists(full, watch: Self.watcher(watch, path)).map(Self.stat)
-            touch(since: sent)
-            return result
-        } catch {
-            touch(ifAnswered: error, since: sent)
-            throw map(error, path)
+        let stat = try await heard(about: path) { () async throws(ZooKeeperError) in
+            try await client.exists(full, watch: Self.watcher(watch, path))
         }
+        return stat.map(Self.stat)
     }
 
     public func children(_ path: String, watch: Watcher?) async throws(RegistryError) -> [String] {
         let full = try full(path)
         statistics.count(\.reads)
         let client = try currentClient()
-        let sent = clock.monotonicNow()
-        do {
-            let result = try await client.children(full, watch: Self.watcher(watch, path))
-            touch(since: sent)
-            return result
-        } catch {
-            touch(ifAnswered: error, since: sent)
-            throw map(error, path)
+        return try await heard(about: path) { () async throws(ZooKeeperError) in
+            try await client.children(full, watch: Self.watcher(watch, path))
         }
     }
 
@@ -565,10 +559,8 @@ public final class ZooKeeperRegistry: RegistryCenter {
         statistics.count(\.multis)
         statistics.count(\.multiOperations, by: operations.count)
         let client = try currentClient()
-        let sent = clock.monotonicNow()
         do {
-            let results = try await client.multi(translated)
-            touch(since: sent)
+            let results = try await heard { () async throws(ZooKeeperError) in try await client.multi(translated) }
             return results.map { result in
                 switch result {
                 case .created(let path): .created(path: relative(path))
@@ -578,7 +570,6 @@ public final class ZooKeeperRegistry: RegistryCenter {
                 }
             }
         } catch {
-            touch(ifAnswered: error, since: sent)
             if let index = error.failedOperation {
                 throw RegistryError(.transactionFailed(index: index, underlying: Self.code(error.code)), path: operations[index].path)
             }
