@@ -30,9 +30,16 @@ struct ChildProcessTests {
 
     @Test("a process that left the child's group (setsid) is still found by its environment and killed")
     func escapedProcess() async throws {
-        let outcome = try await Self.run("setsid sh -c 'echo $$; exec sleep 600' & sleep 0.5; echo done")
+        // The escaped process writes its pid to a file, and the child waits for it there: on a loaded
+        // machine a fixed pause can end before the escaped process has run at all.
+        let directory = try TemporaryDirectory("shardwork-escaped")
+        let file = directory.file("pid")
+        let outcome = try await Self.run(
+            "setsid sh -c 'echo $$ > \"\(file).tmp\" && mv \"\(file).tmp\" \"\(file)\"; exec sleep 600' & "
+                + "while [ ! -s \"\(file)\" ]; do sleep 0.05; done; cat \"\(file)\"; echo done")
         #expect(outcome.succeeded && !outcome.timedOut)
         let lines = String(decoding: outcome.standardOutput, as: UTF8.self).split(separator: "\n")
+        #expect(lines.last == "done")
         let escaped = try #require(lines.first.flatMap { Int32($0) }, "\(lines)")
         #expect(await eventually { !Self.alive(escaped) }, "the setsid process \(escaped) outlived the child")
     }
