@@ -73,7 +73,7 @@ struct SQLiteHistoryTests {
                 misfire: true
                 monitorExecution: false
                 props:
-                  c.wait.ms: 400
+                  c.wait.ms: 2500
             """)
         try await harness.host.start()
         for second in 1...10 {
@@ -82,7 +82,9 @@ struct SQLiteHistoryTests {
         }
         try await harness.host.trigger("report")
         #expect(await harness.events.waitForFires("report", count: 11))
-        // The slow job's fires come faster than it runs: misfires, run again in the same fire.
+        // The slow job's fires come faster than it runs: misfires, run again in the same fire. Its
+        // item outlasts the whole loop above by far (the loop takes one report fire per second;
+        // 400 ms was once less than two of them on a loaded machine, and nothing misfired).
         #expect(
             await harness.events.waitFor { if case .fireEnded(let end) = $0 { end.job == "slow" && end.runs > 1 } else { false } },
             "\(harness.events.kinds(job: "slow"))")
