@@ -8,8 +8,8 @@ import Synchronization
 ///
 /// A reader task takes the host's events as they come and turns them into rows; a writer task
 /// hands the rows to the store in batches, one transaction each. Both run on threads of their own
-/// in Linux's idle scheduling class (``BackgroundThreadExecutor``), so that they use the processor
-/// only when the fire path does not: on a busy host the history falls behind, never the fires. The
+/// at the lowest priority (``BackgroundThreadExecutor``), so that the fire path's threads do not
+/// wait for them: on a busy host the history falls behind, never the fires. The
 /// writer lets rows gather for ``linger`` before it writes, so that a short item's start and end are
 /// one insert of the complete row rather than an insert and an update.
 ///

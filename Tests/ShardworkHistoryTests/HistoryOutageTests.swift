@@ -30,11 +30,12 @@ struct HistoryOutageTests {
         TestScope.onEnd { await host.shutdown() }
         let events = EventRecorder(host.events)
         // 100 fires a second make 500 rows a second: the queue holds four seconds of them.
-        let writer = HistoryWriter(store: store, events: host.events, instance: instance, hostname: "h", capacity: 2_000, logger: CapturedLog().logger())
+        let writerLog = CapturedLog()
+        let writer = HistoryWriter(store: store, events: host.events, instance: instance, hostname: "h", capacity: 2_000, logger: writerLog.logger())
         let subscription = writer.subscribe()
         let writing = Task { await writer.run(subscription) }
         try await host.start()
-        #expect(await eventually(seconds: 30) { writer.written > 1_000 }, "written \(writer.written)")
+        #expect(await eventually(seconds: 30) { writer.written > 1_000 }, "written \(writer.written), held \(writer.held), queued \(writer.queued), dropped \(writer.dropped), events lost \(writer.eventsDropped), fires \(events.fireStarts("job-0").count), writer said: \(writerLog.messages)")
 
         server.signal(SIGSTOP)
         let frozenAt = Int64(Date().timeIntervalSince1970 * 1000)
