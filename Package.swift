@@ -90,6 +90,8 @@ let package = Package(
         // Execution history: SQLite (Debian's libsqlite3-dev) and PostgreSQL.
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // The ZooKeeper C client, Debian's libzookeeper-mt-dev (it ships no pkg-config file).
@@ -115,6 +117,8 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                // Metrics through swift-metrics' API: the embedding process picks the back end.
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: strictSettings
         ),
@@ -130,6 +134,7 @@ let package = Package(
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: strictSettings
         ),
@@ -141,6 +146,9 @@ let package = Package(
                 "ShardworkHistory",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                // The Prometheus exposition of `shardwork run`'s metrics endpoint (docs/metrics.md).
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strictSettings
         ),
@@ -154,6 +162,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strictSettings
         ),
@@ -167,7 +177,10 @@ let package = Package(
         ),
         .testTarget(
             name: "ShardworkCoreTests",
-            dependencies: ["ShardworkCore", "ShardworkTestSupport", "ZooKeeper", .product(name: "ShardworkSDK", package: "SDK")],
+            dependencies: [
+                "ShardworkCore", "ShardworkTestSupport", "ZooKeeper", .product(name: "ShardworkSDK", package: "SDK"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
             swiftSettings: strictSettings
         ),
         // Pure tests: no plugin, registry server, host or child process; they run in seconds
@@ -181,6 +194,7 @@ let package = Package(
             name: "ShardworkHistoryTests",
             dependencies: [
                 "ShardworkHistory", "ShardworkCore", "ShardworkTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
             swiftSettings: strictSettings
         ),
@@ -212,7 +226,10 @@ if withBenchmarks {
     package.targets.append(
         .executableTarget(
             name: "TriggerLagBenchmark",
-            dependencies: ["ShardworkCore", "ShardworkHistory", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "ShardworkCore", "ShardworkHistory", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
             path: "Benchmarks/TriggerLag",
             exclude: ["lag_probe.c"],
             swiftSettings: strictSettings

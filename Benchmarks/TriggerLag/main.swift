@@ -6,13 +6,20 @@
 // With --history, each host also writes its execution history to a SQLite file (docs/history.md),
 // and the table adds the rows written and dropped per second.
 //
+// With --metrics, each host also records its metrics (docs/metrics.md) into a Prometheus registry,
+// and the table adds what one scrape costs at the end of the run: the gauges sampled and the whole
+// exposition rendered (median of three), its size and its series.
+//
 // With --waves, a line per second follows each row: the p50 and max of that second's fires (the lag
 // samples in the order they were taken, one job count at a time), to tell one slow second from a
 // slow run.
 //
-// Usage: TriggerLagBenchmark [--history] [--waves] [job counts...]   (default: 1 1000 10000)
+// Usage: TriggerLagBenchmark [--history] [--metrics] [--waves] [--warm-up SECONDS] [job counts...]
+//        (default: 3 seconds of warm-up; 1 1000 10000 jobs)
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import ShardworkCore
 import ShardworkHistory
 
@@ -64,18 +71,26 @@ let providers = ProviderRegistry()
 let report = PluginLoader(logger: logger).loadAll(PluginSearchPath(files: [probePath]), into: providers)
 guard report.refused.isEmpty else { fail("plugins refused: \(report.refused)") }
 
-let counts = CommandLine.arguments.dropFirst().compactMap { Int($0) }
+let counts = CommandLine.arguments.dropFirst().enumerated()
+    .filter { $0.offset == 0 || CommandLine.arguments[$0.offset] != "--warm-up" }
+    .compactMap { Int($0.element) }
 let withHistory = CommandLine.arguments.contains("--history")
 let perWave = CommandLine.arguments.contains("--waves")
-let warmUpSeconds = 3
-let measuredSeconds = 10
-if withHistory {
-    print("| jobs | fires measured | p50 | p90 | p99 | max | threads | resident memory | CPU | history rows written/s | dropped |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-} else {
-    print("| jobs | fires measured | p50 | p90 | p99 | max | threads | resident memory | CPU |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+let withMetrics = CommandLine.arguments.contains("--metrics")
+let prometheus = PrometheusCollectorRegistry()
+if withMetrics {
+    var factory = PrometheusMetricsFactory(registry: prometheus)
+    factory.durationHistogramBuckets = MetricNames.histogramBuckets
+    MetricsSystem.bootstrap(factory)
 }
+// `--warm-up SECONDS`: longer for what starts slowly (the metrics' first series at 10,000 jobs).
+let warmUpSeconds = CommandLine.arguments.firstIndex(of: "--warm-up").flatMap { index in
+    CommandLine.arguments.dropFirst(index + 1).first.flatMap { Int($0) }
+} ?? 3
+let measuredSeconds = 10
+print("| jobs | fires measured | p50 | p90 | p99 | max | threads | resident memory | CPU |"
+    + (withHistory ? " history rows written/s | dropped |" : "") + (withMetrics ? " scrape | scrape size | series |" : ""))
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + (withHistory ? "---:|---:|" : "") + (withMetrics ? "---:|---:|---:|" : ""))
 for jobs in counts.isEmpty ? [1, 1_000, 10_000] : counts {
     var yaml = "host:\n  shutdownTimeoutSeconds: 5\njobs:\n"
     for index in 0..<jobs {
@@ -85,6 +100,8 @@ for jobs in counts.isEmpty ? [1, 1_000, 10_000] : counts {
     let host: ShardworkHost
     var writer: HistoryWriter?
     var writing: Task<Void, Never>?
+    var metrics: HostMetrics?
+    var recording: Task<Void, Never>?
     let database = NSTemporaryDirectory() + "/shardwork-lag-history-\(getpid())-\(jobs).sqlite"
     do {
         configuration = try HostConfigurationReader.parse(yaml)
@@ -96,6 +113,12 @@ for jobs in counts.isEmpty ? [1, 1_000, 10_000] : counts {
             let subscription = history.subscribe()
             writing = Task { await history.run(subscription) }
             writer = history
+        }
+        if withMetrics {
+            let hostMetrics = HostMetrics(host: host, build: .init(version: "benchmark"))
+            let subscription = hostMetrics.subscribe()
+            recording = Task { await hostMetrics.run(subscription) }
+            metrics = hostMetrics
         }
         try await host.start()
     } catch {
@@ -114,7 +137,25 @@ for jobs in counts.isEmpty ? [1, 1_000, 10_000] : counts {
     let count = buffer.withUnsafeMutableBufferPointer { take($0.baseAddress, UInt64($0.count)) }
     let written = (writer?.written ?? 0) - writtenBefore
     let dropped = (writer?.dropped ?? 0) - droppedBefore
+    // One scrape as the metrics endpoint answers it, timed while the jobs still fire.
+    var scrape = ""
+    if let metrics {
+        var times: [Double] = []
+        var size = 0
+        var exposition: [UInt8] = []
+        for _ in 0..<3 {
+            let started = ContinuousClock.now
+            metrics.sample()
+            exposition = prometheus.emitToBuffer()
+            let elapsed = ContinuousClock.now - started
+            times.append(Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15)
+            size = exposition.count
+        }
+        let series = exposition.split(separator: UInt8(ascii: "\n")).filter { $0.first != UInt8(ascii: "#") }.count
+        scrape = String(format: " %.1f ms | %.1f MB | %d |", times.sorted()[1], Double(size) / 1_048_576, series)
+    }
     await host.shutdown()
+    await recording?.value
     await writing?.value
     _ = await writer?.finish(within: .seconds(30))
     await writer?.store.close()
@@ -123,7 +164,7 @@ for jobs in counts.isEmpty ? [1, 1_000, 10_000] : counts {
     func ms(_ microseconds: Int64) -> String { String(format: "%.2f ms", Double(microseconds) / 1000) }
     print("| \(jobs) | \(count) (expected about \(jobs * measuredSeconds)) | \(ms(percentile(lags, 0.5))) | \(ms(percentile(lags, 0.9))) | \(ms(percentile(lags, 0.99))) | "
         + "\(ms(lags.last ?? 0)) | \(status.threads) | \(String(format: "%.0f MB", status.residentMegabytes)) | \(String(format: "%.1f %%", cpu * 100)) |"
-        + (withHistory ? " \(written / measuredSeconds) | \(dropped) |" : ""))
+        + (withHistory ? " \(written / measuredSeconds) | \(dropped) |" : "") + scrape)
     if perWave {
         let taken = Array(buffer.prefix(Int(count)))
         let waves = stride(from: 0, to: taken.count, by: jobs).map { start in taken[start..<min(start + jobs, taken.count)].sorted() }

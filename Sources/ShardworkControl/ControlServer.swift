@@ -33,6 +33,7 @@ public struct ControlServer: Service {
 
     public func run() async throws {
         let router = Router(context: BasicRequestContext.self)
+        router.add(middleware: RequestMetricsMiddleware())
         router.add(middleware: BearerTokenMiddleware(token: settings.token ?? ""))
         router.add(middleware: JSONErrorMiddleware())
         ControlRoutes(host: host, history: history, logger: logger).add(to: router)

@@ -1,3 +1,4 @@
+public import CoreMetrics
 import DequeModule
 import Foundation
 public import Logging
@@ -28,6 +29,10 @@ public final class HistoryWriter: Sendable {
     private let state = Mutex(State())
     private let droppedRows = Atomic<Int>(0)
     private let writtenRows = Atomic<Int>(0)
+    /// The same figures in the metrics (docs/metrics.md).
+    private let rowsQueuedGauge: Gauge
+    private let rowsWrittenCounter: Counter
+    private let rowsDroppedCounter: Counter
     private let ids = RowIDs()
     /// The subscription being read, for its count of lost events.
     private let subscription = Mutex<HostEventSubscription?>(nil)
@@ -64,8 +69,12 @@ public final class HistoryWriter: Sendable {
     ///     much later).
     public init(
         store: any HistoryStore, events: HostEvents, instance: JobInstance, hostname: String, capacity: Int = 100_000,
-        retentionDays: Int? = nil, linger: Duration = .milliseconds(250), logger: Logger
+        retentionDays: Int? = nil, linger: Duration = .milliseconds(250), logger: Logger,
+        metrics factory: any MetricsFactory = MetricsSystem.factory
     ) {
+        rowsQueuedGauge = Gauge(label: MetricNames.historyRowsQueued, dimensions: [], factory: factory)
+        rowsWrittenCounter = Counter(label: MetricNames.historyRowsWritten, dimensions: [], factory: factory)
+        rowsDroppedCounter = Counter(label: MetricNames.historyRowsDropped, dimensions: [], factory: factory)
         self.linger = linger
         self.store = store
         self.events = events
@@ -235,15 +244,21 @@ public final class HistoryWriter: Sendable {
     }
 
     private func enqueue(_ rows: [HistoryWrite]) {
-        let (waiting, lost) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Int) in
+        let (waiting, lost, queued) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Int, Int) in
             let room = capacity - state.queue.count
             let taken = min(room, rows.count)
             if taken > 0 { state.queue.append(contentsOf: rows.prefix(taken)) }
             defer { state.waiting = nil }
-            return (state.waiting, rows.count - taken)
+            return (state.waiting, rows.count - taken, state.queue.count)
         }
-        if lost > 0 { droppedRows.wrappingAdd(lost, ordering: .relaxed) }
+        rowsQueuedGauge.record(queued)
+        if lost > 0 { drop(lost) }
         waiting?.resume()
+    }
+
+    private func drop(_ rows: Int) {
+        droppedRows.wrappingAdd(rows, ordering: .relaxed)
+        rowsDroppedCounter.increment(by: Int64(rows))
     }
 
     // MARK: Writing
@@ -261,8 +276,13 @@ public final class HistoryWriter: Sendable {
 
     /// A batch reached the database.
     private func written(_ batch: [HistoryWrite]) {
-        state.withLock { $0.inFlight = 0 }
+        let queued = state.withLock { state in
+            state.inFlight = 0
+            return state.queue.count
+        }
         writtenRows.wrappingAdd(batch.count, ordering: .relaxed)
+        rowsWrittenCounter.increment(by: Int64(batch.count))
+        rowsQueuedGauge.record(queued)
     }
 
     /// The batch with each execution that both starts and ends in it written once, complete: its
@@ -289,7 +309,7 @@ public final class HistoryWriter: Sendable {
             if over > 0 { state.queue.removeLast(over) }
             return max(0, over)
         }
-        if lost > 0 { droppedRows.wrappingAdd(lost, ordering: .relaxed) }
+        if lost > 0 { drop(lost) }
     }
 
     private func waitForRows() async {

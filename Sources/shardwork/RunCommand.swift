@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 import ShardworkControl
 import ShardworkCore
@@ -36,6 +38,10 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("api"), help: ArgumentHelp(
         "The control API's HOST:PORT (overrides api.address; the configuration must have an api section with its token).", valueName: "address"))
     var apiAddress: String?
+
+    @Option(name: .customLong("metrics"), help: ArgumentHelp(
+        "The metrics endpoint's HOST:PORT (overrides metrics.address, and turns the metrics on without a metrics section).", valueName: "address"))
+    var metricsAddress: String?
 
     @Flag(name: .customLong("no-preflight"), help: "Load plugins without trying each in a separate process first.")
     var noPreflight = false
@@ -74,6 +80,24 @@ struct RunCommand: AsyncParsableCommand {
             api.host = parsed.host
             api.port = parsed.port
             configuration.api = api
+        }
+        if let metricsAddress {
+            guard let parsed = APISettings.parseAddress(metricsAddress) else {
+                throw CLIFailure.badInput("--metrics \(metricsAddress): not HOST:PORT such as 127.0.0.1:9471")
+            }
+            if let api = configuration.api, api.enabled, api.port != 0, api.port == parsed.port, api.host == parsed.host {
+                throw CLIFailure.badInput("--metrics \(metricsAddress): that is the control API's address; the metrics need a listener of their own")
+            }
+            var metrics = configuration.metrics ?? MetricsSettings()
+            metrics.enabled = true
+            metrics.host = parsed.host
+            metrics.port = parsed.port
+            configuration.metrics = metrics
+        }
+        // The metrics back end comes first: the registry's request counters are made with it.
+        let prometheus = configuration.metrics.map { $0.enabled } == true ? PrometheusCollectorRegistry() : nil
+        if let prometheus {
+            MetricsSystem.bootstrap(MetricsServer.prometheusFactory(prometheus))
         }
         let jobNames = Set(configuration.jobs.map(\.jobName))
         if let unknown = triggers.first(where: { !jobNames.contains($0) }) {
@@ -135,6 +159,9 @@ struct RunCommand: AsyncParsableCommand {
         if let tracing = configuration.tracing {
             (history, historyAccess) = await HistoryService.make(tracing, configuration: configuration, host: host, logger: logger)
         }
+        // The metrics follow the host's events from before it starts, as the history does.
+        let metrics = prometheus.map { _ in HostMetrics(host: host, build: .init(version: ShardworkVersion.current)) }
+        let metricsSubscription = metrics?.subscribe()
         stopSignals.hostRegisters()
         do {
             try await host.start()
@@ -149,10 +176,17 @@ struct RunCommand: AsyncParsableCommand {
         // and its last events are in.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let history { services.append(.init(service: history)) }
+        if let metrics, let metricsSubscription { services.append(.init(service: MetricsService(metrics: metrics, subscription: metricsSubscription))) }
         services.append(.init(service: host))
         if let api = configuration.api, api.enabled {
             // The API ending (its address taken, say) ends the host too: an operator relies on it.
             services.append(.init(service: ControlServer(host: host, settings: api, history: historyAccess, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
+        }
+        if let settings = configuration.metrics, let metrics, let prometheus {
+            // Like the API: a host that cannot be watched (its metrics address taken) stops.
+            let server = MetricsServer(
+                host: host, metrics: metrics, registry: prometheus, settings: settings, token: configuration.api?.token, logger: logger)
+            services.append(.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
         }
         let group = ServiceGroup(configuration: .init(
             services: services,
@@ -171,5 +205,16 @@ struct RunCommand: AsyncParsableCommand {
         } catch let error as ControlServerError {
             throw CLIFailure.failed(error.description)
         }
+    }
+}
+
+/// The host's metrics as a service of `shardwork run` (docs/metrics.md): it follows the host's
+/// events from before the host starts and ends once the host has stopped (its event stream ends).
+struct MetricsService: Service {
+    let metrics: HostMetrics
+    let subscription: HostEventSubscription
+
+    func run() async throws {
+        await metrics.run(subscription)
     }
 }

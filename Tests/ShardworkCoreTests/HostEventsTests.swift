@@ -49,7 +49,7 @@ struct HostEventsTests {
         // The leader shards at the first fire, then runs it.
         let kinds = harness.events.kinds(job: "orders")
         #expect(kinds.contains(.leaderElected(job: "orders")))
-        #expect(kinds.contains { if case .sharded(job: "orders", items: 3, instances: 1, _) = $0 { true } else { false } })
+        #expect(kinds.contains { if case .sharded(job: "orders", items: 3, instances: 1, _, _) = $0 { true } else { false } })
         let start = try #require(harness.events.fireStarts("orders").first)
         #expect(start.fireTime == first && start.source == .schedule && start.items == [0, 1, 2])
         #expect(start.startedAt == first && start.lagMilliseconds == 0, "the manual clock stands still")

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MetricsTestKit
 import ShardworkCore
 import ShardworkHistory
 import ShardworkTestSupport
@@ -31,7 +32,9 @@ struct HistoryOutageTests {
         let events = EventRecorder(host.events)
         // 100 fires a second make 500 rows a second: the queue holds four seconds of them.
         let writerLog = CapturedLog()
-        let writer = HistoryWriter(store: store, events: host.events, instance: instance, hostname: "h", capacity: 2_000, logger: writerLog.logger())
+        let metrics = TestMetrics()
+        let writer = HistoryWriter(
+            store: store, events: host.events, instance: instance, hostname: "h", capacity: 2_000, logger: writerLog.logger(), metrics: metrics)
         let subscription = writer.subscribe()
         let writing = Task { await writer.run(subscription) }
         try await host.start()
@@ -67,6 +70,10 @@ struct HistoryOutageTests {
         #expect(!during.isEmpty, "no execution of the outage was written")
         let after = try await store.executions(ExecutionQuery(since: thawedAt + 2_000, limit: 10))
         #expect(!after.isEmpty, "writing did not resume")
+        // The metrics say the same (docs/metrics.md).
+        #expect(metrics.counterTotal(label: MetricNames.historyRowsDropped) == Int64(writer.dropped))
+        #expect(metrics.counterTotal(label: MetricNames.historyRowsWritten) == Int64(writer.written))
+        #expect(try metrics.expectGauge(MetricNames.historyRowsQueued).values.contains { $0 >= 1_000 })
         await store.close()
     }
 }

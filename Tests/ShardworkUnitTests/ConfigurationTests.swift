@@ -169,6 +169,16 @@ struct ConfigurationTests {
         #expect(fromFile?.token == "from-a-file-0123456789")
     }
 
+    @Test("the metrics endpoint: absent, none; an empty section, loopback port 9471 without a token; an address; a token with the API's")
+    func metricsSettings() throws {
+        #expect(try parse("jobs: []\n").metrics == nil)
+        let defaults = try parse("metrics: {}\njobs: []\n").metrics
+        #expect(defaults?.host == "127.0.0.1" && defaults?.port == 9471 && defaults?.enabled == true && defaults?.requireToken == false)
+        let given = try parse("api:\n  token: 0123456789abcdef\nmetrics:\n  address: 0.0.0.0:9100\n  requireToken: true\n").metrics
+        #expect(given?.host == "0.0.0.0" && given?.port == 9100 && given?.requireToken == true)
+        #expect(try parse("metrics:\n  enabled: false\n  requireToken: true\n").metrics?.enabled == false)
+    }
+
     @Test("one job read alone, as the control API reads it, in YAML or JSON, with the same checks")
     func singleJob() throws {
         let yaml = try HostConfigurationReader.parseJob("jobName: a\njobType: t\ncron: \"0/5 * * * * ?\"\nshardingTotalCount: 2\n")
@@ -233,6 +243,11 @@ struct ConfigurationTests {
         ("api:\n  token: 0123456789abcdef\n  tokenFile: t\n", "host.yaml:3:14: api.tokenFile: give api.token or api.tokenFile, not both"),
         ("api:\n  tokenFile: /nonexistent/token\n", "host.yaml:2:14: api.tokenFile: cannot read /nonexistent/token"),
         ("api:\n  tokn: 0123456789abcdef\n", "host.yaml:2:3: api.tokn: unknown field; did you mean `token`?"),
+        ("metrics:\n  address: 9471\n", "host.yaml:2:12: metrics.address: must be HOST:PORT such as 127.0.0.1:9471 (port 0 picks a free one), got '9471'"),
+        ("metrics:\n  requireToken: true\n", "host.yaml:2:3: metrics.requireToken: needs the control API's token: set api.token or api.tokenFile, or drop metrics.requireToken"),
+        ("api:\n  token: 0123456789abcdef\nmetrics:\n  address: 127.0.0.1:8470\n",
+         "host.yaml:4:3: metrics.address: is the control API's address (127.0.0.1:8470); the metrics need a listener of their own, such as 127.0.0.1:9471"),
+        ("metrics:\n  adress: 127.0.0.1:1\n", "host.yaml:2:3: metrics.adress: unknown field; did you mean `address`?"),
         ("host:\n  ip: 10.0.0\n", "host.yaml:2:7: host.ip: must be an IPv4 address such as 10.0.0.5 (ElasticJob's server nodes are IPv4), got '10.0.0'"),
         ("jobs:\n  - jobName: a\n    jobType: t\n   shardingTotalCount: 1\n", "host.yaml:4:4: invalid YAML: did not find expected '-' indicator (while parsing a block collection at 2:3)"),
         ("", "host.yaml: the file is empty; it needs at least a `jobs:` list"),

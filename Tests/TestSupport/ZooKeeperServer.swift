@@ -261,8 +261,8 @@ public enum SharedZooKeeper {
 }
 
 /// Free TCP ports on 127.0.0.1, found by binding port 0 and reading what the kernel chose.
-enum FreePorts {
-    static func take(_ count: Int) throws -> [Int] {
+public enum FreePorts {
+    public static func take(_ count: Int) throws -> [Int] {
         var sockets: [Int32] = []
         defer { for socket in sockets { close(socket) } }
         var ports: [Int] = []

@@ -8,6 +8,8 @@ public struct HostConfiguration: Sendable, Equatable {
     public var host = HostSettings()
     /// The control API; off when the configuration has no `api:` section.
     public var api: APISettings?
+    /// The metrics and health endpoint; off when the configuration has no `metrics:` section.
+    public var metrics: MetricsSettings?
     /// Execution history (docs/history.md); off when the configuration has no `tracing:` section.
     public var tracing: TracingSettings?
     public var jobs: [JobConfiguration] = []
@@ -155,6 +157,21 @@ public struct APISettings: Sendable, Equatable {
         if host.isEmpty { host = "127.0.0.1" }
         return (host, port)
     }
+}
+
+/// The metrics endpoint of `shardwork run` (docs/metrics.md): Prometheus's text format on
+/// `GET /metrics`, and the health probes `GET /healthz` and `GET /readyz`, on a listener of its own.
+public struct MetricsSettings: Sendable, Equatable {
+    public var enabled = true
+    /// Loopback unless configured otherwise.
+    public var host = "127.0.0.1"
+    /// 0: a free port, which the host logs.
+    public var port = 9471
+    /// Whether a scrape must carry the control API's bearer token (`api.token`); the health probes
+    /// never need it.
+    public var requireToken = false
+
+    public init() {}
 }
 
 /// A line and column in a configuration file, both from 1.

@@ -28,7 +28,7 @@ public enum HostConfigurationReader {
         let root = try reader.compose(text, whenEmpty: "the file is empty; it needs at least a `jobs:` list")
         var configuration = HostConfiguration()
         configuration.file = file
-        let top = try reader.mapping(root, field: "", known: ["registry", "plugins", "host", "api", "tracing", "jobs"])
+        let top = try reader.mapping(root, field: "", known: ["registry", "plugins", "host", "api", "metrics", "tracing", "jobs"])
         if let registry = top["registry"] {
             configuration.registry = try reader.registry(registry)
         }
@@ -40,6 +40,17 @@ public enum HostConfigurationReader {
         }
         if let api = top["api"] {
             configuration.api = try reader.api(api, baseDirectory: baseDirectory)
+        }
+        if let metrics = top["metrics"] {
+            configuration.metrics = try reader.metrics(metrics)
+            if let metrics = configuration.metrics, metrics.enabled {
+                if metrics.requireToken, configuration.api?.token == nil {
+                    throw reader.error(top["metrics"], field: "metrics.requireToken", "needs the control API's token: set api.token or api.tokenFile, or drop metrics.requireToken")
+                }
+                if let api = configuration.api, api.enabled, api.port != 0, api.port == metrics.port, api.host == metrics.host {
+                    throw reader.error(top["metrics"], field: "metrics.address", "is the control API's address (\(api.host):\(api.port)); the metrics need a listener of their own, such as 127.0.0.1:9471")
+                }
+            }
         }
         if let tracing = top["tracing"] {
             configuration.tracing = try reader.tracing(tracing, baseDirectory: baseDirectory)
@@ -428,6 +439,27 @@ struct Reader {
             guard token.count >= HostLimits.tokenLength.lowerBound else {
                 throw error(section["token"] ?? section["tokenFile"], field: "api.token", "too short: use at least 16 characters (for example `openssl rand -hex 24`)")
             }
+        }
+        return settings
+    }
+
+    /// `metrics:`: the metrics and health endpoint (docs/metrics.md).
+    func metrics(_ node: Node) throws(HostConfigurationError) -> MetricsSettings {
+        var settings = MetricsSettings()
+        if isNull(node) { return settings }
+        let section = try mapping(node, field: "metrics", known: ["enabled", "address", "requireToken"])
+        if let value = section["enabled"] {
+            settings.enabled = try boolean(value, field: "metrics.enabled")
+        }
+        if let value = section["address"], let text = try string(value, field: "metrics.address") {
+            guard let parsed = APISettings.parseAddress(text) else {
+                throw error(value, field: "metrics.address", "must be HOST:PORT such as 127.0.0.1:9471 (port 0 picks a free one), got '\(text)'")
+            }
+            settings.host = parsed.host
+            settings.port = parsed.port
+        }
+        if let value = section["requireToken"] {
+            settings.requireToken = try boolean(value, field: "metrics.requireToken")
         }
         return settings
     }

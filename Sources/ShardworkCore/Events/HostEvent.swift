@@ -25,8 +25,10 @@ public struct HostEvent: Sendable, Equatable {
         case missedFire(job: String, fireTime: Int64, lateMilliseconds: Int64)
         /// A fire that did not run its items, and why.
         case fireSkipped(job: String, fireTime: Int64, reason: FireSkipReason)
-        /// This instance, as the job's leader, wrote a new assignment.
-        case sharded(job: String, items: Int, instances: Int, strategy: String)
+        /// This instance, as the job's leader, wrote a new assignment; `milliseconds` from the fire
+        /// finding that a resharding was due to the assignment written (elections and waiting for
+        /// running items included).
+        case sharded(job: String, items: Int, instances: Int, strategy: String, milliseconds: Int64)
         /// This instance became the job's leader.
         case leaderElected(job: String)
         /// This instance stepped down as the job's leader (its server was disabled).
@@ -63,7 +65,7 @@ public struct HostEvent: Sendable, Equatable {
         switch kind {
         case .fireStarted(let start): start.job
         case .fireEnded(let end): end.job
-        case .misfire(let job, _, _), .missedFire(let job, _, _), .fireSkipped(let job, _, _), .sharded(let job, _, _, _),
+        case .misfire(let job, _, _), .missedFire(let job, _, _), .fireSkipped(let job, _, _), .sharded(let job, _, _, _, _),
              .leaderElected(let job), .leaderResigned(let job), .failoverQueued(let job, _), .failoverTaken(let job, _, _),
              .itemsFenced(let job, _, _), .jobAdopted(let job), .jobStopped(let job, _), .jobSetAside(let job, _),
              .configurationApplied(let job, _), .operationPerformed(_, let job, _):

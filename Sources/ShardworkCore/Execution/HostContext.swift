@@ -26,7 +26,7 @@ final class HostContext: Sendable {
     let table: Mutex<[String: JobRuntime]>
     /// The host's own bookkeeping of each job's cluster state.
     let syncs: Mutex<[String: JobSync]>
-    let lifecycle = Mutex((started: false, stopped: false))
+    let lifecycle = Mutex((started: false, registered: false, stopped: false))
     /// The unusual registry values already logged (``explainOnce(_:logger:_:metadata:)``).
     private let explained = Mutex<Set<String>>([])
     /// One sync per job at a time; one more after it when asked during it.

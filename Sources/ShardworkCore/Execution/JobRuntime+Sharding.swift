@@ -38,9 +38,11 @@ extension JobRuntime {
                 let assignment = CoordinationRules.availableInstances(snapshot).map { id in
                     "\(id): \(CoordinationRules.assignedItems(snapshot, snapshot.instances[id] ?? me, total: total).map(String.init).joined(separator: ","))"
                 }
+                let took = clock.monotonicNow() - started
                 services.events.publish(.sharded(
                     job: name, items: total, instances: CoordinationRules.availableInstances(snapshot).count,
-                    strategy: job.shardingStrategy.provider.name))
+                    strategy: job.shardingStrategy.provider.name,
+                    milliseconds: took.components.seconds * 1000 + took.components.attoseconds / 1_000_000_000_000_000))
                 logger.info("sharded the items", metadata: [
                     "total": "\(total)", "strategy": "\(job.shardingStrategy.provider.name)",
                     // Instance ids are node names of the registry: outside text.

@@ -112,6 +112,13 @@ public final class WorkerPool: @unchecked Sendable {
         return threadCount
     }
 
+    /// The pool now, read under its lock once: what the metrics sample (docs/metrics.md).
+    public var load: WorkerPoolLoad {
+        condition.lock()
+        defer { condition.unlock() }
+        return WorkerPoolLoad(threads: threadCount, busy: threadCount - idleCount, queued: work.count, stuck: stuckCount)
+    }
+
     /// Stops taking work; threads end once the queued work is done.
     public func shutdown() {
         condition.lock()
@@ -148,4 +155,16 @@ public final class WorkerPool: @unchecked Sendable {
             condition.lock()
         }
     }
+}
+
+/// A worker pool's threads and work at one moment (``WorkerPool/load``).
+public struct WorkerPoolLoad: Sendable, Equatable {
+    /// Threads the pool has, stuck ones included.
+    public var threads: Int
+    /// Threads running work (an item, a fire's bookkeeping).
+    public var busy: Int
+    /// Work waiting for a thread.
+    public var queued: Int
+    /// Threads held by items past their timeout.
+    public var stuck: Int
 }

@@ -31,6 +31,7 @@ public final class ZooKeeperRegistry: RegistryCenter {
     /// The registry's own tasks (each client's session events, a renewal, the heartbeat, closing a
     /// replaced client): cancelled and awaited by ``close()``.
     private let tasks = BackgroundTasks()
+    private let requestMetrics = RegistryRequestMetrics()
 
     private struct State {
         var client: ZooKeeperClient?
@@ -277,33 +278,38 @@ public final class ZooKeeperRegistry: RegistryCenter {
     }
 
     /// Whether the error is an answer from the server (so the server was heard from).
-    private func touch(ifAnswered error: ZooKeeperError, since sent: ContinuousClock.Instant) {
+    private static func isAnswer(_ error: ZooKeeperError) -> Bool {
         switch error.code {
-        case .connectionLoss, .operationTimeout, .sessionExpired, .closing, .invalidState: break
-        default: touch(since: sent)
+        case .connectionLoss, .operationTimeout, .sessionExpired, .closing, .invalidState: false
+        default: true
         }
     }
 
     /// Sends a request: its answer, or an error the server gave, stamps the last contact with the
-    /// time the request was sent (``touch(since:)``).
-    private func heard<Answer>(_ request: () async throws(ZooKeeperError) -> Answer) async throws(ZooKeeperError) -> Answer {
+    /// time the request was sent (``touch(since:)``). Counted and timed by `kind` in the metrics.
+    private func heard<Answer>(
+        _ kind: RegistryRequestKind, _ request: () async throws(ZooKeeperError) -> Answer
+    ) async throws(ZooKeeperError) -> Answer {
         let sent = clock.monotonicNow()
         do {
             let answer = try await request()
             touch(since: sent)
+            requestMetrics.record(kind, .ok, elapsed: clock.monotonicNow() - sent)
             return answer
         } catch {
-            touch(ifAnswered: error, since: sent)
+            let answered = Self.isAnswer(error)
+            if answered { touch(since: sent) }
+            requestMetrics.record(kind, answered ? .refused : .unanswered, elapsed: clock.monotonicNow() - sent)
             throw error
         }
     }
 
-    /// ``heard(_:)`` for a request about `path`, its error as the registry's.
+    /// ``heard(_:_:)`` for a request about `path`, its error as the registry's.
     private func heard<Answer>(
-        about path: String, _ request: () async throws(ZooKeeperError) -> Answer
+        _ kind: RegistryRequestKind, about path: String, _ request: () async throws(ZooKeeperError) -> Answer
     ) async throws(RegistryError) -> Answer {
         do {
-            return try await heard(request)
+            return try await heard(kind, request)
         } catch {
             throw map(error, path)
         }
@@ -351,8 +357,11 @@ public final class ZooKeeperRegistry: RegistryCenter {
             do throws(ZooKeeperError) {
                 _ = try await client.exists("/", watch: nil)
                 self?.touch(since: sent)
+                self?.requestMetrics.record(.exists, .ok, elapsed: (self?.clock.monotonicNow() ?? sent) - sent)
             } catch {
-                self?.touch(ifAnswered: error, since: sent)
+                let answered = Self.isAnswer(error)
+                if answered { self?.touch(since: sent) }
+                self?.requestMetrics.record(.exists, answered ? .refused : .unanswered, elapsed: (self?.clock.monotonicNow() ?? sent) - sent)
             }
             self?.state.withLock { state in
                 if state.heartbeat?.client == ObjectIdentifier(client) { state.heartbeat = nil }
@@ -483,7 +492,7 @@ public final class ZooKeeperRegistry: RegistryCenter {
         let full = try full(path)
         statistics.count(\.creates)
         let client = try currentClient()
-        let created = try await heard(about: path) { () async throws(ZooKeeperError) in
+        let created = try await heard(.create, about: path) { () async throws(ZooKeeperError) in
             try await client.create(full, data: data, mode: Self.mode(mode))
         }
         return relative(created)
@@ -494,7 +503,7 @@ public final class ZooKeeperRegistry: RegistryCenter {
         let full = try full(path)
         statistics.count(\.deletes)
         let client = try currentClient()
-        try await heard(about: path) { () async throws(ZooKeeperError) in
+        try await heard(.delete, about: path) { () async throws(ZooKeeperError) in
             try await client.delete(full, version: version)
         }
     }
@@ -504,7 +513,7 @@ public final class ZooKeeperRegistry: RegistryCenter {
         let full = try full(path)
         statistics.count(\.sets)
         let client = try currentClient()
-        let stat = try await heard(about: path) { () async throws(ZooKeeperError) in
+        let stat = try await heard(.set, about: path) { () async throws(ZooKeeperError) in
             try await client.setData(full, data: data, version: version)
         }
         return Self.stat(stat)
@@ -514,7 +523,7 @@ public final class ZooKeeperRegistry: RegistryCenter {
         let full = try full(path)
         statistics.count(\.reads)
         let client = try currentClient()
-        let (bytes, stat) = try await heard(about: path) { () async throws(ZooKeeperError) in
+        let (bytes, stat) = try await heard(.get, about: path) { () async throws(ZooKeeperError) in
             try await client.data(full, watch: Self.watcher(watch, path))
         }
         return (bytes, Self.stat(stat))
@@ -524,7 +533,7 @@ public final class ZooKeeperRegistry: RegistryCenter {
         let full = try full(path)
         statistics.count(\.reads)
         let client = try currentClient()
-        let stat = try await heard(about: path) { () async throws(ZooKeeperError) in
+        let stat = try await heard(.exists, about: path) { () async throws(ZooKeeperError) in
             try await client.exists(full, watch: Self.watcher(watch, path))
         }
         return stat.map(Self.stat)
@@ -534,7 +543,7 @@ public final class ZooKeeperRegistry: RegistryCenter {
         let full = try full(path)
         statistics.count(\.reads)
         let client = try currentClient()
-        return try await heard(about: path) { () async throws(ZooKeeperError) in
+        return try await heard(.children, about: path) { () async throws(ZooKeeperError) in
             try await client.children(full, watch: Self.watcher(watch, path))
         }
     }
@@ -560,7 +569,7 @@ public final class ZooKeeperRegistry: RegistryCenter {
         statistics.count(\.multiOperations, by: operations.count)
         let client = try currentClient()
         do {
-            let results = try await heard { () async throws(ZooKeeperError) in try await client.multi(translated) }
+            let results = try await heard(.multi) { () async throws(ZooKeeperError) in try await client.multi(translated) }
             return results.map { result in
                 switch result {
                 case .created(let path): .created(path: relative(path))

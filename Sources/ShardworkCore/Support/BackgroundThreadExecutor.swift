@@ -13,12 +13,13 @@ import Glibc
 /// writes its history. (Linux's idle class, `SCHED_IDLE`, used before, gave no measurable gain in
 /// trigger lag at 10,000 fires a second, starved the history completely on such a host, and an
 /// unprivileged thread cannot leave it again; docs/performance.md.) The history's writer runs its
-/// reading, row making and database writes on such threads: on a host with no processor to spare
-/// the history falls behind (its queue bounds how far, docs/history.md), never the fires.
+/// reading, row making and database writes on such threads, and the metrics their reading of the
+/// host's events: on a host with no processor to spare they fall behind (the history's queue
+/// bounds how far, docs/history.md), never the fires.
 ///
 /// ``stop()`` ends the thread once the jobs queued by then have run; jobs enqueued after it go to
 /// the global concurrent executor, so that no task waits forever on a stopped thread.
-final class BackgroundThreadExecutor: TaskExecutor, @unchecked Sendable {
+package final class BackgroundThreadExecutor: TaskExecutor, @unchecked Sendable {
     // @unchecked: the state is behind its Mutex and the semaphore is thread-safe.
     private struct State {
         var jobs: [UnownedJob] = []
@@ -26,16 +27,16 @@ final class BackgroundThreadExecutor: TaskExecutor, @unchecked Sendable {
         var stopping = false
     }
 
-    let name: String
+    package let name: String
     private let state = Mutex(State())
     private let wake = DispatchSemaphore(value: 0)
 
     /// The thread's nice value: the lowest priority of the normal class.
-    static let niceness: Int32 = 19
+    package static let niceness: Int32 = 19
 
     /// Starts the thread. `name` (at most 15 bytes, Linux's limit) is what `top -H` and `/proc`
     /// show for it.
-    init(name: String) {
+    package init(name: String) {
         self.name = String(decoding: name.utf8.prefix(15), as: UTF8.self)
         let thread = Thread { [self] in
             #if canImport(Glibc)
@@ -49,7 +50,7 @@ final class BackgroundThreadExecutor: TaskExecutor, @unchecked Sendable {
         thread.start()
     }
 
-    func enqueue(_ job: consuming ExecutorJob) {
+    package func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         let (accepted, wakeUp) = state.withLock { state -> (Bool, Bool) in
             guard !state.stopping else { return (false, false) }
@@ -65,7 +66,7 @@ final class BackgroundThreadExecutor: TaskExecutor, @unchecked Sendable {
     }
 
     /// Ends the thread after the jobs already queued.
-    func stop() {
+    package func stop() {
         let wakeUp = state.withLock { state -> Bool in
             state.stopping = true
             defer { state.sleeping = false }
