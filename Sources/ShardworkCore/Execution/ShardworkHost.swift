@@ -131,7 +131,7 @@ public final class ShardworkHost: Service, Sendable {
         guard first else { return }
         for runtime in runtimes.values.sorted(by: { $0.name < $1.name }) {
             do {
-                try await adoption.register(runtime)
+                try await retryingUncertain("register the job", job: runtime.name) { try await adoption.register(runtime) }
                 services.events.publish(.jobAdopted(job: runtime.name))
             } catch let error as JobRegistrationError where error.setsAside {
                 await adoption.setAside(runtime, reason: error.message)
@@ -140,7 +140,7 @@ public final class ShardworkHost: Service, Sendable {
         for (job, reason) in setAsideAtStart {
             await adoption.setAsideBeforeRegistration(job, reason: reason)
         }
-        let namespace = try await registry.exists("/", watch: nil)
+        let namespace = try await retryingUncertain("read the namespace") { try await registry.exists("/", watch: nil) }
         adoption.namespaceCreated.withLock { $0 = namespace?.createdTransaction }
         let runtimes = self.runtimes
         let maintenanceInterval = Self.maintenanceIntervalMilliseconds
@@ -180,6 +180,31 @@ public final class ShardworkHost: Service, Sendable {
             "instance": "\(services.instance.id)", "jobs": "\(runtimes.count)", "jobs.scheduled": "\(scheduled)",
             "jobs.oneOff": "\(runtimes.count - scheduled)", "workers": "\(services.pool.size)",
         ])
+    }
+
+    /// Runs a registry step of the start again while its outcome is uncertain (the connection to
+    /// ZooKeeper was lost, or a request went unanswered for a session timeout), for up to twice
+    /// the session timeout: a host whose connection comes back within its session starts, rather
+    /// than exiting on a blip. The steps of a registration are safe to repeat: they write what is
+    /// missing, and the same values again. A session that expires meanwhile, or any other error,
+    /// ends the start as before.
+    private func retryingUncertain<Result>(
+        _ step: String, job: String? = nil, _ body: () async throws -> Result
+    ) async throws -> Result {
+        let clock = services.clock
+        let deadline = clock.monotonicNow() + (registry.sessionTimeout ?? .zero) * 2
+        var pause = Duration.milliseconds(50)
+        while true {
+            do {
+                return try await body()
+            } catch let error as RegistryError where error.code.isUncertain && clock.monotonicNow() + pause < deadline {
+                var metadata: Logger.Metadata = ["step": "\(step)", "error": "\(LogText.escaped(error.description))", "retry.in": "\(pause)"]
+                if let job { metadata["job"] = "\(LogText.escaped(job))" }
+                context.logger.warning("registry: no certain answer during the start; trying again", metadata: metadata)
+                try await clock.sleep(for: pause)
+                pause = min(pause * 2, .seconds(1))
+            }
+        }
     }
 
     /// The periodic check: jobs whose registry state changed sync, reconciles that are due run, and
