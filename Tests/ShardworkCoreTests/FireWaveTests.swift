@@ -202,18 +202,19 @@ struct FireWaveTests {
         // the quick jobs' keys: it is armed last, and the one runner starts the quick fires first.
         harness.clock.advance(to: Self.instant(3) - 300)
         var changed = JobConfiguration(jobName: "slow", jobType: "c-wait", cron: "3 * * * * ?", shardingTotalCount: 1)
-        changed.props = JobProperties(["c.wait.ms": "2000"])
+        // Six seconds of the machine's time: both looks below happen while it runs, even under load.
+        changed.props = JobProperties(["c.wait.ms": "6000"])
         try await Self.apply(changed, in: harness)
         await Self.arm(quick + [slow], forSecond: 3, in: harness)
         harness.advance(toSecond: 3)
-        let endedMeanwhile = await eventually(seconds: 1.5) {
+        let endedMeanwhile = await eventually(seconds: 2.5) {
             let echoed = harness.lines(containing: "echo quick-").filter { $0.contains("fired \(Self.instant(3))") }.count
             return echoed == 6 && quick.allSatisfy { !$0.isRunning } && slow.isRunning
         }
         #expect(endedMeanwhile, "the quick fires stayed running while the slow item held their runner")
         // The runner's start events are said meanwhile too (they wait for the wave's starts, not
         // for its items), each before its fire's end.
-        let slowStarted = await eventually(seconds: 1.5) {
+        let slowStarted = await eventually(seconds: 2.5) {
             harness.events.fireStarts("slow").contains { $0.fireTime == Self.instant(3) && $0.startedAt == Self.instant(3) } && slow.isRunning
         }
         #expect(slowStarted, "the held-up fire's start event waited for its long item")

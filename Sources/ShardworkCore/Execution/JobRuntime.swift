@@ -380,6 +380,14 @@ public final class JobRuntime: Sendable {
             return FireReport(
                 fireTime: fireTime, source: source, items: items, outcomes: outcomes, fenced: fenced, runs: runs, started: started,
                 itemTimes: itemTimes, runDetails: runs > 1 ? runDetails : [])
+        } catch let error as RunNotRecorded {
+            logger.error(
+                "a fire's items ended, but the registry could not be updated after them",
+                metadata: ["fire.time": "\(Self.format(fireTime))", "error": "\(LogText.escaped("\(error.underlying)"))"])
+            if services.events.isObserved { runDetails.append(ItemsRunDetail(outcomes: error.run.outcomes, itemTimes: error.run.itemTimes)) }
+            return FireReport(
+                fireTime: fireTime, source: source, items: items, outcomes: error.run.outcomes, fenced: error.run.fenced, runs: runs + 1,
+                started: started, itemTimes: error.run.itemTimes, runDetails: runs + 1 > 1 ? runDetails : [])
         } catch {
             services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .registryFailed("\(error)")))
             logger.error(
@@ -420,6 +428,15 @@ public final class JobRuntime: Sendable {
             return FireReport(
                 fireTime: fireTime, source: .failover, items: items, outcomes: outcomes, fenced: run.fenced, runs: 1, started: started,
                 itemTimes: run.itemTimes)
+        } catch let error as RunNotRecorded {
+            logger.error(
+                "a failover run's items ended, but the registry could not be updated after them",
+                metadata: ["items": "\(items.map(String.init).joined(separator: ","))", "error": "\(LogText.escaped("\(error.underlying)"))"])
+            // As below: the claim's markers stay, for a later look; not in a tight loop.
+            try? await Task.sleep(for: .seconds(1))
+            return FireReport(
+                fireTime: fireTime, source: .failover, items: items, outcomes: error.run.outcomes, fenced: error.run.fenced, runs: 1,
+                started: started, itemTimes: error.run.itemTimes)
         } catch {
             services.events.publish(.fireSkipped(job: name, fireTime: fireTime, reason: .registryFailed("\(error)")))
             logger.error(
@@ -529,19 +546,34 @@ public final class JobRuntime: Sendable {
         }
         let ending = ItemsEnding(items: items, outcomes: outcomes, sameSession: registry.sessionID == session, owned: owned())
         reportEnding(ending, requeued: configuration.failover)
-        if case .kept(let done, let fenced) = ending {
-            // Still our session. Items the host fenced (asked to stop) before they finished are
-            // queued for another run when failover is on: their fire is not lost.
-            if failover {
-                try await coordinator.completeFailover(done)
-                try await coordinator.requeueFailover(fenced, running: true)
-            } else if configuration.monitorExecution {
-                try await coordinator.clearRunning(configuration.failover ? done : items)
-                if configuration.failover { try await coordinator.requeueRunning(fenced) }
+        do {
+            if case .kept(let done, let fenced) = ending {
+                // Still our session. Items the host fenced (asked to stop) before they finished are
+                // queued for another run when failover is on: their fire is not lost.
+                if failover {
+                    try await coordinator.completeFailover(done)
+                    try await coordinator.requeueFailover(fenced, running: true)
+                } else if configuration.monitorExecution {
+                    try await coordinator.clearRunning(configuration.failover ? done : items)
+                    if configuration.failover { try await coordinator.requeueRunning(fenced) }
+                }
             }
+        } catch {
+            // The items ran and ended: that is what happened, whatever the registry says now.
+            throw RunNotRecorded(
+                run: ItemsRun(outcomes: outcomes, itemTimes: times?.withLock { $0 } ?? [:], fenced: ending.fenced, aborted: false),
+                underlying: error)
         }
         let propagate = await handleItemFailures(job, items, outcomes, fireTime: fireTime, taskID: taskID)
         return ItemsRun(outcomes: outcomes, itemTimes: times?.withLock { $0 } ?? [:], fenced: ending.fenced, aborted: propagate)
+    }
+
+    /// A run's items ended, but the registry refused or lost the writes after them (markers
+    /// cleared, fenced items queued again): the run is still reported as it ran (its end event, its
+    /// summary), and the markers are left to the next look at the job, as after a crash.
+    struct RunNotRecorded: Error {
+        var run: ItemsRun
+        var underlying: any Error
     }
 
     /// Logs and publishes how a run's items ended as far as ownership goes (both fire paths).
