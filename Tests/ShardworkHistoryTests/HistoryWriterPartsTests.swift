@@ -13,7 +13,12 @@ struct HistoryWriterPartsTests {
     @Test("tasks that prefer the background executor run on its own thread at nice 19 in the normal class (never starved); after stop they run elsewhere")
     func backgroundThread() async throws {
         let executor = BackgroundThreadExecutor(name: "test-background")
-        let (policy, niceness, name) = await withTaskExecutorPreference(executor) { (sched_getscheduler(0), Self.niceness(), Self.threadName()) }
+        // The task moves to the preferred executor when it next resumes: the body looks after a
+        // suspension (it started once on the caller's thread, under load, and saw that one).
+        let (policy, niceness, name) = await withTaskExecutorPreference(executor) {
+            await Task.yield()
+            return (sched_getscheduler(0), Self.niceness(), Self.threadName())
+        }
         // The normal class: an unprivileged thread in the idle class could never leave it, and
         // would get no processor at all on a host busy with jobs.
         #expect(policy == SCHED_OTHER)
@@ -31,7 +36,10 @@ struct HistoryWriterPartsTests {
         #expect(total == 500_500)
 
         executor.stop()
-        let after = await withTaskExecutorPreference(executor) { Self.threadName() }
+        let after = await withTaskExecutorPreference(executor) {
+            await Task.yield()
+            return Self.threadName()
+        }
         #expect(after != "test-background")
     }
 
