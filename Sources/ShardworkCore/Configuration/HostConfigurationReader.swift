@@ -409,12 +409,8 @@ struct Reader {
         if let value = section["enabled"] {
             settings.enabled = try boolean(value, field: "api.enabled")
         }
-        if let value = section["address"], let text = try string(value, field: "api.address") {
-            guard let parsed = APISettings.parseAddress(text) else {
-                throw error(value, field: "api.address", "must be HOST:PORT such as 127.0.0.1:8470 (port 0 picks a free one), got '\(text)'")
-            }
-            settings.host = parsed.host
-            settings.port = parsed.port
+        if let value = section["address"], let parsed = try address(value, field: "api.address", example: "127.0.0.1:8470") {
+            (settings.host, settings.port) = parsed
         }
         if let value = section["token"], let token = try string(value, field: "api.token") {
             if let problem = Self.tokenProblem(token) { throw error(value, field: "api.token", problem) }
@@ -443,6 +439,16 @@ struct Reader {
         return settings
     }
 
+    /// A listener's `HOST:PORT` (``APISettings/parseAddress(_:)``), refused with `field` and an
+    /// `example` when it does not read.
+    func address(_ node: Node, field: String, example: String) throws(HostConfigurationError) -> (host: String, port: Int)? {
+        guard let text = try string(node, field: field) else { return nil }
+        guard let parsed = APISettings.parseAddress(text) else {
+            throw error(node, field: field, "must be HOST:PORT such as \(example) (port 0 picks a free one), got '\(text)'")
+        }
+        return parsed
+    }
+
     /// `metrics:`: the metrics and health endpoint (docs/metrics.md).
     func metrics(_ node: Node) throws(HostConfigurationError) -> MetricsSettings {
         var settings = MetricsSettings()
@@ -451,12 +457,8 @@ struct Reader {
         if let value = section["enabled"] {
             settings.enabled = try boolean(value, field: "metrics.enabled")
         }
-        if let value = section["address"], let text = try string(value, field: "metrics.address") {
-            guard let parsed = APISettings.parseAddress(text) else {
-                throw error(value, field: "metrics.address", "must be HOST:PORT such as 127.0.0.1:9471 (port 0 picks a free one), got '\(text)'")
-            }
-            settings.host = parsed.host
-            settings.port = parsed.port
+        if let value = section["address"], let parsed = try address(value, field: "metrics.address", example: "127.0.0.1:9471") {
+            (settings.host, settings.port) = parsed
         }
         if let value = section["requireToken"] {
             settings.requireToken = try boolean(value, field: "metrics.requireToken")

@@ -199,10 +199,12 @@ private final class HostHandlers: Sendable {
     let workerThreads, workerThreadsBusy, workerQueueLength, workerThreadsStuck, pluginGenerations: Gauge
     let pluginGenerationsLoaded, pluginFilesRefused: Counter
     private let registryEvents: [String: Counter]
+    private let factory: any MetricsFactory
     private let lostEvents: Counter
     private let lostCounted = Mutex(0)
 
     init(factory: any MetricsFactory) {
+        self.factory = factory
         func gauge(_ label: String) -> Gauge { Gauge(label: label, dimensions: [], factory: factory) }
         ready = gauge(MetricNames.ready)
         registryConnected = gauge(MetricNames.registryConnected)
@@ -237,7 +239,8 @@ private final class HostHandlers: Sendable {
         case .heardAgain: "heard_again"
         case .namespaceRestored: "namespace_restored"
         }
-        return registryEvents[name]!
+        // Every name is made at the start; a case added without one is made now rather than trap.
+        return registryEvents[name] ?? Counter(label: MetricNames.registryEvents, dimensions: [("event", name)], factory: factory)
     }
 
     /// The subscription's count of lost events, as a counter.
