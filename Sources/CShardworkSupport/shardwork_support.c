@@ -2,6 +2,7 @@
 #include "shardwork_support.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -150,4 +151,13 @@ void shardwork_crash_context_swap(const char *context, size_t length, int phase,
     current_context = context;
     current_length = length;
     current_phase = phase;
+}
+
+/* ---- Thread names ---- */
+
+int shardwork_name_current_thread(const char *name) {
+    char cut[16];
+    strncpy(cut, name, sizeof cut - 1);
+    cut[sizeof cut - 1] = '\0';
+    return pthread_setname_np(pthread_self(), cut);
 }

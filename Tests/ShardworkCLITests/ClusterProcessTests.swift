@@ -294,7 +294,7 @@ struct ClusterProcessTests {
         // No fire ever ran an item twice.
         for fire in cluster.fires(of: "split") {
             let items = fire.items.values.flatMap { $0 }
-            #expect(items.count == Set(items).count, "fire \(fire.fire) ran an item twice: \(fire.items)")
+            #expect(items.count == Set(items).count, "fire \(fire.fire) ran an item twice: \(fire.items); left at \(left)\n\(cluster.logs())")
         }
         await cluster.stopAll()
     }

@@ -34,6 +34,22 @@ struct WorkerPoolTests {
         pool.shutdown()
     }
 
+    @Test("its threads carry their name in the kernel, as top -H and ps -L show them")
+    func threadNames() {
+        let pool = WorkerPool(size: 1)
+        let seen = Mutex<String?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        pool.submit {
+            let name = try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)
+            seen.withLock { $0 = name?.trimmingCharacters(in: .newlines) }
+            done.signal()
+        }
+        #expect(done.wait(timeout: .now() + 10) == .success)
+        let name = seen.withLock { $0 }
+        #expect(name?.hasPrefix("sw-worker-") == true, "\(name ?? "no name")")
+        pool.shutdown()
+    }
+
     @Test("a stuck thread is replaced, so other work still runs, and the surplus thread ends afterwards")
     func stuckWork() {
         let pool = WorkerPool(size: 1)

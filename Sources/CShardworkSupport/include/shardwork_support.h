@@ -1,6 +1,6 @@
 /*
  * Small C helpers for what Swift cannot say itself: the firing path's cache prefetch, spawning a
- * child in a process group of its own, and the crash journal's signal handler.
+ * child in a process group of its own, the crash journal's signal handler, and naming a thread.
  */
 #ifndef SHARDWORK_SUPPORT_H
 #define SHARDWORK_SUPPORT_H
@@ -49,5 +49,11 @@ void shardwork_crash_journal_install(int fd);
  */
 void shardwork_crash_context_swap(const char *context, size_t length, int phase,
                                   const char **previous_context, size_t *previous_length, int *previous_phase);
+
+/**
+ * Names the calling thread for the kernel (`/proc/{pid}/task/{tid}/comm`; `top -H` shows it). A
+ * name longer than 15 bytes is cut there. Returns 0, or an errno value.
+ */
+int shardwork_name_current_thread(const char *name);
 
 #endif

@@ -130,8 +130,11 @@ public final class WorkerPool: @unchecked Sendable {
     private func startThread() {
         threadCount += 1
         nextThreadNumber += 1
-        let thread = Thread { [self] in loop() }
-        thread.name = "shardwork-worker-\(nextThreadNumber)"
+        let name = "sw-worker-\(nextThreadNumber)"
+        let thread = Thread { [self] in
+            nameCurrentThread(name)
+            loop()
+        }
         thread.start()
     }
 

@@ -103,8 +103,10 @@ public final class TimerService: @unchecked Sendable {
         self.armHandler = armLeadMilliseconds > 0 ? arm : nil
         self.releaseHandler = release
         running = true
-        let thread = Thread { [self] in run() }
-        thread.name = "shardwork-timer"
+        let thread = Thread { [self] in
+            nameCurrentThread("shardwork-timer")
+            run()
+        }
         thread.start()
         self.thread = thread
     }

@@ -40,11 +40,10 @@ package final class BackgroundThreadExecutor: TaskExecutor, @unchecked Sendable 
         self.name = String(decoding: name.utf8.prefix(15), as: UTF8.self)
         let thread = Thread { [self] in
             #if canImport(Glibc)
-            // On Linux the nice value and the name are a thread's own: `0` names the calling
-            // thread (a new thread starts with its creator's name).
+            // On Linux the nice value is a thread's own: `0` is the calling thread.
             _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, Self.niceness)
             #endif
-            Thread.current.name = self.name
+            nameCurrentThread(self.name)
             loop()
         }
         thread.start()
