@@ -81,6 +81,10 @@ struct FireWaveTests {
         harness.advance(toSecond: 1)
         #expect(await eventually { echoes(at: 1) == 89 }, "\(echoes(at: 1)) of 89 echoes at :01")
         #expect(await eventually { slow.allSatisfy { !$0.isRunning } }, "the slow items of :01 ended")
+        // And the quick fires of :01 ended too (their items echoed, but a fire ends after them: the
+        // failing item's error handler, the end's report): a job still running at :02 would rightly
+        // take :02 as a misfire, run after :01 the general way.
+        #expect(await eventually { quick.allSatisfy { !$0.isRunning } }, "the quick fires of :01 ended")
 
         // :02: the quick jobs, armed 250 ms ahead, start from the wave.
         await Self.arm(quick, forSecond: 2, in: harness)

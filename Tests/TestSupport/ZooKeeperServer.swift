@@ -260,28 +260,40 @@ public enum SharedZooKeeper {
     public static func unusedPort() async throws -> Int { try FreePorts.take(1)[0] }
 }
 
-/// Free TCP ports on 127.0.0.1, found by binding port 0 and reading what the kernel chose.
+/// Free TCP ports on 127.0.0.1 for the test servers, each checked by binding it.
+///
+/// Taken below Linux's ephemeral range (`net.ipv4.ip_local_port_range`, 32768-60999 by default),
+/// never from it: a port the kernel hands out for port 0 comes from that range, and between the
+/// check and the server's bind any outgoing connection of the machine may take it as its source
+/// port (seen once under the full suite: a ZooKeeper server failed with "Address already in
+/// use"). No port is handed out twice in one test process.
 public enum FreePorts {
+    /// Below the ephemeral range, above the well-known and most registered services' ports.
+    static let range = 20_000...32_767
+    private static let handedOut = Mutex<Set<Int>>([])
+
     public static func take(_ count: Int) throws -> [Int] {
         var sockets: [Int32] = []
         defer { for socket in sockets { close(socket) } }
         var ports: [Int] = []
-        for _ in 0..<count {
+        var attempts = 0
+        while ports.count < count {
+            attempts += 1
+            guard attempts <= 10_000 else { throw TestSetupError("no free port in \(range) after \(attempts - 1) attempts") }
+            let port = Int.random(in: range)
+            guard handedOut.withLock({ $0.insert(port).inserted }) else { continue }
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             guard fd >= 0 else { throw TestSetupError("socket(): errno \(errno)") }
-            sockets.append(fd)
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)
             address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            address.sin_port = 0
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let bound = withUnsafeMutablePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-                    bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
-                }
+            address.sin_port = UInt16(port).bigEndian
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
             }
-            guard bound else { throw TestSetupError("bind(127.0.0.1:0): errno \(errno)") }
-            ports.append(Int(UInt16(bigEndian: address.sin_port)))
+            // Kept bound until every port is found, so that one call never gets a port twice.
+            sockets.append(fd)
+            if bound { ports.append(port) }
         }
         return ports
     }

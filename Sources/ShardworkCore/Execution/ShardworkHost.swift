@@ -129,19 +129,7 @@ public final class ShardworkHost: Service, Sendable {
             return !state.started
         }
         guard first else { return }
-        for runtime in runtimes.values.sorted(by: { $0.name < $1.name }) {
-            do {
-                try await retryingUncertain("register the job", job: runtime.name) { try await adoption.register(runtime) }
-                services.events.publish(.jobAdopted(job: runtime.name))
-            } catch let error as JobRegistrationError where error.setsAside {
-                await adoption.setAside(runtime, reason: error.message)
-            }
-        }
-        for (job, reason) in setAsideAtStart {
-            await adoption.setAsideBeforeRegistration(job, reason: reason)
-        }
-        let namespace = try await retryingUncertain("read the namespace") { try await registry.exists("/", watch: nil) }
-        adoption.namespaceCreated.withLock { $0 = namespace?.createdTransaction }
+        try await registerAtStart()
         let runtimes = self.runtimes
         let maintenanceInterval = Self.maintenanceIntervalMilliseconds
         // Fires are armed ahead of their instant and started in waves (see ``JobRuntime/arm(deadline:)``).
@@ -182,12 +170,92 @@ public final class ShardworkHost: Service, Sendable {
         ])
     }
 
+    /// How many session expiries during the start's registration a host rides out (registering
+    /// again on each new session) before the start fails.
+    static let expiriesAtStart = 3
+
+    /// Registers every job of the host's file, in one registry session: a session that expires
+    /// meanwhile took the instance nodes made so far with it, so once the registry has opened a
+    /// new one (it does by itself), every job is registered again (each step writes what is
+    /// missing). A host paused or cut off for longer than its session while it starts thus
+    /// starts rather than exits; after ``expiriesAtStart`` expiries, or when no new session comes
+    /// within the connection timeout, the start fails.
+    private func registerAtStart() async throws {
+        var adopted: Set<String> = []
+        var expiries = 0
+        while true {
+            let session = registry.sessionID
+            do {
+                for runtime in runtimes.values.sorted(by: { $0.name < $1.name }) {
+                    do {
+                        try await retryingUncertain("register the job", job: runtime.name) { try await adoption.register(runtime) }
+                        if adopted.insert(runtime.name).inserted { services.events.publish(.jobAdopted(job: runtime.name)) }
+                    } catch let error as JobRegistrationError where error.setsAside {
+                        await adoption.setAside(runtime, reason: error.message)
+                    }
+                }
+                for (job, reason) in setAsideAtStart {
+                    await adoption.setAsideBeforeRegistration(job, reason: reason)
+                }
+                let namespace = try await retryingUncertain("read the namespace") { try await registry.exists("/", watch: nil) }
+                adoption.namespaceCreated.withLock { $0 = namespace?.createdTransaction }
+                // Done in one session: the nodes made are all there.
+                if registry.sessionID == session { return }
+            } catch let error as RegistryError where error.code == .sessionExpired || error.code.isUncertain {
+                // Uncertain here means no answer for twice the session timeout (``retryingUncertain``):
+                // the server has expired the session by then; the client learns it on reconnecting.
+                guard expiries < Self.expiriesAtStart else { throw error }
+            }
+            // Expired with no error seen (the session changed between two steps) counts the same.
+            guard expiries < Self.expiriesAtStart else { throw RegistryError(.sessionExpired) }
+            expiries += 1
+            context.logger.warning("registry: the session expired during the start; registering every job again on a new one", metadata: [
+                "expiries": "\(expiries)"])
+            try await awaitSession(after: session)
+        }
+    }
+
+    /// Returns once the registry has a session other than `old` (the registry opens one by itself
+    /// after an expiry), or throws when the registry closes or none comes within the time the
+    /// start gives a connection.
+    private func awaitSession(after old: Int64?) async throws {
+        let states = registry.sessionStates()
+        let limit: Duration = if case .zookeeper(let zookeeper) = configuration.registry {
+            .milliseconds(zookeeper.connectionTimeoutMilliseconds)
+        } else {
+            .seconds(15)
+        }
+        let renewed = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                for await state in states {
+                    switch state {
+                    case .connected(let id) where id != old: return true
+                    case .closed: return false
+                    default: continue
+                    }
+                }
+                return false
+            }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        guard renewed else {
+            context.logger.error("registry: no new session after the expiry during the start", metadata: ["waited": "\(limit)"])
+            throw RegistryError(.sessionExpired)
+        }
+    }
+
     /// Runs a registry step of the start again while its outcome is uncertain (the connection to
     /// ZooKeeper was lost, or a request went unanswered for a session timeout), for up to twice
     /// the session timeout: a host whose connection comes back within its session starts, rather
     /// than exiting on a blip. The steps of a registration are safe to repeat: they write what is
-    /// missing, and the same values again. A session that expires meanwhile, or any other error,
-    /// ends the start as before.
+    /// missing, and the same values again. A session that expires meanwhile is left to
+    /// ``registerAtStart()``; any other error ends the start.
     private func retryingUncertain<Result>(
         _ step: String, job: String? = nil, _ body: () async throws -> Result
     ) async throws -> Result {
