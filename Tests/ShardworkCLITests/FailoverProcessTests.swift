@@ -103,7 +103,10 @@ struct FailoverProcessTests {
 
     @Test("SIGSTOP past the session timeout: nobody takes the item before the session ends; after SIGCONT the stopped host's run is fenced")
     func stoppedPastSessionTimeout() async throws {
-        let cluster = try await Cluster(ensemble: try await SharedZooKeeper.ensemble(), sessionTimeout: 2000)
+        // A 4 s session: the taker fences itself after half of it without an answer, and under the
+        // full suite's load the shared server once left a 2 s session's taker unanswered for 1 s,
+        // so that its run (checked below to end uncancelled) was rightly stopped.
+        let cluster = try await Cluster(ensemble: try await SharedZooKeeper.ensemble(), sessionTimeout: 4000)
         let job = cluster.job("fence", total: 2, cron: "0/15 * * * * ?", failover: true, workMilliseconds: 8000)
         try cluster.start("127.0.0.11", jobs: job)
         let paused = try cluster.start("127.0.0.12", jobs: job)
@@ -139,7 +142,10 @@ struct FailoverProcessTests {
     @Test("a host whose connection drops and comes back within the session is not taken for crashed")
     func reconnectIsNotACrash() async throws {
         let ensemble = try await SharedZooKeeper.ensemble()
-        let cluster = try await Cluster(ensemble: ensemble, sessionTimeout: 6000)
+        // A 10 s session: the host fences itself after 5 s without an answer. With 6 s (3 s) it
+        // once did under the full suite's load: its client took 1.9 s after the cut ended to be
+        // heard again, on top of the 1 s cut and the time since its last answer.
+        let cluster = try await Cluster(ensemble: ensemble, sessionTimeout: 10000)
         let proxy = try TCPProxy(upstreamPort: ensemble.member(1).clientPort)
         defer { proxy.close() }
         let job = cluster.job("blip", total: 2, cron: "0/5 * * * * ?", failover: true, workMilliseconds: 3000)

@@ -89,6 +89,12 @@ public final class TCPProxy: @unchecked Sendable {
                 Glibc.close(upstream)
                 continue
             }
+            // Bytes go on as they come: with Nagle's algorithm each small request or answer of a
+            // relayed protocol waited for the peer's delayed acknowledgement (about 40 ms).
+            var noDelay: Int32 = 1
+            for socket in [client, upstream] {
+                setsockopt(socket, Int32(IPPROTO_TCP), TCP_NODELAY, &noDelay, socklen_t(MemoryLayout<Int32>.size))
+            }
             lock.withLock {
                 open.insert(client)
                 open.insert(upstream)
