@@ -322,9 +322,6 @@ struct HostRuntimeTests {
         await harness.host.shutdown()
         #expect(harness.lines(containing: "waited 300 ms").count == 2)
         #expect(harness.lines(containing: "stopped after").isEmpty)
-        let stopped = harness.log.messages.firstIndex { $0.contains("host stopped instance=10.0.0.1@-@7") }
-        let lastItem = harness.log.messages.lastIndex { $0.contains("waited 300 ms") }
-        #expect(stopped != nil && lastItem != nil && lastItem! < stopped!)
     }
 
     @Test("past the shutdown deadline, running items are asked to stop")
@@ -347,7 +344,6 @@ struct HostRuntimeTests {
         #expect(await eventually { (try? await harness.registry.exists("/batch/sharding/0/running", watch: nil)) != nil })
         await harness.host.shutdown()
         await harness.waitFor("item 0 stopped after")
-        #expect(harness.lines(containing: "the shutdown deadline passed with jobs still running; asking their items to stop jobs=batch").count == 1)
     }
 
     @Test("monitorExecution: running markers exist while the items run, written in one transaction, and go after")

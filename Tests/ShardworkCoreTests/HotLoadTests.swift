@@ -11,6 +11,8 @@ final class HotLoadHarness: Sendable {
     let directory: TemporaryDirectory
     let log = CapturedLog()
     let host: ShardworkHost
+    /// The host's events from its making.
+    let events: EventRecorder
     let ledger: String
     let cache: String
 
@@ -39,6 +41,8 @@ final class HotLoadHarness: Sendable {
             configuration: try HostConfigurationReader.parse(yaml), providers: providers,
             registry: EmbeddedRegistryServer().connect(), instance: JobInstance(id: "10.0.0.1@-@7", serverIP: "10.0.0.1"),
             logger: log.logger(), processorCount: 2, workerExecutable: try TestPaths.shardworkBinary)
+        events = EventRecorder(host.events)
+        TestScope.onEnd { [host] in await host.shutdown() }
     }
 
     struct Entry: Equatable {
@@ -76,7 +80,7 @@ final class HotLoadHarness: Sendable {
     }
 }
 
-@Suite("Hot-loading plugins")
+@Suite("Hot-loading plugins", .stopsWhatItStarts)
 struct HotLoadTests {
     /// Version 1 of the Acme example: the build every example test shares.
     static func acmeV1() async throws -> String {
@@ -133,9 +137,7 @@ struct HotLoadTests {
         let cacheMode = try FileManager.default.attributesOfItem(atPath: harness.cache)[.posixPermissions] as? Int
         let fileMode = try FileManager.default.attributesOfItem(atPath: outcome.cachePath)[.posixPermissions] as? Int
         #expect(cacheMode == 0o700 && fileMode == 0o755)
-        #expect(harness.log.contains(
-            "notice: plugins: loaded a new generation cache.path=\(outcome.cachePath) file=\(v2) generation=2 jobs=reports,spread plugin=acme superseded=1 version=2.0.0"),
-            "\(harness.log.messages)")
+        #expect(harness.events.kinds().contains(.pluginLoaded(name: "acme", version: "2.0.0", generation: 2, file: v2)))
 
         await harness.waitForFires(of: "2.0.0", count: 2)
         await harness.host.shutdown()
@@ -210,7 +212,7 @@ struct HotLoadTests {
         #expect(error.inspection?.checks.first { $0.id == "elf" }?.status == .failed)
         #expect(!error.reasons.isEmpty)
         #expect(error.description.contains("was not loaded; nothing changed"))
-        #expect(harness.log.contains("error: plugins: a file was not loaded; nothing changed code=plugin-refused file=\(bogus) reasons="), "\(harness.log.messages)")
+        #expect(harness.events.kinds().contains { if case .pluginRefused(let file, _) = $0 { file == bogus } else { false } })
 
         let before = try harness.fireTimes(of: "1.0.0").count
         await harness.waitForFires(of: "1.0.0", count: 2, after: before)
@@ -331,7 +333,7 @@ struct HotLoadTests {
         await harness.waitForFires(of: "2.0.0", count: 1)
         // Loaded once: later polls see the same size and time.
         try await Task.sleep(for: .seconds(1))
-        #expect(harness.log.messages.filter { $0.contains("in the watched directory is new or changed") }.count == 1)
+        #expect(harness.events.count { if case .pluginLoaded(_, "2.0.0", _, _) = $0 { true } else { false } } == 1)
         await harness.host.shutdown()
     }
 }

@@ -136,9 +136,9 @@ struct ItemTimeoutTests {
         #expect(harness.lines(containing: "item 0 starts waiting").count == 1)
         #expect(pool.stuckThreads == 1)
         #expect(pool.threads <= pool.size + 1, "\(pool.threads) threads")
-        // Explained once, with the item and the threads held.
-        let explained = harness.lines(containing: "an item given up on at its timeout still runs: it does not stop when asked")
-        #expect(explained.count == 1 && explained[0].contains(" item=0 ") && explained[0].contains(" threads.held=1 "), "\(explained)")
+        // Said once, with the item and the threads held.
+        let abandoned = harness.events.kinds(job: "hangs").filter { if case .itemAbandoned = $0 { true } else { false } }
+        #expect(abandoned == [.itemAbandoned(job: "hangs", item: 0, threadsHeld: 1)], "\(abandoned)")
         #expect(harness.lines(containing: "recorded failure: job=hangs item=0 origin=1 code=0 message=not started: its run given up on at its timeout is still running").count == 5)
         await harness.host.shutdown()
     }

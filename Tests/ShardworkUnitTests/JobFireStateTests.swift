@@ -51,7 +51,7 @@ struct JobFireStateTests {
         if misfire {
             #expect(second == .misfire(kept: true, marks: .items([0, 2])))
             #expect(third == .misfire(kept: true, marks: nil), "one extra run is kept, and marked once")
-            #expect(state.runEnded() == .misfire)
+            #expect(state.runEnded() == .misfire(2000), "run as the first instant that misfired")
             #expect(state.runEnded() == nil, "never more than one")
         } else {
             #expect(second == .misfire(kept: false, marks: nil) && third == .misfire(kept: false, marks: nil))
@@ -99,7 +99,7 @@ struct JobFireStateTests {
         _ = state.timerFired(deadline: 2000, now: 2000)
         #expect(state.runEnded() == .failover)
         #expect(state.takeFailoverClaims() == [3: 7])
-        #expect(state.runEnded() == .misfire)
+        #expect(state.runEnded() == .misfire(2000))
         #expect(state.runEnded() == .trigger)
         #expect(state.runEnded() == nil)
     }
@@ -169,7 +169,7 @@ struct JobFireStateTests {
         // The timer's instant :02 comes before the wave could start :01 (a second late: not late yet).
         #expect(state.timerFired(deadline: 2000, now: 2000).0 == .misfire(kept: true, marks: .assignedNow))
         #expect(state.release(earlier, now: 2000, fresh: true) == .start)
-        #expect(state.runEnded() == .misfire)
+        #expect(state.runEnded() == .misfire(2000))
     }
 
     @Test("a preparation replaced during an arming: the arming publishes nothing, an armed fire is dropped, and a released one learns its next fire from the schedule")

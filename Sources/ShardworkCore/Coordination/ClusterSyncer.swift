@@ -59,18 +59,21 @@ final class ClusterSyncer: Sendable {
                     progress.instanceChecked = true
                     runtime.logger.notice("this instance's node was gone from the registry; registering it again")
                     try await coordinator.registerInstance()
+                    services.events.publish(.registryRepaired(job: runtime.name, repair: .instanceRegisteredAgain))
                 case .rewriteInstance(let value):
                     progress.instanceChecked = true
                     runtime.logger.warning(
                         "an instance node held another value than this instance's own; writing it again",
                         metadata: ["path": "\(coordinator.paths.instance(services.instance.id))", "value": "\(LogText.quoted(value))"])
                     try await coordinator.rewriteInstance()
+                    services.events.publish(.registryRepaired(job: runtime.name, repair: .instanceRewritten(found: value)))
                 case .removeStrayLeader(let leader):
                     progress.strayLeaderChecked = true
                     runtime.logger.warning(
                         "the leader node names an instance that no session owns and that is not live: no instance could be elected; removing it",
                         metadata: ["path": "\(coordinator.paths.leaderInstance)", "value": "\(LogText.quoted(leader))"])
                     try await coordinator.removeStrayLeader(leader)
+                    services.events.publish(.registryRepaired(job: runtime.name, repair: .strayLeaderRemoved(leader: leader)))
                 case .elect:
                     progress.electionChecked = true
                     try await coordinator.electLeader()
@@ -100,6 +103,10 @@ final class ClusterSyncer: Sendable {
                     case .membershipChanged: try await coordinator.setReshardingFlag(forMembership: membership)
                     case .some: try await coordinator.setReshardingFlag()
                     case nil: break
+                    }
+                    if case .goneOwners(let gone) = cause {
+                        services.events.publish(.registryRepaired(
+                            job: runtime.name, repair: .reshardingForGoneOwners(items: gone.keys.sorted(), instances: Set(gone.values).sorted())))
                     }
                 case .applyConfiguration:
                     progress.configurationChecked = true

@@ -58,6 +58,13 @@ public struct HostEvent: Sendable, Equatable {
         /// An operation (trigger, disable, enable, shutdown, remove, configuration change, add)
         /// performed through this host's operations API.
         case operationPerformed(operation: String, job: String, detail: String)
+        /// This host found a value of the job's registry state that another tool (or a lost
+        /// session) left wrong, and wrote what it should be.
+        case registryRepaired(job: String, repair: RegistryRepair)
+        /// An item given up on at its timeout still runs (it does not stop when asked): it holds
+        /// one of the host's threads and is not started again until it returns. Said once per
+        /// such item; `threadsHeld` counts the host's threads held so.
+        case itemAbandoned(job: String, item: Int, threadsHeld: Int)
     }
 
     /// The job the event concerns, if any.
@@ -68,7 +75,8 @@ public struct HostEvent: Sendable, Equatable {
         case .misfire(let job, _, _), .missedFire(let job, _, _), .fireSkipped(let job, _, _), .sharded(let job, _, _, _, _),
              .leaderElected(let job), .leaderResigned(let job), .failoverQueued(let job, _), .failoverTaken(let job, _, _),
              .itemsFenced(let job, _, _), .jobAdopted(let job), .jobStopped(let job, _), .jobSetAside(let job, _),
-             .configurationApplied(let job, _), .operationPerformed(_, let job, _):
+             .configurationApplied(let job, _), .operationPerformed(_, let job, _), .registryRepaired(let job, _),
+             .itemAbandoned(let job, _, _):
             job
         case .registry, .pluginLoaded, .pluginRefused: nil
         }
@@ -203,6 +211,19 @@ public enum FireSkipReason: Sendable, Equatable {
     /// The job stopped on this host (removed, or the host is stopping) while the fire waited for
     /// a resharding.
     case jobStopped
+}
+
+/// What a host wrote back into a job's registry state (``HostEvent/Kind/registryRepaired(job:repair:)``).
+public enum RegistryRepair: Sendable, Equatable {
+    /// This instance's node was gone (its session lives on): registered again.
+    case instanceRegisteredAgain
+    /// This instance's node held another value (`found`): written again.
+    case instanceRewritten(found: String)
+    /// The leader node named an instance no session owns and that is not live (`leader`): removed,
+    /// so that an election can happen.
+    case strayLeaderRemoved(leader: String)
+    /// Items were assigned to instances that are gone: a resharding is flagged for the next fire.
+    case reshardingForGoneOwners(items: [Int], instances: [String])
 }
 
 /// A change of a host's connection to its registry.

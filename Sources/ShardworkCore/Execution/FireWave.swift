@@ -434,6 +434,27 @@ final class FireBoard: Sendable {
         }
     }
 
+    /// The timer's release at an instant: every wave due starts now, on the worker pool, and the
+    /// timer's own work on the same keys waits until their fires have started (at most 20 ms;
+    /// runners held up in other jobs' long items do not hold the timer longer).
+    /// A wave that comes more than a second late (the host was paused) is not started: its fires
+    /// go the general way, as missed fires.
+    func launchDue(now: Int64, services: HostServices, registry: any RegistryCenter, background: BackgroundTasks) {
+        let waves = takeDue(now: now)
+        guard !waves.isEmpty else { return }
+        var launched: [FireWave] = []
+        for wave in waves where now - wave.deadline <= JobRuntime.lateFireMilliseconds {
+            wave.launch(services, registry: registry)
+            launched.append(wave)
+        }
+        let until = DispatchTime.now() + FireWave.startsWait
+        for wave in launched where !wave.awaitStarts(until: until) {
+            // A runner is held up in a long item: the fires it saw end are ended elsewhere, so
+            // that their jobs do not stay running meanwhile.
+            background.spawn("end held fires") { wave.endHeldFires() }
+        }
+    }
+
     /// Takes `fire` off its wave, if the wave has not been taken yet (its job stopped).
     func remove(_ fire: ArmedFire) {
         state.withLock { state in

@@ -4,7 +4,7 @@ package import Synchronization
 
 /// What every job of a host shares: the worker threads, the clock, who the host is, the log.
 public final class HostServices: Sendable {
-    public let pool: WorkerPool
+    package let pool: WorkerPool
     package let cancellation = ItemBatchCancellation()
     /// The fires armed ahead of their instants, by instant (see ``JobRuntime/arm(deadline:)``).
     let fireBoard = FireBoard()
@@ -47,7 +47,7 @@ public final class HostServices: Sendable {
     /// host stops.
     package let children: ChildProcessSet
 
-    public init(pool: WorkerPool, instance: JobInstance, hostName: String = ProcessInfo.processInfo.hostName,
+    package init(pool: WorkerPool, instance: JobInstance, hostName: String = ProcessInfo.processInfo.hostName,
                 clock: any SchedulerClock, logger: Logger, workerExecutable: String? = nil, fencingFraction: Double? = nil,
                 children: ChildProcessSet = ChildProcessSet()) {
         self.children = children

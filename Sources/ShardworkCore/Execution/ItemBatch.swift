@@ -30,9 +30,9 @@ public enum ItemOutcome: Sendable, Equatable {
 /// item's outcome. One item's failure does not stop the others. An item that outlives `timeout` is
 /// counted as timed out and asked to stop (its `isCancelled` turns true); the pool replaces its
 /// thread and the fire finishes without it.
-public final class ItemBatch: Sendable {
+package final class ItemBatch: Sendable {
     /// Runs one item (blocking); `isCancelled` tells whether the item has been asked to stop.
-    public typealias Run = @Sendable (_ item: Int, _ isCancelled: @escaping @Sendable () -> Bool) -> ItemOutcome
+    package typealias Run = @Sendable (_ item: Int, _ isCancelled: @escaping @Sendable () -> Bool) -> ItemOutcome
 
     private struct State {
         var pending: ArraySlice<Int>
@@ -64,7 +64,7 @@ public final class ItemBatch: Sendable {
     /// Runs `items` and returns when every one has an outcome. `cancellation` lets the caller ask
     /// every running item to stop (the host's shutdown deadline).
     /// `stuck` records the items given up on at their timeout that have not returned yet.
-    public static func run(
+    package static func run(
         _ items: [Int], concurrency: Int, pool: WorkerPool, timeout: Double?,
         cancellation: ItemBatchCancellation? = nil, stuck: StuckItems? = nil, run: @escaping Run
     ) async -> [Int: ItemOutcome] {
@@ -160,11 +160,11 @@ public final class ItemBatch: Sendable {
 /// Lets the host ask every item of the batches running now to stop. Lock-free: a batch takes a
 /// stamp when it starts, and its items are cancelled when the stamp has changed since (or when
 /// everything is cancelled), so starting and ending a batch costs nothing here.
-public final class ItemBatchCancellation: Sendable {
+package final class ItemBatchCancellation: Sendable {
     private let generation = Atomic<UInt64>(0)
     private let everything = Atomic<Bool>(false)
 
-    public init() {}
+    package init() {}
 
     /// What a batch starting now records.
     var stamp: UInt64 { generation.load(ordering: .acquiring) }
@@ -175,12 +175,12 @@ public final class ItemBatchCancellation: Sendable {
     }
 
     /// Every item of the batches running now sees `isCancelled == true`; later batches do not.
-    public func cancelRunning() {
+    package func cancelRunning() {
         generation.add(1, ordering: .acquiringAndReleasing)
     }
 
     /// From now on every item of every batch sees `isCancelled == true`.
-    public func cancelAll() {
+    package func cancelAll() {
         everything.store(true, ordering: .releasing)
     }
 }
@@ -189,12 +189,12 @@ public final class ItemBatchCancellation: Sendable {
 /// thread of the host (a thread cannot be stopped), so such an item is not started again until it
 /// returns, which bounds what one job's items can hold to one thread per item, and never runs an
 /// item twice at once. Each is reported once, when a fire finds it still running.
-public final class StuckItems: Sendable {
+package final class StuckItems: Sendable {
     private let items = Mutex<[Int: (since: ContinuousClock.Instant, reported: Bool)]>([:])
     private let onReturn: @Sendable (_ item: Int, _ after: Duration) -> Void
 
     /// `onReturn` is told when an item given up on returns at last, and how long after.
-    public init(onReturn: @escaping @Sendable (_ item: Int, _ after: Duration) -> Void = { _, _ in }) {
+    package init(onReturn: @escaping @Sendable (_ item: Int, _ after: Duration) -> Void = { _, _ in }) {
         self.onReturn = onReturn
     }
 
@@ -228,5 +228,5 @@ public final class StuckItems: Sendable {
     }
 
     /// How many items of the job hold a thread now.
-    public var count: Int { items.withLock { $0.count } }
+    package var count: Int { items.withLock { $0.count } }
 }

@@ -22,7 +22,9 @@ protocol ArmedFireToken: AnyObject {
 /// One run at a time (ElasticJob's rule for a job on one instance): a fire that comes while one
 /// runs is a misfire (kept once with `misfire` on, dropped otherwise), triggers and failover claims
 /// wait for the end of the run, and when it ends the next thing to run is, in order, failover work,
-/// a kept misfire, a trigger.
+/// a kept misfire, a trigger. A kept misfire that the run's own misfire loop did not take (it came
+/// during a failover run, or after the loop looked) runs as the fire of the first instant that
+/// misfired, with that fire time, not as a second run of the fire it waited for.
 struct JobFireState<Armed: ArmedFireToken> {
     // What a wave's start reads and writes comes first (running, stopped, the armed fire, the
     // preparation, the released instant, the current fire): thousands of starts in one instant each
@@ -36,8 +38,9 @@ struct JobFireState<Armed: ArmedFireToken> {
     private(set) var stopped = false
     /// The job's misfire setting, from its preparation.
     private(set) var misfireEnabled: Bool
-    /// A fire came while one was running, and misfire is on: one more run is due.
-    private(set) var misfirePending = false
+    /// A fire came while one was running, and misfire is on: one more run is due, for this instant
+    /// (the first that misfired; later ones join it).
+    private(set) var misfireInstant: Int64?
     /// A trigger came while one was running: one more run is due.
     private(set) var triggerPending = false
     /// The next scheduled fire, prepared ahead of its instant.
@@ -111,7 +114,7 @@ struct JobFireState<Armed: ArmedFireToken> {
         if running || armed?.isReleased == true {
             // Running, or an earlier fire's wave has it and has not started it yet (every worker
             // thread is busy): this fire found the job running.
-            return (misfire(), nil)
+            return (misfire(deadline), nil)
         }
         // An armed fire that no wave took (armed too late, or its wave came too late) goes the
         // general way.
@@ -123,11 +126,11 @@ struct JobFireState<Armed: ArmedFireToken> {
         return (.start(late ? .misfire : .schedule), dropped)
     }
 
-    /// A fire found the job running.
-    private mutating func misfire() -> TimerDecision {
+    /// The fire of `instant` found the job running.
+    private mutating func misfire(_ instant: Int64) -> TimerDecision {
         guard misfireEnabled else { return .misfire(kept: false, marks: nil) }
-        guard !misfirePending else { return .misfire(kept: true, marks: nil) }
-        misfirePending = true
+        guard misfireInstant == nil else { return .misfire(kept: true, marks: nil) }
+        misfireInstant = instant
         let items = currentFire?.items ?? currentItems
         return .misfire(kept: true, marks: items.isEmpty ? .assignedNow : .items(items))
     }
@@ -155,7 +158,7 @@ struct JobFireState<Armed: ArmedFireToken> {
         let samePreparation = fire.preparation == preparation
         released = (fire.deadline, samePreparation ? .known(fire.next) : .fromSchedule)
         if running {
-            if case .misfire(let kept, let marks) = misfire() { return .misfire(kept: kept, marks: marks) }
+            if case .misfire(let kept, let marks) = misfire(fire.deadline) { return .misfire(kept: kept, marks: marks) }
         }
         let late = now - fire.deadline > Self.lateFireMilliseconds
         guard !late, samePreparation, fresh else {
@@ -247,22 +250,33 @@ struct JobFireState<Armed: ArmedFireToken> {
     mutating func itemsKnown(_ items: [Int]) { currentItems = items }
 
     /// A run's items ran; whether to run them again at once for a misfire kept meanwhile
-    /// (ElasticJob's misfire loop), which this consumes.
+    /// (ElasticJob's misfire loop: the same fire runs again), which this consumes.
     mutating func takeMisfire() -> Bool {
-        defer { misfirePending = false }
-        return misfirePending && !stopped
+        defer { misfireInstant = nil }
+        return misfireInstant != nil && !stopped
+    }
+
+    /// What runs after a run: its source, and its fire time when it has one of its own (a kept
+    /// misfire's instant; a trigger or failover run is timed when it starts).
+    struct NextRun: Equatable {
+        var source: FireSource
+        var fireTime: Int64?
+
+        static var failover: NextRun { NextRun(source: .failover) }
+        static var trigger: NextRun { NextRun(source: .trigger) }
+        static func misfire(_ instant: Int64) -> NextRun { NextRun(source: .misfire, fireTime: instant) }
     }
 
     /// A run ended: what runs next (failover work, a kept misfire, a trigger, in that order), or
     /// `nil` when nothing does and the job is idle.
-    mutating func runEnded() -> FireSource? {
+    mutating func runEnded() -> NextRun? {
         currentItems = []
         currentFire = nil
         if !stopped {
             if !failoverPending.isEmpty { return .failover }
-            if misfirePending {
-                misfirePending = false
-                return .misfire
+            if let instant = misfireInstant {
+                misfireInstant = nil
+                return .misfire(instant)
             }
             if triggerPending {
                 triggerPending = false

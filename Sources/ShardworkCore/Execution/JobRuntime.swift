@@ -223,19 +223,19 @@ public final class JobRuntime: Sendable {
 
     private func fire(scheduledAt fireTime: Int64, source: FireSource) async {
         let report = await runFire(fireTime: source == .trigger || source == .failover ? services.clock.now() : fireTime, source: source)
-        await afterRun(scheduledAt: fireTime, report: report)
+        await afterRun(report: report)
     }
 
     /// After a run: the runs that came meanwhile (failover work, a misfire, a trigger), then the
     /// end of the fire. Each run's summary is logged once the job has moved on from it (to its next
     /// run, or idle): a reader of the log that sees a fire end may count on the job being past it.
-    private func afterRun(scheduledAt fireTime: Int64, report: FireReport?) async {
+    private func afterRun(report: FireReport?) async {
         var report = report
         while true {
             let next = nextRun()
             if let report { reportFireEnd(report) }
             guard let next else { break }
-            report = await runFire(fireTime: next == .trigger || next == .failover ? services.clock.now() : fireTime, source: next)
+            report = await runFire(fireTime: next.fireTime ?? services.clock.now(), source: next.source)
         }
         fireEnded()
     }
@@ -254,8 +254,8 @@ public final class JobRuntime: Sendable {
     }
 
     /// What runs next once a run has ended, or `nil` (and the job is idle) when nothing does.
-    private func nextRun() -> FireSource? {
-        let (next, waiters) = state.withLock { state -> (FireSource?, [CheckedContinuation<Void, Never>]) in
+    private func nextRun() -> JobFireState<ArmedFire>.NextRun? {
+        let (next, waiters) = state.withLock { state -> (JobFireState<ArmedFire>.NextRun?, [CheckedContinuation<Void, Never>]) in
             guard let next = state.fires.runEnded() else {
                 defer { state.idleWaiters = [:] }
                 return (nil, Array(state.idleWaiters.values))
@@ -432,7 +432,8 @@ public final class JobRuntime: Sendable {
             logger.error(
                 "a failover run's items ended, but the registry could not be updated after them",
                 metadata: ["items": "\(items.map(String.init).joined(separator: ","))", "error": "\(LogText.escaped("\(error.underlying)"))"])
-            // As below: the claim's markers stay, for a later look; not in a tight loop.
+            // As below: the claim's markers stay, for a later look; not in a tight loop (real
+            // time, whatever the host's clock: it paces, it is no deadline).
             try? await Task.sleep(for: .seconds(1))
             return FireReport(
                 fireTime: fireTime, source: .failover, items: items, outcomes: error.run.outcomes, fenced: error.run.fenced, runs: 1,
@@ -443,7 +444,7 @@ public final class JobRuntime: Sendable {
                 "a failover run failed in the registry",
                 metadata: ["items": "\(items.map(String.init).joined(separator: ","))", "error": "\(LogText.escaped("\(error)"))"])
             // The claim stays this instance's and is run again at a later look at the job; not in a
-            // tight loop while the registry misbehaves.
+            // tight loop while the registry misbehaves (real time: it paces, it is no deadline).
             try? await Task.sleep(for: .seconds(1))
             return nil
         }
@@ -520,6 +521,7 @@ public final class JobRuntime: Sendable {
                     // Threads of this host held so, and the most the pool adds for them.
                     "threads.held": "\(services.pool.stuckThreads)", "threads.held.max": "\(services.pool.size)",
                 ])
+            services.events.publish(.itemAbandoned(job: name, item: item, threadsHeld: services.pool.stuckThreads))
         }
         // Each item's start and end, for the event stream's readers (execution history).
         let times: Mutex<[Int: ItemTimes]>? = services.events.isObserved ? Mutex([:]) : nil
@@ -960,14 +962,13 @@ extension JobRuntime {
             Task {
                 _ = await handleItemFailures(fire.job, items, outcomes, fireTime: fire.deadline, taskID: fire.taskID)
                 await afterRun(
-                    scheduledAt: fire.deadline,
                     report: FireReport(
                         fireTime: fire.deadline, source: .schedule, items: items, outcomes: outcomes, fenced: ending.fenced, runs: 1,
                         started: fire.startedAt.load(ordering: .relaxed)))
             }
             return
         }
-        // Reported once the job has moved on from this fire (as ``afterRun(scheduledAt:report:)`` does).
+        // Reported once the job has moved on from this fire (as ``afterRun(report:)`` does).
         let next = nextRun()
         if logger.logLevel <= .debug || services.events.isObserved {
             reportFireEnd(FireReport(
@@ -975,8 +976,8 @@ extension JobRuntime {
         }
         if let next {
             Task {
-                let report = await runFire(fireTime: next == .trigger || next == .failover ? services.clock.now() : fire.deadline, source: next)
-                await afterRun(scheduledAt: fire.deadline, report: report)
+                let report = await runFire(fireTime: next.fireTime ?? services.clock.now(), source: next.source)
+                await afterRun(report: report)
             }
         } else {
             fireEnded()

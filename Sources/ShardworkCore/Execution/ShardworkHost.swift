@@ -129,7 +129,7 @@ public final class ShardworkHost: Service, Sendable {
             return !state.started
         }
         guard first else { return }
-        try await registerAtStart()
+        try await adoption.registerAtStart(setAside: setAsideAtStart)
         let runtimes = self.runtimes
         let maintenanceInterval = Self.maintenanceIntervalMilliseconds
         // Fires are armed ahead of their instant and started in waves (see ``JobRuntime/arm(deadline:)``).
@@ -147,7 +147,9 @@ public final class ShardworkHost: Service, Sendable {
                 guard let self, key != Self.maintenanceKey else { return }
                 context.table.withLock { $0[key] }?.arm(deadline: deadline)
             },
-            release: { [weak self] now in self?.releaseWaves(now: now) })
+            release: { [services, registry, background = context.background] now in
+                services.fireBoard.launchDue(now: now, services: services, registry: registry, background: background)
+            })
         let now = services.clock.now()
         for runtime in runtimes.values {
             context.schedule(runtime, after: now)
@@ -170,137 +172,11 @@ public final class ShardworkHost: Service, Sendable {
         ])
     }
 
-    /// How many session expiries during the start's registration a host rides out (registering
-    /// again on each new session) before the start fails.
-    static let expiriesAtStart = 3
-
-    /// Registers every job of the host's file, in one registry session: a session that expires
-    /// meanwhile took the instance nodes made so far with it, so once the registry has opened a
-    /// new one (it does by itself), every job is registered again (each step writes what is
-    /// missing). A host paused or cut off for longer than its session while it starts thus
-    /// starts rather than exits; after ``expiriesAtStart`` expiries, or when no new session comes
-    /// within the connection timeout, the start fails.
-    private func registerAtStart() async throws {
-        var adopted: Set<String> = []
-        var expiries = 0
-        while true {
-            let session = registry.sessionID
-            do {
-                for runtime in runtimes.values.sorted(by: { $0.name < $1.name }) {
-                    do {
-                        try await retryingUncertain("register the job", job: runtime.name) { try await adoption.register(runtime) }
-                        if adopted.insert(runtime.name).inserted { services.events.publish(.jobAdopted(job: runtime.name)) }
-                    } catch let error as JobRegistrationError where error.setsAside {
-                        await adoption.setAside(runtime, reason: error.message)
-                    }
-                }
-                for (job, reason) in setAsideAtStart {
-                    await adoption.setAsideBeforeRegistration(job, reason: reason)
-                }
-                let namespace = try await retryingUncertain("read the namespace") { try await registry.exists("/", watch: nil) }
-                adoption.namespaceCreated.withLock { $0 = namespace?.createdTransaction }
-                // Done in one session: the nodes made are all there.
-                if registry.sessionID == session { return }
-            } catch let error as RegistryError where error.code == .sessionExpired || error.code.isUncertain {
-                // Uncertain here means no answer for twice the session timeout (``retryingUncertain``):
-                // the server has expired the session by then; the client learns it on reconnecting.
-                guard expiries < Self.expiriesAtStart else { throw error }
-            }
-            // Expired with no error seen (the session changed between two steps) counts the same.
-            guard expiries < Self.expiriesAtStart else { throw RegistryError(.sessionExpired) }
-            expiries += 1
-            context.logger.warning("registry: the session expired during the start; registering every job again on a new one", metadata: [
-                "expiries": "\(expiries)"])
-            try await awaitSession(after: session)
-        }
-    }
-
-    /// Returns once the registry has a session other than `old` (the registry opens one by itself
-    /// after an expiry), or throws when the registry closes or none comes within the time the
-    /// start gives a connection.
-    private func awaitSession(after old: Int64?) async throws {
-        let states = registry.sessionStates()
-        let limit: Duration = if case .zookeeper(let zookeeper) = configuration.registry {
-            .milliseconds(zookeeper.connectionTimeoutMilliseconds)
-        } else {
-            .seconds(15)
-        }
-        let renewed = await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                for await state in states {
-                    switch state {
-                    case .connected(let id) where id != old: return true
-                    case .closed: return false
-                    default: continue
-                    }
-                }
-                return false
-            }
-            group.addTask {
-                try? await Task.sleep(for: limit)
-                return false
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
-        }
-        guard renewed else {
-            context.logger.error("registry: no new session after the expiry during the start", metadata: ["waited": "\(limit)"])
-            throw RegistryError(.sessionExpired)
-        }
-    }
-
-    /// Runs a registry step of the start again while its outcome is uncertain (the connection to
-    /// ZooKeeper was lost, or a request went unanswered for a session timeout), for up to twice
-    /// the session timeout: a host whose connection comes back within its session starts, rather
-    /// than exiting on a blip. The steps of a registration are safe to repeat: they write what is
-    /// missing, and the same values again. A session that expires meanwhile is left to
-    /// ``registerAtStart()``; any other error ends the start.
-    private func retryingUncertain<Result>(
-        _ step: String, job: String? = nil, _ body: () async throws -> Result
-    ) async throws -> Result {
-        let clock = services.clock
-        let deadline = clock.monotonicNow() + (registry.sessionTimeout ?? .zero) * 2
-        var pause = Duration.milliseconds(50)
-        while true {
-            do {
-                return try await body()
-            } catch let error as RegistryError where error.code.isUncertain && clock.monotonicNow() + pause < deadline {
-                var metadata: Logger.Metadata = ["step": "\(step)", "error": "\(LogText.escaped(error.description))", "retry.in": "\(pause)"]
-                if let job { metadata["job"] = "\(LogText.escaped(job))" }
-                context.logger.warning("registry: no certain answer during the start; trying again", metadata: metadata)
-                try await clock.sleep(for: pause)
-                pause = min(pause * 2, .seconds(1))
-            }
-        }
-    }
-
     /// The periodic check: jobs whose registry state changed sync, reconciles that are due run, and
     /// the namespace is scanned for jobs to adopt.
     private func maintain(now: Int64) {
         adoption.rescan()
         syncer.maintain(now: now)
-    }
-
-    /// The timer's release at an instant: every wave due starts now, on the worker pool, and the
-    /// timer's own work on the same keys waits until their fires have started (at most 20 ms;
-    /// runners held up in other jobs' long items do not hold the timer longer).
-    /// A wave that comes more than a second late (the host was paused) is not started: its fires
-    /// go the general way, as missed fires.
-    private func releaseWaves(now: Int64) {
-        let waves = services.fireBoard.takeDue(now: now)
-        guard !waves.isEmpty else { return }
-        var launched: [FireWave] = []
-        for wave in waves where now - wave.deadline <= JobRuntime.lateFireMilliseconds {
-            wave.launch(services, registry: registry)
-            launched.append(wave)
-        }
-        let until = DispatchTime.now() + FireWave.startsWait
-        for wave in launched where !wave.awaitStarts(until: until) {
-            // A runner is held up in a long item: the fires it saw end are ended elsewhere, so
-            // that their jobs do not stay running meanwhile.
-            context.background.spawn("end held fires") { wave.endHeldFires() }
-        }
     }
 
     // MARK: Operations
@@ -335,7 +211,7 @@ public final class ShardworkHost: Service, Sendable {
     // MARK: Jobs this host cannot run
 
     /// The providers `job` names that this host has not loaded, described; `nil` when it has them all.
-    public func missingProviders(_ job: JobConfiguration) -> String? {
+    package func missingProviders(_ job: JobConfiguration) -> String? {
         adoption.missingProviders(job)
     }
 
@@ -345,13 +221,13 @@ public final class ShardworkHost: Service, Sendable {
     }
 
     /// Plugins changed: every job this host could not run is looked at again.
-    public func reconsiderIncapableJobs() async {
+    package func reconsiderIncapableJobs() async {
         await adoption.reconsiderIncapableJobs()
     }
 
     /// Checks a job the way start-up does, against this host's plugins (see
     /// ``JobAdoption/validate(_:allowMissingPlugins:)``).
-    public func validate(_ job: JobConfiguration, allowMissingPlugins: Bool) async throws(HostConfigurationError) -> String? {
+    package func validate(_ job: JobConfiguration, allowMissingPlugins: Bool) async throws(HostConfigurationError) -> String? {
         try await adoption.validate(job, allowMissingPlugins: allowMissingPlugins)
     }
 
@@ -375,7 +251,7 @@ public final class ShardworkHost: Service, Sendable {
     /// Writes an uploaded plugin file where ``loadPlugin(file:label:)`` can take it: a private
     /// directory beside the plugin cache. The caller removes it after the load (the cache keeps its
     /// own copy).
-    public func stagePluginUpload(bytes: [UInt8], name: String) throws -> String {
+    package func stagePluginUpload(bytes: [UInt8], name: String) throws -> String {
         try hotLoading.stageUpload(bytes: bytes, name: name)
     }
 
@@ -385,28 +261,8 @@ public final class ShardworkHost: Service, Sendable {
     /// on: the hot-loads and job checks waiting on them end at once, refused. Called when the host
     /// begins to stop, so that none of them holds its shutdown (or the control API's, which waits
     /// for the requests it serves).
-    public func abandonChildProcesses() {
+    package func abandonChildProcesses() {
         services.children.stop()
-    }
-
-    /// Whether the host should be sent work now, and why not (docs/metrics.md, `GET /readyz`):
-    /// started with every job registered, not stopping, its registry session up and the host not
-    /// fenced. Cheap: flags only, no registry request.
-    public func readiness() -> HostReadiness {
-        let (registered, stopped) = context.lifecycle.withLock { ($0.registered, $0.stopped) }
-        let connected = services.registryConnected.load(ordering: .acquiring)
-        let fenced = services.fenced.load(ordering: .acquiring)
-        var reasons: [String] = []
-        if stopped {
-            reasons.append("the host is stopping")
-        } else if !registered {
-            reasons.append("the host has not registered its jobs yet")
-        }
-        if !connected { reasons.append("the registry session is down") }
-        if fenced { reasons.append("the host is fenced: the registry has not answered within the fencing fraction of the session timeout") }
-        return HostReadiness(
-            registered: registered, stopping: stopped, registryConnected: connected, fenced: fenced, jobs: runtimes.count,
-            jobsSetAside: adoption.incapable.withLock { $0.count }, reasons: reasons)
     }
 
     /// Waits for graceful shutdown, then drains (see ``shutdown()``).
@@ -468,58 +324,5 @@ public final class ShardworkHost: Service, Sendable {
         services.pool.shutdown()
         logger.notice("host stopped", metadata: ["instance": "\(services.instance.id)"])
         services.events.finish()
-    }
-}
-
-/// A host's readiness for work (``ShardworkHost/readiness()``), as `GET /readyz` answers it.
-public struct HostReadiness: Sendable, Equatable, Codable {
-    /// Ready when nothing is in ``reasons``.
-    public var ready: Bool { reasons.isEmpty }
-    /// Every job of the host's start is registered (or set aside).
-    public var registered: Bool
-    public var stopping: Bool
-    public var registryConnected: Bool
-    public var fenced: Bool
-    /// Jobs that run here, and jobs the host cannot run (set aside: not a reason to be unready).
-    public var jobs: Int
-    public var jobsSetAside: Int
-    /// Why the host is not ready, in words; empty when it is.
-    public var reasons: [String]
-
-    private enum CodingKeys: String, CodingKey {
-        case ready, registered, stopping, registryConnected, fenced, jobs, jobsSetAside, reasons
-    }
-
-    public init(registered: Bool, stopping: Bool, registryConnected: Bool, fenced: Bool, jobs: Int, jobsSetAside: Int, reasons: [String]) {
-        self.registered = registered
-        self.stopping = stopping
-        self.registryConnected = registryConnected
-        self.fenced = fenced
-        self.jobs = jobs
-        self.jobsSetAside = jobsSetAside
-        self.reasons = reasons
-    }
-
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        registered = try container.decode(Bool.self, forKey: .registered)
-        stopping = try container.decode(Bool.self, forKey: .stopping)
-        registryConnected = try container.decode(Bool.self, forKey: .registryConnected)
-        fenced = try container.decode(Bool.self, forKey: .fenced)
-        jobs = try container.decode(Int.self, forKey: .jobs)
-        jobsSetAside = try container.decode(Int.self, forKey: .jobsSetAside)
-        reasons = try container.decode([String].self, forKey: .reasons)
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(ready, forKey: .ready)
-        try container.encode(registered, forKey: .registered)
-        try container.encode(stopping, forKey: .stopping)
-        try container.encode(registryConnected, forKey: .registryConnected)
-        try container.encode(fenced, forKey: .fenced)
-        try container.encode(jobs, forKey: .jobs)
-        try container.encode(jobsSetAside, forKey: .jobsSetAside)
-        try container.encode(reasons, forKey: .reasons)
     }
 }

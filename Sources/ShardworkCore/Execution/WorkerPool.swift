@@ -13,7 +13,7 @@ import Foundation
 /// finally returns, the surplus thread ends. Replacements are capped at the pool's size: items that
 /// never return can hold at most that many threads beyond it, and past the cap the pool's capacity
 /// shrinks instead of its thread count growing.
-public final class WorkerPool: @unchecked Sendable {
+package final class WorkerPool: @unchecked Sendable {
     // Everything below is guarded by `condition`.
     private let condition = NSCondition()
     private var work = Deque<@Sendable () -> Void>()
@@ -24,22 +24,22 @@ public final class WorkerPool: @unchecked Sendable {
     private var nextThreadNumber = 0
 
     /// The number of threads available for work (not counting stuck ones).
-    public let size: Int
+    package let size: Int
 
-    public init(size: Int) {
+    package init(size: Int) {
         precondition(size > 0, "a worker pool needs at least one thread")
         self.size = size
     }
 
     /// The default size: twice the processors, at least four.
-    public static var defaultSize: Int {
+    package static var defaultSize: Int {
         max(4, 2 * ProcessInfo.processInfo.activeProcessorCount)
     }
 
     /// Runs `body` on a pool thread, in submission order as threads become free. Returns false,
     /// running nothing, when the pool has been shut down.
     @discardableResult
-    public func submit(_ body: @escaping @Sendable () -> Void) -> Bool {
+    package func submit(_ body: @escaping @Sendable () -> Void) -> Bool {
         condition.lock()
         defer { condition.unlock() }
         guard !stopped else { return false }
@@ -59,7 +59,7 @@ public final class WorkerPool: @unchecked Sendable {
     /// lot: how the timer releases a burst of fires that came due at one instant.
     /// Returns false, running none of them, when the pool has been shut down.
     @discardableResult
-    public func submit(contentsOf bodies: [@Sendable () -> Void]) -> Bool {
+    package func submit(contentsOf bodies: [@Sendable () -> Void]) -> Bool {
         guard !bodies.isEmpty else { return true }
         condition.lock()
         defer { condition.unlock() }
@@ -84,7 +84,7 @@ public final class WorkerPool: @unchecked Sendable {
 
     /// A thread is stuck in work past its deadline: start another so capacity does not shrink.
     /// Call ``releaseStuck()`` when that work returns.
-    public func markStuck() {
+    package func markStuck() {
         condition.lock()
         defer { condition.unlock() }
         stuckCount += 1
@@ -92,35 +92,35 @@ public final class WorkerPool: @unchecked Sendable {
     }
 
     /// How many threads are held by work past its deadline now.
-    public var stuckThreads: Int {
+    package var stuckThreads: Int {
         condition.lock()
         defer { condition.unlock() }
         return stuckCount
     }
 
     /// The work that ``markStuck()`` was called for has returned.
-    public func releaseStuck() {
+    package func releaseStuck() {
         condition.lock()
         defer { condition.unlock() }
         stuckCount = max(0, stuckCount - 1)
     }
 
     /// How many threads the pool has now, stuck ones included.
-    public var threads: Int {
+    package var threads: Int {
         condition.lock()
         defer { condition.unlock() }
         return threadCount
     }
 
     /// The pool now, read under its lock once: what the metrics sample (docs/metrics.md).
-    public var load: WorkerPoolLoad {
+    package var load: WorkerPoolLoad {
         condition.lock()
         defer { condition.unlock() }
         return WorkerPoolLoad(threads: threadCount, busy: threadCount - idleCount, queued: work.count, stuck: stuckCount)
     }
 
     /// Stops taking work; threads end once the queued work is done.
-    public func shutdown() {
+    package func shutdown() {
         condition.lock()
         stopped = true
         condition.broadcast()
@@ -161,13 +161,13 @@ public final class WorkerPool: @unchecked Sendable {
 }
 
 /// A worker pool's threads and work at one moment (``WorkerPool/load``).
-public struct WorkerPoolLoad: Sendable, Equatable {
+package struct WorkerPoolLoad: Sendable, Equatable {
     /// Threads the pool has, stuck ones included.
-    public var threads: Int
+    package var threads: Int
     /// Threads running work (an item, a fire's bookkeeping).
-    public var busy: Int
+    package var busy: Int
     /// Work waiting for a thread.
-    public var queued: Int
+    package var queued: Int
     /// Threads held by items past their timeout.
-    public var stuck: Int
+    package var stuck: Int
 }

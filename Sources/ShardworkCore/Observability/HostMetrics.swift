@@ -148,7 +148,8 @@ public final class HostMetrics: Sendable {
         case .jobStopped(let name, _), .jobSetAside(let name, _):
             // No longer due here: its next-fire gauge goes (its counters stay, they are history).
             jobs.withLock { $0[name] }?.forgetNextFire()
-        case .operationPerformed:
+        case .operationPerformed, .registryRepaired, .itemAbandoned:
+            // Said in the log; the stuck item is seen in the worker threads busy.
             break
         }
     }

@@ -12,8 +12,8 @@ import Synchronization
 /// killed with its whole group at the limit), and the trial goes on with the jobs after it in a new
 /// process. Verdicts are kept by the job's fingerprint (its configuration and plugin files), so an
 /// unchanged job is tried once.
-public final class JobTrials: Sendable {
-    public enum Verdict: Sendable, Equatable {
+package final class JobTrials: Sendable {
+    package enum Verdict: Sendable, Equatable {
         case passed
         /// A provider refused the configuration: the error the host would have got itself.
         case refused(field: String, message: String)
@@ -33,7 +33,7 @@ public final class JobTrials: Sendable {
     /// The most verdicts kept; beyond it the oldest are forgotten (they are tried again if needed).
     static let keptVerdicts = 10_000
 
-    public init(executable: String, children: ChildProcessSet, limit: Duration = .seconds(30), logger: Logger) {
+    package init(executable: String, children: ChildProcessSet, limit: Duration = .seconds(30), logger: Logger) {
         self.executable = executable
         self.children = children
         self.limit = limit
@@ -44,7 +44,7 @@ public final class JobTrials: Sendable {
     /// calling thread while it does). A plan without a verdict could not be tried: the trial
     /// process could not run at all (the host is stopping, or its binary cannot be started), which
     /// the caller treats as it sees fit.
-    public func verdicts(for plans: [JobPlan], processorCount: Int) -> [String: Verdict] {
+    package func verdicts(for plans: [JobPlan], processorCount: Int) -> [String: Verdict] {
         var verdicts: [String: Verdict] = [:]
         var remaining: [JobPlan] = []
         let cached = known.withLock { $0 }
@@ -157,7 +157,7 @@ extension WorkerProcess {
     /// and makes every provider of each job (then destroys them), writing a line as it starts each
     /// job and one with its verdict. A crash or a hang leaves the started job without a verdict,
     /// which is how the host knows which job did it.
-    public static func serveTrial() -> Int32 {
+    package static func serveTrial() -> Int32 {
         let output = OutputLine()
         func write(_ event: TrialEvent) {
             output.writeRaw(WorkerMessage.line(event))

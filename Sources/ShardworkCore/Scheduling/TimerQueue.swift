@@ -3,7 +3,7 @@
 /// A pure data structure: no clock, no threads. ``TimerService`` runs it. Scheduling a key again
 /// replaces its deadline, and cancelling is O(1): stale heap entries are recognised by their
 /// generation and skipped when they surface.
-public struct TimerQueue<Key: Hashable & Sendable>: Sendable {
+package struct TimerQueue<Key: Hashable & Sendable>: Sendable {
     struct Entry: Sendable {
         var deadline: Int64
         /// Breaks ties in scheduling order, so equal deadlines pop first-come first-served.
@@ -16,15 +16,15 @@ public struct TimerQueue<Key: Hashable & Sendable>: Sendable {
     private var generations: [Key: UInt64] = [:]
     private var nextSequence: UInt64 = 0
 
-    public init() {}
+    package init() {}
 
     /// How many keys are scheduled.
-    public var count: Int { generations.count }
+    package var count: Int { generations.count }
 
-    public func isScheduled(_ key: Key) -> Bool { generations[key] != nil }
+    package func isScheduled(_ key: Key) -> Bool { generations[key] != nil }
 
     /// Schedules `key` at `deadline`, replacing any earlier deadline of the same key.
-    public mutating func schedule(_ key: Key, at deadline: Int64) {
+    package mutating func schedule(_ key: Key, at deadline: Int64) {
         nextSequence &+= 1
         // Unique per entry, never reused: a key cancelled and scheduled again must not bring its
         // cancelled entry, still in the heap, back to life.
@@ -36,19 +36,19 @@ public struct TimerQueue<Key: Hashable & Sendable>: Sendable {
 
     /// Removes `key`; returns whether it was scheduled.
     @discardableResult
-    public mutating func cancel(_ key: Key) -> Bool {
+    package mutating func cancel(_ key: Key) -> Bool {
         generations.removeValue(forKey: key) != nil
     }
 
     /// The earliest live deadline, if any.
-    public mutating func nextDeadline() -> Int64? {
+    package mutating func nextDeadline() -> Int64? {
         dropStaleTop()
         return heap.first?.deadline
     }
 
     /// Removes and returns every key (at most `limit`) whose deadline is at or before `now`, earliest
     /// first. A returned key is no longer scheduled until it is scheduled again.
-    public mutating func popDue(now: Int64, limit: Int = .max) -> [(key: Key, deadline: Int64)] {
+    package mutating func popDue(now: Int64, limit: Int = .max) -> [(key: Key, deadline: Int64)] {
         var due: [(key: Key, deadline: Int64)] = []
         while due.count < limit {
             dropStaleTop()

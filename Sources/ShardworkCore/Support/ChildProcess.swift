@@ -15,24 +15,24 @@ import Glibc
 /// child's environment marker. The child's output is read until the child has ended, not until the
 /// pipes close (a grandchild that holds them open cannot make the wait endless), and only up to a
 /// limit.
-public enum ChildProcess {
-    public struct Outcome: Sendable {
+package enum ChildProcess {
+    package struct Outcome: Sendable {
         /// The exit status, or the signal number when `signalled`.
-        public var status: Int32
-        public var signalled: Bool
+        package var status: Int32
+        package var signalled: Bool
         /// True when the process outlived its time limit and was killed.
-        public var timedOut: Bool
+        package var timedOut: Bool
         /// True when it was killed because its ``ChildProcessSet`` was stopped.
-        public var stopped = false
-        public var standardOutput: Data
-        public var standardError: Data
+        package var stopped = false
+        package var standardOutput: Data
+        package var standardError: Data
         /// True when it printed more than the output limit; the rest was read and dropped.
-        public var outputTruncated = false
+        package var outputTruncated = false
 
-        public var succeeded: Bool { !signalled && status == 0 }
+        package var succeeded: Bool { !signalled && status == 0 }
 
         /// The signal's name (`Segmentation fault`), when `signalled`.
-        public var signalName: String? {
+        package var signalName: String? {
             guard signalled else { return nil }
             return strsignal(status).map { String(cString: $0) } ?? "signal \(status)"
         }
@@ -43,7 +43,7 @@ public enum ChildProcess {
     /// sets `SWIFT_BACKTRACE` itself. A plugin that crashes there is expected and reported by the
     /// host with its signal; the backtracer would hold the dying process for seconds (9 s measured
     /// on two busy cores) while it symbolicates, and the item's outcome with it.
-    public static var pluginChildEnvironment: [String: String] {
+    package static var pluginChildEnvironment: [String: String] {
         var environment = ProcessInfo.processInfo.environment
         if environment["SWIFT_BACKTRACE"] == nil { environment["SWIFT_BACKTRACE"] = "enable=no" }
         return environment
@@ -67,7 +67,7 @@ public enum ChildProcess {
     ///   - outputLimit: the most bytes kept of each of standard output and standard error.
     ///   - set: the set the child belongs to while it runs: stopping the set kills it.
     /// - Throws: only when the program cannot be started.
-    public static func run(
+    package static func run(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
         currentDirectory: String? = nil, input: Data? = nil, timeout: Duration? = nil, idleTimeout: Duration? = nil,
         outputLimit: Int = 16 << 20, set: ChildProcessSet? = nil
@@ -253,8 +253,8 @@ public enum ChildProcess {
 }
 
 /// A child could not be started.
-public struct ChildProcessError: Error, CustomStringConvertible, Sendable {
-    public var description: String
+package struct ChildProcessError: Error, CustomStringConvertible, Sendable {
+    package var description: String
 }
 
 /// The children a host runs for a while (trial loads, job trials): stopping the set kills them all
@@ -301,7 +301,7 @@ extension FileHandle {
     /// Everything a pipe holds until its writers close it. Foundation's `readDataToEndOfFile`
     /// traps when a signal interrupts its read (EINTR, seen when many children exit at once);
     /// this retries.
-    public func readToEndRetryingInterrupts() -> Data {
+    package func readToEndRetryingInterrupts() -> Data {
         var data = Data()
         while true {
             let chunk = readChunkRetryingInterrupts()
@@ -312,7 +312,7 @@ extension FileHandle {
 
     /// What the pipe holds now (waiting for at least one byte), or empty data at its end; the same
     /// as `availableData`, without its trap on EINTR.
-    public func readChunkRetryingInterrupts() -> Data {
+    package func readChunkRetryingInterrupts() -> Data {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             let count = buffer.withUnsafeMutableBytes { Glibc.read(fileDescriptor, $0.baseAddress, $0.count) }
