@@ -1,4 +1,4 @@
-public import Foundation
+package import Foundation
 
 /// The messages between a host and a `shardwork worker` process that runs one job's items in
 /// isolation (`props: shardwork.isolation: process`). One JSON object per line: the host writes to

@@ -1,5 +1,5 @@
 import Foundation
-public import Logging
+package import Logging
 import Synchronization
 
 /// Tries jobs' providers in a separate process before the host makes them in its own.

@@ -1,6 +1,6 @@
 import CShardworkSupport
 import Dispatch
-public import Foundation
+package import Foundation
 import Synchronization
 
 #if canImport(Glibc)
