@@ -20,7 +20,7 @@ public enum FireSource: String, Sendable, Codable, CaseIterable {
 /// before-hooks, mark the items running (one transaction), run them on the job's executor strategy,
 /// hand failures to the error handler, clear the markers, re-run once if a fire came meanwhile
 /// (misfire), and run the after-hooks.
-public final class JobRuntime: Sendable {
+package final class JobRuntime: Sendable {
     // What an armed fire's start reads comes first, so that it shares the object's first cache
     // lines (see ``ArmedFire``).
     /// The fire state and the job as prepared now, under one lock: decisions are made by
@@ -40,7 +40,7 @@ public final class JobRuntime: Sendable {
     /// Workers of earlier preparations whose fire was running when they were replaced.
     private let retiredWorkers = Mutex<[IsolatedJobType]>([])
 
-    public var job: PreparedJob { state.withLock { $0.job } }
+    package var job: PreparedJob { state.withLock { $0.job } }
     var isolated: IsolatedJobType? { state.withLock { $0.isolated } }
 
     /// Stops the job's worker processes: the current one and any kept for a fire that ran.
@@ -121,7 +121,7 @@ public final class JobRuntime: Sendable {
         itemLoggers.withLock { $0.removeAll() }
     }
 
-    public var name: String { coordinator.paths.job }
+    package var name: String { coordinator.paths.job }
 
     // MARK: Fires
 
@@ -212,7 +212,7 @@ public final class JobRuntime: Sendable {
         if let armed = state.withLock({ $0.fires.stop() }) { services.fireBoard.remove(armed) }
     }
 
-    public var isRunning: Bool { state.withLock { $0.fires.running } }
+    package var isRunning: Bool { state.withLock { $0.fires.running } }
 
     /// Whether the job stopped on this host (removed, or the host is stopping).
     var isStopped: Bool { state.withLock { $0.fires.stopped } }

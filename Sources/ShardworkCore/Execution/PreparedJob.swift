@@ -1,33 +1,33 @@
-public import Foundation
+import Foundation
 import ShardworkSDK
 
 /// A job checked against the plugins and ready to run: its schedule parsed and its providers made.
-public final class PreparedJob: Sendable {
-    public let configuration: JobConfiguration
+package final class PreparedJob: Sendable {
+    package let configuration: JobConfiguration
     /// `nil` for a one-off job.
-    public let schedule: CronExpression?
+    package let schedule: CronExpression?
     /// The job type's instance in the host; `nil` when the items run in a worker process, which makes
     /// its own (a job type that crashes while it is made then costs the worker, not the host).
-    public let jobType: JobTypeInstance?
-    public let shardingStrategy: ShardingStrategyInstance
+    package let jobType: JobTypeInstance?
+    package let shardingStrategy: ShardingStrategyInstance
     /// How many items of one fire run at once (from the executor strategy).
-    public let threadCount: Int
-    public let errorHandler: ErrorHandlerInstance
+    package let threadCount: Int
+    package let errorHandler: ErrorHandlerInstance
     /// In the order they run: ascending `order`, ties in configuration order.
-    public let listeners: [JobListenerInstance]
-    public let itemParameters: [Int: String]
-    public let itemTimeoutSeconds: Double?
+    package let listeners: [JobListenerInstance]
+    package let itemParameters: [Int: String]
+    package let itemTimeoutSeconds: Double?
     /// Dataflow jobs: fetch and process until a fetch returns nothing.
-    public let streamingProcess: Bool
+    package let streamingProcess: Bool
     /// Set when the items run in a worker process: that process's setup.
     let isolation: WorkerMessage.Setup?
     /// Every provider the job was prepared with (job type, sharding and executor strategies, error
     /// handler, listeners), each of one plugin generation: what a hot-load of a plugin must
     /// prepare again.
-    public let providers: [RegisteredProvider]
+    package let providers: [RegisteredProvider]
 
     /// The job's name and fingerprint for the crash journal.
-    public let crashContext: CrashContext
+    package let crashContext: CrashContext
 
     init(
         configuration: JobConfiguration, schedule: CronExpression?, jobType: JobTypeInstance?,
@@ -50,10 +50,10 @@ public final class PreparedJob: Sendable {
         self.providers = providers
     }
 
-    public var name: String { configuration.jobName }
+    package var name: String { configuration.jobName }
 
     /// The job's fingerprint: its configuration and the plugin files of its providers.
-    public var fingerprint: String { crashContext.fingerprint }
+    package var fingerprint: String { crashContext.fingerprint }
 
     /// The job type's provider, as events name it.
     var jobTypeProvider: RegisteredProvider? { providers.first { $0.kind == .jobType } }
@@ -63,8 +63,8 @@ public final class PreparedJob: Sendable {
 /// schedule, item parameters and the providers its names resolve to. What a trial of the job in a
 /// separate process needs, and the fingerprint that the trial verdicts and the crash journal are
 /// kept by.
-public struct JobPlan: Sendable {
-    public let configuration: JobConfiguration
+package struct JobPlan: Sendable {
+    package let configuration: JobConfiguration
     let schedule: CronExpression?
     let itemParameters: [Int: String]
     let typeProvider: RegisteredProvider
@@ -77,9 +77,9 @@ public struct JobPlan: Sendable {
     let isolation: WorkerMessage.Setup?
     /// SHA-256 over the job type, the configuration as stored and the SHA-256 of each provider's
     /// plugin file: it changes when the configuration or a plugin the job uses does.
-    public let fingerprint: String
+    package let fingerprint: String
 
-    public var name: String { configuration.jobName }
+    package var name: String { configuration.jobName }
 
     /// Every provider, in the order ``PreparedJob/providers`` lists them.
     var providers: [RegisteredProvider] {
@@ -87,7 +87,7 @@ public struct JobPlan: Sendable {
     }
 
     /// The plugin files the job's providers come from, each once.
-    public var pluginFiles: [String] {
+    package var pluginFiles: [String] {
         var seen = Set<String>()
         return providers.map(\.plugin.path).filter { seen.insert($0).inserted }
     }
@@ -101,8 +101,8 @@ public struct JobPlan: Sendable {
 /// code to run, and ``instantiate(_:processorCount:locate:file:)`` makes the providers' instances,
 /// which runs plugin code; a host tries that second step in a separate process first
 /// (``JobTrials``).
-public enum JobCatalog {
-    public static func prepare(
+package enum JobCatalog {
+    package static func prepare(
         _ configuration: HostConfiguration, providers: ProviderRegistry,
         processorCount: Int = ProcessInfo.processInfo.activeProcessorCount, workerExecutable: String? = nil
     ) throws(HostConfigurationError) -> [PreparedJob] {
@@ -115,7 +115,7 @@ public enum JobCatalog {
         return prepared
     }
 
-    public static func prepare(
+    package static func prepare(
         _ job: JobConfiguration, providers: ProviderRegistry, processorCount: Int, workerExecutable: String? = nil,
         locate: (String) -> FilePosition? = { _ in nil }, file: String? = nil
     ) throws(HostConfigurationError) -> PreparedJob {
@@ -137,7 +137,7 @@ public enum JobCatalog {
 
     /// Checks `job` by everything that runs no plugin code: its limits, schedule, item parameters,
     /// properties the host reads and the providers its names resolve to.
-    public static func plan(
+    package static func plan(
         _ job: JobConfiguration, providers: ProviderRegistry, workerExecutable: String? = nil,
         locate: (String) -> FilePosition? = { _ in nil }, file: String? = nil
     ) throws(HostConfigurationError) -> JobPlan {
@@ -219,7 +219,7 @@ public enum JobCatalog {
     /// Makes the providers' instances for a planned job: plugin code runs here, each call under the
     /// job's crash context. With `allProviders`, the job type of an isolated job is made too (a
     /// trial tries every provider; a host leaves that one to the job's worker process).
-    public static func instantiate(
+    package static func instantiate(
         _ plan: JobPlan, processorCount: Int, allProviders: Bool = false,
         locate: (String) -> FilePosition? = { _ in nil }, file: String? = nil
     ) throws(HostConfigurationError) -> PreparedJob {

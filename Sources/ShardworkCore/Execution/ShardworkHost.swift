@@ -27,7 +27,7 @@ public final class ShardworkHost: Service, Sendable {
     public var events: HostEvents { services.events }
     /// The jobs that run on this host now, by name: those of the configuration, and jobs added to the
     /// cluster while it runs.
-    public var runtimes: [String: JobRuntime] { context.runtimes }
+    package var runtimes: [String: JobRuntime] { context.runtimes }
 
     let context: HostContext
     let adoption: JobAdoption
