@@ -199,7 +199,9 @@ struct ControlRoutes: Sendable {
     private func updateConfiguration(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let name = try job(context)
         let text = try await body(request, limit: Self.maximumConfigurationBytes)
-        let configuration = try readJob(text)
+        // A body without `jobType` (what `job config` prints: the type lives in the job's root
+        // node) keeps the job's type.
+        let configuration = try readJob(text, defaultJobType: try? await operations.jobType(of: name))
         guard configuration.jobName == name else {
             throw ControlError(
                 status: .unprocessableContent,
@@ -306,9 +308,9 @@ struct ControlRoutes: Sendable {
     }
 
     /// A job as JSON or YAML, read with the rules of the host configuration's `jobs:` entries.
-    private func readJob(_ text: String) throws -> JobConfiguration {
+    private func readJob(_ text: String, defaultJobType: String? = nil) throws -> JobConfiguration {
         do {
-            return try HostConfigurationReader.parseJob(text, source: "request body")
+            return try HostConfigurationReader.parseJob(text, source: "request body", defaultJobType: defaultJobType)
         } catch {
             if error.job == nil, error.field.isEmpty || error.message.hasPrefix("invalid YAML") {
                 throw ControlError(status: .badRequest, message: "the body is not a job in JSON or YAML: \(error.message)")

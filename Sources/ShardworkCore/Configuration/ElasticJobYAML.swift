@@ -11,28 +11,31 @@ import Yams
 /// `jobType` is not part of it: like ElasticJob's job class, it lives in the job's root node.
 public enum ElasticJobYAML {
     /// `job` as ElasticJob writes it: the fields of the `config` node sorted by name, text that may
-    /// be absent only when present, lists and `props` only when not empty.
-    public static func encode(_ job: JobConfiguration) -> String {
+    /// be absent only when present, lists and `props` only when not empty. The executor strategy goes
+    /// under `executorKey`: ElasticJob 3.0.4 reads only `jobExecutorServiceHandlerType`, 3.0.5 and
+    /// later only `jobExecutorThreadPoolSizeProviderType` (``ElasticJobExecutorKey/toWrite(stored:target:)``).
+    public static func encode(_ job: JobConfiguration, executorKey: ElasticJobExecutorKey = .threadPoolSizeProvider) -> String {
         var fields: [(String, String)] = []
         for field in JobField.all where field.isInConfigNode {
+            let key = field.key == ElasticJobExecutorKey.threadPoolSizeProvider.rawValue ? executorKey.rawValue : field.key
             switch field.value {
             case .text(let path):
-                fields.append((field.key, " " + quoted(job[keyPath: path])))
+                fields.append((key, " " + quoted(job[keyPath: path])))
             case .optionalText(let path):
-                if let value = job[keyPath: path] { fields.append((field.key, " " + quoted(value))) }
+                if let value = job[keyPath: path] { fields.append((key, " " + quoted(value))) }
             case .flag(let path):
-                fields.append((field.key, " \(job[keyPath: path])"))
+                fields.append((key, " \(job[keyPath: path])"))
             case .whole(let path):
-                fields.append((field.key, " \(job[keyPath: path])"))
+                fields.append((key, " \(job[keyPath: path])"))
             case .list(let path):
                 let values = job[keyPath: path]
                 if !values.isEmpty {
-                    fields.append((field.key, "\n" + values.map { "- " + quoted($0) }.joined(separator: "\n")))
+                    fields.append((key, "\n" + values.map { "- " + quoted($0) }.joined(separator: "\n")))
                 }
             case .properties(let path):
                 let properties = job[keyPath: path]
                 if !properties.isEmpty {
-                    fields.append((field.key, "\n" + properties.entries.map { "  " + quoted($0.key) + ": " + quoted($0.value) }.joined(separator: "\n")))
+                    fields.append((key, "\n" + properties.entries.map { "  " + quoted($0.key) + ": " + quoted($0.value) }.joined(separator: "\n")))
                 }
             case .notStored:
                 break

@@ -27,6 +27,12 @@ public enum RegistryConfiguration: Sendable, Equatable {
     case embedded
     /// A ZooKeeper ensemble shared by the hosts of a cluster.
     case zookeeper(ZooKeeperConfiguration)
+
+    /// Whose nodes must read what the host writes: the ZooKeeper setting; nobody else's with the
+    /// embedded registry, which no ElasticJob node can reach.
+    public var elasticJobCompatibility: ElasticJobCompatibility {
+        if case .zookeeper(let zookeeper) = self { zookeeper.elasticJobCompatibility } else { .none }
+    }
 }
 
 public struct PluginSettings: Sendable, Equatable {

@@ -57,15 +57,24 @@ public enum HostConfigurationReader {
         }
         if let jobs = top["jobs"] {
             configuration.jobs = try reader.jobs(jobs, locations: &configuration.locations)
+            try reader.storeTimeZones(&configuration)
         }
         return configuration
     }
 
     /// One job, as a job of the `jobs:` list is written (YAML, or JSON, which is YAML too), with the
     /// same checks and messages: what the control API and `shardwork job add` accept.
-    public static func parseJob(_ text: String, source: String? = nil) throws(HostConfigurationError) -> JobConfiguration {
+    /// `defaultJobType`: the type of a job that exists (its root node's), for a text that names
+    /// none, as `shardwork job config` prints a stored configuration (the type lives in the root node).
+    public static func parseJob(
+        _ text: String, source: String? = nil, defaultJobType: String? = nil
+    ) throws(HostConfigurationError) -> JobConfiguration {
         let reader = Reader(file: source)
-        let root = try reader.compose(text, whenEmpty: "the job is empty; it needs at least jobName, jobType and shardingTotalCount")
+        var root = try reader.compose(text, whenEmpty: "the job is empty; it needs at least jobName, jobType and shardingTotalCount")
+        if let defaultJobType, case .mapping(var mapping) = root, mapping[Node("jobType")] == nil {
+            mapping[Node("jobType")] = Node(defaultJobType)
+            root = .mapping(mapping)
+        }
         var locations: [String: FilePosition] = [:]
         return try reader.job(root, index: 0, locations: &locations, fieldPrefix: "")
     }
@@ -237,7 +246,7 @@ struct Reader {
     static let zookeeperFields = [
         "serverLists", "namespace", "sessionTimeoutMilliseconds", "connectionTimeoutMilliseconds",
         "baseSleepTimeMilliseconds", "maxSleepTimeMilliseconds", "maxRetries", "digest", "waitForServer",
-        "cancelItemsAtSessionFraction",
+        "cancelItemsAtSessionFraction", "elasticJobCompatibility",
     ]
 
     /// ElasticJob's `ZookeeperConfiguration` (reference §1.2): a 0 timeout means Curator's default.
@@ -312,6 +321,15 @@ struct Reader {
                             "must be between 0 and 1 (exclusive), so that a host stops its items before its session can expire; got \(fraction)")
             }
             configuration.cancelItemsAtSessionFraction = fraction
+        }
+        if let value = section["elasticJobCompatibility"] {
+            let text = try string(value, field: "\(prefix).elasticJobCompatibility") ?? ""
+            guard let target = ElasticJobCompatibility(rawValue: text) else {
+                throw error(value, field: "\(prefix).elasticJobCompatibility",
+                            "must be 3.0.4 (ElasticJob 3.0.4 nodes read the namespace; the default), 3.0.5 (ElasticJob 3.0.5 or later) "
+                                + "or none (no ElasticJob node reads it), got \(LogText.quoted(text))")
+            }
+            configuration.elasticJobCompatibility = target
         }
         return configuration
     }
@@ -575,6 +593,22 @@ struct Reader {
             return "is \(token.count) characters long, more than the \(HostLimits.tokenLength.upperBound) an HTTP header carries"
         }
         return nil
+    }
+
+    /// Each job's time zone as the namespace's ElasticJob nodes read it
+    /// (``ElasticJobCompatibility/storedTimeZone(_:now:)``): a tz-database name whose offset no
+    /// longer changes becomes its GMT offset; one with daylight saving time is refused, at its line.
+    func storeTimeZones(_ configuration: inout HostConfiguration) throws(HostConfigurationError) {
+        let target = configuration.registry.elasticJobCompatibility
+        for index in configuration.jobs.indices {
+            do {
+                configuration.jobs[index].timeZone = try target.storedTimeZone(configuration.jobs[index].timeZone)
+            } catch {
+                throw HostConfigurationError(
+                    file: file, location: configuration.locations["jobs[\(index)].timeZone"], job: configuration.jobs[index].jobName,
+                    field: "timeZone", message: error.description)
+            }
+        }
     }
 
     func jobs(_ node: Node, locations: inout [String: FilePosition]) throws(HostConfigurationError) -> [JobConfiguration] {

@@ -25,6 +25,9 @@ public struct ZooKeeperConfiguration: Sendable, Equatable {
     /// timeout, the host asks its running items to stop and starts no new one, before the session
     /// can expire and another host be handed its items. Between 0 and 1.
     public var cancelItemsAtSessionFraction = 0.5
+    /// Shardwork's own: the ElasticJob version whose nodes must be able to read what this host writes
+    /// into the namespace (the executor key's spelling, time zones as GMT offsets).
+    public var elasticJobCompatibility: ElasticJobCompatibility = .default
 
     public init(serverLists: String, namespace: String) {
         self.serverLists = serverLists

@@ -48,11 +48,42 @@ package final class JobCoordinator: Sendable {
     /// Where the coordinator publishes what it decided for this instance (its election).
     let events: HostEvents?
 
-    package init(registry: any RegistryCenter, job: String, instance: JobInstance, events: HostEvents? = nil) {
+    /// Whose nodes must read the configuration this coordinator writes (the executor key's spelling
+    /// for a job that has none stored yet).
+    let compatibility: ElasticJobCompatibility
+
+    package init(
+        registry: any RegistryCenter, job: String, instance: JobInstance, events: HostEvents? = nil,
+        compatibility: ElasticJobCompatibility = .none
+    ) {
         self.registry = registry
         self.paths = JobNodePath(job: job)
         self.instance = instance
         self.events = events
+        self.compatibility = compatibility
+    }
+
+    /// The job's root node: its type as the registry has it. A stored type that names the same type
+    /// in another case (ElasticJob's `SCRIPT` for `script`) is the job's, and is never rewritten: a
+    /// Java node reads it. Writes the local type when there is none.
+    private func ensureJobType(_ local: JobConfiguration, write: Bool) async throws {
+        if let existingType = try await registry.string(paths.root), !existingType.isEmpty {
+            guard JobTypeName.matches(existingType, local.jobType) else {
+                throw JobRegistrationError(
+                    job: paths.job,
+                    message: "the registry already has this job with job type '\(existingType)', "
+                        + "but this host configures job type '\(local.jobType)'; rename one of them or change the type")
+            }
+        } else if write {
+            try await registry.put(paths.root, local.jobType)
+        }
+    }
+
+    /// Writes `local` as the job's configuration, with the executor key spelled as the stored
+    /// configuration spells it (or as the compatibility target does, for a job without one).
+    private func writeConfiguration(_ local: JobConfiguration) async throws {
+        let stored = try await registry.textIfPresent(paths.config)?.text
+        try await registry.put(paths.config, ElasticJobYAML.encode(local, executorKey: .toWrite(stored: stored, target: compatibility)))
     }
 
     // MARK: Registration
@@ -69,24 +100,17 @@ package final class JobCoordinator: Sendable {
     package func register(_ local: JobConfiguration, rejoining: Bool = false) async throws -> JobConfiguration {
         let job = paths.job
         defer { cache.invalidate() }
-        if let existingType = try await registry.string(paths.root), !existingType.isEmpty, existingType != local.jobType {
-            throw JobRegistrationError(
-                job: job,
-                message: "the registry already has this job with job type '\(existingType)', "
-                    + "but this host configures job type '\(local.jobType)'; rename one of them or change the type")
-        }
+        try await ensureJobType(local, write: !rejoining)
         let hasStoredConfiguration = try await registry.exists(paths.config, watch: nil) != nil
         if rejoining {
             guard hasStoredConfiguration else {
                 throw JobRegistrationError(job: job, message: "the job is no longer in the registry (it was removed)")
             }
-        } else {
-            try await registry.put(paths.root, local.jobType)
         }
 
         var effective = local
         if !rejoining && (local.overwrite || !hasStoredConfiguration) {
-            try await registry.put(paths.config, ElasticJobYAML.encode(local))
+            try await writeConfiguration(local)
         } else if let stored = try await registry.string(paths.config) {
             do {
                 effective = try ElasticJobYAML.decode(stored, jobType: local.jobType, job: job)
@@ -127,16 +151,10 @@ package final class JobCoordinator: Sendable {
     /// node holds its type, and the local configuration is written to `config` if there is none (or
     /// with `overwrite`). Returns the version of the configuration now stored.
     package func registerConfiguration(_ local: JobConfiguration) async throws -> Int32? {
-        if let existingType = try await registry.string(paths.root), !existingType.isEmpty, existingType != local.jobType {
-            throw JobRegistrationError(
-                job: paths.job,
-                message: "the registry already has this job with job type '\(existingType)', "
-                    + "but this host configures job type '\(local.jobType)'; rename one of them or change the type")
-        }
-        try await registry.put(paths.root, local.jobType)
+        try await ensureJobType(local, write: true)
         let stored = try await registry.exists(paths.config, watch: nil)
         if local.overwrite || stored == nil {
-            try await registry.put(paths.config, ElasticJobYAML.encode(local))
+            try await writeConfiguration(local)
         }
         return try await registry.exists(paths.config, watch: nil)?.version
     }

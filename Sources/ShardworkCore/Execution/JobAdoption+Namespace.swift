@@ -88,7 +88,9 @@ extension JobAdoption {
                 continue
             }
             do {
-                _ = try await JobCoordinator(registry: registry, job: job.jobName, instance: services.instance).registerConfiguration(job)
+                _ = try await JobCoordinator(
+                    registry: registry, job: job.jobName, instance: services.instance,
+                    compatibility: configuration.registry.elasticJobCompatibility).registerConfiguration(job)
                 if dynamic {
                     try await registry.createIfAbsent(JobNodePath(job: job.jobName).dynamic, data: [UInt8](utf8: record.json))
                 }

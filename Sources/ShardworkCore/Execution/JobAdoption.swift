@@ -196,7 +196,9 @@ final class JobAdoption: Sendable {
             return
         }
         let runtime = JobRuntime(
-            job: prepared, coordinator: JobCoordinator(registry: registry, job: name, instance: services.instance, events: services.events),
+            job: prepared, coordinator: JobCoordinator(
+                registry: registry, job: name, instance: services.instance, events: services.events,
+                compatibility: configuration.registry.elasticJobCompatibility),
             services: services)
         let inserted = context.table.withLock { table -> Bool in
             guard table[name] == nil else { return false }
@@ -284,7 +286,8 @@ final class JobAdoption: Sendable {
     /// to the registry as at any start (so that the cluster knows the job, and `job status` shows
     /// why this host does not run it), without an instance of this host.
     func setAsideBeforeRegistration(_ job: JobConfiguration, reason: String) async {
-        let coordinator = JobCoordinator(registry: registry, job: job.jobName, instance: services.instance)
+        let coordinator = JobCoordinator(
+            registry: registry, job: job.jobName, instance: services.instance, compatibility: configuration.registry.elasticJobCompatibility)
         do {
             let version = try await coordinator.registerConfiguration(job)
             await markIncapable(job.jobName, reason: reason, version: version)

@@ -106,7 +106,9 @@ public final class ShardworkHost: Service, Sendable {
         var runtimes: [String: JobRuntime] = [:]
         for job in jobs {
             runtimes[job.name] = JobRuntime(
-                job: job, coordinator: JobCoordinator(registry: registry, job: job.name, instance: instance, events: services.events),
+                job: job, coordinator: JobCoordinator(
+                    registry: registry, job: job.name, instance: instance, events: services.events,
+                    compatibility: configuration.registry.elasticJobCompatibility),
                 services: services)
         }
         context = HostContext(
@@ -206,7 +208,10 @@ public final class ShardworkHost: Service, Sendable {
     }
 
     /// The operation APIs over this host's registry: with ZooKeeper they act on the whole cluster.
-    public var operations: ClusterOperations { ClusterOperations(registry: registry, logger: context.logger, events: services.events) }
+    public var operations: ClusterOperations {
+        ClusterOperations(
+            registry: registry, logger: context.logger, events: services.events, compatibility: configuration.registry.elasticJobCompatibility)
+    }
 
     // MARK: Jobs this host cannot run
 

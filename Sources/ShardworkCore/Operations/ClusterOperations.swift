@@ -19,6 +19,8 @@ public final class ClusterOperations: Sendable {
     private let now: @Sendable () -> Date
     /// The event stream of the host serving the operations, if one does.
     private let events: HostEvents?
+    /// Whose nodes must read the configurations written here (time zones, the executor key).
+    private let compatibility: ElasticJobCompatibility
 
     /// How many times a write planned from a read is planned again when a concurrent change to the
     /// nodes it depends on made it fail.
@@ -32,14 +34,17 @@ public final class ClusterOperations: Sendable {
     ///   - registry: the cluster's registry (for ZooKeeper, in the cluster's namespace).
     ///   - now: the clock that dates jobs added with ``addJob(_:addedBy:)``.
     ///   - events: where operations that changed the cluster are published (a host's stream).
+    ///   - compatibility: the ElasticJob version whose nodes must read the configurations written
+    ///     (`registry.zookeeper.elasticJobCompatibility`).
     public init(
         registry: any RegistryCenter, logger: Logger = Logger(label: "shardwork.operations"),
-        now: @escaping @Sendable () -> Date = Date.init, events: HostEvents? = nil
+        now: @escaping @Sendable () -> Date = Date.init, events: HostEvents? = nil, compatibility: ElasticJobCompatibility = .none
     ) {
         self.registry = registry
         self.logger = logger
         self.now = now
         self.events = events
+        self.compatibility = compatibility
     }
 
     /// An operation changed the cluster: its event, on the host's stream.
@@ -317,6 +322,15 @@ public final class ClusterOperations: Sendable {
 
     // MARK: Configuration
 
+    /// The job's type, as its root node holds it (ElasticJob's job class or type name).
+    public func jobType(of name: String) async throws(OperationError) -> String {
+        let paths = try jobPaths(name)
+        return try await perform("reading the job type", job: name) {
+            guard let root = try await registry.textIfPresent(paths.root) else { throw Self.noSuchJob(name) }
+            return root.text
+        }
+    }
+
     /// The job's configuration as stored: ElasticJob's `getJobConfiguration`, plus the text and
     /// the version to update it against.
     public func configuration(of name: String) async throws(OperationError) -> StoredJobConfiguration {
@@ -346,13 +360,16 @@ public final class ClusterOperations: Sendable {
             guard let root = try await registry.textIfPresent(paths.root), let stored = try await registry.textIfPresent(paths.config) else {
                 throw OperationError.notFound(job: name, "no job named '\(name)' to update; add it with `addJob`, or check the name with `jobs`")
             }
-            guard configuration.jobType == root.text else {
+            guard JobTypeName.matches(root.text, configuration.jobType) else {
                 throw OperationError.invalid(
                     job: name, field: "jobType",
                     "the job's type is '\(root.text)' and cannot be changed to '\(configuration.jobType)' by an update "
                         + "(hosts run the job by the type in \(paths.root)); keep '\(root.text)', or remove the job and add it again")
             }
-            let (yaml, checked) = try Self.validated(configuration)
+            // The stored type's spelling (ElasticJob's `SCRIPT`) stays, as the root node keeps it.
+            var configuration = configuration
+            configuration.jobType = root.text
+            let (yaml, checked) = try Self.validated(configuration, compatibility: compatibility, stored: stored.text)
             let version = expectedVersion ?? stored.stat.version
             let results: [RegistryOperationResult]
             do throws(RegistryError) {
@@ -395,7 +412,7 @@ public final class ClusterOperations: Sendable {
         guard !addedBy.trimmed.isEmpty else {
             throw .invalid(job: name, field: "addedBy", "say who adds the job (a user or tool name), for the record in \(paths.dynamic)")
         }
-        let (yaml, checked) = try Self.validated(configuration)
+        let (yaml, checked) = try Self.validated(configuration, compatibility: compatibility, stored: nil)
         let record = DynamicJobRecord(addedBy: addedBy, addedAt: now().formatted(.iso8601))
         let exists = OperationError.conflict(
             job: name, "a job named '\(name)' exists already; change it with `updateConfiguration`, or remove it first with `removeJob`")
@@ -544,11 +561,21 @@ public final class ClusterOperations: Sendable {
 
     /// The configuration checked by the code that reads a host's file (through ElasticJob's YAML,
     /// exactly as hosts will read it from the registry), and its cron expression and time zone
-    /// parsed as the host parses them. Returns the YAML to store and the configuration as hosts
-    /// will read it.
-    static func validated(_ configuration: JobConfiguration) throws(OperationError) -> (yaml: String, configuration: JobConfiguration) {
+    /// parsed as the host parses them. Written for `compatibility`'s nodes: the time zone as they
+    /// read it (a GMT offset; refused when none is exact), the executor key as `stored` (the
+    /// configuration there now) spells it, or as the target does. Returns the YAML to store and the
+    /// configuration as hosts will read it.
+    static func validated(
+        _ configuration: JobConfiguration, compatibility: ElasticJobCompatibility = .none, stored: String? = nil
+    ) throws(OperationError) -> (yaml: String, configuration: JobConfiguration) {
         let name = configuration.jobName
-        let yaml = ElasticJobYAML.encode(configuration)
+        var configuration = configuration
+        do {
+            configuration.timeZone = try compatibility.storedTimeZone(configuration.timeZone)
+        } catch {
+            throw .invalid(job: name, field: "timeZone", error.description)
+        }
+        let yaml = ElasticJobYAML.encode(configuration, executorKey: .toWrite(stored: stored, target: compatibility))
         let checked: JobConfiguration
         do {
             checked = try ElasticJobYAML.decode(yaml, jobType: configuration.jobType, job: name)

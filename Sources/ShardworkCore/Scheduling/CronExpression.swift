@@ -99,7 +99,7 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
 
     /// Seconds east of GMT for Java's custom zone ids: `GMT` then a sign, then `h`, `hh`, `hhmm`
     /// or `h[h]:mm`, hours at most 23 and minutes at most 59.
-    private static func javaCustomOffset(_ name: String) -> Int? {
+    static func javaCustomOffset(_ name: String) -> Int? {
         let scalars = Array(name.unicodeScalars)
         guard scalars.count >= 5, String(String.UnicodeScalarView(scalars[0..<3])) == "GMT" else { return nil }
         let sign: Int
