@@ -299,12 +299,11 @@ struct ClusterProcessTests {
         await cluster.stop("127.0.0.12")
         let afterFire = await cluster.waitForFireAndTime(of: "split", after: left + 1000) { $0.count == 2 && coversOnce($0, total: 6) }
         #expect(afterFire.map { Set($0.items.keys) } == ["127.0.0.11", "127.0.0.13"], "\(cluster.logs())")
-        // No fire ran an item twice, but for the instants of the two changes of membership. Hosts
-        // fire an instant each on its own: a host that fires it late, after the resharding, runs
-        // it under the new assignment while another ran it before, under the old one (as in
-        // ElasticJob; docs/registry-layout.md, "Sharding"). Seen once, under the full suite's load.
-        let changes = [(joined - 1000, threeFire?.fire ?? .max), (left - 1000, afterFire?.fire ?? .max)]
-        for fire in cluster.fires(of: "split") where !changes.contains(where: { $0.0 < fire.fire && fire.fire < $0.1 }) {
+        // No fire ever ran an item twice, the instants of the changes of membership included: a host
+        // that fires an instant late, after a host that ran it left, runs it under the assignment
+        // in force at it (docs/registry-layout.md, "Sharding"). Under the full suite's load this
+        // once failed at the leave, before the flag's time decided which fire it is for.
+        for fire in cluster.fires(of: "split") {
             let items = fire.items.values.flatMap { $0 }
             #expect(items.count == Set(items).count, "fire \(fire.fire) ran an item twice: \(fire.items)\n\(cluster.logs())")
         }

@@ -3,6 +3,7 @@ import Logging
 import ShardworkCore
 import ShardworkSDK
 import ShardworkTestSupport
+import Synchronization
 import Testing
 
 /// Several hosts, each with its own session on one embedded registry server, sharing a manual
@@ -12,6 +13,17 @@ import Testing
 final class ClusterHarness: Sendable {
     static let start = HostHarness.start
     let clock = ManualClock(now: ClusterHarness.start, monotonic: .manual)
+    /// How far the registry's clock (its nodes' creation times) runs ahead of the hosts' clock, in
+    /// milliseconds.
+    let registryClockAhead = Offset()
+
+    final class Offset: Sendable {
+        private let milliseconds = Atomic<Int64>(0)
+        var value: Int64 {
+            get { milliseconds.load(ordering: .relaxed) }
+            set { milliseconds.store(newValue, ordering: .relaxed) }
+        }
+    }
     let server: EmbeddedRegistryServer
     let providers = ProviderRegistry()
     let plugins: TemporaryDirectory
@@ -44,7 +56,8 @@ final class ClusterHarness: Sendable {
         let report = PluginLoader(logger: CapturedLog().logger()).loadAll(PluginSearchPath(directories: [plugins.path]), into: providers)
         guard report.refused.isEmpty else { throw TestSetupError("plugins refused: \(report.refused)") }
         let clock = self.clock
-        server = EmbeddedRegistryServer(clock: { clock.now() })
+        let ahead = registryClockAhead
+        server = EmbeddedRegistryServer(clock: { clock.now() + ahead.value })
         var hosts: [Member] = []
         for number in 1...count {
             hosts.append(try await Self.member(number, yaml: yaml, server: server, providers: providers, clock: clock))
@@ -159,6 +172,35 @@ struct ClusterTests {
         #expect(cluster.items(of: cluster.hosts[1], job: "orders", fire: 3) == [2, 3], "\(cluster.hosts[1].events.kinds())")
         #expect(cluster.items(of: cluster.hosts[0], job: "orders", fire: 3) == [4, 5], "\(cluster.hosts[0].events.kinds())")
         await newcomer.host.shutdown()
+        for member in remaining { await member.host.shutdown() }
+    }
+
+    @Test("a membership change flagged after an instant (by the registry's clock) is for the next fire: the instant runs under the assignment in force at it, never under two")
+    func flagAfterInstant() async throws {
+        let cluster = try await ClusterHarness(Self.job, hosts: 3)
+        try await cluster.startAll()
+        cluster.advance(toSecond: 1)
+        await cluster.waitForFires("orders", count: 1)
+        #expect(cluster.items(of: cluster.hosts[2], job: "orders", fire: 1) == [0, 1])
+        // Host 3 leaves; the registry dates the flag half a second after :02, as when a host that
+        // ran :02 leaves and the others fire :02 late.
+        cluster.registryClockAhead.value = 1_500
+        await cluster.hosts[2].host.shutdown()
+        await cluster.waitForReshardingFlag("orders")
+        cluster.registryClockAhead.value = 0
+        let remaining = Array(cluster.hosts[0...1])
+        cluster.advance(toSecond: 2)
+        await cluster.waitForFires("orders", count: 2, on: remaining)
+        // :02 as assigned at :02: the items of the host that left wait; nobody runs them twice.
+        #expect(cluster.items(of: cluster.hosts[1], job: "orders", fire: 2) == [2, 3])
+        #expect(cluster.items(of: cluster.hosts[0], job: "orders", fire: 2) == [4, 5])
+        func shardings() -> Int { remaining.map { $0.events.count { if case .sharded = $0 { true } else { false } } }.reduce(0, +) }
+        let before = shardings()
+        cluster.advance(toSecond: 3)
+        await cluster.waitForFires("orders", count: 3, on: remaining)
+        #expect(cluster.items(of: cluster.hosts[1], job: "orders", fire: 3) == [0, 1, 2])
+        #expect(cluster.items(of: cluster.hosts[0], job: "orders", fire: 3) == [3, 4, 5])
+        #expect(shardings() == before + 1, "resharded at :03, once")
         for member in remaining { await member.host.shutdown() }
     }
 

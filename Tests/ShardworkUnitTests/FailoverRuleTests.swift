@@ -15,6 +15,23 @@ struct FailoverRuleTests {
         return snapshot
     }
 
+    @Test("a fire shards first only when the flag was raised at or before its instant (by the registry's clock), and there is someone to shard over")
+    func shardingForFire() {
+        var snapshot = snapshot()
+        #expect(!CoordinationRules.needsSharding(snapshot, forFireAt: 2_000), "no flag")
+        snapshot.reshardingNecessary = true
+        #expect(CoordinationRules.needsSharding(snapshot, forFireAt: 2_000), "a flag of unknown time counts as raised before")
+        snapshot.reshardingFlaggedAt = 1_500
+        #expect(CoordinationRules.needsSharding(snapshot, forFireAt: 2_000))
+        snapshot.reshardingFlaggedAt = 2_000
+        #expect(CoordinationRules.needsSharding(snapshot, forFireAt: 2_000), "raised at the instant: for it")
+        snapshot.reshardingFlaggedAt = 2_001
+        #expect(!CoordinationRules.needsSharding(snapshot, forFireAt: 2_000), "raised after the instant: for the next fire")
+        #expect(CoordinationRules.needsSharding(snapshot, forFireAt: 3_000))
+        snapshot.instances = [:]
+        #expect(!CoordinationRules.needsSharding(snapshot, forFireAt: 3_000), "nobody to shard over")
+    }
+
     @Test("only running items of instances that are gone fail over; owned ones wait for the resharding")
     func onlyRunningItems() {
         var snapshot = snapshot()

@@ -25,6 +25,11 @@ extension JobSnapshot {
         }
         let leaderSharding = try await reader.children(paths.leaderSharding)
         snapshot.reshardingNecessary = leaderSharding.contains("necessary")
+        if snapshot.reshardingNecessary {
+            // Read only while the flag is up: when it was raised decides which fires it is for.
+            snapshot.reshardingFlaggedAt = try await reader.exists(paths.reshardingNecessary)?.createdTime
+            snapshot.reshardingNecessary = snapshot.reshardingFlaggedAt != nil
+        }
         snapshot.shardingProcessing = leaderSharding.contains("processing")
         for id in try await reader.children(paths.instances) {
             // Watched: a value another tool writes is seen (and written back by its host) at once.

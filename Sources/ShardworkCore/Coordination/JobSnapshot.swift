@@ -32,6 +32,9 @@ package struct JobSnapshot: Sendable, Equatable {
     /// does not was written by another tool and outlives any host.
     package var leaderIsEphemeral = true
     package var reshardingNecessary = false
+    /// When the resharding flag was created, by the registry's clock (epoch milliseconds): the
+    /// flag applies to fires of later instants only (``CoordinationRules/needsSharding(_:forFireAt:)``).
+    package var reshardingFlaggedAt: Int64?
     package var shardingProcessing = false
     /// Live instances by id (children of `instances/`).
     package var instances: [String: JobInstance] = [:]
@@ -95,6 +98,17 @@ package enum CoordinationRules {
     /// Sharding happens at a fire when the flag is set and there is someone to shard over.
     package static func needsSharding(_ snapshot: JobSnapshot) -> Bool {
         snapshot.reshardingNecessary && !availableInstances(snapshot).isEmpty
+    }
+
+    /// Whether the fire of the instant `fireTime` shards first: only when the flag was raised before
+    /// that instant (by the registry's clock, the same for every host). An instant is run under the
+    /// assignment in force at it: every host fires it on its own clock, and one that fires it late,
+    /// after a membership change, must not run new items for it while another host ran the old ones
+    /// (an item would run twice for one instant). A flag raised after the instant is for the next
+    /// fire; one of unknown time is taken as raised before.
+    package static func needsSharding(_ snapshot: JobSnapshot, forFireAt fireTime: Int64) -> Bool {
+        guard needsSharding(snapshot) else { return false }
+        return snapshot.reshardingFlaggedAt.map { $0 <= fireTime } ?? true
     }
 
     /// Items of `0..<total` assigned to `instance`; none when its server is not available.

@@ -16,7 +16,7 @@ extension JobRuntime {
     /// is no leader, this instance takes part in an election. Gives up when the assignment did not
     /// settle within ``shardingWait`` (ElasticJob waits forever there, and a stuck item or a stale
     /// marker stops every instance of the job), or when the job stops here meanwhile.
-    func awaitSharding(_ first: JobSnapshot, job: PreparedJob) async throws -> ShardingWait {
+    func awaitSharding(_ first: JobSnapshot, job: PreparedJob, fireTime: Int64) async throws -> ShardingWait {
         let total = job.configuration.shardingTotalCount
         let me = services.instance
         let clock = services.clock
@@ -24,7 +24,8 @@ extension JobRuntime {
         var snapshot = first
         // The cache's generation when `snapshot` was read, or older: a change since wakes the wait.
         var generation = coordinator.cacheGeneration
-        while CoordinationRules.needsSharding(snapshot) {
+        // A flag raised again after the fire's instant is for a later fire (``CoordinationRules/needsSharding(_:forFireAt:)``).
+        while CoordinationRules.needsSharding(snapshot, forFireAt: fireTime) {
             if snapshot.leader == nil, CoordinationRules.isServerAvailable(snapshot, ip: me.serverIP) {
                 try await coordinator.electLeader()
                 snapshot = try await coordinator.snapshot()

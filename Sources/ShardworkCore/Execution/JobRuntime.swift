@@ -328,8 +328,8 @@ package final class JobRuntime: Sendable {
             }
 
             var snapshot = try await coordinator.snapshot()
-            if CoordinationRules.needsSharding(snapshot) {
-                switch try await awaitSharding(snapshot, job: job) {
+            if CoordinationRules.needsSharding(snapshot, forFireAt: fireTime) {
+                switch try await awaitSharding(snapshot, job: job, fireTime: fireTime) {
                 case .settled(let settled):
                     snapshot = settled
                 case .timedOut:
