@@ -44,5 +44,8 @@ struct HistoryService: Service {
         await writer.run(subscription)
         _ = await writer.finish(within: flushLimit)
         await writer.store.close()
+        // Returns when the group asks it to, last: one that ended on its own while the group was
+        // shutting another service down would be taken for a failure (see MetricsService).
+        try? await gracefulShutdown()
     }
 }

@@ -216,5 +216,9 @@ struct MetricsService: Service {
 
     func run() async throws {
         await metrics.run(subscription)
+        // Its events end with the host; it returns when the group asks it to, after the host. A
+        // service that returned on its own while the group was shutting the host down would be
+        // taken for one that ended unexpectedly, and `shardwork run` exit 1 at a SIGTERM.
+        try? await gracefulShutdown()
     }
 }

@@ -81,7 +81,8 @@ extension RunCommandTests {
         let figures = try JSONDecoder().decode(HistoryFigures.self, from: Data(figuresAnswer.body.utf8))
         #expect(figures.database == "sqlite \(directory.file("history.sqlite"))")
         #expect(figures.rowsWritten >= 4 && figures.rowsDropped == 0 && figures.eventsDropped == 0 && figures.queueCapacity == 100_000, "\(figures)")
-        #expect(await host.stop() == 0)
+        let status = await host.stop()
+        #expect(status == 0, "exit status \(status); its log ends:\n\(host.output.suffix(3000))")
 
         // Without a tracing: section the routes answer 503, naming the setting.
         let plainDirectory = try TemporaryDirectory()

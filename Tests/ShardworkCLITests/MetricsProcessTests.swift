@@ -134,7 +134,8 @@ struct MetricsProcessTests {
 
         let labels = Set(try await prometheus.series(#"{__name__=~"shardwork_.*"}"#).flatMap { Array($0.keys) })
         #expect(labels.isSubset(of: allowedLabels), "labels beyond the documented ones: \(labels.subtracting(allowedLabels))")
-        #expect(await host.stop() == 0)
+        let status = await host.stop()
+        #expect(status == 0, "exit status \(status); its log ends:\n\(host.output.suffix(3000))")
     }
 
     @Test("a host paused with SIGSTOP counts the instants it missed, and Prometheus sees it down meanwhile")
@@ -164,7 +165,8 @@ struct MetricsProcessTests {
         #expect(try await prometheus.value(#"min_over_time(up{job="shardwork"}[1m])"#) == 0)
         let before = try await prometheus.value(#"sum(shardwork_fires_total{job_name="tick"})"#) ?? 0
         #expect(await waitUntil { ((try? await prometheus.value(#"sum(shardwork_fires_total{job_name="tick"})"#)) ?? 0) >= before + 2 })
-        #expect(await host.stop() == 0)
+        let status = await host.stop()
+        #expect(status == 0, "exit status \(status); its log ends:\n\(host.output.suffix(3000))")
     }
 
     @Test("readiness goes false when ZooKeeper stops and true when it returns; the registry's requests and session changes are counted")
@@ -258,6 +260,7 @@ struct MetricsProcessTests {
         // sum, count; item duration: 8 and +Inf, sum, count), the next-fire gauge; the leader's
         // resharding and election on top.
         #expect(series.count < 1000 * 45, "\(series.count) series")
-        #expect(await host.stop() == 0)
+        let status = await host.stop()
+        #expect(status == 0, "exit status \(status); its log ends:\n\(host.output.suffix(3000))")
     }
 }
