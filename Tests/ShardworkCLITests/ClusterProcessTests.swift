@@ -333,6 +333,26 @@ struct ClusterProcessTests {
         await cluster.stopAll()
     }
 
+    @Test("ElasticJob's shutdown, on ZooKeeper: an instance node deleted by another client stops the job on that host, whose session lives on; the other host takes every item")
+    func instanceNodeDeletedByAnotherClient() async throws {
+        let cluster = try await Cluster(ensemble: try await SharedZooKeeper.ensemble())
+        let job = cluster.job("elastic")
+        try cluster.start("127.0.0.11", jobs: job)
+        let target = try cluster.start("127.0.0.12", jobs: job)
+        #expect(await cluster.waitForFire(of: "elastic") { $0.count == 2 && coversOnce($0, total: 6) } != nil, "\(cluster.logs())")
+        let deleted = now()
+        // What ElasticJob's JobOperateAPI.shutdown does.
+        try await cluster.observer.delete("/elastic/instances/\(target.instanceID)", version: nil)
+        let alone = await cluster.waitForFire(of: "elastic", after: deleted + 2000) { $0.count == 1 && coversOnce($0, total: 6) }
+        #expect(alone.map { Array($0.keys) } == ["127.0.0.11"], "\(cluster.logs())")
+        // The host lives on (its process and session), but runs the job no more and does not come back.
+        try await Task.sleep(for: .seconds(2))
+        #expect(await cluster.instances("elastic") == [cluster.hosts["127.0.0.11"].map(\.instanceID) ?? ""], "\(cluster.logs())")
+        #expect(cluster.fires(of: "elastic", after: deleted + 3000).allSatisfy { $0.items["127.0.0.12"] == nil })
+        #expect(kill(target.pid, 0) == 0, "the host process lives on")
+        await cluster.stopAll()
+    }
+
     @Test("trigger runs a job once on every instance")
     func trigger() async throws {
         let cluster = try await Cluster(ensemble: try await SharedZooKeeper.ensemble())

@@ -269,17 +269,27 @@ struct ClusterTests {
         await cluster.shutdownAll()
     }
 
-    @Test("an instance node deleted by someone else is written again, not taken for a shutdown")
+    @Test("an instance node deleted by another client while the host's session lives is ElasticJob's shutdown: the job stops there, the others take its items")
     func instanceNodeDeleted() async throws {
-        let cluster = try await ClusterHarness(Self.job, hosts: 1)
+        let cluster = try await ClusterHarness(Self.job, hosts: 2)
         try await cluster.startAll()
-        let member = cluster.hosts[0]
-        let peer = cluster.server.connect()
-        try await peer.delete("/orders/instances/\(member.instance.id)", version: nil)
-        #expect(await eventually { (try? await peer.exists("/orders/instances/\(member.instance.id)", watch: nil)) != nil })
         cluster.advance(toSecond: 1)
         await cluster.waitForFires("orders", count: 1)
-        #expect(cluster.items(of: member, job: "orders", fire: 1) == [0, 1, 2, 3, 4, 5])
+        let target = cluster.hosts[1]
+        let peer = cluster.server.connect()
+        // What ElasticJob's JobOperateAPI.shutdown does.
+        try await peer.delete("/orders/instances/\(target.instance.id)", version: nil)
+        #expect(await target.events.waitFor {
+            $0 == .jobStopped(job: "orders", reason: "shut down: its instance node was deleted by another client (ElasticJob's shutdown)")
+        })
+        #expect(!target.host.isActive("orders"))
+        #expect(try await peer.exists("/orders/instances/\(target.instance.id)", watch: nil) == nil, "not written again")
+        await cluster.waitForReshardingFlag("orders")
+        cluster.advance(toSecond: 2)
+        await cluster.waitForFires("orders", count: 2, on: [cluster.hosts[0]])
+        #expect(cluster.items(of: cluster.hosts[0], job: "orders", fire: 2) == [0, 1, 2, 3, 4, 5])
+        #expect(target.events.fireEnds("orders").count == 1, "the stopped host fired no more")
+        await peer.close()
         await cluster.shutdownAll()
     }
 

@@ -41,7 +41,7 @@ struct ClusterSyncTests {
             let step = ClusterSync.nextStep(snapshot, context, progress)
             steps.append(step)
             switch step {
-            case .done, .configurationGone, .shutDown: return steps
+            case .done, .configurationGone, .shutDown, .instanceDeleted: return steps
             case .takeTrigger: progress.triggerTaken = true
             case .registerInstance, .rewriteInstance: progress.instanceChecked = true
             case .removeStrayLeader: progress.strayLeaderChecked = true
@@ -81,7 +81,20 @@ struct ClusterSyncTests {
         #expect(Self.steps(snapshot, Self.context()) == [.shutDown])
     }
 
-    @Test("a trigger is taken once; a missing instance node is written again, never taken for a shutdown")
+    @Test("an instance node gone within the session that wrote it was deleted by another client: ElasticJob's shutdown, which ends the look")
+    func instanceDeleted() {
+        var snapshot = Self.snapshot()
+        snapshot.instances[Self.me.id] = nil
+        var context = Self.context()
+        context.instanceSession = 7
+        context.session = 7
+        #expect(Self.steps(snapshot, context) == [.instanceDeleted])
+        // After an expiry (another session now) it is written again.
+        context.session = 8
+        #expect(Self.steps(snapshot, context).first == .registerInstance)
+    }
+
+    @Test("a trigger is taken once; a missing instance node of an earlier session is written again")
     func triggerAndInstance() {
         var snapshot = Self.snapshot()
         snapshot.triggerRequested = true

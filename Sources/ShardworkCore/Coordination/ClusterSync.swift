@@ -19,11 +19,17 @@ package enum ClusterSync {
         package var shardingTotalCount: Int
         /// Failover with monitorExecution: crashed instances' running items are looked for.
         package var failsOver: Bool
+        /// The registry session in which this host wrote its instance node, and the session now: a
+        /// node gone within the session that wrote it was deleted by another client.
+        package var instanceSession: Int64?
+        package var session: Int64?
 
         package init(
             me: JobInstance, configCreated: Int64?, appliedConfigVersion: Int32?, membership: [String]?, staticSharding: Bool,
-            shardingTotalCount: Int, failsOver: Bool
+            shardingTotalCount: Int, failsOver: Bool, instanceSession: Int64? = nil, session: Int64? = nil
         ) {
+            self.instanceSession = instanceSession
+            self.session = session
             self.me = me
             self.configCreated = configCreated
             self.appliedConfigVersion = appliedConfigVersion
@@ -69,8 +75,11 @@ package enum ClusterSync {
         case shutDown
         /// A trigger for this instance: take it and run the job once.
         case takeTrigger
-        /// This instance's node is missing: write it again (its deletion is never a shutdown).
+        /// This instance's node is missing after a new session (the old one took it): write it again.
         case registerInstance
+        /// This instance's node was deleted by another client while the session that wrote it
+        /// lives: ElasticJob's shutdown of the job on this instance (`JobOperateAPI.shutdown`).
+        case instanceDeleted
         /// This instance's node holds another value: write this instance's own again.
         case rewriteInstance(found: String)
         /// A leader node that no session owns and no live instance is: remove it.
@@ -97,7 +106,10 @@ package enum ClusterSync {
         if snapshot.shutdownRequested { return .shutDown }
         if snapshot.triggerRequested && !progress.triggerTaken { return .takeTrigger }
         if !progress.instanceChecked {
-            if snapshot.instances[me.id] == nil { return .registerInstance }
+            if snapshot.instances[me.id] == nil {
+                let sameSession = context.instanceSession != nil && context.instanceSession == context.session
+                return sameSession ? .instanceDeleted : .registerInstance
+            }
             if let value = snapshot.unexpectedInstanceValues[me.id] { return .rewriteInstance(found: value) }
         }
         if !progress.strayLeaderChecked, let leader = snapshot.leader, !snapshot.leaderIsEphemeral, snapshot.instances[leader] == nil {

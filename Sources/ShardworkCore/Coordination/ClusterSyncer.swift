@@ -20,6 +20,10 @@ final class ClusterSyncer: Sendable {
         self.adoption = adoption
     }
 
+    /// How long a deleted instance node is left before it is taken for a shutdown (real time: it
+    /// paces, it is no deadline).
+    static let deletionSettle: Duration = .seconds(1)
+
     /// Changes to these nodes can call for action; sharding markers are the fires' own business.
     static func affectsSync(_ path: String, job paths: JobNodePath) -> Bool {
         !path.hasPrefix(paths.sharding) && !path.hasPrefix(paths.leaderSharding)
@@ -27,8 +31,8 @@ final class ClusterSyncer: Sendable {
 
     /// Looks at the job's state in the registry and does what it calls for, one step at a time as
     /// ``ClusterSync/nextStep(_:_:_:)`` decides from the snapshot: a shutdown command stops the job
-    /// here; a trigger runs it once; a missing instance node is written again (its deletion is
-    /// never taken for a shutdown); with no leader, an election; a leader whose server is disabled
+    /// here; a trigger runs it once; an instance node deleted by another client while this host's
+    /// session lives is ElasticJob's shutdown, one missing after a new session is written again; with no leader, an election; a leader whose server is disabled
     /// steps down; the leader flags a resharding when the available instances changed; a new
     /// configuration in the registry is applied; failover work is looked for.
     func sync(_ runtime: JobRuntime) async {
@@ -55,6 +59,19 @@ final class ClusterSyncer: Sendable {
                         runtime.logger.info("triggered")
                         runtime.trigger()
                     }
+                case .instanceDeleted:
+                    progress.instanceChecked = true
+                    // Looked at again after a moment: a namespace deleted node by node (zkCli's
+                    // `deleteall`) takes the instance nodes first, and then the job; that is no
+                    // shutdown. Still so then, it is ElasticJob's shutdown of the job here.
+                    try await Task.sleep(for: Self.deletionSettle)
+                    coordinator.invalidateCache()
+                    let again = try await coordinator.snapshot()
+                    guard ClusterSync.nextStep(again, syncContext(runtime), ClusterSync.Progress()) == .instanceDeleted else { continue }
+                    runtime.logger.notice(
+                        "this instance's node was deleted by another client while its session lives: ElasticJob's shutdown; the job stops here until the host restarts")
+                    await adoption.leave(runtime, .shutDownByDeletion)
+                    return
                 case .registerInstance:
                     progress.instanceChecked = true
                     runtime.logger.notice("this instance's node was gone from the registry; registering it again")
@@ -137,7 +154,8 @@ final class ClusterSyncer: Sendable {
         return ClusterSync.Context(
             me: context.services.instance, configCreated: known?.configCreated, appliedConfigVersion: known?.configVersion,
             membership: known?.membership, staticSharding: configuration.staticSharding,
-            shardingTotalCount: configuration.shardingTotalCount, failsOver: configuration.failover && configuration.monitorExecution)
+            shardingTotalCount: configuration.shardingTotalCount, failsOver: configuration.failover && configuration.monitorExecution,
+            instanceSession: runtime.coordinator.instanceWrittenInSession, session: context.registry.sessionID)
     }
 
     /// Failover (reference §4.4), level-triggered: items that were running on instances that are

@@ -33,6 +33,7 @@ package final class JobCoordinator: Sendable {
     /// This instance's reshardings: how many are being written now, and the instances the last one
     /// written was made over (`nil` until it shards, and again once it is elected anew).
     private let resharding = Mutex(ReshardingRecord())
+    private let instanceSession = Mutex<Int64?>(nil)
 
     private struct ReshardingRecord {
         var underWay = 0
@@ -175,13 +176,22 @@ package final class JobCoordinator: Sendable {
         defer { cache.invalidate() }
         let path = paths.instance(instance.id)
         let value = [UInt8](utf8: instance.yaml)
-        if try await registry.createIfAbsent(path, data: value, mode: .ephemeral) { return }
+        let session = registry.sessionID
+        if try await registry.createIfAbsent(path, data: value, mode: .ephemeral) {
+            instanceSession.withLock { $0 = session }
+            return
+        }
         // Left by an earlier session of this very instance id: replace it with one of ours.
         if let stat = try await registry.exists(path, watch: nil), stat.ephemeralOwner != registry.sessionID {
             try await registry.deleteIfPresent(path)
             try await registry.create(path, data: value, mode: .ephemeral)
         }
+        instanceSession.withLock { $0 = session }
     }
+
+    /// The registry session in which this instance's node was last written: while it lives, the
+    /// node's absence means another client deleted it (ElasticJob's shutdown).
+    package var instanceWrittenInSession: Int64? { instanceSession.withLock { $0 } }
 
     /// Writes this instance's node again with its own value (another tool changed it).
     package func rewriteInstance() async throws {

@@ -341,6 +341,13 @@ final class JobAdoption: Sendable {
         /// A shutdown command for this instance: the host remembers it, so that the job stays off
         /// here until it is removed from the cluster (and perhaps added again).
         case shutDownByCommand
+        /// This instance's node deleted by another client while its session lives: ElasticJob's
+        /// shutdown, remembered as a command is.
+        case shutDownByDeletion
+
+        var isShutdown: Bool {
+            if case .retired = self { false } else { true }
+        }
     }
 
     /// Stops the job on this host: no fire starts, a running one finishes first, then the
@@ -350,7 +357,7 @@ final class JobAdoption: Sendable {
         let first = context.syncs.withLock { syncs -> Bool in
             guard syncs[runtime.name]?.active == true else { return false }
             syncs[runtime.name]?.active = false
-            if case .shutDownByCommand = departure { syncs[runtime.name]?.shutDown = true }
+            if departure.isShutdown { syncs[runtime.name]?.shutDown = true }
             return true
         }
         guard first else { return }
@@ -359,6 +366,7 @@ final class JobAdoption: Sendable {
         let reason = switch departure {
         case .retired(let reason): reason
         case .shutDownByCommand: "shut down by a command"
+        case .shutDownByDeletion: "shut down: its instance node was deleted by another client (ElasticJob's shutdown)"
         }
         services.events.publish(.jobStopped(job: runtime.name, reason: reason))
         runtime.logger.notice("stopped on this host", metadata: ["reason": "\(reason)"])

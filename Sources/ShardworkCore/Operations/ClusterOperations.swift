@@ -242,9 +242,10 @@ public final class ClusterOperations: Sendable {
     /// Asks instances to stop running jobs, selected as ElasticJob's `JobOperateAPI.shutdown`
     /// selects them (a job: its instances; a server: the instances on it; both: the job's instances
     /// on that server), narrowed to one instance id when `instance` is given. Each selected live
-    /// instance gets a `shutdown/{id}` command node, all in one transaction; unlike ElasticJob, the
-    /// instance node is not deleted (a deletion looks like a crash, and a session expiry causes
-    /// one too). Returns the instances asked.
+    /// instance is asked both ways, all in one transaction: its instance node is deleted
+    /// (ElasticJob's way, which its nodes act on; a Shardwork host takes the deletion of its node
+    /// by another client, while its session lives, for the same), and it gets a `shutdown/{id}`
+    /// command node, which a Shardwork host acts on at once. Returns the instances asked.
     @discardableResult
     public func shutdown(job: String?, server: String?, instance: String?) async throws(OperationError) -> [ShutdownRequest] {
         guard job != nil || server != nil || instance != nil else {
@@ -275,7 +276,7 @@ public final class ClusterOperations: Sendable {
                 for id in selected {
                     requests.append(ShutdownRequest(jobName: candidate.job, instanceId: id))
                     // Only to an instance that is still there when the command is written.
-                    operations.append(.check(candidate.instance(id), version: nil))
+                    operations.append(.delete(candidate.instance(id), version: nil))
                     if try await registry.exists(candidate.shutdown(id), watch: nil) == nil {
                         operations.append(.create(candidate.shutdown(id), data: [], mode: .persistent))
                     }
