@@ -201,7 +201,9 @@ struct ControlRoutes: Sendable {
         let text = try await body(request, limit: Self.maximumConfigurationBytes)
         // A body without `jobType` (what `job config` prints: the type lives in the job's root
         // node) keeps the job's type.
-        let configuration = try readJob(text, defaultJobType: try? await operations.jobType(of: name))
+        // A job of a mapped ElasticJob class is checked as the job type this host runs it as.
+        let storedType = try? await operations.jobType(of: name)
+        let configuration = try readJob(text, defaultJobType: storedType.map(host.configuration.host.jobType(forStored:)))
         guard configuration.jobName == name else {
             throw ControlError(
                 status: .unprocessableContent,
@@ -215,7 +217,10 @@ struct ControlRoutes: Sendable {
             }
             expected = version
         }
-        let missing = try await validate(configuration, request)
+        // A body that names the ElasticJob class is checked as the job type this host runs it as.
+        var checked = configuration
+        checked.jobType = host.configuration.host.jobType(forStored: configuration.jobType)
+        let missing = try await validate(checked, request)
         let version = try await operations.updateConfiguration(configuration, expectedVersion: expected).version
         logger.notice("control API: job configuration changed", metadata: ["job": "\(name)", "version": "\(version)"])
         return ControlJSON.response(

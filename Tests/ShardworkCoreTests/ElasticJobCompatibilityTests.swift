@@ -215,3 +215,85 @@ struct ElasticJobCompatibilityTests {
         #expect(parsed.jobType == "SCRIPT" && parsed.cron == "0 0 4 * * ?")
     }
 }
+
+/// A job of an ElasticJob Java class, run by a Shardwork host that maps the class to a job type of
+/// its own (`host.jobClasses`), beside a (simulated) Java node, and taken over when it stops.
+@Suite("A mapped ElasticJob job class", .stopsWhatItStarts)
+struct MappedJobClassTests {
+    @Test("host.jobClasses maps a class to a job type; anything else in it is refused, naming the field")
+    func configuration() throws {
+        let parsed = try HostConfigurationReader.parse("host:\n  jobClasses:\n    com.example.OrderJob: script\njobs: []\n")
+        #expect(parsed.host.jobClasses == ["com.example.OrderJob": "script"])
+        #expect(parsed.host.jobType(forStored: "com.example.OrderJob") == "script" && parsed.host.jobType(forStored: "SCRIPT") == "SCRIPT")
+        #expect(JobTypeName.matches("com.example.OrderJob", "SCRIPT", jobClasses: parsed.host.jobClasses))
+        #expect(!JobTypeName.matches("com.example.OrderJob", "http", jobClasses: parsed.host.jobClasses))
+        #expect(throws: HostConfigurationError.self) { try HostConfigurationReader.parse("host:\n  jobClasses: script\njobs: []\n") }
+        #expect(throws: HostConfigurationError.self) { try HostConfigurationReader.parse("host:\n  jobClasses:\n    com.example.OrderJob: ''\njobs: []\n") }
+    }
+
+    @Test("a host that maps the class runs its share of the Java job beside the Java node, and every item once the Java node stops; the root keeps the class")
+    func runsBesideJavaNode() async throws {
+        let cluster = try await ClusterHarness("host:\n  jobClasses:\n    com.example.OrderJob: c-echo\njobs: []\n", hosts: 1)
+        // What an ElasticJob node writes for its job (Tests/Fixtures/elasticjob-3.0.4-registry.json).
+        let java = cluster.server.connect()
+        let javaID = "10.0.0.9@-@99"
+        _ = try await java.create("/orders", data: [UInt8](utf8: "com.example.OrderJob"), mode: .persistent)
+        _ = try await java.create("/orders/config", data: [UInt8](utf8: """
+            cron: '* * * * * ?'
+            description: ''
+            disabled: false
+            failover: false
+            jobName: orders
+            jobParameter: ''
+            maxTimeDiffSeconds: -1
+            misfire: true
+            monitorExecution: true
+            overwrite: false
+            reconcileIntervalMinutes: 10
+            shardingItemParameters: ''
+            shardingTotalCount: 4
+            staticSharding: false
+
+            """), mode: .persistent)
+        _ = try await java.create("/orders/instances", data: [], mode: .persistent)
+        _ = try await java.create("/orders/instances/\(javaID)", data: [UInt8](utf8: "jobInstanceId: \(javaID)\nserverIp: 10.0.0.9\n"), mode: .ephemeral)
+        _ = try await java.create("/orders/servers", data: [], mode: .persistent)
+        _ = try await java.create("/orders/servers/10.0.0.9", data: [UInt8](utf8: "ENABLED"), mode: .persistent)
+        try await cluster.startAll()
+        let member = cluster.hosts[0]
+        #expect(await eventually { member.host.isActive("orders") }, "\(member.events.kinds())")
+        cluster.advance(toSecond: 1)
+        await cluster.waitForFires("orders", count: 1)
+        // ElasticJob's descending instance order: the Java node (10.0.0.9) first.
+        #expect(cluster.items(of: member, job: "orders", fire: 1) == [2, 3])
+        #expect(try await java.string("/orders") == "com.example.OrderJob")
+
+        await java.close()
+        await cluster.waitForReshardingFlag("orders")
+        cluster.advance(toSecond: 2)
+        await cluster.waitForFires("orders", count: 2)
+        #expect(cluster.items(of: member, job: "orders", fire: 2) == [0, 1, 2, 3])
+        let peer = cluster.server.connect()
+        #expect(try await peer.string("/orders") == "com.example.OrderJob", "the root keeps the class")
+        await peer.close()
+        await cluster.shutdownAll()
+    }
+
+    @Test("without the mapping, a host leaves the Java job alone, and one that configures its name with another type is refused, told how to map it")
+    func unmapped() async throws {
+        let registry = EmbeddedRegistry.standalone()
+        _ = try await registry.create("/orders", data: [UInt8](utf8: "com.example.OrderJob"), mode: .persistent)
+        let job = JobConfiguration(jobName: "orders", jobType: "script", cron: "0 0 3 * * ?", shardingTotalCount: 1)
+        let coordinator = JobCoordinator(registry: registry, job: "orders", instance: JobInstance(id: "10.0.0.1@-@7", serverIP: "10.0.0.1"))
+        await #expect {
+            _ = try await coordinator.register(job)
+        } throws: { error in
+            "\(error)".contains("host.jobClasses") && "\(error)".contains("com.example.OrderJob")
+        }
+        let mapped = JobCoordinator(
+            registry: registry, job: "orders", instance: JobInstance(id: "10.0.0.1@-@7", serverIP: "10.0.0.1"),
+            jobClasses: ["com.example.OrderJob": "script"])
+        _ = try await mapped.register(job)
+        #expect(try await registry.string("/orders") == "com.example.OrderJob")
+    }
+}

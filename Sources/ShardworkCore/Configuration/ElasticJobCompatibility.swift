@@ -78,8 +78,13 @@ public enum ElasticJobExecutorKey: String, Sendable, Equatable, CaseIterable {
 /// Job type names as ElasticJob compares them: `SCRIPT` and `script` are one type (Shardwork's
 /// providers resolve names the same way, trimmed and without regard to case).
 public enum JobTypeName {
-    public static func matches(_ stored: String, _ local: String) -> Bool {
-        stored.trimmingCharacters(in: .whitespaces).lowercased() == local.trimmingCharacters(in: .whitespaces).lowercased()
+    /// Whether `local` names the job type `stored` (a root node's value) does: the same name in any
+    /// case, or, for a stored ElasticJob class that `jobClasses` maps, its job type.
+    public static func matches(_ stored: String, _ local: String, jobClasses: [String: String] = [:]) -> Bool {
+        func same(_ one: String, _ other: String) -> Bool {
+            one.trimmingCharacters(in: .whitespaces).lowercased() == other.trimmingCharacters(in: .whitespaces).lowercased()
+        }
+        return same(stored, local) || jobClasses[stored].map { same($0, local) } == true
     }
 }
 

@@ -86,8 +86,15 @@ public struct HostSettings: Sendable, Equatable {
     /// ``HostSettings/defaultStateDirectory``. Relative paths are resolved against the
     /// configuration file's directory.
     public var stateDirectory: String?
+    /// ElasticJob job classes that this host runs as a job type of its own (`host.jobClasses`):
+    /// a job whose root node names the class (as ElasticJob stores it) runs here as that type,
+    /// beside the Java nodes; the root keeps the class name. By class name.
+    public var jobClasses: [String: String] = [:]
 
     public init() {}
+
+    /// The job type this host runs a job as, given the type its root node holds.
+    public func jobType(forStored stored: String) -> String { jobClasses[stored] ?? stored }
 
     /// `$TMPDIR/shardwork-state-{uid}` (`/tmp` without TMPDIR). A directory that survives reboots
     /// (`/var/lib/shardwork`) keeps the journal across them too.

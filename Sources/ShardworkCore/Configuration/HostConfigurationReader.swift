@@ -389,7 +389,21 @@ struct Reader {
     func host(_ node: Node, baseDirectory: String?) throws(HostConfigurationError) -> HostSettings {
         var settings = HostSettings()
         if isNull(node) { return settings }
-        let section = try mapping(node, field: "host", known: ["shutdownTimeoutSeconds", "workerThreads", "ip", "stateDirectory"])
+        let section = try mapping(node, field: "host", known: ["shutdownTimeoutSeconds", "workerThreads", "ip", "stateDirectory", "jobClasses"])
+        if let value = section["jobClasses"], !isNull(value) {
+            guard case .mapping(let classes) = value else {
+                throw error(value, field: "host.jobClasses", "expected a mapping of ElasticJob job classes to job types, such as `com.example.OrderJob: script`, got \(describe(value))")
+            }
+            for (keyNode, type) in classes {
+                guard case .scalar(let key) = keyNode, !key.string.trimmed.isEmpty else {
+                    throw error(keyNode, field: "host.jobClasses", "keys are ElasticJob job class names, such as `com.example.OrderJob`")
+                }
+                guard let typeName = try string(type, field: "host.jobClasses.\(key.string)"), !typeName.trimmed.isEmpty else {
+                    throw error(type, field: "host.jobClasses.\(key.string)", "map the class to a job type of this host, such as `com.example.OrderJob: script`")
+                }
+                settings.jobClasses[key.string] = typeName
+            }
+        }
         if let value = section["stateDirectory"], let path = try string(value, field: "host.stateDirectory") {
             guard !path.isEmpty else { throw error(value, field: "host.stateDirectory", "must be a directory path, got ''") }
             settings.stateDirectory = path.hasPrefix("/") || baseDirectory == nil

@@ -52,16 +52,19 @@ package final class JobCoordinator: Sendable {
     /// Whose nodes must read the configuration this coordinator writes (the executor key's spelling
     /// for a job that has none stored yet).
     let compatibility: ElasticJobCompatibility
+    /// ElasticJob job classes this host runs as job types of its own (`host.jobClasses`).
+    let jobClasses: [String: String]
 
     package init(
         registry: any RegistryCenter, job: String, instance: JobInstance, events: HostEvents? = nil,
-        compatibility: ElasticJobCompatibility = .none
+        compatibility: ElasticJobCompatibility = .none, jobClasses: [String: String] = [:]
     ) {
         self.registry = registry
         self.paths = JobNodePath(job: job)
         self.instance = instance
         self.events = events
         self.compatibility = compatibility
+        self.jobClasses = jobClasses
     }
 
     /// The job's root node: its type as the registry has it. A stored type that names the same type
@@ -69,10 +72,12 @@ package final class JobCoordinator: Sendable {
     /// Java node reads it. Writes the local type when there is none.
     private func ensureJobType(_ local: JobConfiguration, write: Bool) async throws {
         if let existingType = try await registry.string(paths.root), !existingType.isEmpty {
-            guard JobTypeName.matches(existingType, local.jobType) else {
+            guard JobTypeName.matches(existingType, local.jobType, jobClasses: jobClasses) else {
+                let mapping = jobClasses[existingType] == nil && existingType.contains(".")
+                    ? " (an ElasticJob job class: map it to a job type of this host in host.jobClasses to run it here)" : ""
                 throw JobRegistrationError(
                     job: paths.job,
-                    message: "the registry already has this job with job type '\(existingType)', "
+                    message: "the registry already has this job with job type '\(existingType)'\(mapping), "
                         + "but this host configures job type '\(local.jobType)'; rename one of them or change the type")
             }
         } else if write {

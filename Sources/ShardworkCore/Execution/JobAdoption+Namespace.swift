@@ -90,7 +90,7 @@ extension JobAdoption {
             do {
                 _ = try await JobCoordinator(
                     registry: registry, job: job.jobName, instance: services.instance,
-                    compatibility: configuration.registry.elasticJobCompatibility).registerConfiguration(job)
+                    compatibility: configuration.registry.elasticJobCompatibility, jobClasses: configuration.host.jobClasses).registerConfiguration(job)
                 if dynamic {
                     try await registry.createIfAbsent(JobNodePath(job: job.jobName).dynamic, data: [UInt8](utf8: record.json))
                 }

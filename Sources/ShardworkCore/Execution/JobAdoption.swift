@@ -166,12 +166,18 @@ final class JobAdoption: Sendable {
     private func consider(_ name: String, configuredHere: Bool) async throws {
         let paths = JobNodePath(job: name)
         if !configuredHere, try await registry.exists(paths.dynamic, watch: nil) == nil {
-            scanState.withLock { _ = $0.foreign.insert(name) }
-            return
+            // A job of an ElasticJob class that this host maps to a job type of its own runs here
+            // too, beside the Java nodes.
+            let root = try await registry.string(paths.root)
+            guard let root, configuration.host.jobClasses[root] != nil else {
+                scanState.withLock { _ = $0.foreign.insert(name) }
+                return
+            }
         }
         guard let stored = try await registry.textIfPresent(paths.config),
-              let jobType = try await registry.string(paths.root), !jobType.isEmpty
+              let storedType = try await registry.string(paths.root), !storedType.isEmpty
         else { return }  // being added or removed right now; the next change looks again
+        let jobType = configuration.host.jobType(forStored: storedType)
         if let known = incapable.withLock({ $0[name] }), known.version == stored.stat.version { return }
         let job: JobConfiguration
         do {
@@ -198,7 +204,7 @@ final class JobAdoption: Sendable {
         let runtime = JobRuntime(
             job: prepared, coordinator: JobCoordinator(
                 registry: registry, job: name, instance: services.instance, events: services.events,
-                compatibility: configuration.registry.elasticJobCompatibility),
+                compatibility: configuration.registry.elasticJobCompatibility, jobClasses: configuration.host.jobClasses),
             services: services)
         let inserted = context.table.withLock { table -> Bool in
             guard table[name] == nil else { return false }
@@ -287,7 +293,7 @@ final class JobAdoption: Sendable {
     /// why this host does not run it), without an instance of this host.
     func setAsideBeforeRegistration(_ job: JobConfiguration, reason: String) async {
         let coordinator = JobCoordinator(
-            registry: registry, job: job.jobName, instance: services.instance, compatibility: configuration.registry.elasticJobCompatibility)
+            registry: registry, job: job.jobName, instance: services.instance, compatibility: configuration.registry.elasticJobCompatibility, jobClasses: configuration.host.jobClasses)
         do {
             let version = try await coordinator.registerConfiguration(job)
             await markIncapable(job.jobName, reason: reason, version: version)

@@ -108,7 +108,7 @@ public final class ShardworkHost: Service, Sendable {
             runtimes[job.name] = JobRuntime(
                 job: job, coordinator: JobCoordinator(
                     registry: registry, job: job.name, instance: instance, events: services.events,
-                    compatibility: configuration.registry.elasticJobCompatibility),
+                    compatibility: configuration.registry.elasticJobCompatibility, jobClasses: configuration.host.jobClasses),
                 services: services)
         }
         context = HostContext(
@@ -210,7 +210,7 @@ public final class ShardworkHost: Service, Sendable {
     /// The operation APIs over this host's registry: with ZooKeeper they act on the whole cluster.
     public var operations: ClusterOperations {
         ClusterOperations(
-            registry: registry, logger: context.logger, events: services.events, compatibility: configuration.registry.elasticJobCompatibility)
+            registry: registry, logger: context.logger, events: services.events, compatibility: configuration.registry.elasticJobCompatibility, jobClasses: configuration.host.jobClasses)
     }
 
     // MARK: Jobs this host cannot run

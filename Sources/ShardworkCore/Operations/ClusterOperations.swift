@@ -21,6 +21,8 @@ public final class ClusterOperations: Sendable {
     private let events: HostEvents?
     /// Whose nodes must read the configurations written here (time zones, the executor key).
     private let compatibility: ElasticJobCompatibility
+    /// ElasticJob job classes the host maps to its own job types (`host.jobClasses`).
+    private let jobClasses: [String: String]
 
     /// How many times a write planned from a read is planned again when a concurrent change to the
     /// nodes it depends on made it fail.
@@ -38,8 +40,10 @@ public final class ClusterOperations: Sendable {
     ///     (`registry.zookeeper.elasticJobCompatibility`).
     public init(
         registry: any RegistryCenter, logger: Logger = Logger(label: "shardwork.operations"),
-        now: @escaping @Sendable () -> Date = Date.init, events: HostEvents? = nil, compatibility: ElasticJobCompatibility = .none
+        now: @escaping @Sendable () -> Date = Date.init, events: HostEvents? = nil, compatibility: ElasticJobCompatibility = .none,
+        jobClasses: [String: String] = [:]
     ) {
+        self.jobClasses = jobClasses
         self.registry = registry
         self.logger = logger
         self.now = now
@@ -361,7 +365,7 @@ public final class ClusterOperations: Sendable {
             guard let root = try await registry.textIfPresent(paths.root), let stored = try await registry.textIfPresent(paths.config) else {
                 throw OperationError.notFound(job: name, "no job named '\(name)' to update; add it with `addJob`, or check the name with `jobs`")
             }
-            guard JobTypeName.matches(root.text, configuration.jobType) else {
+            guard JobTypeName.matches(root.text, configuration.jobType, jobClasses: jobClasses) else {
                 throw OperationError.invalid(
                     job: name, field: "jobType",
                     "the job's type is '\(root.text)' and cannot be changed to '\(configuration.jobType)' by an update "
