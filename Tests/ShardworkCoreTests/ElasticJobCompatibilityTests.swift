@@ -297,3 +297,15 @@ struct MappedJobClassTests {
         #expect(try await registry.string("/orders") == "com.example.OrderJob")
     }
 }
+
+extension ElasticJobCompatibilityTests {
+    @Test("written for ElasticJob 3.0.4, each configuration ElasticJob 3.0.4 wrote comes out as it wrote it, byte for byte")
+    func writesAsElasticJobWrites() throws {
+        let fixture = try Fixture.load()
+        for job in ["billing", "orders", "reports"] {
+            let text = try #require(fixture.value("/\(job)/config"))
+            let decoded = try ElasticJobYAML.decode(text, jobType: "Node$LedgerJob", job: job)
+            #expect(ElasticJobYAML.encode(decoded, executorKey: ElasticJobCompatibility.elasticJob304.executorKey) == text, "\(job)")
+        }
+    }
+}
