@@ -309,3 +309,23 @@ extension ElasticJobCompatibilityTests {
         }
     }
 }
+
+extension ElasticJobCompatibilityTests {
+    @Test("a new job's root holds ElasticJob's spelling of its type names for an ElasticJob target (its nodes compare them letter for letter), the name as given otherwise")
+    func storedTypeNames() async throws {
+        for (target, expected) in [(ElasticJobCompatibility.elasticJob304, "SCRIPT"), (.elasticJob305, "SCRIPT"), (.none, "script")] {
+            let registry = EmbeddedRegistry.standalone()
+            let job = JobConfiguration(jobName: "nightly", jobType: "script", cron: "0 0 3 * * ?", shardingTotalCount: 1)
+            _ = try await JobCoordinator(
+                registry: registry, job: "nightly", instance: JobInstance(id: "10.0.0.1@-@7", serverIP: "10.0.0.1"), compatibility: target
+            ).register(job)
+            #expect(try await registry.string("/nightly") == expected, "\(target)")
+            var added = job
+            added.jobName = "hourly"
+            _ = try await ClusterOperations(registry: registry, compatibility: target).addJob(added, addedBy: "test")
+            #expect(try await registry.string("/hourly") == expected, "\(target)")
+        }
+        #expect(ElasticJobCompatibility.elasticJob304.storedJobType("HTTP") == "HTTP")
+        #expect(ElasticJobCompatibility.elasticJob304.storedJobType("log-item") == "log-item")
+    }
+}

@@ -149,8 +149,11 @@ struct ClusterEventsTests {
                 monitorExecution: true
                 failover: true
                 props:
-                  c.wait.ms: 1500
+                  c.wait.ms: 6000
             """, hosts: 2)
+        // Six seconds of the machine's time: the victim's item still runs when its session expires,
+        // even under load (with 1.5 s it once ended first, cleared its marker, and left nothing to
+        // fail over).
         try await cluster.startAll()
         let (survivor, victim) = (cluster.hosts[0], cluster.hosts[1])
         try await survivor.host.trigger("batch")

@@ -22,6 +22,17 @@ public enum ElasticJobCompatibility: String, Sendable, Equatable, CaseIterable, 
         self == .elasticJob304 ? .serviceHandler : .threadPoolSizeProvider
     }
 
+    /// The job type as a new job's root node holds it for this target: ElasticJob's own spelling of
+    /// its type names (`SCRIPT`, `HTTP`), which its nodes compare letter for letter with theirs;
+    /// any other name as it is.
+    public func storedJobType(_ type: String) -> String {
+        guard self != .none else { return type }
+        return Self.elasticJobTypeNames[type.trimmingCharacters(in: .whitespaces).lowercased()] ?? type
+    }
+
+    /// ElasticJob's type-based jobs, by the name Shardwork's providers answer to.
+    static let elasticJobTypeNames = ["script": "SCRIPT", "http": "HTTP"]
+
     /// Whether nodes of this target read only GMT offsets as time zones (ElasticJob's
     /// `JobScheduleController` refuses any other id, and a node that cannot parse a job's time zone
     /// stays registered holding its items without running them).

@@ -81,7 +81,7 @@ package final class JobCoordinator: Sendable {
                         + "but this host configures job type '\(local.jobType)'; rename one of them or change the type")
             }
         } else if write {
-            try await registry.put(paths.root, local.jobType)
+            try await registry.put(paths.root, compatibility.storedJobType(local.jobType))
         }
     }
 

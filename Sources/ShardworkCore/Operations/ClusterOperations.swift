@@ -423,7 +423,7 @@ public final class ClusterOperations: Sendable {
             job: name, "a job named '\(name)' exists already; change it with `updateConfiguration`, or remove it first with `removeJob`")
         try await perform("adding the job", job: name) {
             var operations: [RegistryOperation] = []
-            let type = [UInt8](utf8: configuration.jobType)
+            let type = [UInt8](utf8: compatibility.storedJobType(configuration.jobType))
             if let root = try await registry.textIfPresent(paths.root) {
                 // A job node without a configuration (left by an interrupted registration): take it.
                 if try await registry.exists(paths.config, watch: nil) != nil { throw exists }
