@@ -27,7 +27,11 @@ struct FailoverRuleTests {
         #expect(CoordinationRules.needsSharding(snapshot, forFireAt: 2_000), "raised at the instant: for it")
         snapshot.reshardingFlaggedAt = 2_001
         #expect(!CoordinationRules.needsSharding(snapshot, forFireAt: 2_000), "raised after the instant: for the next fire")
+        snapshot.reshardingFlaggedAt = 3_000
+        #expect(!CoordinationRules.needsSharding(snapshot, forFireAt: 2_000), "a second after: still for the next fire")
         #expect(CoordinationRules.needsSharding(snapshot, forFireAt: 3_000))
+        snapshot.reshardingFlaggedAt = 3_001
+        #expect(CoordinationRules.needsSharding(snapshot, forFireAt: 2_000), "later than a late fire's second (clocks off, an old misfire): for this fire")
         snapshot.instances = [:]
         #expect(!CoordinationRules.needsSharding(snapshot, forFireAt: 3_000), "nobody to shard over")
     }

@@ -104,12 +104,19 @@ package enum CoordinationRules {
     /// that instant (by the registry's clock, the same for every host). An instant is run under the
     /// assignment in force at it: every host fires it on its own clock, and one that fires it late,
     /// after a membership change, must not run new items for it while another host ran the old ones
-    /// (an item would run twice for one instant). A flag raised after the instant is for the next
-    /// fire; one of unknown time is taken as raised before.
+    /// (an item would run twice for one instant). A flag raised within a late fire's second after the
+    /// instant is for the next fire. One raised later than that (the registry's clock is ahead of the
+    /// host's, or the fire is a misfire of an older instant), or of unknown time, is taken as raised
+    /// before: a clock off by minutes must not hold every resharding back by as much.
     package static func needsSharding(_ snapshot: JobSnapshot, forFireAt fireTime: Int64) -> Bool {
         guard needsSharding(snapshot) else { return false }
-        return snapshot.reshardingFlaggedAt.map { $0 <= fireTime } ?? true
+        guard let flaggedAt = snapshot.reshardingFlaggedAt else { return true }
+        return flaggedAt <= fireTime || flaggedAt - fireTime > shardingWindowMilliseconds
     }
+
+    /// How long after an instant a flag is still for the next fire: a fire later than this is a
+    /// missed one (``JobFireState/lateFireMilliseconds``).
+    package static let shardingWindowMilliseconds: Int64 = 1_000
 
     /// Items of `0..<total` assigned to `instance`; none when its server is not available.
     package static func assignedItems(_ snapshot: JobSnapshot, _ instance: JobInstance, total: Int) -> [Int] {
