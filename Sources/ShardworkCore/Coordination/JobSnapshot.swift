@@ -114,6 +114,12 @@ package enum CoordinationRules {
         return flaggedAt <= fireTime || flaggedAt - fireTime > shardingWindowMilliseconds
     }
 
+    /// Items of `0..<total` whose running marker names `instance`: at the start of one of its
+    /// runs (one at a time per job on an instance), markers left by an earlier run.
+    package static func ownLeftoverMarkers(_ snapshot: JobSnapshot, _ instance: JobInstance, total: Int) -> [Int] {
+        snapshot.items.filter { $0.key < total && $0.value.running == instance.id }.map(\.key).sorted()
+    }
+
     /// How long after an instant a flag is still for the next fire: a fire later than this is a
     /// missed one (``JobFireState/lateFireMilliseconds``).
     package static let shardingWindowMilliseconds: Int64 = 1_000

@@ -343,6 +343,20 @@ package final class JobRuntime: Sendable {
                     return nil
                 }
             }
+            if configuration.monitorExecution && !configuration.failover {
+                let leftovers = CoordinationRules.ownLeftoverMarkers(snapshot, services.instance, total: configuration.shardingTotalCount)
+                if !leftovers.isEmpty {
+                    // This instance's own markers, of its session (they are ephemeral), while no run
+                    // of the job is under way here (one at a time): left by a run whose clearing
+                    // failed with the connection (its items ended). Left in place they would keep
+                    // those items from running here again as long as the session lives.
+                    logger.notice(
+                        "running markers of this instance left by an earlier run; removed",
+                        metadata: ["items": "\(leftovers.map(String.init).joined(separator: ","))"])
+                    try await coordinator.clearRunning(leftovers)
+                    snapshot = try await coordinator.snapshot()
+                }
+            }
             items = CoordinationRules.itemsToRun(
                 snapshot, services.instance, total: configuration.shardingTotalCount,
                 failover: configuration.failover, monitorExecution: configuration.monitorExecution)
