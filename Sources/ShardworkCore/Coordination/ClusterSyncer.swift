@@ -32,7 +32,8 @@ final class ClusterSyncer: Sendable {
     /// Looks at the job's state in the registry and does what it calls for, one step at a time as
     /// ``ClusterSync/nextStep(_:_:_:)`` decides from the snapshot: a shutdown command stops the job
     /// here; a trigger runs it once; an instance node deleted by another client while this host's
-    /// session lives is ElasticJob's shutdown, one missing after a new session is written again; with no leader, an election; a leader whose server is disabled
+    /// session lives is ElasticJob's shutdown, one missing after a new session is written again;
+    /// with no leader, an election; a leader whose server is disabled
     /// steps down; the leader flags a resharding when the available instances changed; a new
     /// configuration in the registry is applied; failover work is looked for.
     func sync(_ runtime: JobRuntime) async {
