@@ -165,17 +165,18 @@ final class JobAdoption: Sendable {
     /// records why not.
     private func consider(_ name: String, configuredHere: Bool) async throws {
         let paths = JobNodePath(job: name)
+        var root: String?
         if !configuredHere, try await registry.exists(paths.dynamic, watch: nil) == nil {
             // A job of an ElasticJob class that this host maps to a job type of its own runs here
             // too, beside the Java nodes.
-            let root = try await registry.string(paths.root)
+            root = configuration.host.jobClasses.isEmpty ? nil : try await registry.string(paths.root)
             guard let root, configuration.host.jobClasses[root] != nil else {
                 scanState.withLock { _ = $0.foreign.insert(name) }
                 return
             }
         }
-        guard let stored = try await registry.textIfPresent(paths.config),
-              let storedType = try await registry.string(paths.root), !storedType.isEmpty
+        if root == nil { root = try await registry.string(paths.root) }
+        guard let stored = try await registry.textIfPresent(paths.config), let storedType = root, !storedType.isEmpty
         else { return }  // being added or removed right now; the next change looks again
         let jobType = configuration.host.jobType(forStored: storedType)
         if let known = incapable.withLock({ $0[name] }), known.version == stored.stat.version { return }
