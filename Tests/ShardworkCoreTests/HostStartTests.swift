@@ -114,7 +114,9 @@ struct HostStartTests {
         #expect(start.host.readiness().ready, "\(start.host.readiness().reasons)")
         let missing = await start.jobsWithoutInstance(session: start.registry.sessionID)
         #expect(missing.isEmpty, "jobs without their instance on the new session: \(missing)")
-        // Each job adopted once, whatever the number of registrations.
+        // Each job adopted once, whatever the number of registrations (the recorder reads the
+        // host's events on a task of its own: waited for).
+        _ = await events.waitFor(count: StartThroughProxy.total) { if case .jobAdopted = $0 { true } else { false } }
         let adopted = events.kinds().compactMap { if case .jobAdopted(let job) = $0 { job } else { nil } }
         #expect(adopted.count == StartThroughProxy.total && Set(adopted).count == StartThroughProxy.total)
     }

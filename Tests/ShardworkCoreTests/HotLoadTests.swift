@@ -137,7 +137,8 @@ struct HotLoadTests {
         let cacheMode = try FileManager.default.attributesOfItem(atPath: harness.cache)[.posixPermissions] as? Int
         let fileMode = try FileManager.default.attributesOfItem(atPath: outcome.cachePath)[.posixPermissions] as? Int
         #expect(cacheMode == 0o700 && fileMode == 0o755)
-        #expect(harness.events.kinds().contains(.pluginLoaded(name: "acme", version: "2.0.0", generation: 2, file: v2)))
+        // The recorder reads the host's events on a task of its own: waited for, not looked at once.
+        #expect(await harness.events.waitFor { $0 == .pluginLoaded(name: "acme", version: "2.0.0", generation: 2, file: v2) })
 
         await harness.waitForFires(of: "2.0.0", count: 2)
         await harness.host.shutdown()
@@ -212,7 +213,7 @@ struct HotLoadTests {
         #expect(error.inspection?.checks.first { $0.id == "elf" }?.status == .failed)
         #expect(!error.reasons.isEmpty)
         #expect(error.description.contains("was not loaded; nothing changed"))
-        #expect(harness.events.kinds().contains { if case .pluginRefused(let file, _) = $0 { file == bogus } else { false } })
+        #expect(await harness.events.waitFor { if case .pluginRefused(let file, _) = $0 { file == bogus } else { false } })
 
         let before = try harness.fireTimes(of: "1.0.0").count
         await harness.waitForFires(of: "1.0.0", count: 2, after: before)
